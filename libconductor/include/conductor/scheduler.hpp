@@ -1,0 +1,115 @@
+// Scheduler: the queue of work items and who is running what. Pure logic: no I/O, no clock of
+// its own (every call that needs time takes `now`), so tests drive it with a fake clock.
+// Not thread-safe: the server's network thread owns it.
+#pragma once
+
+#include <chrono>
+#include <cstddef>
+#include <deque>
+#include <functional>
+#include <map>
+#include <optional>
+#include <string>
+#include <vector>
+
+namespace conductor {
+
+using SteadyClock = std::chrono::steady_clock;
+using TimePoint = SteadyClock::time_point;
+
+enum class WorkType { kTraining, kPrediction };
+const char* to_string(WorkType type) noexcept;
+
+// One unit of work handed to one client. `attempt` counts hand-outs that ended without a
+// result (failure, lost client, timeout); the id stays the same across attempts.
+struct WorkItem {
+  std::string id;
+  WorkType type = WorkType::kTraining;
+  std::string version;
+  int attempt = 0;
+
+  friend bool operator==(const WorkItem&, const WorkItem&) = default;
+};
+
+struct ActiveItem {
+  WorkItem item;
+  std::string client_id;
+  TimePoint started;
+  TimePoint deadline;  // the per-type outer bound
+};
+
+struct SchedulerOptions {
+  std::chrono::milliseconds training_timeout = std::chrono::hours(84);  // 3.5 days, as the original
+  std::chrono::milliseconds prediction_timeout = std::chrono::minutes(20);
+};
+
+// How many models a version wants and has; input to Scheduler::reconcile.
+struct VersionDemand {
+  std::string version;
+  int target_models = 0;
+  int stored_models = 0;
+};
+
+// Why an item went back to the queue.
+enum class RequeueReason { kFailed, kClientLost, kTimedOut };
+
+class Scheduler {
+ public:
+  explicit Scheduler(SchedulerOptions options, std::function<std::string()> new_id);
+
+  // Queues target - stored - queued - active new training items for each version (never
+  // negative) and returns them in queue order.
+  std::vector<WorkItem> reconcile(const std::vector<VersionDemand>& demands);
+
+  // Appends an item to the queue (prediction requests use this).
+  void enqueue(WorkItem item);
+
+  // Hands the first queued item (FIFO) accepted by `accepts` to `client_id` and makes it
+  // active until complete/fail/release/expire. A client holds at most one item: a client that
+  // already holds one gets nothing.
+  std::optional<WorkItem> assign(const std::string& client_id, TimePoint now,
+                                 const std::function<bool(const WorkItem&)>& accepts = {});
+
+  // The item's result was stored: it leaves the queue or the active set, whoever ran it.
+  // Returns the client that held it (empty if it was queued), or nullopt if the item is unknown.
+  std::optional<std::string> complete(const std::string& item_id);
+
+  // The client reported failure: the item returns to the back of the queue, attempt + 1.
+  // Returns false when the item is not active for that client (a stale report).
+  bool fail(const std::string& item_id, const std::string& client_id);
+
+  // The client is gone: its item returns to the front of the queue under the same id.
+  std::vector<WorkItem> release_client(const std::string& client_id);
+
+  // Items whose per-type timeout passed return to the front of the queue.
+  std::vector<WorkItem> expire(TimePoint now);
+
+  // A client that reconnects and still runs `item_id` takes it back: true if the item was
+  // queued (now active again for this client) or already active for it.
+  bool reattach(const std::string& item_id, const std::string& client_id, TimePoint now);
+
+  // Drops every queued item of a version (active ones finish or fail on their own).
+  std::size_t drop_queued(const std::string& version);
+
+  bool is_known(const std::string& item_id) const;
+  std::optional<WorkItem> find(const std::string& item_id) const;
+  const ActiveItem* active_for_client(const std::string& client_id) const;
+  const std::deque<WorkItem>& queue() const noexcept { return queue_; }
+  const std::map<std::string, ActiveItem>& active() const noexcept { return active_; }
+  std::size_t queued_count() const noexcept { return queue_.size(); }
+  std::size_t active_count() const noexcept { return active_.size(); }
+  std::size_t queued_count(const std::string& version) const;
+  std::size_t active_count(const std::string& version) const;
+  std::optional<TimePoint> next_deadline() const;
+
+ private:
+  std::chrono::milliseconds timeout_for(WorkType type) const;
+
+  SchedulerOptions options_;
+  std::function<std::string()> new_id_;
+  std::deque<WorkItem> queue_;
+  std::map<std::string, ActiveItem> active_;       // by item id
+  std::map<std::string, std::string> by_client_;   // client id -> item id
+};
+
+}  // namespace conductor

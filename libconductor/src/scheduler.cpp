@@ -1,0 +1,169 @@
+#include "conductor/scheduler.hpp"
+
+#include <algorithm>
+#include <cassert>
+#include <utility>
+
+namespace conductor {
+
+const char* to_string(WorkType type) noexcept {
+  switch (type) {
+    case WorkType::kTraining: return "training";
+    case WorkType::kPrediction: return "prediction";
+  }
+  return "unknown";
+}
+
+Scheduler::Scheduler(SchedulerOptions options, std::function<std::string()> new_id)
+    : options_(options), new_id_(std::move(new_id)) {
+  assert(new_id_);
+}
+
+std::vector<WorkItem> Scheduler::reconcile(const std::vector<VersionDemand>& demands) {
+  std::vector<WorkItem> created;
+  for (const auto& demand : demands) {
+    auto is_training_of = [&](const WorkItem& item) {
+      return item.type == WorkType::kTraining && item.version == demand.version;
+    };
+    long have = demand.stored_models + std::count_if(queue_.begin(), queue_.end(), is_training_of) +
+                std::count_if(active_.begin(), active_.end(),
+                              [&](const auto& entry) { return is_training_of(entry.second.item); });
+    for (long missing = demand.target_models - have; missing > 0; --missing) {
+      WorkItem item{new_id_(), WorkType::kTraining, demand.version, 0};
+      queue_.push_back(item);
+      created.push_back(std::move(item));
+    }
+  }
+  return created;
+}
+
+void Scheduler::enqueue(WorkItem item) { queue_.push_back(std::move(item)); }
+
+std::optional<WorkItem> Scheduler::assign(const std::string& client_id, TimePoint now,
+                                          const std::function<bool(const WorkItem&)>& accepts) {
+  if (by_client_.contains(client_id)) return std::nullopt;
+  auto it = std::find_if(queue_.begin(), queue_.end(),
+                         [&](const WorkItem& item) { return !accepts || accepts(item); });
+  if (it == queue_.end()) return std::nullopt;
+  WorkItem item = *it;
+  queue_.erase(it);
+  active_[item.id] = ActiveItem{item, client_id, now, now + timeout_for(item.type)};
+  by_client_[client_id] = item.id;
+  return item;
+}
+
+std::optional<std::string> Scheduler::complete(const std::string& item_id) {
+  if (auto it = active_.find(item_id); it != active_.end()) {
+    std::string client = it->second.client_id;
+    by_client_.erase(client);
+    active_.erase(it);
+    return client;
+  }
+  auto it = std::find_if(queue_.begin(), queue_.end(),
+                         [&](const WorkItem& item) { return item.id == item_id; });
+  if (it == queue_.end()) return std::nullopt;
+  queue_.erase(it);
+  return std::string{};
+}
+
+bool Scheduler::fail(const std::string& item_id, const std::string& client_id) {
+  auto it = active_.find(item_id);
+  if (it == active_.end() || it->second.client_id != client_id) return false;
+  WorkItem item = it->second.item;
+  ++item.attempt;
+  by_client_.erase(client_id);
+  active_.erase(it);
+  queue_.push_back(std::move(item));
+  return true;
+}
+
+std::vector<WorkItem> Scheduler::release_client(const std::string& client_id) {
+  std::vector<WorkItem> released;
+  auto owner = by_client_.find(client_id);
+  if (owner == by_client_.end()) return released;
+  auto it = active_.find(owner->second);
+  assert(it != active_.end());
+  WorkItem item = it->second.item;
+  ++item.attempt;
+  active_.erase(it);
+  by_client_.erase(owner);
+  queue_.push_front(item);
+  released.push_back(std::move(item));
+  return released;
+}
+
+std::vector<WorkItem> Scheduler::expire(TimePoint now) {
+  std::vector<WorkItem> expired;
+  for (auto it = active_.begin(); it != active_.end();) {
+    if (it->second.deadline <= now) {
+      WorkItem item = it->second.item;
+      ++item.attempt;
+      by_client_.erase(it->second.client_id);
+      it = active_.erase(it);
+      expired.push_back(std::move(item));
+    } else {
+      ++it;
+    }
+  }
+  // Oldest first at the very front, so requeued work keeps its place ahead of newer items.
+  for (auto it = expired.rbegin(); it != expired.rend(); ++it) queue_.push_front(*it);
+  return expired;
+}
+
+bool Scheduler::reattach(const std::string& item_id, const std::string& client_id, TimePoint now) {
+  if (auto it = active_.find(item_id); it != active_.end()) return it->second.client_id == client_id;
+  if (by_client_.contains(client_id)) return false;
+  auto it = std::find_if(queue_.begin(), queue_.end(),
+                         [&](const WorkItem& item) { return item.id == item_id; });
+  if (it == queue_.end()) return false;
+  WorkItem item = *it;
+  queue_.erase(it);
+  active_[item.id] = ActiveItem{item, client_id, now, now + timeout_for(item.type)};
+  by_client_[client_id] = item.id;
+  return true;
+}
+
+std::size_t Scheduler::drop_queued(const std::string& version) {
+  return std::erase_if(queue_, [&](const WorkItem& item) { return item.version == version; });
+}
+
+bool Scheduler::is_known(const std::string& item_id) const { return find(item_id).has_value(); }
+
+std::optional<WorkItem> Scheduler::find(const std::string& item_id) const {
+  if (auto it = active_.find(item_id); it != active_.end()) return it->second.item;
+  auto it = std::find_if(queue_.begin(), queue_.end(),
+                         [&](const WorkItem& item) { return item.id == item_id; });
+  if (it == queue_.end()) return std::nullopt;
+  return *it;
+}
+
+const ActiveItem* Scheduler::active_for_client(const std::string& client_id) const {
+  auto owner = by_client_.find(client_id);
+  if (owner == by_client_.end()) return nullptr;
+  return &active_.at(owner->second);
+}
+
+std::size_t Scheduler::queued_count(const std::string& version) const {
+  return static_cast<std::size_t>(std::count_if(
+      queue_.begin(), queue_.end(), [&](const WorkItem& item) { return item.version == version; }));
+}
+
+std::size_t Scheduler::active_count(const std::string& version) const {
+  return static_cast<std::size_t>(std::count_if(active_.begin(), active_.end(), [&](const auto& entry) {
+    return entry.second.item.version == version;
+  }));
+}
+
+std::optional<TimePoint> Scheduler::next_deadline() const {
+  std::optional<TimePoint> next;
+  for (const auto& [id, active] : active_) {
+    if (!next || active.deadline < *next) next = active.deadline;
+  }
+  return next;
+}
+
+std::chrono::milliseconds Scheduler::timeout_for(WorkType type) const {
+  return type == WorkType::kTraining ? options_.training_timeout : options_.prediction_timeout;
+}
+
+}  // namespace conductor

@@ -1,0 +1,181 @@
+#include "conductor/scheduler.hpp"
+
+#include <doctest/doctest.h>
+
+#include <string>
+
+using namespace conductor;
+using namespace std::chrono_literals;
+
+namespace {
+
+// Ids "item-1", "item-2", ... so tests can name what they expect.
+Scheduler make_scheduler(SchedulerOptions options = {}) {
+  return Scheduler(options, [n = 0]() mutable { return "item-" + std::to_string(++n); });
+}
+
+const TimePoint kStart{};  // the fake clock's epoch
+
+}  // namespace
+
+TEST_CASE("reconcile queues target minus stored minus queued minus active") {
+  auto scheduler = make_scheduler();
+  auto created = scheduler.reconcile({{"a", 3, 1}, {"b", 2, 0}, {"c", 1, 5}});
+  REQUIRE(created.size() == 4);
+  CHECK(created[0] == WorkItem{"item-1", WorkType::kTraining, "a", 0});
+  CHECK(created[1].version == "a");
+  CHECK(created[2].version == "b");
+  CHECK(created[3].version == "b");
+  CHECK(scheduler.queued_count("a") == 2);
+  CHECK(scheduler.queued_count("c") == 0);
+
+  // Running reconcile again with the same state creates nothing.
+  CHECK(scheduler.reconcile({{"a", 3, 1}, {"b", 2, 0}}).empty());
+
+  // Active items count too.
+  REQUIRE(scheduler.assign("client-x", kStart));
+  CHECK(scheduler.reconcile({{"a", 3, 1}}).empty());
+  // Raising the target adds exactly the difference.
+  CHECK(scheduler.reconcile({{"a", 5, 1}}).size() == 2);
+}
+
+TEST_CASE("reconcile ignores prediction items when counting a version's training work") {
+  auto scheduler = make_scheduler();
+  scheduler.enqueue({"p-1", WorkType::kPrediction, "a", 0});
+  CHECK(scheduler.reconcile({{"a", 1, 0}}).size() == 1);
+}
+
+TEST_CASE("items go out first in, first out, one per client") {
+  auto scheduler = make_scheduler();
+  scheduler.reconcile({{"a", 2, 0}, {"b", 1, 0}});
+  auto first = scheduler.assign("c1", kStart);
+  auto second = scheduler.assign("c2", kStart);
+  auto third = scheduler.assign("c3", kStart);
+  REQUIRE(first);
+  REQUIRE(second);
+  REQUIRE(third);
+  CHECK(first->id == "item-1");
+  CHECK(second->id == "item-2");
+  CHECK(third->id == "item-3");
+  CHECK(third->version == "b");
+  CHECK_FALSE(scheduler.assign("c4", kStart));
+  CHECK(scheduler.active_count() == 3);
+  CHECK(scheduler.queued_count() == 0);
+}
+
+TEST_CASE("a client that holds an item gets no second one") {
+  auto scheduler = make_scheduler();
+  scheduler.reconcile({{"a", 2, 0}});
+  REQUIRE(scheduler.assign("c1", kStart));
+  CHECK_FALSE(scheduler.assign("c1", kStart));
+  CHECK(scheduler.queued_count() == 1);
+}
+
+TEST_CASE("assign skips items the client does not accept and keeps them queued") {
+  auto scheduler = make_scheduler();
+  scheduler.reconcile({{"a", 1, 0}});
+  scheduler.enqueue({"p-1", WorkType::kPrediction, "a", 0});
+  auto item = scheduler.assign("reserve", kStart,
+                               [](const WorkItem& w) { return w.type == WorkType::kPrediction; });
+  REQUIRE(item);
+  CHECK(item->id == "p-1");
+  CHECK(scheduler.queue().front().id == "item-1");
+}
+
+TEST_CASE("scheduler requeues the item of a lost client under the same id at the front") {
+  auto scheduler = make_scheduler();
+  scheduler.reconcile({{"a", 3, 0}});
+  auto held = scheduler.assign("c1", kStart);
+  REQUIRE(held);
+  auto released = scheduler.release_client("c1");
+  REQUIRE(released.size() == 1);
+  CHECK(released[0].id == held->id);
+  CHECK(released[0].attempt == 1);
+  CHECK(scheduler.queue().front().id == held->id);
+  CHECK(scheduler.active_count() == 0);
+  // The requeued item is the next to go out, to any client.
+  auto again = scheduler.assign("c2", kStart);
+  REQUIRE(again);
+  CHECK(again->id == held->id);
+  CHECK(again->attempt == 1);
+  CHECK(scheduler.release_client("nobody").empty());
+}
+
+TEST_CASE("a failed item goes to the back of the queue with its attempt counted") {
+  auto scheduler = make_scheduler();
+  scheduler.reconcile({{"a", 2, 0}});
+  auto item = scheduler.assign("c1", kStart);
+  REQUIRE(item);
+  CHECK_FALSE(scheduler.fail(item->id, "someone-else"));
+  CHECK(scheduler.fail(item->id, "c1"));
+  CHECK(scheduler.queue().back().id == item->id);
+  CHECK(scheduler.queue().back().attempt == 1);
+  CHECK_FALSE(scheduler.fail(item->id, "c1"));  // a second report is stale
+}
+
+TEST_CASE("scheduler requeues an item whose timeout passed, per work type") {
+  SchedulerOptions options;
+  options.training_timeout = 10s;
+  options.prediction_timeout = 2s;
+  auto scheduler = make_scheduler(options);
+  scheduler.reconcile({{"a", 1, 0}});
+  scheduler.enqueue({"p-1", WorkType::kPrediction, "a", 0});
+  REQUIRE(scheduler.assign("trainer", kStart));
+  REQUIRE(scheduler.assign("predictor", kStart));
+  CHECK(scheduler.next_deadline() == kStart + 2s);
+
+  CHECK(scheduler.expire(kStart + 1999ms).empty());
+  auto expired = scheduler.expire(kStart + 2s);
+  REQUIRE(expired.size() == 1);
+  CHECK(expired[0].id == "p-1");
+  CHECK(scheduler.active_for_client("predictor") == nullptr);
+  REQUIRE(scheduler.active_for_client("trainer") != nullptr);
+
+  expired = scheduler.expire(kStart + 10s);
+  REQUIRE(expired.size() == 1);
+  CHECK(expired[0].id == "item-1");
+  CHECK(expired[0].attempt == 1);
+  CHECK(scheduler.queued_count() == 2);
+  CHECK(scheduler.active_count() == 0);
+  CHECK_FALSE(scheduler.next_deadline());
+}
+
+TEST_CASE("complete removes an item wherever it is and reports who ran it") {
+  auto scheduler = make_scheduler();
+  scheduler.reconcile({{"a", 2, 0}});
+  auto item = scheduler.assign("c1", kStart);
+  REQUIRE(item);
+  CHECK(scheduler.complete(item->id) == std::optional<std::string>("c1"));
+  CHECK(scheduler.complete("item-2") == std::optional<std::string>(""));
+  CHECK_FALSE(scheduler.complete("item-2"));
+  CHECK(scheduler.queued_count() == 0);
+  CHECK(scheduler.active_count() == 0);
+  // The client is free again.
+  scheduler.reconcile({{"a", 3, 2}});
+  CHECK(scheduler.assign("c1", kStart));
+}
+
+TEST_CASE("a reconnecting client reattaches to its requeued item") {
+  auto scheduler = make_scheduler();
+  scheduler.reconcile({{"a", 2, 0}});
+  auto item = scheduler.assign("c1", kStart);
+  REQUIRE(item);
+  CHECK(scheduler.reattach(item->id, "c1", kStart));  // still active for it
+  scheduler.release_client("c1");
+  CHECK(scheduler.reattach(item->id, "c1", kStart + 1s));
+  REQUIRE(scheduler.active_for_client("c1"));
+  CHECK(scheduler.active_for_client("c1")->item.id == item->id);
+  CHECK(scheduler.queued_count() == 1);
+  // Someone else's item cannot be taken over.
+  CHECK_FALSE(scheduler.reattach(item->id, "c2", kStart));
+  CHECK_FALSE(scheduler.reattach("no-such-item", "c2", kStart));
+}
+
+TEST_CASE("dropping a version's queue leaves other versions and active items alone") {
+  auto scheduler = make_scheduler();
+  scheduler.reconcile({{"a", 2, 0}, {"b", 1, 0}});
+  REQUIRE(scheduler.assign("c1", kStart));  // item-1 of a
+  CHECK(scheduler.drop_queued("a") == 1);
+  CHECK(scheduler.queued_count() == 1);
+  CHECK(scheduler.active_count("a") == 1);
+}

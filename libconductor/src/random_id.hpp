@@ -1,0 +1,11 @@
+// Random identifiers: RFC 4122 version-4 UUIDs from libsodium's CSPRNG (work item ids, client
+// ids, session ids). Thread-safe.
+#pragma once
+
+#include <string>
+
+namespace conductor {
+
+std::string random_uuid();
+
+}  // namespace conductor

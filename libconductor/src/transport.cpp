@@ -1,0 +1,85 @@
+#include "transport.hpp"
+
+#include "conductor/error.hpp"
+#include "protocol.hpp"
+
+namespace conductor::transport {
+
+std::string bind_router(zmq::socket_t& socket, const std::string& endpoint) {
+  try {
+    socket.set(zmq::sockopt::router_mandatory, 1);
+    socket.set(zmq::sockopt::linger, 0);
+    socket.set(zmq::sockopt::maxmsgsize, protocol::kMaxFrameBytes);
+    socket.set(zmq::sockopt::sndhwm, 10000);
+    socket.set(zmq::sockopt::rcvhwm, 10000);
+    socket.set(zmq::sockopt::heartbeat_ivl, 5000);
+    socket.set(zmq::sockopt::heartbeat_timeout, 15000);
+    socket.set(zmq::sockopt::handshake_ivl, 10000);
+    socket.bind(endpoint);
+    return socket.get(zmq::sockopt::last_endpoint);
+  } catch (const zmq::error_t& e) {
+    throw TransportError("cannot bind '" + endpoint + "': " + e.what());
+  }
+}
+
+void connect_dealer(zmq::socket_t& socket, const std::string& endpoint) {
+  try {
+    socket.set(zmq::sockopt::immediate, 1);
+    socket.set(zmq::sockopt::linger, 200);
+    socket.set(zmq::sockopt::maxmsgsize, protocol::kMaxFrameBytes);
+    socket.set(zmq::sockopt::reconnect_ivl, 200);
+    socket.set(zmq::sockopt::reconnect_ivl_max, 5000);
+    socket.set(zmq::sockopt::heartbeat_ivl, 5000);
+    socket.set(zmq::sockopt::heartbeat_timeout, 15000);
+    socket.connect(endpoint);
+  } catch (const zmq::error_t& e) {
+    throw TransportError("cannot connect to '" + endpoint + "': " + e.what());
+  }
+}
+
+std::optional<Received> receive(zmq::socket_t& socket, std::size_t max_frames) {
+  Received received;
+  bool more = true;
+  bool first = true;
+  while (more) {
+    zmq::message_t frame;
+    auto result = socket.recv(frame, first ? zmq::recv_flags::dontwait : zmq::recv_flags::none);
+    if (!result) return std::nullopt;  // only possible for the first frame
+    first = false;
+    more = frame.more();
+    if (received.frames.size() < max_frames) {
+      received.frames.push_back(std::move(frame));
+    } else {
+      received.oversized = true;  // keep draining: multipart delivery is atomic, so this ends
+    }
+  }
+  return received;
+}
+
+bool send(zmq::socket_t& socket, std::vector<zmq::message_t>& frames) {
+  try {
+    for (std::size_t i = 0; i < frames.size(); ++i) {
+      auto flags = zmq::send_flags::dontwait;
+      if (i + 1 < frames.size()) flags = flags | zmq::send_flags::sndmore;
+      if (!socket.send(frames[i], flags)) return false;
+    }
+    return true;
+  } catch (const zmq::error_t&) {
+    return false;
+  }
+}
+
+std::string normalize_endpoint(const std::string& address) {
+  std::string rest = address;
+  if (rest.starts_with("tcp://")) rest = rest.substr(6);
+  auto colon = rest.rfind(':');
+  if (rest.empty() || colon == std::string::npos || colon == 0 || colon + 1 == rest.size() ||
+      rest.find_first_not_of("0123456789", colon + 1) != std::string::npos ||
+      rest.find('/') != std::string::npos) {
+    throw Error(ErrorCode::kArgument, "server address '" + address +
+                                          "' refused: expected host:port or tcp://host:port");
+  }
+  return "tcp://" + rest;
+}
+
+}  // namespace conductor::transport

@@ -1,0 +1,39 @@
+// ZeroMQ plumbing shared by Server and Client: socket setup with the options from
+// docs/protocol.md, bounded receives that never desynchronise, and non-blocking sends.
+// Sockets are not thread-safe: each belongs to the one thread that created it.
+#pragma once
+
+#include <zmq.hpp>
+
+#include <optional>
+#include <string>
+#include <vector>
+
+namespace conductor::transport {
+
+// ROUTER for the server: ROUTER_MANDATORY (errors instead of silent drops), LINGER 0,
+// MAXMSGSIZE, ZMTP heartbeats as a TCP backstop. Binds `endpoint`; returns the bound endpoint
+// (port resolved when the caller asked for port 0 or '*'). Throws TransportError.
+std::string bind_router(zmq::socket_t& socket, const std::string& endpoint);
+
+// DEALER for a client: IMMEDIATE (no queueing before the connection is up), short LINGER,
+// MAXMSGSIZE. Throws TransportError when the endpoint is malformed.
+void connect_dealer(zmq::socket_t& socket, const std::string& endpoint);
+
+// Receives one whole multipart message without blocking. At most `max_frames` frames are kept:
+// a longer message is drained to its end and reported as `oversized` so the next receive starts
+// on a message boundary. Returns nullopt when nothing is waiting.
+struct Received {
+  std::vector<zmq::message_t> frames;
+  bool oversized = false;
+};
+std::optional<Received> receive(zmq::socket_t& socket, std::size_t max_frames);
+
+// Sends all frames without blocking. Returns false when the peer is gone or its queue is full
+// (ROUTER_MANDATORY: EHOSTUNREACH / EAGAIN); the caller treats that as a lost message.
+bool send(zmq::socket_t& socket, std::vector<zmq::message_t>& frames);
+
+// "host:port" or "tcp://host:port" -> "tcp://host:port". Throws Error(kArgument) otherwise.
+std::string normalize_endpoint(const std::string& address);
+
+}  // namespace conductor::transport

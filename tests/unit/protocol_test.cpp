@@ -1,0 +1,164 @@
+#include "protocol.hpp"
+
+#include <doctest/doctest.h>
+
+#include <random>
+
+using namespace conductor;
+using namespace conductor::protocol;
+
+namespace {
+
+std::vector<zmq::message_t> frames_of(std::initializer_list<std::string> parts) {
+  std::vector<zmq::message_t> frames;
+  for (const auto& part : parts) frames.emplace_back(part.data(), part.size());
+  return frames;
+}
+
+std::string bytes(const zmq::message_t& m) { return m.to_string(); }
+
+}  // namespace
+
+TEST_CASE("every header round-trips through encode and decode") {
+  Assign assign;
+  assign.item = "3f1c";
+  assign.attempt = 2;
+  assign.type = "training";
+  assign.version = "v1";
+  assign.commands = {{"/bin/bash", "-c \"python3 train.py\""}, {"/bin/true", ""}};
+  assign.blob = std::string(64, 'a');
+  assign.blob_size = 123456789012ull;
+  assign.model_pattern = "*.h5";
+  assign.timeout_ms = 302400000;
+  auto frames = encode(MessageType::kAssign, assign);
+  auto decoded = decode(frames).as<Assign>();
+  CHECK(decoded.item == assign.item);
+  CHECK(decoded.attempt == 2);
+  CHECK(decoded.commands.size() == 2);
+  CHECK(decoded.commands[0].arguments == "-c \"python3 train.py\"");
+  CHECK(decoded.blob_size == assign.blob_size);
+  CHECK(decoded.timeout_ms == assign.timeout_ms);
+
+  Hello hello{kMajorVersion, "client-1", "host", "ubuntu", "gpu", "dev", "item-9", 3};
+  frames = encode(MessageType::kHello, hello);
+  auto message = decode(frames);
+  CHECK(message.type() == MessageType::kHello);
+  auto back = message.as<Hello>();
+  CHECK(back.client_id == "client-1");
+  CHECK(back.type == "gpu");
+  CHECK(back.running_item == "item-9");
+  CHECK(back.running_attempt == 3);
+}
+
+TEST_CASE("payload messages carry their bytes in a separate frame") {
+  std::string data(1000, '\x7f');
+  auto frames = encode(MessageType::kChunk, Chunk{"blob", 4096}, zmq::message_t(data.data(), data.size()));
+  REQUIRE(frames.size() == 3);
+  auto message = decode(frames);
+  REQUIRE(message.payload());
+  CHECK(message.payload()->to_string() == data);
+  CHECK(message.as<Chunk>().offset == 4096);
+}
+
+TEST_CASE("the server decodes after the routing id frame") {
+  auto frames = encode(MessageType::kReady, Empty{});
+  frames.insert(frames.begin(), zmq::message_t(std::string("\0abcd", 5)));
+  CHECK(decode(frames, 1).type() == MessageType::kReady);
+}
+
+TEST_CASE("missing header fields take defaults and unknown ones are ignored") {
+  msgpack::sbuffer buffer;
+  msgpack::packer<msgpack::sbuffer> packer(buffer);
+  packer.pack_map(2);
+  packer.pack(std::string("item"));
+  packer.pack(std::string("x"));
+  packer.pack(std::string("from_the_future"));
+  packer.pack(42);
+  std::vector<zmq::message_t> frames;
+  frames.push_back(signature(MessageType::kFailed));
+  frames.emplace_back(buffer.data(), buffer.size());
+  auto failed = decode(frames).as<Failed>();
+  CHECK(failed.item == "x");
+  CHECK(failed.attempt == 0);
+  CHECK(failed.reason.empty());
+}
+
+TEST_CASE("decode refuses malformed messages with a reason") {
+  SUBCASE("too few frames") {
+    auto frames = frames_of({"CWP\x01\x03"});
+    CHECK_THROWS_WITH_AS(decode(frames), doctest::Contains("at least signature and header"), ProtocolError);
+  }
+  SUBCASE("bad signature") {
+    auto frames = frames_of({"HTTP/", "x"});
+    CHECK_THROWS_WITH_AS(decode(frames), doctest::Contains("not CWP"), ProtocolError);
+  }
+  SUBCASE("unsupported major version") {
+    auto frames = frames_of({std::string("CWP\x02\x03", 5), "\x80"});
+    CHECK_THROWS_WITH_AS(decode(frames), doctest::Contains("major version 2"), ProtocolError);
+  }
+  SUBCASE("unknown type") {
+    auto frames = frames_of({std::string("CWP\x01\x7e", 5), "\x80"});
+    CHECK_THROWS_WITH_AS(decode(frames), doctest::Contains("unknown message type 126"), ProtocolError);
+  }
+  SUBCASE("payload on a message that takes none") {
+    auto frames = frames_of({std::string("CWP\x01\x03", 5), "\x80", "data"});
+    CHECK_THROWS_WITH_AS(decode(frames), doctest::Contains("takes no payload"), ProtocolError);
+  }
+  SUBCASE("missing payload") {
+    auto frames = frames_of({std::string("CWP\x01\x44", 5), "\x80"});
+    CHECK_THROWS_WITH_AS(decode(frames), doctest::Contains("needs a payload"), ProtocolError);
+  }
+  SUBCASE("too many frames") {
+    auto frames = frames_of({std::string("CWP\x01\x44", 5), "\x80", "a", "b"});
+    CHECK_THROWS_WITH_AS(decode(frames), doctest::Contains("4 frames"), ProtocolError);
+  }
+  SUBCASE("header is not a map") {
+    auto frames = frames_of({std::string("CWP\x01\x03", 5), "\x01"});
+    CHECK_THROWS_WITH_AS(decode(frames), doctest::Contains("not a msgpack map"), ProtocolError);
+  }
+  SUBCASE("truncated header") {
+    auto good = encode(MessageType::kHello, Hello{});
+    std::string head = bytes(good[1]);
+    auto frames = frames_of({bytes(good[0]), head.substr(0, head.size() / 2)});
+    CHECK_THROWS_AS(decode(frames), ProtocolError);
+  }
+  SUBCASE("trailing bytes after the header") {
+    auto frames = frames_of({std::string("CWP\x01\x03", 5), std::string("\x80\x80", 2)});
+    CHECK_THROWS_WITH_AS(decode(frames), doctest::Contains("trailing bytes"), ProtocolError);
+  }
+  SUBCASE("a five-byte header that claims a huge array is refused, not allocated") {
+    // 0xdd = array32 with 0xffffffff elements.
+    auto frames = frames_of({std::string("CWP\x01\x05", 5), std::string("\xdd\xff\xff\xff\xff", 5)});
+    CHECK_THROWS_AS(decode(frames), ProtocolError);
+  }
+  SUBCASE("a header with the wrong field types is refused at conversion") {
+    msgpack::sbuffer buffer;
+    msgpack::packer<msgpack::sbuffer> packer(buffer);
+    packer.pack_map(1);
+    packer.pack(std::string("attempt"));
+    packer.pack(std::string("not a number"));
+    std::vector<zmq::message_t> frames;
+    frames.push_back(signature(MessageType::kFailed));
+    frames.emplace_back(buffer.data(), buffer.size());
+    auto message = decode(frames);
+    CHECK_THROWS_AS(message.as<Failed>(), ProtocolError);
+  }
+}
+
+TEST_CASE("random garbage never crashes the decoder") {
+  std::mt19937 rng(1234);
+  std::uniform_int_distribution<int> byte(0, 255);
+  std::uniform_int_distribution<int> len(0, 64);
+  for (int round = 0; round < 20000; ++round) {
+    std::string header(static_cast<std::size_t>(len(rng)), '\0');
+    for (auto& c : header) c = static_cast<char>(byte(rng));
+    auto frames = frames_of({std::string("CWP\x01", 4) + static_cast<char>(1 + round % 9), header});
+    try {
+      auto message = decode(frames);
+      (void)message.as<Hello>();
+      (void)message.as<Progress>();
+    } catch (const ProtocolError&) {
+    }
+  }
+  CHECK(true);
+}

@@ -1,0 +1,86 @@
+// Packages: a version folder (or a result folder) as one tar archive, optionally zstd
+// compressed, and the guarded extraction of such archives received from a peer.
+// Free functions over values; each call owns its own archive handle, so concurrent calls on
+// different paths are safe.
+#pragma once
+
+#include <cstdint>
+#include <filesystem>
+#include <string>
+#include <vector>
+
+namespace conductor {
+
+// One file to pack: where its bytes come from and the name it gets inside the archive
+// ('/'-separated, relative, no "." or ".." components).
+struct PackEntry {
+  std::filesystem::path source;
+  std::string name;
+
+  friend bool operator==(const PackEntry&, const PackEntry&) = default;
+};
+
+// The regular files under `root`, recursively, named relative to it and sorted by name.
+// Top-level entries whose name is in `exclude_top_level` (e.g. "models", "errorlogs") are
+// skipped with everything below them. Folders become implicit: an empty folder is not listed.
+// Throws PackageError naming the path of a symlink, socket, fifo or device (packages hold
+// regular files and folders only), IoError when `root` is not a readable folder.
+std::vector<PackEntry> list_files(const std::filesystem::path& root,
+                                  const std::vector<std::string>& exclude_top_level = {});
+
+enum class Compression { kNone, kZstd };
+
+struct PackOptions {
+  Compression compression = Compression::kNone;
+  int level = 3;  // zstd level; ignored for kNone
+};
+
+struct PackStats {
+  std::uint64_t entries = 0;
+  std::uint64_t bytes_in = 0;   // file content read
+  std::uint64_t bytes_out = 0;  // size of the archive written
+};
+
+// Writes a tar (pax restricted: ustar unless a name or size needs pax headers) holding
+// `entries` in the given order to `archive`. Writes `archive`.part and renames it, so
+// `archive` is either complete or untouched; file content is streamed, never whole in memory.
+// Entry modes are 0644, or 0755 when the source has any execute bit.
+// Throws PackageError when an entry name is not a clean relative name or repeats, a source is
+// not a regular file (symlinks are not followed) or changes size while being read, or the
+// compression level is refused; IoError when a file cannot be read or the archive written.
+// Leaves no partial file behind.
+PackStats pack(const std::vector<PackEntry>& entries, const std::filesystem::path& archive,
+               const PackOptions& options = {});
+
+// list_files(root, exclude_top_level) then pack(). Throws what those throw.
+PackStats pack_directory(const std::filesystem::path& root, const std::filesystem::path& archive,
+                         const std::vector<std::string>& exclude_top_level = {},
+                         const PackOptions& options = {});
+
+struct ExtractLimits {
+  std::uint64_t max_entries = 100000;
+  std::uint64_t max_total_bytes = 16ull << 30;
+  std::uint64_t max_file_bytes = 16ull << 30;
+};
+
+struct ExtractStats {
+  std::uint64_t entries = 0;       // every entry, folders included
+  std::uint64_t bytes = 0;         // file content written
+  std::vector<std::string> files;  // regular file names as stored in the archive, in order
+};
+
+// Extracts a tar, uncompressed or zstd or gzip compressed, into the existing folder
+// `destination`. Only regular files and folders are accepted; names are resolved below
+// `destination` without following any symlink, and files are created, never overwritten.
+// Files get mode 0644, or 0755 when the archive gave any execute bit.
+// Throws PackageError naming the entry and the reason ("archive entry '../x' refused: climbs
+// out of the destination") for an absolute name, a ".." component, a symlink, hardlink,
+// device, fifo or sparse entry, a name that already exists as a file, more entries or bytes
+// (counted from data actually read) than `limits` allow, or an archive that is not a tar or
+// is corrupt or truncated; IoError when the archive cannot be opened, `destination` is not a
+// folder, or writing fails. On any throw, every file and folder this call created is removed
+// again, so `destination` is left as it was found.
+ExtractStats extract(const std::filesystem::path& archive, const std::filesystem::path& destination,
+                     const ExtractLimits& limits = {});
+
+}  // namespace conductor

@@ -1,0 +1,531 @@
+#include "conductor/package.hpp"
+
+#include <archive.h>
+#include <archive_entry.h>
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstring>
+#include <memory>
+#include <set>
+#include <span>
+#include <string_view>
+#include <system_error>
+#include <utility>
+
+#include "conductor/error.hpp"
+
+namespace conductor {
+namespace {
+
+namespace fs = std::filesystem;
+
+constexpr std::size_t kCopyBlockSize = std::size_t{1} << 20;
+constexpr std::size_t kArchiveReadBlockSize = std::size_t{64} << 10;
+
+using WriteArchive = std::unique_ptr<archive, decltype(&archive_write_free)>;
+using ReadArchive = std::unique_ptr<archive, decltype(&archive_read_free)>;
+using EntryHandle = std::unique_ptr<archive_entry, decltype(&archive_entry_free)>;
+
+std::string quoted(const fs::path& path) { return "'" + path.string() + "'"; }
+
+std::string errno_text() { return std::strerror(errno); }
+
+std::string archive_text(archive* handle) {
+  const char* text = archive_error_string(handle);
+  return text != nullptr ? text : "unknown libarchive error";
+}
+
+// Owns a POSIX file descriptor; closing it is the destructor's job unless close() reported.
+class FileDescriptor {
+ public:
+  explicit FileDescriptor(int fd = -1) noexcept : fd_(fd) {}
+  ~FileDescriptor() {
+    if (fd_ >= 0) ::close(fd_);
+  }
+  FileDescriptor(FileDescriptor&& other) noexcept : fd_(std::exchange(other.fd_, -1)) {}
+  FileDescriptor& operator=(FileDescriptor&& other) noexcept {
+    if (this != &other) {
+      if (fd_ >= 0) ::close(fd_);
+      fd_ = std::exchange(other.fd_, -1);
+    }
+    return *this;
+  }
+  FileDescriptor(const FileDescriptor&) = delete;
+  FileDescriptor& operator=(const FileDescriptor&) = delete;
+
+  int get() const noexcept { return fd_; }
+  bool is_open() const noexcept { return fd_ >= 0; }
+  // Closing is where some file systems report a failed write, so callers check it.
+  int close() noexcept { return ::close(std::exchange(fd_, -1)); }
+
+ private:
+  int fd_;
+};
+
+// A pack name is stored verbatim, so it must already be the canonical form extract() accepts.
+bool is_clean_name(std::string_view name) {
+  if (name.empty() || name.front() == '/' || name.back() == '/') return false;
+  std::size_t start = 0;
+  while (start <= name.size()) {
+    const std::size_t end = std::min(name.find('/', start), name.size());
+    const std::string_view part = name.substr(start, end - start);
+    if (part.empty() || part == "." || part == "..") return false;
+    start = end + 1;
+  }
+  return true;
+}
+
+// ---- packing ---------------------------------------------------------------------------------
+
+// Removes the half-written archive unless the rename made it final.
+class PartFile {
+ public:
+  explicit PartFile(fs::path path) : path_(std::move(path)) {}
+  ~PartFile() {
+    if (!is_committed_) {
+      std::error_code ignored;
+      fs::remove(path_, ignored);
+    }
+  }
+  PartFile(const PartFile&) = delete;
+  PartFile& operator=(const PartFile&) = delete;
+  void commit() { is_committed_ = true; }
+
+ private:
+  fs::path path_;
+  bool is_committed_ = false;
+};
+
+void write_entry(archive* writer, const PackEntry& entry, std::span<char> block, PackStats& stats) {
+  // O_NONBLOCK keeps a fifo from blocking the open; it changes nothing for regular files.
+  FileDescriptor in(::open(entry.source.c_str(), O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC));
+  if (!in.is_open()) {
+    if (errno == ELOOP) {
+      throw PackageError("pack source " + quoted(entry.source) + " refused: is a symlink");
+    }
+    throw IoError("cannot open pack source " + quoted(entry.source) + ": " + errno_text());
+  }
+  struct stat info {};
+  if (::fstat(in.get(), &info) != 0) {
+    throw IoError("cannot stat pack source " + quoted(entry.source) + ": " + errno_text());
+  }
+  if (!S_ISREG(info.st_mode)) {
+    throw PackageError("pack source " + quoted(entry.source) +
+                       " refused: packages hold regular files only");
+  }
+
+  EntryHandle header(archive_entry_new(), &archive_entry_free);
+  archive_entry_set_pathname(header.get(), entry.name.c_str());
+  archive_entry_set_filetype(header.get(), AE_IFREG);
+  archive_entry_set_perm(header.get(), (info.st_mode & 0111) != 0 ? 0755 : 0644);
+  archive_entry_set_size(header.get(), info.st_size);
+  archive_entry_set_mtime(header.get(), info.st_mtim.tv_sec, 0);
+  if (archive_write_header(writer, header.get()) != ARCHIVE_OK) {
+    throw PackageError("cannot write the header of pack entry '" + entry.name +
+                       "': " + archive_text(writer));
+  }
+
+  auto remaining = static_cast<std::uint64_t>(info.st_size);
+  while (remaining > 0) {
+    const std::size_t want =
+        static_cast<std::size_t>(std::min<std::uint64_t>(remaining, block.size()));
+    const ssize_t got = ::read(in.get(), block.data(), want);
+    if (got < 0) {
+      if (errno == EINTR) continue;
+      throw IoError("cannot read pack source " + quoted(entry.source) + ": " + errno_text());
+    }
+    if (got == 0) {
+      throw PackageError("pack source " + quoted(entry.source) + " refused: shrank while packing");
+    }
+    if (archive_write_data(writer, block.data(), static_cast<std::size_t>(got)) != got) {
+      throw IoError("cannot write pack entry '" + entry.name + "': " + archive_text(writer));
+    }
+    remaining -= static_cast<std::uint64_t>(got);
+    stats.bytes_in += static_cast<std::uint64_t>(got);
+  }
+  // The header already promised st_size bytes; a file still growing would be cut silently.
+  char probe = 0;
+  ssize_t extra = 0;
+  do {
+    extra = ::read(in.get(), &probe, 1);
+  } while (extra < 0 && errno == EINTR);
+  if (extra > 0) {
+    throw PackageError("pack source " + quoted(entry.source) + " refused: grew while packing");
+  }
+  ++stats.entries;
+}
+
+WriteArchive open_writer(int fd, const fs::path& archive_path, const PackOptions& options) {
+  WriteArchive writer(archive_write_new(), &archive_write_free);
+  if (!writer) throw std::bad_alloc();
+  if (archive_write_set_format_pax_restricted(writer.get()) != ARCHIVE_OK) {
+    throw PackageError("cannot select the tar format for " + quoted(archive_path) + ": " +
+                       archive_text(writer.get()));
+  }
+  // Names are Linux byte strings. Left to convert them to UTF-8 through the locale, libarchive
+  // 3.6.2 refuses every non-ASCII name under the C locale.
+  if (archive_write_set_format_option(writer.get(), "pax", "hdrcharset", "BINARY") != ARCHIVE_OK) {
+    throw PackageError("cannot keep names byte for byte in " + quoted(archive_path) + ": " +
+                       archive_text(writer.get()));
+  }
+  if (options.compression == Compression::kZstd) {
+    if (archive_write_add_filter_zstd(writer.get()) != ARCHIVE_OK) {
+      throw PackageError("cannot enable zstd for " + quoted(archive_path) + ": " +
+                         archive_text(writer.get()));
+    }
+    const std::string level = std::to_string(options.level);
+    if (archive_write_set_filter_option(writer.get(), "zstd", "compression-level", level.c_str()) !=
+        ARCHIVE_OK) {
+      throw PackageError("zstd compression level " + level + " refused for " +
+                         quoted(archive_path) + ": " + archive_text(writer.get()));
+    }
+  }
+  // Without this, tar pads its last block to 10 KiB, which is only useful for tape drives.
+  archive_write_set_bytes_in_last_block(writer.get(), 1);
+  if (archive_write_open_fd(writer.get(), fd) != ARCHIVE_OK) {
+    throw IoError("cannot start writing " + quoted(archive_path) + ": " +
+                  archive_text(writer.get()));
+  }
+  return writer;
+}
+
+// ---- extraction ------------------------------------------------------------------------------
+
+std::string refusal(const std::string& name, const std::string& why) {
+  return "archive entry '" + name + "' refused: " + why;
+}
+
+// The components of an archive name below the destination. Tolerates "." and empty
+// components ("./a//b"), which tar tools write, but never an absolute name or "..".
+std::vector<std::string> destination_parts(const std::string& name) {
+  if (name.empty()) throw PackageError(refusal(name, "has an empty name"));
+  if (name.front() == '/') throw PackageError(refusal(name, "is an absolute path"));
+  std::vector<std::string> parts;
+  std::size_t start = 0;
+  while (start <= name.size()) {
+    const std::size_t end = std::min(name.find('/', start), name.size());
+    std::string part = name.substr(start, end - start);
+    if (part == "..") throw PackageError(refusal(name, "climbs out of the destination"));
+    if (!part.empty() && part != ".") parts.push_back(std::move(part));
+    start = end + 1;
+  }
+  return parts;
+}
+
+std::string join(std::span<const std::string> parts) {
+  std::string joined;
+  for (const auto& part : parts) {
+    if (!joined.empty()) joined += '/';
+    joined += part;
+  }
+  return joined;
+}
+
+// What one extract() call created, so that a refused archive leaves the destination as found.
+class CreatedPaths {
+ public:
+  CreatedPaths() = default;
+  ~CreatedPaths() {
+    if (is_committed_) return;
+    // Reverse creation order removes each file before the folder that holds it.
+    for (auto it = paths_.rbegin(); it != paths_.rend(); ++it) {
+      std::error_code ignored;
+      fs::remove(*it, ignored);
+    }
+  }
+  CreatedPaths(const CreatedPaths&) = delete;
+  CreatedPaths& operator=(const CreatedPaths&) = delete;
+  void add(fs::path path) { paths_.push_back(std::move(path)); }
+  void commit() { is_committed_ = true; }
+
+ private:
+  std::vector<fs::path> paths_;
+  bool is_committed_ = false;
+};
+
+// Opens the folder `parts` names below `root`, creating what is missing. Each step is an
+// openat() with O_NOFOLLOW, so a symlink already in the destination can never redirect us.
+FileDescriptor open_folder(int root, const fs::path& destination, const std::string& name,
+                           std::span<const std::string> parts, CreatedPaths& created) {
+  FileDescriptor current(::fcntl(root, F_DUPFD_CLOEXEC, 0));
+  if (!current.is_open()) {
+    throw IoError("cannot duplicate the descriptor of " + quoted(destination) + ": " +
+                  errno_text());
+  }
+  for (std::size_t i = 0; i < parts.size(); ++i) {
+    const std::string relative = join(parts.first(i + 1));
+    if (::mkdirat(current.get(), parts[i].c_str(), 0755) == 0) {
+      created.add(destination / relative);
+    } else if (errno != EEXIST) {
+      throw IoError("cannot create folder " + quoted(destination / relative) + ": " + errno_text());
+    }
+    FileDescriptor next(
+        ::openat(current.get(), parts[i].c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
+    if (!next.is_open()) {
+      if (errno == ENOTDIR || errno == ELOOP) {
+        throw PackageError(
+            refusal(name, "passes through '" + relative + "', which is not a folder"));
+      }
+      throw IoError("cannot open folder " + quoted(destination / relative) + ": " + errno_text());
+    }
+    current = std::move(next);
+  }
+  return current;
+}
+
+void write_all(int fd, const char* data, std::size_t size, const fs::path& path) {
+  while (size > 0) {
+    const ssize_t done = ::write(fd, data, size);
+    if (done < 0) {
+      if (errno == EINTR) continue;
+      throw IoError("cannot write " + quoted(path) + ": " + errno_text());
+    }
+    data += done;
+    size -= static_cast<std::size_t>(done);
+  }
+}
+
+void check_type(archive_entry* entry, const std::string& name) {
+  if (archive_entry_hardlink(entry) != nullptr) {
+    throw PackageError(
+        refusal(name, "is a hardlink; packages hold regular files and folders only"));
+  }
+  const auto type = archive_entry_filetype(entry);
+  if (type == AE_IFLNK || archive_entry_symlink(entry) != nullptr) {
+    throw PackageError(refusal(name, "is a symlink; packages hold regular files and folders only"));
+  }
+  if (type != AE_IFREG && type != AE_IFDIR) {
+    throw PackageError(
+        refusal(name, "is a device, fifo or socket; packages hold regular files and folders only"));
+  }
+  if (type == AE_IFREG && archive_entry_sparse_count(entry) > 0) {
+    throw PackageError(refusal(name, "is a sparse file, which packages do not use"));
+  }
+}
+
+struct ExtractContext {
+  archive* reader;
+  const fs::path& archive_path;
+  const fs::path& destination;
+  int root;
+  const ExtractLimits& limits;
+  CreatedPaths& created;
+  ExtractStats& stats;
+};
+
+void extract_file(const ExtractContext& context, archive_entry* entry, const std::string& name,
+                  std::span<const std::string> parts) {
+  if (archive_entry_size_is_set(entry) != 0 &&
+      static_cast<std::uint64_t>(archive_entry_size(entry)) > context.limits.max_file_bytes) {
+    throw PackageError(refusal(name, "is larger than " +
+                                         std::to_string(context.limits.max_file_bytes) +
+                                         " bytes (max_file_bytes)"));
+  }
+  const FileDescriptor parent = open_folder(context.root, context.destination, name,
+                                            parts.first(parts.size() - 1), context.created);
+  const mode_t mode = (archive_entry_perm(entry) & 0111) != 0 ? 0755 : 0644;
+  const fs::path target = context.destination / join(parts);
+  FileDescriptor out(::openat(parent.get(), parts.back().c_str(),
+                              O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, mode));
+  if (!out.is_open()) {
+    if (errno == EEXIST) throw PackageError(refusal(name, "already exists in the destination"));
+    throw IoError("cannot create " + quoted(target) + ": " + errno_text());
+  }
+  context.created.add(target);
+  // The umask must not decide a training script's execute bit.
+  if (::fchmod(out.get(), mode) != 0) {
+    throw IoError("cannot set the mode of " + quoted(target) + ": " + errno_text());
+  }
+
+  std::uint64_t written = 0;
+  for (;;) {
+    const void* block = nullptr;
+    std::size_t size = 0;
+    la_int64_t offset = 0;
+    const int status = archive_read_data_block(context.reader, &block, &size, &offset);
+    if (status == ARCHIVE_EOF) break;
+    if (status != ARCHIVE_OK) {
+      throw PackageError("archive " + quoted(context.archive_path) +
+                         " is corrupt or truncated in '" + name +
+                         "': " + archive_text(context.reader));
+    }
+    if (offset < 0 || static_cast<std::uint64_t>(offset) != written) {
+      throw PackageError(refusal(name, "is a sparse file, which packages do not use"));
+    }
+    // Checked before writing, from the data itself: a header can understate what follows.
+    if (written + size > context.limits.max_file_bytes) {
+      throw PackageError(refusal(name, "holds more than " +
+                                           std::to_string(context.limits.max_file_bytes) +
+                                           " bytes (max_file_bytes)"));
+    }
+    if (context.stats.bytes + size > context.limits.max_total_bytes) {
+      throw PackageError(refusal(name, "takes the archive past " +
+                                           std::to_string(context.limits.max_total_bytes) +
+                                           " unpacked bytes (max_total_bytes)"));
+    }
+    write_all(out.get(), static_cast<const char*>(block), size, target);
+    written += size;
+    context.stats.bytes += size;
+  }
+  if (out.close() != 0) {
+    throw IoError("cannot finish writing " + quoted(target) + ": " + errno_text());
+  }
+  context.stats.files.push_back(name);
+}
+
+}  // namespace
+
+std::vector<PackEntry> list_files(const fs::path& root,
+                                  const std::vector<std::string>& exclude_top_level) {
+  std::error_code error;
+  if (!fs::is_directory(root, error)) {
+    throw IoError("cannot list " + quoted(root) + ": not a folder");
+  }
+  std::vector<PackEntry> entries;
+  fs::recursive_directory_iterator it(root, fs::directory_options::none, error);
+  if (error) throw IoError("cannot list " + quoted(root) + ": " + error.message());
+  for (const fs::recursive_directory_iterator end; it != end; it.increment(error)) {
+    if (error) throw IoError("cannot list " + quoted(root) + ": " + error.message());
+    if (it.depth() == 0 && std::find(exclude_top_level.begin(), exclude_top_level.end(),
+                                     it->path().filename().string()) != exclude_top_level.end()) {
+      it.disable_recursion_pending();
+      continue;
+    }
+    const fs::file_status status = it->symlink_status(error);
+    if (error) throw IoError("cannot inspect " + quoted(it->path()) + ": " + error.message());
+    if (fs::is_symlink(status)) {
+      throw PackageError("cannot pack " + quoted(it->path()) +
+                         ": is a symlink; packages hold regular files and folders only");
+    }
+    if (fs::is_directory(status)) continue;
+    if (!fs::is_regular_file(status)) {
+      throw PackageError(
+          "cannot pack " + quoted(it->path()) +
+          ": is a socket, fifo or device; packages hold regular files and folders only");
+    }
+    entries.push_back(PackEntry{it->path(), it->path().lexically_relative(root).generic_string()});
+  }
+  if (error) throw IoError("cannot list " + quoted(root) + ": " + error.message());
+  std::sort(entries.begin(), entries.end(),
+            [](const PackEntry& a, const PackEntry& b) { return a.name < b.name; });
+  return entries;
+}
+
+PackStats pack(const std::vector<PackEntry>& entries, const fs::path& archive_path,
+               const PackOptions& options) {
+  std::set<std::string_view> names;
+  for (const auto& entry : entries) {
+    if (!is_clean_name(entry.name)) {
+      throw PackageError("pack entry '" + entry.name +
+                         "' refused: names must be relative, '/'-separated, without '.' or '..'");
+    }
+    if (!names.insert(entry.name).second) {
+      throw PackageError("pack entry '" + entry.name + "' refused: the name repeats");
+    }
+  }
+
+  fs::path part_path = archive_path;
+  part_path += ".part";
+  PartFile part(part_path);
+  FileDescriptor out(::open(part_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644));
+  if (!out.is_open()) throw IoError("cannot create " + quoted(part_path) + ": " + errno_text());
+
+  PackStats stats;
+  {
+    const WriteArchive writer = open_writer(out.get(), archive_path, options);
+    auto block = std::make_unique_for_overwrite<char[]>(kCopyBlockSize);
+    for (const auto& entry : entries) {
+      write_entry(writer.get(), entry, std::span<char>(block.get(), kCopyBlockSize), stats);
+    }
+    if (archive_write_close(writer.get()) != ARCHIVE_OK) {
+      throw IoError("cannot finish writing " + quoted(part_path) + ": " +
+                    archive_text(writer.get()));
+    }
+  }
+  // Flushed before the rename, so a crash cannot leave a complete name over incomplete data.
+  if (::fsync(out.get()) != 0 || out.close() != 0) {
+    throw IoError("cannot flush " + quoted(part_path) + ": " + errno_text());
+  }
+  std::error_code error;
+  stats.bytes_out = fs::file_size(part_path, error);
+  if (error) throw IoError("cannot stat " + quoted(part_path) + ": " + error.message());
+  fs::rename(part_path, archive_path, error);
+  if (error) {
+    throw IoError("cannot rename " + quoted(part_path) + " to " + quoted(archive_path) + ": " +
+                  error.message());
+  }
+  part.commit();
+  return stats;
+}
+
+PackStats pack_directory(const fs::path& root, const fs::path& archive_path,
+                         const std::vector<std::string>& exclude_top_level,
+                         const PackOptions& options) {
+  return pack(list_files(root, exclude_top_level), archive_path, options);
+}
+
+ExtractStats extract(const fs::path& archive_path, const fs::path& destination,
+                     const ExtractLimits& limits) {
+  FileDescriptor in(::open(archive_path.c_str(), O_RDONLY | O_CLOEXEC));
+  if (!in.is_open()) {
+    throw IoError("cannot open archive " + quoted(archive_path) + ": " + errno_text());
+  }
+  FileDescriptor root(::open(destination.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+  if (!root.is_open()) {
+    throw IoError("cannot open extraction folder " + quoted(destination) + ": " + errno_text());
+  }
+
+  ReadArchive reader(archive_read_new(), &archive_read_free);
+  if (!reader) throw std::bad_alloc();
+  // Only what pack() and peers write: the other format parsers stay unreachable.
+  if (archive_read_support_format_tar(reader.get()) != ARCHIVE_OK ||
+      archive_read_support_filter_zstd(reader.get()) < ARCHIVE_WARN ||
+      archive_read_support_filter_gzip(reader.get()) < ARCHIVE_WARN) {
+    throw PackageError("cannot set up reading " + quoted(archive_path) + ": " +
+                       archive_text(reader.get()));
+  }
+  if (archive_read_open_fd(reader.get(), in.get(), kArchiveReadBlockSize) != ARCHIVE_OK) {
+    throw PackageError("archive " + quoted(archive_path) +
+                       " is not a readable tar: " + archive_text(reader.get()));
+  }
+
+  CreatedPaths created;
+  ExtractStats stats;
+  const ExtractContext context{reader.get(), archive_path, destination, root.get(),
+                               limits,       created,      stats};
+  for (;;) {
+    archive_entry* entry = nullptr;
+    const int status = archive_read_next_header(reader.get(), &entry);
+    if (status == ARCHIVE_EOF) break;
+    // A warning still yields a usable entry, which the checks below judge on its own. The usual
+    // one is a UTF-8 pax name that the C locale cannot convert: libarchive then keeps the
+    // original bytes, which is what a Linux file name wants anyway.
+    if (status != ARCHIVE_OK && status != ARCHIVE_WARN) {
+      throw PackageError("archive " + quoted(archive_path) +
+                         " is not a readable tar: " + archive_text(reader.get()));
+    }
+    if (++stats.entries > limits.max_entries) {
+      throw PackageError("archive " + quoted(archive_path) + " refused: more than " +
+                         std::to_string(limits.max_entries) + " entries (max_entries)");
+    }
+    const char* raw_name = archive_entry_pathname(entry);
+    const std::string name = raw_name != nullptr ? raw_name : "";
+    check_type(entry, name);
+    const std::vector<std::string> parts = destination_parts(name);
+    if (archive_entry_filetype(entry) == AE_IFDIR) {
+      open_folder(root.get(), destination, name, parts, created);
+    } else if (parts.empty()) {
+      throw PackageError(refusal(name, "names no file"));
+    } else {
+      extract_file(context, entry, name, parts);
+    }
+  }
+  created.commit();
+  return stats;
+}
+
+}  // namespace conductor

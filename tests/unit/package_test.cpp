@@ -1,0 +1,518 @@
+#include "conductor/package.hpp"
+
+#include <archive.h>
+#include <archive_entry.h>
+#include <doctest/doctest.h>
+#include <sys/stat.h>
+#include <sys/sysmacros.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <filesystem>
+#include <fstream>
+#include <iterator>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "conductor/error.hpp"
+#include "conductor/sha256.hpp"
+
+namespace {
+
+namespace fs = std::filesystem;
+using conductor::Compression;
+using conductor::ExtractLimits;
+using conductor::PackageError;
+using conductor::PackOptions;
+
+// A fresh folder under the system temp directory, removed with everything in it.
+class TempDir {
+ public:
+  TempDir() {
+    static std::atomic<int> counter{0};
+    path_ = fs::temp_directory_path() /
+            ("conductor-package-test-" + std::to_string(::getpid()) + "-" +
+             std::to_string(std::chrono::steady_clock::now().time_since_epoch().count()) + "-" +
+             std::to_string(counter++));
+    fs::create_directories(path_);
+  }
+  ~TempDir() {
+    std::error_code ignored;
+    fs::remove_all(path_, ignored);
+  }
+  TempDir(const TempDir&) = delete;
+  TempDir& operator=(const TempDir&) = delete;
+  const fs::path& path() const { return path_; }
+  fs::path make(const std::string& name) const {
+    fs::create_directories(path_ / name);
+    return path_ / name;
+  }
+
+ private:
+  fs::path path_;
+};
+
+void write_file(const fs::path& path, const std::string& content) {
+  fs::create_directories(path.parent_path());
+  std::ofstream out(path, std::ios::binary);
+  out.write(content.data(), static_cast<std::streamsize>(content.size()));
+  REQUIRE(out.good());
+}
+
+std::string read_file(const fs::path& path) {
+  std::ifstream in(path, std::ios::binary);
+  REQUIRE(in.good());
+  return std::string(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
+}
+
+std::string pseudo_random(std::size_t size) {
+  std::string bytes(size, '\0');
+  std::uint64_t state = 0x9e3779b97f4a7c15ull;
+  for (auto& byte : bytes) {
+    state ^= state << 13;
+    state ^= state >> 7;
+    state ^= state << 17;
+    byte = static_cast<char>(state >> 32);
+  }
+  return bytes;
+}
+
+bool is_empty_folder(const fs::path& path) { return fs::is_empty(path); }
+
+mode_t mode_of(const fs::path& path) {
+  struct stat info {};
+  REQUIRE(::stat(path.c_str(), &info) == 0);
+  return info.st_mode & 07777;
+}
+
+// Every file below `root`, as relative '/'-names.
+std::vector<std::string> files_below(const fs::path& root) {
+  std::vector<std::string> names;
+  for (const auto& entry : fs::recursive_directory_iterator(root)) {
+    if (entry.is_regular_file())
+      names.push_back(entry.path().lexically_relative(root).generic_string());
+  }
+  std::sort(names.begin(), names.end());
+  return names;
+}
+
+// The tree a version folder might hold; models/, evaluation/ and errorlogs/ are what the
+// server excludes from a package.
+struct SampleTree {
+  std::string big = pseudo_random(20u << 20);
+  std::string binary;
+
+  explicit SampleTree(const fs::path& root) {
+    for (int i = 0; i < 256; ++i) binary.push_back(static_cast<char>(i));
+    write_file(root / "train.py", "print('train')\n");
+    write_file(root / "run.sh", "#!/bin/sh\necho run\n");
+    fs::permissions(root / "run.sh", fs::perms::owner_exec, fs::perm_options::add);
+    write_file(root / "empty.txt", "");
+    write_file(root / "data/deeper/still/weights.bin", binary);
+    write_file(root / "data/big.bin", big);
+    write_file(root / "data/models/kept.txt", "only top-level models/ is excluded");
+    write_file(root / "models/model_1.h5", "model");
+    write_file(root / "evaluation/score.txt", "0.9");
+    write_file(root / "errorlogs/err.log", "boom");
+    fs::create_directories(root / "empty_folder");
+  }
+
+  static std::vector<std::string> packed_names() {
+    return {"data/big.bin",
+            "data/deeper/still/weights.bin",
+            "data/models/kept.txt",
+            "empty.txt",
+            "run.sh",
+            "train.py"};
+  }
+
+  void check_extracted(const fs::path& out) const {
+    CHECK(files_below(out) == packed_names());
+    CHECK(read_file(out / "train.py") == "print('train')\n");
+    CHECK(read_file(out / "empty.txt").empty());
+    CHECK(read_file(out / "data/deeper/still/weights.bin") == binary);
+    CHECK(conductor::sha256_file(out / "data/big.bin") == conductor::sha256_hex(big));
+    CHECK(read_file(out / "data/big.bin") == big);
+    CHECK(mode_of(out / "run.sh") == 0755);
+    CHECK(mode_of(out / "train.py") == 0644);
+    CHECK_FALSE(fs::exists(out / "models"));
+    CHECK_FALSE(fs::exists(out / "evaluation"));
+    CHECK_FALSE(fs::exists(out / "errorlogs"));
+  }
+};
+
+const std::vector<std::string> kExcluded = {"models", "evaluation", "errorlogs"};
+
+// One entry of a hand-made archive, for archives pack() would never write.
+struct Crafted {
+  std::string name;
+  unsigned type = AE_IFREG;
+  std::string content{};
+  std::string symlink{};
+  std::string hardlink{};
+  unsigned perm = 0644;
+};
+
+void write_crafted(const fs::path& path, const std::vector<Crafted>& entries,
+                   Compression compression = Compression::kNone, bool gzip = false) {
+  std::unique_ptr<archive, decltype(&archive_write_free)> writer(archive_write_new(),
+                                                                 &archive_write_free);
+  REQUIRE(archive_write_set_format_pax_restricted(writer.get()) == ARCHIVE_OK);
+  if (compression == Compression::kZstd)
+    REQUIRE(archive_write_add_filter_zstd(writer.get()) == ARCHIVE_OK);
+  if (gzip) REQUIRE(archive_write_add_filter_gzip(writer.get()) == ARCHIVE_OK);
+  REQUIRE(archive_write_open_filename(writer.get(), path.c_str()) == ARCHIVE_OK);
+  for (const auto& crafted : entries) {
+    std::unique_ptr<archive_entry, decltype(&archive_entry_free)> entry(archive_entry_new(),
+                                                                        &archive_entry_free);
+    archive_entry_set_pathname(entry.get(), crafted.name.c_str());
+    archive_entry_set_filetype(entry.get(), crafted.type);
+    archive_entry_set_perm(entry.get(), crafted.perm);
+    if (!crafted.symlink.empty()) archive_entry_set_symlink(entry.get(), crafted.symlink.c_str());
+    if (!crafted.hardlink.empty())
+      archive_entry_set_hardlink(entry.get(), crafted.hardlink.c_str());
+    if (crafted.type == AE_IFCHR) archive_entry_set_rdev(entry.get(), makedev(1, 3));
+    archive_entry_set_size(entry.get(), static_cast<la_int64_t>(crafted.content.size()));
+    REQUIRE(archive_write_header(writer.get(), entry.get()) == ARCHIVE_OK);
+    if (!crafted.content.empty()) {
+      REQUIRE(archive_write_data(writer.get(), crafted.content.data(), crafted.content.size()) ==
+              static_cast<la_ssize_t>(crafted.content.size()));
+    }
+  }
+  REQUIRE(archive_write_close(writer.get()) == ARCHIVE_OK);
+}
+
+// Extracting `archive` must throw PackageError whose message holds `expected`, and leave
+// `destination` empty.
+void check_refused(const fs::path& archive, const fs::path& destination,
+                   const std::string& expected, const ExtractLimits& limits = {}) {
+  std::string message;
+  try {
+    conductor::extract(archive, destination, limits);
+  } catch (const PackageError& error) {
+    message = error.what();
+  }
+  CHECK_MESSAGE(message.find(expected) != std::string::npos, "message: '" << message << "'");
+  CHECK(is_empty_folder(destination));
+}
+
+}  // namespace
+
+TEST_CASE("list_files lists regular files sorted by name and skips excluded top-level entries") {
+  TempDir dir;
+  const fs::path root = dir.make("version");
+  const SampleTree tree(root);
+  const auto entries = conductor::list_files(root, kExcluded);
+  std::vector<std::string> names;
+  for (const auto& entry : entries) {
+    names.push_back(entry.name);
+    CHECK(entry.source == root / entry.name);
+  }
+  CHECK(names == SampleTree::packed_names());
+  CHECK(conductor::list_files(root).size() == SampleTree::packed_names().size() + 3);
+}
+
+TEST_CASE("list_files refuses a symlink, naming it, even one pointing inside the root") {
+  TempDir dir;
+  const fs::path root = dir.make("version");
+  write_file(root / "real.txt", "x");
+  fs::create_directories(root / "sub");
+  fs::create_symlink(root / "real.txt", root / "sub" / "link.txt");
+  std::string message;
+  try {
+    conductor::list_files(root);
+  } catch (const PackageError& error) {
+    message = error.what();
+  }
+  CHECK(message.find((root / "sub" / "link.txt").string()) != std::string::npos);
+  CHECK(message.find("symlink") != std::string::npos);
+}
+
+TEST_CASE("list_files ignores a symlink inside an excluded top-level folder") {
+  TempDir dir;
+  const fs::path root = dir.make("version");
+  write_file(root / "train.py", "x");
+  fs::create_directories(root / "models");
+  fs::create_symlink("/etc/passwd", root / "models" / "link");
+  CHECK(conductor::list_files(root, kExcluded).size() == 1);
+}
+
+TEST_CASE("list_files throws IoError for a root that is not a folder") {
+  TempDir dir;
+  CHECK_THROWS_AS(conductor::list_files(dir.path() / "missing"), conductor::IoError);
+}
+
+TEST_CASE("pack then extract round-trips a tree byte for byte, modes and exclusions included") {
+  TempDir dir;
+  const fs::path root = dir.make("version");
+  const SampleTree tree(root);
+  const fs::path archive = dir.path() / "version.tar";
+  const auto packed = conductor::pack_directory(root, archive, kExcluded);
+  CHECK(packed.entries == 6);
+  CHECK(packed.bytes_in == tree.big.size() + tree.binary.size() + 15 + 19 + 34);
+  CHECK(packed.bytes_out == fs::file_size(archive));
+  CHECK_FALSE(fs::exists(dir.path() / "version.tar.part"));
+
+  const fs::path out = dir.make("out");
+  const auto extracted = conductor::extract(archive, out);
+  CHECK(extracted.files == SampleTree::packed_names());
+  CHECK(extracted.entries == 6);
+  CHECK(extracted.bytes == packed.bytes_in);
+  tree.check_extracted(out);
+}
+
+TEST_CASE("pack with zstd compresses and extract reads it back") {
+  TempDir dir;
+  const fs::path root = dir.make("version");
+  const SampleTree tree(root);
+  write_file(root / "zeros.bin", std::string(8u << 20, '\0'));
+  const fs::path archive = dir.path() / "version.tar.zst";
+  const auto packed =
+      conductor::pack_directory(root, archive, kExcluded, PackOptions{Compression::kZstd, 3});
+  CHECK(packed.bytes_out < packed.bytes_in - (7u << 20));
+  CHECK(read_file(archive).substr(0, 4) == std::string("\x28\xb5\x2f\xfd", 4));
+
+  const fs::path out = dir.make("out");
+  conductor::extract(archive, out);
+  CHECK(read_file(out / "zeros.bin") == std::string(8u << 20, '\0'));
+  fs::remove(out / "zeros.bin");
+  tree.check_extracted(out);
+}
+
+TEST_CASE("extract reads a gzip-compressed tar and tolerates './' prefixes") {
+  TempDir dir;
+  const fs::path archive = dir.path() / "a.tar.gz";
+  write_crafted(archive,
+                {{.name = "./", .type = AE_IFDIR, .perm = 0755},
+                 {.name = "./dir/a.txt", .content = "hello"},
+                 {.name = "./tool", .content = "#!", .perm = 0700},
+                 {.name = "./notes", .content = "n", .perm = 0600}},
+                Compression::kNone, true);
+  const fs::path out = dir.make("out");
+  const auto stats = conductor::extract(archive, out);
+  CHECK(stats.entries == 4);
+  CHECK(stats.files == std::vector<std::string>{"./dir/a.txt", "./tool", "./notes"});
+  CHECK(read_file(out / "dir" / "a.txt") == "hello");
+  CHECK(mode_of(out / "tool") == 0755);
+  CHECK(mode_of(out / "notes") == 0644);
+}
+
+// Regression: libarchive 3.6.2 refused every non-ASCII name under the C locale, which this
+// test binary runs in, until pack() wrote pax names as binary.
+TEST_CASE("pack and extract keep non-ASCII, non-UTF-8 and long names byte for byte") {
+  TempDir dir;
+  const fs::path root = dir.make("version");
+  const std::vector<std::string> names = {"caf\xc3\xa9/r\xc3\xa9sum\xc3\xa9.txt", "raw\xff.bin",
+                                          std::string(120, 'n') + "/" + std::string(140, 'f')};
+  for (const auto& name : names) write_file(root / name, name);
+  const fs::path archive = dir.path() / "names.tar";
+  conductor::pack_directory(root, archive);
+  const fs::path out = dir.make("out");
+  conductor::extract(archive, out);
+  auto expected = names;
+  std::sort(expected.begin(), expected.end());
+  CHECK(files_below(out) == expected);
+  for (const auto& name : names) CHECK(read_file(out / name) == name);
+}
+
+TEST_CASE("pack of no entries writes an archive that extracts to nothing") {
+  TempDir dir;
+  const fs::path archive = dir.path() / "empty.tar";
+  const auto packed = conductor::pack({}, archive);
+  CHECK(packed.entries == 0);
+  const fs::path out = dir.make("out");
+  CHECK(conductor::extract(archive, out).entries == 0);
+  CHECK(is_empty_folder(out));
+}
+
+TEST_CASE("pack refuses unclean or repeated names and leaves no file behind") {
+  TempDir dir;
+  write_file(dir.path() / "f", "x");
+  const fs::path archive = dir.path() / "a.tar";
+  for (const std::string name : {"../f", "/f", "a/../f", "./f", "a//f", "a/", ""}) {
+    CAPTURE(name);
+    CHECK_THROWS_AS(conductor::pack({{dir.path() / "f", name}}, archive), PackageError);
+  }
+  CHECK_THROWS_AS(conductor::pack({{dir.path() / "f", "f"}, {dir.path() / "f", "f"}}, archive),
+                  PackageError);
+  CHECK_FALSE(fs::exists(archive));
+  CHECK_FALSE(fs::exists(dir.path() / "a.tar.part"));
+}
+
+TEST_CASE("a failed pack leaves an existing archive untouched and no .part file") {
+  TempDir dir;
+  write_file(dir.path() / "f", "x");
+  fs::create_symlink(dir.path() / "f", dir.path() / "link");
+  const fs::path archive = dir.path() / "a.tar";
+  write_file(archive, "previous archive");
+  CHECK_THROWS_AS(
+      conductor::pack({{dir.path() / "f", "f"}, {dir.path() / "link", "link"}}, archive),
+      PackageError);
+  CHECK(read_file(archive) == "previous archive");
+  CHECK_FALSE(fs::exists(dir.path() / "a.tar.part"));
+  CHECK_THROWS_AS(conductor::pack({{dir.path() / "missing", "missing"}}, archive),
+                  conductor::IoError);
+  CHECK_THROWS_AS(conductor::pack({{dir.path() / "f", "f"}}, archive, {Compression::kZstd, 99}),
+                  PackageError);
+  CHECK(read_file(archive) == "previous archive");
+}
+
+TEST_CASE("pack replaces an existing archive") {
+  TempDir dir;
+  write_file(dir.path() / "f", "new");
+  const fs::path archive = dir.path() / "a.tar";
+  write_file(archive, "previous archive");
+  conductor::pack({{dir.path() / "f", "f"}}, archive);
+  const fs::path out = dir.make("out");
+  conductor::extract(archive, out);
+  CHECK(read_file(out / "f") == "new");
+}
+
+TEST_CASE("extraction refuses entries that escape or are not files or folders") {
+  TempDir dir;
+  const fs::path archive = dir.path() / "evil.tar";
+  const fs::path out = dir.make("out");
+  // A good entry first, so the refusal also has to remove what was already written.
+  const Crafted good{.name = "good/first.txt", .content = "fine"};
+
+  SUBCASE("a relative climb") {
+    write_crafted(archive, {good, {.name = "../evil", .content = "x"}});
+    check_refused(archive, out, "archive entry '../evil' refused: climbs out of the destination");
+  }
+  SUBCASE("an absolute path") {
+    write_crafted(archive, {good, {.name = "/abs/path", .content = "x"}});
+    check_refused(archive, out, "archive entry '/abs/path' refused: is an absolute path");
+  }
+  SUBCASE("a climb hidden in the middle") {
+    write_crafted(archive, {good, {.name = "a/../../b", .content = "x"}});
+    check_refused(archive, out, "archive entry 'a/../../b' refused: climbs out");
+  }
+  SUBCASE("an absolute symlink") {
+    write_crafted(archive, {good, {.name = "link", .type = AE_IFLNK, .symlink = "/etc"}});
+    check_refused(archive, out, "archive entry 'link' refused: is a symlink");
+  }
+  SUBCASE("a relative symlink") {
+    write_crafted(archive, {good, {.name = "good/link", .type = AE_IFLNK, .symlink = "../.."}});
+    check_refused(archive, out, "archive entry 'good/link' refused: is a symlink");
+  }
+  SUBCASE("a hardlink") {
+    write_crafted(archive, {good, {.name = "hard", .hardlink = "good/first.txt"}});
+    check_refused(archive, out, "archive entry 'hard' refused: is a hardlink");
+  }
+  SUBCASE("a fifo") {
+    write_crafted(archive, {good, {.name = "pipe", .type = AE_IFIFO}});
+    check_refused(archive, out, "archive entry 'pipe' refused: is a device, fifo or socket");
+  }
+  SUBCASE("a character device") {
+    write_crafted(archive, {good, {.name = "null", .type = AE_IFCHR}});
+    check_refused(archive, out, "archive entry 'null' refused: is a device, fifo or socket");
+  }
+  CHECK_FALSE(fs::exists(dir.path() / "evil"));
+  CHECK_FALSE(fs::exists(dir.path() / "b"));
+}
+
+TEST_CASE("extraction refuses more entries than max_entries and removes what it wrote") {
+  TempDir dir;
+  const fs::path archive = dir.path() / "many.tar";
+  std::vector<Crafted> entries;
+  for (int i = 0; i < 5; ++i)
+    entries.push_back({.name = "d/f" + std::to_string(i), .content = "x"});
+  write_crafted(archive, entries);
+  const fs::path out = dir.make("out");
+  check_refused(archive, out, "more than 4 entries (max_entries)", ExtractLimits{.max_entries = 4});
+  const fs::path fits = dir.make("fits");
+  CHECK(conductor::extract(archive, fits, ExtractLimits{.max_entries = 5}).files.size() == 5);
+}
+
+TEST_CASE("extraction refuses a zstd bomb past max_total_bytes and leaves the destination empty") {
+  TempDir dir;
+  const fs::path archive = dir.path() / "bomb.tar.zst";
+  write_crafted(archive,
+                {{.name = "small.txt", .content = "x"},
+                 {.name = "zeros.bin", .content = std::string(64u << 20, '\0')}},
+                Compression::kZstd);
+  CHECK(fs::file_size(archive) < (64u << 10));
+  const fs::path out = dir.make("out");
+  check_refused(archive, out,
+                "archive entry 'zeros.bin' refused: takes the archive past 1048576 unpacked bytes",
+                ExtractLimits{.max_total_bytes = 1u << 20});
+}
+
+TEST_CASE("extraction refuses a file larger than max_file_bytes") {
+  TempDir dir;
+  const fs::path archive = dir.path() / "big.tar";
+  write_crafted(archive, {{.name = "big.bin", .content = std::string(2u << 20, 'b')}});
+  const fs::path out = dir.make("out");
+  check_refused(archive, out, "archive entry 'big.bin' refused: is larger than 1048576 bytes",
+                ExtractLimits{.max_file_bytes = 1u << 20});
+}
+
+TEST_CASE("extraction refuses garbage bytes with PackageError and writes nothing") {
+  TempDir dir;
+  const fs::path archive = dir.path() / "garbage.tar";
+  SUBCASE("random bytes") { write_file(archive, pseudo_random(10000)); }
+  SUBCASE("an empty file") { write_file(archive, ""); }
+  SUBCASE("a zstd frame of garbage") {
+    write_file(archive, std::string("\x28\xb5\x2f\xfd", 4) + pseudo_random(5000));
+  }
+  const fs::path out = dir.make("out");
+  check_refused(archive, out, "is not a readable tar");
+}
+
+TEST_CASE("extraction refuses a truncated archive, plain or zstd, and removes what it wrote") {
+  TempDir dir;
+  const fs::path root = dir.make("version");
+  write_file(root / "a.txt", "first");
+  write_file(root / "b.bin", pseudo_random(3u << 20));
+  for (const auto compression : {Compression::kNone, Compression::kZstd}) {
+    CAPTURE(static_cast<int>(compression));
+    const fs::path archive = dir.path() / "whole.tar";
+    conductor::pack_directory(root, archive, {}, PackOptions{compression});
+    const std::string bytes = read_file(archive);
+    const fs::path cut = dir.path() / "cut.tar";
+    write_file(cut, bytes.substr(0, bytes.size() / 2));
+    const fs::path out = dir.make("out");
+    CHECK_THROWS_AS(conductor::extract(cut, out), PackageError);
+    CHECK(is_empty_folder(out));
+  }
+}
+
+TEST_CASE("extraction never overwrites an existing file and keeps what was there before") {
+  TempDir dir;
+  const fs::path archive = dir.path() / "a.tar";
+  write_crafted(archive,
+                {{.name = "new.txt", .content = "new"}, {.name = "old.txt", .content = "evil"}});
+  const fs::path out = dir.make("out");
+  write_file(out / "old.txt", "old");
+  std::string message;
+  try {
+    conductor::extract(archive, out);
+  } catch (const PackageError& error) {
+    message = error.what();
+  }
+  CHECK(message == "archive entry 'old.txt' refused: already exists in the destination");
+  CHECK(read_file(out / "old.txt") == "old");
+  CHECK(files_below(out) == std::vector<std::string>{"old.txt"});
+}
+
+TEST_CASE("extraction does not follow a symlink already in the destination") {
+  TempDir dir;
+  const fs::path outside = dir.make("outside");
+  const fs::path out = dir.make("out");
+  fs::create_directory_symlink(outside, out / "link");
+  const fs::path archive = dir.path() / "a.tar";
+  write_crafted(archive, {{.name = "link/x.txt", .content = "x"}});
+  CHECK_THROWS_AS(conductor::extract(archive, out), PackageError);
+  CHECK(is_empty_folder(outside));
+}
+
+TEST_CASE("extraction throws IoError for a missing archive or destination") {
+  TempDir dir;
+  const fs::path archive = dir.path() / "a.tar";
+  conductor::pack({}, archive);
+  CHECK_THROWS_AS(conductor::extract(dir.path() / "missing.tar", dir.path()), conductor::IoError);
+  CHECK_THROWS_AS(conductor::extract(archive, dir.path() / "missing"), conductor::IoError);
+}

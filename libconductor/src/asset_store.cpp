@@ -1,0 +1,466 @@
+#include "conductor/asset_store.hpp"
+
+#include <fcntl.h>
+#include <fnmatch.h>
+#include <sys/stat.h>
+#include <tinyxml2.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <charconv>
+#include <cmath>
+#include <cstdio>
+#include <cstring>
+#include <fstream>
+#include <iterator>
+#include <random>
+#include <system_error>
+#include <type_traits>
+
+#include "conductor/error.hpp"
+
+namespace conductor {
+namespace {
+
+namespace fs = std::filesystem;
+
+constexpr const char* kMetaFile = "meta.xml";
+constexpr const char* kConsoleLogFile = "console.log";
+constexpr int kErrorLogsPerItem = 10;
+
+bool is_hidden(const std::string& name) { return !name.empty() && name.front() == '.'; }
+
+// Names become path components under root/assets, and item ids come from clients: a name
+// that could climb out or hide is refused before it touches a path.
+void check_name(std::string_view what, const std::string& name, bool allow_hidden) {
+  bool plain = !name.empty() && name != "." && name != ".." &&
+               name.find_first_of(std::string_view("/\0", 2)) == std::string::npos;
+  if (!plain || (!allow_hidden && is_hidden(name))) {
+    throw Error(ErrorCode::kArgument,
+                std::string(what) + " '" + name + "' is not a plain folder name");
+  }
+}
+
+[[noreturn]] void throw_io(std::string_view action, const fs::path& path, int error) {
+  throw IoError("cannot " + std::string(action) + " " + path.string() + ": " +
+                std::strerror(error));
+}
+
+class FileDescriptor {
+ public:
+  explicit FileDescriptor(int fd) : fd_(fd) {}
+  FileDescriptor(const FileDescriptor&) = delete;
+  FileDescriptor& operator=(const FileDescriptor&) = delete;
+  ~FileDescriptor() {
+    if (fd_ >= 0) ::close(fd_);
+  }
+  int get() const { return fd_; }
+  int release_and_close() {
+    int result = ::close(fd_);
+    fd_ = -1;
+    return result;
+  }
+
+ private:
+  int fd_;
+};
+
+// Creates `file` (which must not exist: O_EXCL, so a planted symlink is never followed)
+// and makes its contents durable.
+void write_durably(const fs::path& file, std::string_view text) {
+  FileDescriptor fd(::open(file.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644));
+  if (fd.get() < 0) throw_io("create", file, errno);
+  while (!text.empty()) {
+    ssize_t written = ::write(fd.get(), text.data(), text.size());
+    if (written < 0 && errno == EINTR) continue;
+    if (written < 0) throw_io("write", file, errno);
+    text.remove_prefix(static_cast<size_t>(written));
+  }
+  if (::fsync(fd.get()) != 0) throw_io("fsync", file, errno);
+  if (fd.release_and_close() != 0) throw_io("close", file, errno);
+}
+
+// fsync of a file or folder by path. Some file systems cannot fsync a folder (EINVAL).
+void sync_path(const fs::path& path) {
+  FileDescriptor fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW));
+  if (fd.get() < 0) throw_io("open for fsync", path, errno);
+  if (::fsync(fd.get()) != 0 && errno != EINVAL) throw_io("fsync", path, errno);
+}
+
+void create_folders(const fs::path& folder) {
+  std::error_code error;
+  fs::create_directories(folder, error);
+  if (error) throw_io("create folder", folder, error.value());
+}
+
+void remove_tree(const fs::path& path) {
+  std::error_code error;
+  fs::remove_all(path, error);
+  if (error) throw_io("remove", path, error.value());
+}
+
+fs::file_type type_of(const fs::path& path) {
+  std::error_code ignored;
+  return fs::symlink_status(path, ignored).type();
+}
+
+std::string random_suffix() {
+  std::random_device device;
+  std::uniform_int_distribution<unsigned long long> distribution;
+  char buffer[17];
+  std::snprintf(buffer, sizeof buffer, "%016llx", distribution(device));
+  return buffer;
+}
+
+std::string format_double(double value) {
+  char buffer[64];
+  auto [end, ec] = std::to_chars(buffer, buffer + sizeof buffer, value);
+  return std::string(buffer, end);
+}
+
+// Client-reported text (node name, OS...) must not make meta.xml unreadable: XML 1.0
+// cannot carry control characters other than tab and newline.
+std::string xml_safe(const std::string& text) {
+  std::string result = text;
+  for (char& c : result) {
+    if (static_cast<unsigned char>(c) < 0x20 && c != '\t' && c != '\n') c = '?';
+  }
+  return result;
+}
+
+// The original's files are indented by two spaces; tinyxml2 uses four.
+class TwoSpacePrinter : public tinyxml2::XMLPrinter {
+ protected:
+  void PrintSpace(int depth) override {
+    for (int i = 0; i < depth; ++i) Write("  ");
+  }
+};
+
+std::string meta_xml(const ModelMeta& meta) {
+  tinyxml2::XMLDocument document;
+  document.InsertEndChild(document.NewDeclaration("xml version=\"1.0\""));
+  tinyxml2::XMLElement* root = document.NewElement("ModelMeta");
+  root->SetAttribute("xmlns:xsi", "http://www.w3.org/2001/XMLSchema-instance");
+  root->SetAttribute("xmlns:xsd", "http://www.w3.org/2001/XMLSchema");
+  document.InsertEndChild(root);
+  auto add = [&](const char* name, const std::string& text) {
+    tinyxml2::XMLElement* element = root->InsertNewChildElement(name);
+    if (!text.empty()) element->SetText(xml_safe(text).c_str());
+  };
+  add("ItemId", meta.item_id);
+  add("Attempt", std::to_string(meta.attempt));
+  add("Duration", format_double(meta.duration_seconds));
+  add("Epochs", std::to_string(meta.epochs));
+  add("LastEpochDuration", format_double(meta.last_epoch_seconds));
+  add("NodeName", meta.node_name);
+  add("OperatingSystem", meta.os);
+  add("ProcessingUnit", meta.processing_unit);
+  add("ContainerVersion", meta.container_version);
+  add("Timestamp", meta.timestamp);
+  add("Metrics", "");  // filled by the evaluation component
+  TwoSpacePrinter printer;
+  document.Print(&printer);
+  return std::string(printer.CStr(), static_cast<size_t>(printer.CStrSize() - 1));
+}
+
+class MetaReader {
+ public:
+  explicit MetaReader(const fs::path& file) : file_(file) {}
+
+  [[noreturn]] void fail(int line, const std::string& problem) const {
+    throw ConfigError(file_.string() + ":" + std::to_string(line < 1 ? 1 : line) + ": " + problem);
+  }
+
+  ModelMeta read() const {
+    std::ifstream stream(file_, std::ios::binary);
+    if (!stream) throw ConfigError(file_.string() + ": cannot read: " + std::strerror(errno));
+    const std::string text{std::istreambuf_iterator<char>(stream),
+                           std::istreambuf_iterator<char>()};
+    tinyxml2::XMLDocument document;
+    if (document.Parse(text.data(), text.size()) != tinyxml2::XML_SUCCESS) {
+      const char* detail = document.ErrorStr();
+      fail(document.ErrorLineNum(),
+           std::string("malformed XML: ") + (detail ? detail : document.ErrorName()));
+    }
+    const tinyxml2::XMLElement* root = document.RootElement();
+    if (root == nullptr || std::string_view(root->Name()) != "ModelMeta") {
+      fail(root ? root->GetLineNum() : 1, "root element must be <ModelMeta>");
+    }
+    ModelMeta meta;
+    meta.item_id = text_of(root, "ItemId");
+    meta.attempt = number<int>(root, "Attempt", 0);
+    meta.duration_seconds = number<double>(root, "Duration", 0.0);
+    meta.epochs = number<int>(root, "Epochs", 0);
+    meta.last_epoch_seconds = number<double>(root, "LastEpochDuration", 0.0);
+    meta.node_name = text_of(root, "NodeName");
+    meta.os = text_of(root, "OperatingSystem");
+    meta.processing_unit = text_of(root, "ProcessingUnit");
+    meta.container_version = text_of(root, "ContainerVersion");
+    meta.timestamp = text_of(root, "Timestamp");
+    return meta;
+  }
+
+ private:
+  static std::string text_of(const tinyxml2::XMLElement* parent, const char* name) {
+    const tinyxml2::XMLElement* element = parent->FirstChildElement(name);
+    const char* value = element ? element->GetText() : nullptr;
+    return value ? value : "";
+  }
+
+  template <typename T>
+  T number(const tinyxml2::XMLElement* parent, const char* name, T fallback) const {
+    const tinyxml2::XMLElement* element = parent->FirstChildElement(name);
+    if (element == nullptr) return fallback;
+    const std::string raw = text_of(parent, name);
+    std::string_view value = raw;
+    while (!value.empty() && std::strchr(" \t\r\n", value.front())) value.remove_prefix(1);
+    while (!value.empty() && std::strchr(" \t\r\n", value.back())) value.remove_suffix(1);
+    T result{};
+    auto [end, ec] = std::from_chars(value.data(), value.data() + value.size(), result);
+    bool finite = true;
+    if constexpr (std::is_floating_point_v<T>) finite = std::isfinite(result);
+    if (value.empty() || ec != std::errc() || end != value.data() + value.size() || !finite) {
+      fail(element->GetLineNum(),
+           "<" + std::string(name) + "> must be a number, got '" + raw + "'");
+    }
+    return result;
+  }
+
+  fs::path file_;
+};
+
+bool matches_pattern(const fs::path& staged, const std::string& pattern) {
+  std::error_code error;
+  for (fs::recursive_directory_iterator it(staged, error), end; !error && it != end;
+       it.increment(error)) {
+    if (it->symlink_status().type() != fs::file_type::regular) continue;
+    const std::string relative = it->path().lexically_relative(staged).generic_string();
+    const std::string name = it->path().filename().string();
+    if (::fnmatch(pattern.c_str(), relative.c_str(), 0) == 0 ||
+        ::fnmatch(pattern.c_str(), name.c_str(), 0) == 0) {
+      return true;
+    }
+  }
+  if (error) throw_io("list", staged, error.value());
+  return false;
+}
+
+// Everything the rename will publish must already be on disk, or a crash right after the
+// rename could show a model folder with empty files.
+void sync_tree(const fs::path& folder) {
+  std::error_code error;
+  for (fs::recursive_directory_iterator it(folder, error), end; !error && it != end;
+       it.increment(error)) {
+    fs::file_type type = it->symlink_status().type();
+    if (type == fs::file_type::regular || type == fs::file_type::directory) sync_path(it->path());
+  }
+  if (error) throw_io("list", folder, error.value());
+  sync_path(folder);
+}
+
+// True when `path` lies strictly inside `folder`, after resolving symlinks.
+bool is_inside(const fs::path& path, const fs::path& folder) {
+  std::error_code error;
+  const fs::path resolved = fs::canonical(path, error);
+  if (error) return false;
+  const fs::path base = fs::canonical(folder, error);
+  if (error) return false;
+  const fs::path relative = resolved.lexically_relative(base);
+  return !relative.empty() && relative != "." && *relative.begin() != "..";
+}
+
+}  // namespace
+
+AssetStore::AssetStore(fs::path root) {
+  std::error_code error;
+  root_ = fs::absolute(root, error);
+  if (error) throw_io("resolve", root, error.value());
+  root_ = root_.lexically_normal();
+  create_folders(root_ / "config");
+  create_folders(root_ / "assets");
+  create_folders(spool_dir());
+}
+
+fs::path AssetStore::config_file() const { return root_ / "config" / "config.xml"; }
+
+fs::path AssetStore::log_file() const { return root_ / "config" / "log.txt"; }
+
+fs::path AssetStore::spool_dir() const { return root_ / "spool"; }
+
+fs::path AssetStore::version_dir(const std::string& version) const {
+  check_name("version name", version, /*allow_hidden=*/true);
+  return root_ / "assets" / version;
+}
+
+Configuration AssetStore::load_or_create_configuration() const {
+  const fs::path file = config_file();
+  if (type_of(file) == fs::file_type::not_found) {
+    Configuration config = default_configuration();
+    save_configuration(config, file);
+    return config;
+  }
+  return load_configuration(file);
+}
+
+std::vector<VersionEntry> AssetStore::load_versions(const Configuration& config) const {
+  std::vector<VersionEntry> entries;
+  for (const Version& version : config.versions) {
+    entries.push_back(VersionEntry{version, false, version_dir(version.name)});
+  }
+
+  std::vector<std::string> local_names;
+  std::error_code error;
+  for (fs::directory_iterator it(root_ / "assets", error), end; !error && it != end;
+       it.increment(error)) {
+    const std::string name = it->path().filename().string();
+    std::error_code ignored;
+    if (is_hidden(name) || !it->is_directory(ignored)) continue;
+    if (fs::is_regular_file(it->path() / "version.xml", ignored)) local_names.push_back(name);
+  }
+  if (error) throw_io("list", root_ / "assets", error.value());
+  std::sort(local_names.begin(), local_names.end());
+
+  for (const std::string& name : local_names) {
+    VersionEntry entry{load_version_file(version_dir(name) / "version.xml"), true,
+                       version_dir(name)};
+    entry.version.name = name;
+    auto global = std::find_if(entries.begin(), entries.end(), [&](const VersionEntry& e) {
+      return !e.is_local && e.version.name == name;
+    });
+    if (global != entries.end()) {
+      *global = std::move(entry);
+    } else {
+      entries.push_back(std::move(entry));
+    }
+  }
+  return entries;
+}
+
+std::vector<std::string> AssetStore::stored_model_ids(const std::string& version) const {
+  const fs::path models = version_dir(version) / "models";
+  std::vector<std::string> ids;
+  std::error_code error;
+  fs::directory_iterator it(models, error);
+  if (error == std::errc::no_such_file_or_directory) return ids;
+  for (fs::directory_iterator end; !error && it != end; it.increment(error)) {
+    const std::string name = it->path().filename().string();
+    if (!is_hidden(name) && it->symlink_status().type() == fs::file_type::directory) {
+      ids.push_back(name);
+    }
+  }
+  if (error) throw_io("list", models, error.value());
+  std::sort(ids.begin(), ids.end());
+  return ids;
+}
+
+bool AssetStore::has_model(const std::string& version, const std::string& item_id) const {
+  check_name("item id", item_id, /*allow_hidden=*/false);
+  return type_of(version_dir(version) / "models" / item_id) == fs::file_type::directory;
+}
+
+CommitOutcome AssetStore::commit_model(const Version& version, const fs::path& staged_folder,
+                                       const ModelMeta& meta, std::string_view console_log_text) {
+  check_name("item id", meta.item_id, /*allow_hidden=*/false);
+  const fs::path models = version_dir(version.name) / "models";
+  if (type_of(staged_folder) != fs::file_type::directory ||
+      !is_inside(staged_folder, spool_dir())) {
+    throw Error(ErrorCode::kArgument, "staged result " + staged_folder.string() +
+                                          " is not a folder inside " + spool_dir().string());
+  }
+  const fs::path target = models / meta.item_id;
+  if (type_of(target) != fs::file_type::not_found) {
+    remove_tree(staged_folder);
+    return {CommitStatus::kDuplicate, {}};
+  }
+  const std::string pattern =
+      version.model_pattern.empty() ? std::string(kDefaultModelPattern) : version.model_pattern;
+  if (!matches_pattern(staged_folder, pattern)) {
+    remove_tree(staged_folder);
+    return {CommitStatus::kRejected, "result for item " + meta.item_id + " of version " +
+                                         version.name + " holds no file matching '" + pattern +
+                                         "'"};
+  }
+
+  ModelMeta stored = meta;
+  if (stored.timestamp.empty())
+    stored.timestamp = format_timestamp(std::chrono::system_clock::now());
+  // The server's own records replace whatever the client sent under these names.
+  remove_tree(staged_folder / kMetaFile);
+  remove_tree(staged_folder / kConsoleLogFile);
+  write_durably(staged_folder / kMetaFile, meta_xml(stored));
+  write_durably(staged_folder / kConsoleLogFile, console_log_text);
+  sync_tree(staged_folder);
+
+  create_folders(models);
+  // RENAME_NOREPLACE: plain rename() would silently replace an empty models/<id> created
+  // since the check above.
+  if (::renameat2(AT_FDCWD, staged_folder.c_str(), AT_FDCWD, target.c_str(), RENAME_NOREPLACE) !=
+      0) {
+    const int error = errno;
+    if (error == EEXIST || error == ENOTEMPTY) {
+      remove_tree(staged_folder);
+      return {CommitStatus::kDuplicate, {}};
+    }
+    if (error != EINVAL && error != ENOSYS) throw_io("move result into", target, error);
+    // The file system lacks RENAME_NOREPLACE; the check above is all the protection left.
+    if (::rename(staged_folder.c_str(), target.c_str()) != 0) {
+      throw_io("move result into", target, errno);
+    }
+  }
+  sync_path(models);
+  return {CommitStatus::kStored, {}};
+}
+
+fs::path AssetStore::write_error_log(const std::string& version, const std::string& item_id,
+                                     std::string_view text) {
+  check_name("item id", item_id, /*allow_hidden=*/false);
+  const fs::path folder = version_dir(version) / "errorlogs";
+  create_folders(folder);
+  fs::path target;
+  for (int n = 0; n < kErrorLogsPerItem; ++n) {
+    target = folder / (item_id + "-" + std::to_string(n) + ".log");
+    if (type_of(target) == fs::file_type::not_found) break;
+  }
+  // Written in the spool and renamed, so a reader never sees half a log and the tenth
+  // log replaces its predecessor in one step.
+  const fs::path temporary = spool_dir() / ("errorlog-" + random_suffix() + ".tmp");
+  try {
+    write_durably(temporary, text);
+  } catch (...) {
+    std::error_code ignored;
+    fs::remove(temporary, ignored);
+    throw;
+  }
+  if (::rename(temporary.c_str(), target.c_str()) != 0) {
+    const int error = errno;
+    std::error_code ignored;
+    fs::remove(temporary, ignored);
+    throw_io("write error log", target, error);
+  }
+  sync_path(folder);
+  return target;
+}
+
+void AssetStore::clean_spool() const {
+  const std::string config_prefix = config_file().filename().string() + ".tmp-";
+  std::vector<fs::path> leftovers;
+  auto collect = [&](const fs::path& folder, const std::string& prefix) {
+    std::error_code error;
+    for (fs::directory_iterator it(folder, error), end; !error && it != end; it.increment(error)) {
+      if (it->path().filename().string().rfind(prefix, 0) == 0) leftovers.push_back(it->path());
+    }
+    if (error) throw_io("list", folder, error.value());
+  };
+  collect(spool_dir(), "");
+  collect(config_file().parent_path(), config_prefix);
+  for (const fs::path& leftover : leftovers) remove_tree(leftover);
+}
+
+ModelMeta AssetStore::load_model_meta(const std::string& version,
+                                      const std::string& item_id) const {
+  check_name("item id", item_id, /*allow_hidden=*/false);
+  return MetaReader(version_dir(version) / "models" / item_id / kMetaFile).read();
+}
+
+}  // namespace conductor

@@ -1,0 +1,362 @@
+#include "conductor/asset_store.hpp"
+
+#include <doctest/doctest.h>
+#include <unistd.h>
+
+#include <filesystem>
+#include <fstream>
+#include <iterator>
+#include <random>
+#include <string>
+
+#include "conductor/error.hpp"
+
+namespace fs = std::filesystem;
+using namespace conductor;
+
+namespace {
+
+fs::path data_dir() {
+#ifdef CONDUCTOR_TEST_DATA_DIR
+  return CONDUCTOR_TEST_DATA_DIR;
+#else
+  return fs::path(__FILE__).parent_path().parent_path() / "data";
+#endif
+}
+
+class TempDir {
+ public:
+  TempDir() {
+    std::random_device device;
+    path_ =
+        fs::temp_directory_path() / ("conductor-asset-store-test-" + std::to_string(::getpid()) +
+                                     "-" + std::to_string(device()));
+    fs::create_directories(path_);
+  }
+  TempDir(const TempDir&) = delete;
+  TempDir& operator=(const TempDir&) = delete;
+  ~TempDir() {
+    std::error_code ignored;
+    fs::remove_all(path_, ignored);
+  }
+  const fs::path& path() const { return path_; }
+
+ private:
+  fs::path path_;
+};
+
+std::string read_text(const fs::path& file) {
+  std::ifstream stream(file, std::ios::binary);
+  return {std::istreambuf_iterator<char>(stream), std::istreambuf_iterator<char>()};
+}
+
+void write_text(const fs::path& file, const std::string& text) {
+  fs::create_directories(file.parent_path());
+  std::ofstream(file, std::ios::binary) << text;
+}
+
+int count_entries(const fs::path& folder) {
+  return static_cast<int>(std::distance(fs::directory_iterator(folder), fs::directory_iterator()));
+}
+
+Version version_named(const std::string& name) {
+  Version version;
+  version.name = name;
+  version.target_models = 2;
+  return version;
+}
+
+ModelMeta meta_for(const std::string& id) {
+  ModelMeta meta;
+  meta.item_id = id;
+  meta.duration_seconds = 12.5;
+  meta.epochs = 3;
+  meta.last_epoch_seconds = 4.25;
+  meta.node_name = "node-7";
+  meta.os = "ubuntu";
+  meta.processing_unit = "gpu";
+  meta.container_version = "dev";
+  meta.attempt = 2;
+  return meta;
+}
+
+// A result as the transport would leave it: extracted into a folder in the spool.
+fs::path stage(const AssetStore& store, const std::string& name,
+               std::initializer_list<const char*> files) {
+  const fs::path folder = store.spool_dir() / name;
+  fs::create_directories(folder);
+  for (const char* file : files) write_text(folder / file, std::string("contents of ") + file);
+  return folder;
+}
+
+}  // namespace
+
+TEST_CASE("the asset store creates its folders under the root") {
+  TempDir dir;
+  const AssetStore store(dir.path() / "work");
+  CHECK(store.root() == dir.path() / "work");
+  CHECK(fs::is_directory(dir.path() / "work" / "config"));
+  CHECK(fs::is_directory(dir.path() / "work" / "assets"));
+  CHECK(fs::is_directory(store.spool_dir()));
+  CHECK(store.config_file() == dir.path() / "work" / "config" / "config.xml");
+  CHECK(store.log_file() == dir.path() / "work" / "config" / "log.txt");
+  CHECK(store.version_dir("v1") == dir.path() / "work" / "assets" / "v1");
+}
+
+TEST_CASE("a missing config.xml is written with the defaults") {
+  TempDir dir;
+  const AssetStore store(dir.path());
+  const Configuration config = store.load_or_create_configuration();
+  CHECK(config.reserve_nodes == 0.2);
+  CHECK(config.versions.empty());
+  REQUIRE(fs::exists(store.config_file()));
+  CHECK(load_configuration(store.config_file()) == config);
+  CHECK(store.load_or_create_configuration() == config);
+}
+
+TEST_CASE("a broken config.xml throws and is left exactly as it was") {
+  TempDir dir;
+  const AssetStore store(dir.path());
+  const std::string broken = "<?xml version=\"1.0\"?>\n<ConductorConfiguration>\n  <Versions>\n";
+  write_text(store.config_file(), broken);
+  CHECK_THROWS_AS(store.load_or_create_configuration(), ConfigError);
+  CHECK(read_text(store.config_file()) == broken);
+  CHECK(count_entries(store.config_file().parent_path()) == 1);
+}
+
+TEST_CASE("a local version takes its folder name and a global one of that name gives way") {
+  TempDir dir;
+  const AssetStore store(dir.path());
+  fs::copy_file(data_dir() / "config.xml", store.config_file());
+  const Configuration config = store.load_or_create_configuration();
+  write_text(store.version_dir("rnn-c2k-v1") / "version.xml",
+             read_text(data_dir() / "version.xml"));
+  write_text(store.version_dir("b-local") / "version.xml", read_text(data_dir() / "version.xml"));
+  write_text(store.version_dir("a-payload-only") / "train.py", "print()\n");
+  write_text(store.version_dir(".hidden") / "version.xml", read_text(data_dir() / "version.xml"));
+
+  const std::vector<VersionEntry> entries = store.load_versions(config);
+  REQUIRE(entries.size() == 3);
+  CHECK(entries[0].version.name == "rnn-c2k-v1");
+  CHECK(entries[0].is_local);
+  CHECK(entries[0].version.target_models == 3);
+  CHECK(entries[0].version.training_commands.at(0).arguments == "-c \"sh train.sh\"");
+  CHECK(entries[0].folder == store.version_dir("rnn-c2k-v1"));
+  CHECK(entries[1].version == config.versions[1]);
+  CHECK_FALSE(entries[1].is_local);
+  CHECK(entries[1].folder == store.version_dir("rnn-generic-v2"));
+  CHECK(entries[2].version.name == "b-local");
+  CHECK(entries[2].is_local);
+}
+
+TEST_CASE("a broken version.xml is a ConfigError naming the file and line") {
+  TempDir dir;
+  const AssetStore store(dir.path());
+  const fs::path file = store.version_dir("local") / "version.xml";
+  write_text(
+      file, "<?xml version=\"1.0\"?>\n<Version>\n  <DatasetType>Audio</DatasetType>\n</Version>\n");
+  try {
+    store.load_versions(Configuration{});
+    FAIL("a broken version.xml loaded");
+  } catch (const ConfigError& error) {
+    CHECK(std::string(error.what()).rfind(file.string() + ":3: ", 0) == 0);
+  }
+}
+
+TEST_CASE("commit_model stores a result with its meta.xml and console.log") {
+  TempDir dir;
+  AssetStore store(dir.path());
+  const Version version = version_named("v1");
+  const fs::path staged = stage(store, "incoming-1", {"model.h5", "logs/history.csv"});
+
+  const CommitOutcome outcome =
+      store.commit_model(version, staged, meta_for("id-1"), "Epoch 1/3\n");
+  CHECK(outcome.status == CommitStatus::kStored);
+  CHECK(outcome.reason.empty());
+  CHECK_FALSE(fs::exists(staged));
+  const fs::path model = store.version_dir("v1") / "models" / "id-1";
+  CHECK(read_text(model / "model.h5") == "contents of model.h5");
+  CHECK(read_text(model / "logs" / "history.csv") == "contents of logs/history.csv");
+  CHECK(read_text(model / "console.log") == "Epoch 1/3\n");
+  CHECK(store.has_model("v1", "id-1"));
+  CHECK(store.stored_model_ids("v1") == std::vector<std::string>{"id-1"});
+
+  const ModelMeta loaded = store.load_model_meta("v1", "id-1");
+  CHECK(parse_timestamp(loaded.timestamp).has_value());
+  ModelMeta expected = meta_for("id-1");
+  expected.timestamp = loaded.timestamp;
+  CHECK(loaded == expected);
+
+  const std::string text = read_text(model / "meta.xml");
+  CHECK(text.rfind("<?xml version=\"1.0\"?>\n<ModelMeta xmlns:xsi=", 0) == 0);
+  size_t previous = 0;
+  for (const char* element :
+       {"<ItemId>id-1<", "<Attempt>2<", "<Duration>12.5<", "<Epochs>3<", "<LastEpochDuration>4.25<",
+        "<NodeName>node-7<", "<OperatingSystem>ubuntu<", "<ProcessingUnit>gpu<",
+        "<ContainerVersion>dev<", "<Timestamp>", "<Metrics/>"}) {
+    CAPTURE(std::string(element));
+    const size_t at = text.find(element);
+    REQUIRE(at != std::string::npos);
+    CHECK(at > previous);
+    previous = at;
+  }
+}
+
+TEST_CASE("commit_model keeps a given timestamp and replaces a meta.xml the client sent") {
+  TempDir dir;
+  AssetStore store(dir.path());
+  const fs::path staged = stage(store, "incoming", {"model.h5", "meta.xml", "console.log"});
+  ModelMeta meta = meta_for("id-1");
+  meta.timestamp = "2018-07-20T08:15:30.0000000+00:00";
+  meta.node_name = "bad\x01name";
+  REQUIRE(store.commit_model(version_named("v1"), staged, meta, "").status ==
+          CommitStatus::kStored);
+  const ModelMeta loaded = store.load_model_meta("v1", "id-1");
+  CHECK(loaded.timestamp == meta.timestamp);
+  CHECK(loaded.node_name == "bad?name");
+  CHECK(read_text(store.version_dir("v1") / "models" / "id-1" / "console.log").empty());
+}
+
+TEST_CASE("commit_model answers kDuplicate for a stored id and leaves the stored model alone") {
+  TempDir dir;
+  AssetStore store(dir.path());
+  const Version version = version_named("v1");
+  REQUIRE(
+      store.commit_model(version, stage(store, "first", {"model.h5"}), meta_for("id-1"), "first")
+          .status == CommitStatus::kStored);
+  const fs::path second = stage(store, "second", {"model.h5", "other.h5"});
+  CHECK(store.commit_model(version, second, meta_for("id-1"), "second").status ==
+        CommitStatus::kDuplicate);
+  CHECK_FALSE(fs::exists(second));
+  const fs::path model = store.version_dir("v1") / "models" / "id-1";
+  CHECK(read_text(model / "console.log") == "first");
+  CHECK_FALSE(fs::exists(model / "other.h5"));
+
+  // Even an empty folder of that name counts: a rename would silently replace it.
+  fs::create_directories(store.version_dir("v1") / "models" / "id-2");
+  CHECK(store.commit_model(version, stage(store, "third", {"model.h5"}), meta_for("id-2"), "")
+            .status == CommitStatus::kDuplicate);
+  CHECK(fs::is_empty(store.version_dir("v1") / "models" / "id-2"));
+}
+
+TEST_CASE("commit_model rejects a result without a model file and leaves no models/<id>") {
+  TempDir dir;
+  AssetStore store(dir.path());
+  const fs::path staged = stage(store, "incoming", {"history.csv", "model.h5.partial"});
+  const CommitOutcome outcome =
+      store.commit_model(version_named("v1"), staged, meta_for("id-1"), "log");
+  CHECK(outcome.status == CommitStatus::kRejected);
+  CHECK(outcome.reason.find("'*.h5'") != std::string::npos);
+  CHECK(outcome.reason.find("id-1") != std::string::npos);
+  CHECK_FALSE(fs::exists(store.version_dir("v1") / "models" / "id-1"));
+  CHECK_FALSE(fs::exists(staged));
+  CHECK_FALSE(store.has_model("v1", "id-1"));
+}
+
+TEST_CASE("the model pattern matches the relative path or the bare file name") {
+  TempDir dir;
+  AssetStore store(dir.path());
+  Version version = version_named("v1");
+
+  version.model_pattern = "checkpoints/*.ckpt";
+  CHECK(store.commit_model(version, stage(store, "a", {"checkpoints/last.ckpt"}), meta_for("a"), "")
+            .status == CommitStatus::kStored);
+  CHECK(store.commit_model(version, stage(store, "b", {"last.ckpt"}), meta_for("b"), "").status ==
+        CommitStatus::kRejected);
+
+  version.model_pattern = "*.pt";
+  CHECK(store.commit_model(version, stage(store, "c", {"deep/down/net.pt"}), meta_for("c"), "")
+            .status == CommitStatus::kStored);
+
+  version.model_pattern = "";  // means the original's "*.h5"
+  CHECK(store.commit_model(version, stage(store, "d", {"net.pt"}), meta_for("d"), "").status ==
+        CommitStatus::kRejected);
+  CHECK(store.commit_model(version, stage(store, "e", {"net.h5"}), meta_for("e"), "").status ==
+        CommitStatus::kStored);
+}
+
+TEST_CASE("commit_model refuses item ids and staged folders that would escape the store") {
+  TempDir dir;
+  AssetStore store(dir.path());
+  const Version version = version_named("v1");
+  const fs::path staged = stage(store, "incoming", {"model.h5"});
+  for (const char* id : {"../escape", "a/b", "..", ".", "", ".hidden"}) {
+    CAPTURE(std::string(id));
+    try {
+      store.commit_model(version, staged, meta_for(id), "");
+      FAIL("an unsafe item id was accepted");
+    } catch (const Error& error) {
+      CHECK(error.code() == ErrorCode::kArgument);
+    }
+  }
+  CHECK(fs::exists(staged));
+
+  const fs::path outside = dir.path() / "outside";
+  write_text(outside / "model.h5", "x");
+  CHECK_THROWS_AS(store.commit_model(version, outside, meta_for("id-1"), ""), Error);
+  CHECK_THROWS_AS(store.commit_model(version, store.spool_dir(), meta_for("id-1"), ""), Error);
+  CHECK(fs::exists(outside / "model.h5"));
+  CHECK_FALSE(fs::exists(store.version_dir("v1") / "models" / "id-1"));
+  CHECK_THROWS_AS(store.version_dir("../up"), Error);
+}
+
+TEST_CASE("error logs are numbered 0 to 9 per item and the tenth slot is overwritten") {
+  TempDir dir;
+  AssetStore store(dir.path());
+  const fs::path logs = store.version_dir("v1") / "errorlogs";
+  for (int n = 0; n < 10; ++n) {
+    CHECK(store.write_error_log("v1", "id-1", "attempt " + std::to_string(n)) ==
+          logs / ("id-1-" + std::to_string(n) + ".log"));
+  }
+  CHECK(store.write_error_log("v1", "id-2", "other item") == logs / "id-2-0.log");
+  CHECK(store.write_error_log("v1", "id-1", "attempt 10") == logs / "id-1-9.log");
+  CHECK(store.write_error_log("v1", "id-1", "attempt 11") == logs / "id-1-9.log");
+  CHECK(read_text(logs / "id-1-9.log") == "attempt 11");
+  CHECK(read_text(logs / "id-1-8.log") == "attempt 8");
+  CHECK(count_entries(logs) == 11);
+  CHECK(count_entries(store.spool_dir()) == 0);
+
+  fs::remove(logs / "id-1-3.log");
+  CHECK(store.write_error_log("v1", "id-1", "fills the gap") == logs / "id-1-3.log");
+}
+
+TEST_CASE("stored_model_ids lists model folders sorted, without hidden entries or files") {
+  TempDir dir;
+  AssetStore store(dir.path());
+  CHECK(store.stored_model_ids("v1").empty());
+  const fs::path models = store.version_dir("v1") / "models";
+  for (const char* id : {"c", "a", "b"}) fs::create_directories(models / id);
+  fs::create_directories(models / ".partial");
+  write_text(models / "notes.txt", "x");
+  write_text(models / ".DS_Store", "x");
+  CHECK(store.stored_model_ids("v1") == std::vector<std::string>{"a", "b", "c"});
+  CHECK_FALSE(store.has_model("v1", "notes.txt"));
+  CHECK(store.has_model("v1", "a"));
+}
+
+TEST_CASE("clean_spool removes leftovers of interrupted work and keeps the configuration") {
+  TempDir dir;
+  AssetStore store(dir.path());
+  store.load_or_create_configuration();
+  stage(store, "half-extracted", {"model.h5", "deep/file"});
+  write_text(store.spool_dir() / "errorlog-1.tmp", "x");
+  write_text(store.config_file().string() + ".tmp-0123456789abcdef", "x");
+  store.clean_spool();
+  CHECK(count_entries(store.spool_dir()) == 0);
+  CHECK(count_entries(store.config_file().parent_path()) == 1);
+  CHECK(fs::exists(store.config_file()));
+}
+
+TEST_CASE("load_model_meta refuses a broken meta.xml, naming file and line") {
+  TempDir dir;
+  AssetStore store(dir.path());
+  const fs::path file = store.version_dir("v1") / "models" / "id-1" / "meta.xml";
+  write_text(file, "<?xml version=\"1.0\"?>\n<ModelMeta>\n  <Epochs>many</Epochs>\n</ModelMeta>\n");
+  try {
+    store.load_model_meta("v1", "id-1");
+    FAIL("a broken meta.xml loaded");
+  } catch (const ConfigError& error) {
+    CHECK(std::string(error.what()).rfind(file.string() + ":3: <Epochs> must be a number", 0) == 0);
+  }
+  CHECK_THROWS_AS(store.load_model_meta("v1", "id-2"), ConfigError);
+}

@@ -82,9 +82,12 @@ struct Hello {
   int protocol = kMajorVersion;
   std::string client_id;     // persistent per client installation; identifies it across reconnects
   std::string host, os, type, version;
-  std::string running_item;  // item the client is still working on, empty if none
+  // The item the client still works on or holds an unacknowledged result of; empty if none.
+  std::string running_item;
+  std::string running_version;
   int running_attempt = 0;
-  MSGPACK_DEFINE_MAP(protocol, client_id, host, os, type, version, running_item, running_attempt)
+  MSGPACK_DEFINE_MAP(protocol, client_id, host, os, type, version, running_item, running_version,
+                     running_attempt)
 };
 
 struct Welcome {

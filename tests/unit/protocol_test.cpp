@@ -39,7 +39,7 @@ TEST_CASE("every header round-trips through encode and decode") {
   CHECK(decoded.blob_size == assign.blob_size);
   CHECK(decoded.timeout_ms == assign.timeout_ms);
 
-  Hello hello{kMajorVersion, "client-1", "host", "ubuntu", "gpu", "dev", "item-9", 3};
+  Hello hello{kMajorVersion, "client-1", "host", "ubuntu", "gpu", "dev", "item-9", "v1", 3};
   frames = encode(MessageType::kHello, hello);
   auto message = decode(frames);
   CHECK(message.type() == MessageType::kHello);

@@ -1,0 +1,57 @@
+// conductor-client: takes work items from a conductor-server, one at a time, runs them and
+// sends the results back; reconnects by itself. Exit codes: 0 stopped by a signal, 1 unexpected
+// error, 2 bad arguments, 5 working folder unusable or in use.
+#include <CLI/CLI.hpp>
+
+#include <csignal>
+#include <cstdio>
+
+#include "conductor/client.hpp"
+#include "conductor/error.hpp"
+
+namespace {
+
+conductor::Client* g_client = nullptr;
+
+void on_signal(int) {
+  if (g_client) g_client->stop();
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  CLI::App app{"Conductor client: runs training and prediction items for a conductor-server."};
+  conductor::ClientOptions options = conductor::client_options_from_environment();
+  std::string workdir;
+  int heartbeat_ms = static_cast<int>(options.heartbeat_interval.count());
+  bool quiet = false;
+  app.add_option("host", options.server, "Server as host:port or tcp://host:port (else $CONDUCTOR_HOST)");
+  app.add_option("--workdir", workdir, "Working folder (else $CONDUCTOR_CLIENT_WORKDIR or $HOME/ConductorClient)");
+  app.add_option("--name", options.host_name, "Name shown by the server (default: host name)");
+  app.add_option("--heartbeat-ms", heartbeat_ms, "Heartbeat interval until the server states its own")
+      ->check(CLI::Range(50, 30000));
+  app.add_flag("--quiet", quiet, "Print nothing but errors");
+  CLI11_PARSE(app, argc, argv);
+  if (options.server.empty()) {
+    std::fprintf(stderr, "conductor-client: no server given: pass HOST or set CONDUCTOR_HOST\n");
+    return 2;
+  }
+  if (!workdir.empty()) options.workdir = workdir;
+  options.heartbeat_interval = std::chrono::milliseconds(heartbeat_ms);
+  options.log_to_stdout = !quiet;
+  try {
+    conductor::Client client(options);
+    g_client = &client;
+    std::signal(SIGINT, on_signal);
+    std::signal(SIGTERM, on_signal);
+    client.run();
+    g_client = nullptr;
+    return 0;
+  } catch (const conductor::Error& e) {
+    std::fprintf(stderr, "conductor-client: %s\n", e.what());
+    return e.code() == conductor::ErrorCode::kArgument ? 2 : e.code() == conductor::ErrorCode::kIo ? 5 : 1;
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "conductor-client: unexpected error: %s\n", e.what());
+    return 1;
+  }
+}

@@ -1,0 +1,88 @@
+// conductor-server: serves the versions of a working folder to conductor-clients.
+// Exit codes: 0 stopped by a signal, 1 unexpected error, 2 bad arguments, 3 broken
+// configuration, 4 endpoint cannot be bound, 5 working folder unusable.
+#include <CLI/CLI.hpp>
+
+#include <csignal>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+
+#include "conductor/error.hpp"
+#include "conductor/server.hpp"
+
+namespace {
+
+conductor::Server* g_server = nullptr;
+
+void on_signal(int) {
+  if (g_server) g_server->stop();
+}
+
+int exit_code_for(const conductor::Error& e) {
+  switch (e.code()) {
+    case conductor::ErrorCode::kConfig: return 3;
+    case conductor::ErrorCode::kTransport: return 4;
+    case conductor::ErrorCode::kIo: return 5;
+    default: return 1;
+  }
+}
+
+void write_endpoint_file(const std::filesystem::path& file, const std::string& endpoint) {
+  auto tmp = file;
+  tmp += ".tmp";
+  std::ofstream(tmp) << endpoint << '\n';
+  std::filesystem::rename(tmp, file);
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  CLI::App app{"Conductor server: keeps every version trained to its target."};
+  conductor::ServerOptions options;
+  std::filesystem::path endpoint_file;
+  double training_timeout = 0, prediction_timeout = 0, check_interval = 0;
+  int heartbeat_ms = static_cast<int>(options.heartbeat_interval.count());
+  bool quiet = false;
+  app.add_option("--workdir", options.workdir,
+                 "Working folder (else $CONDUCTOR_WORKDIR, ./workdir under RUNTIMEENV=docker, "
+                 "$HOME/Conductor)");
+  app.add_option("--bind", options.bind, "ZeroMQ endpoint to listen on")->capture_default_str();
+  app.add_option("--endpoint-file", endpoint_file, "Write the bound endpoint here once listening");
+  app.add_option("--heartbeat-ms", heartbeat_ms, "Heartbeat interval")->check(CLI::Range(50, 30000))
+      ->capture_default_str();
+  app.add_option("--liveness", options.liveness, "Missed heartbeats before a client is dead")
+      ->check(CLI::Range(2, 100))->capture_default_str();
+  app.add_option("--training-timeout", training_timeout, "Seconds a training item may run (default 3.5 days)")
+      ->check(CLI::PositiveNumber);
+  app.add_option("--prediction-timeout", prediction_timeout, "Seconds a prediction item may run (default 20 min)")
+      ->check(CLI::PositiveNumber);
+  app.add_option("--check-interval", check_interval, "Seconds between version checks (default 3600)")
+      ->check(CLI::PositiveNumber);
+  app.add_flag("--quiet", quiet, "Log to config/log.txt only");
+  CLI11_PARSE(app, argc, argv);
+
+  using std::chrono::milliseconds;
+  auto ms = [](double seconds) { return milliseconds(static_cast<long long>(seconds * 1000)); };
+  options.heartbeat_interval = milliseconds(heartbeat_ms);
+  if (training_timeout > 0) options.training_timeout = ms(training_timeout);
+  if (prediction_timeout > 0) options.prediction_timeout = ms(prediction_timeout);
+  if (check_interval > 0) options.reconcile_interval = ms(check_interval);
+  options.log_to_stdout = !quiet;
+  try {
+    conductor::Server server(options);
+    g_server = &server;
+    std::signal(SIGINT, on_signal);
+    std::signal(SIGTERM, on_signal);
+    if (!endpoint_file.empty()) write_endpoint_file(endpoint_file, server.endpoint());
+    server.run();
+    g_server = nullptr;
+    return 0;
+  } catch (const conductor::Error& e) {
+    std::fprintf(stderr, "conductor-server: %s\n", e.what());
+    return exit_code_for(e);
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "conductor-server: unexpected error: %s\n", e.what());
+    return 1;
+  }
+}

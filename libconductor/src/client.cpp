@@ -1,0 +1,538 @@
+#include "conductor/client.hpp"
+
+#include <fcntl.h>
+#include <sys/eventfd.h>
+#include <sys/file.h>
+#include <unistd.h>
+
+#include <spdlog/sinks/stdout_sinks.h>
+#include <spdlog/spdlog.h>
+
+#include <algorithm>
+#include <atomic>
+#include <cerrno>
+#include <cstdlib>
+#include <cstring>
+#include <fstream>
+#include <optional>
+
+#include "conductor/error.hpp"
+#include "conductor/sha256.hpp"
+#include "file_io.hpp"
+#include "job_runner.hpp"
+#include "protocol.hpp"
+#include "random_id.hpp"
+#include "transport.hpp"
+
+namespace conductor {
+
+namespace fs = std::filesystem;
+using namespace std::chrono_literals;
+using protocol::MessageType;
+using Clock = std::chrono::steady_clock;
+
+namespace {
+
+std::string env_or(const char* name, const std::string& fallback) {
+  const char* value = std::getenv(name);
+  return value && *value ? value : fallback;
+}
+
+std::string machine_name() {
+  char name[256] = {};
+  if (::gethostname(name, sizeof name - 1) != 0) return "unknown";
+  return name;
+}
+
+// The id that makes this client the same client across reconnects and restarts.
+std::string load_or_create_client_id(const fs::path& workdir) {
+  fs::path file = workdir / "client-id";
+  std::ifstream in(file);
+  std::string id;
+  if (in >> id && !id.empty() && id.size() <= 128) return id;
+  id = random_uuid();
+  fs::path tmp = workdir / "client-id.tmp";
+  {
+    std::ofstream out(tmp, std::ios::trunc);
+    out << id << '\n';
+    if (!out) throw IoError("cannot write '" + tmp.string() + "'");
+  }
+  fs::rename(tmp, file);
+  return id;
+}
+
+}  // namespace
+
+ClientOptions client_options_from_environment() {
+  ClientOptions options;
+  options.server = env_or("CONDUCTOR_HOST", "");
+  options.os = env_or("CONDUCTOR_OS", options.os);
+  options.processing_unit = env_or("CONDUCTOR_TYPE", options.processing_unit);
+  options.container_version = env_or("CONDUCTOR_VERSION", options.container_version);
+  options.host_name = machine_name();
+  if (const char* dir = std::getenv("CONDUCTOR_CLIENT_WORKDIR"); dir && *dir) {
+    options.workdir = dir;
+  } else if (env_or("RUNTIMEENV", "") == "docker") {
+    options.workdir = fs::current_path() / "client-workdir";
+  } else {
+    options.workdir = fs::path(env_or("HOME", ".")) / "ConductorClient";
+  }
+  return options;
+}
+
+class Client::Impl {
+ public:
+  explicit Impl(ClientOptions options)
+      : options_(std::move(options)), endpoint_(transport::normalize_endpoint(options_.server)) {
+    if (options_.host_name.empty()) options_.host_name = machine_name();
+    if (options_.processing_unit != "cpu" && options_.processing_unit != "gpu") {
+      throw Error(ErrorCode::kArgument, "processing unit '" + options_.processing_unit +
+                                            "' refused: CONDUCTOR_TYPE must be cpu or gpu");
+    }
+    std::error_code ec;
+    fs::create_directories(options_.workdir / "cache", ec);
+    fs::create_directories(options_.workdir / "outbox", ec);
+    if (ec) {
+      throw IoError("cannot use client folder '" + options_.workdir.string() + "': " + ec.message());
+    }
+    lock_fd_ = ::open((options_.workdir / "lock").c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+    if (lock_fd_ < 0 || ::flock(lock_fd_, LOCK_EX | LOCK_NB) != 0) {
+      throw IoError("client folder '" + options_.workdir.string() +
+                    "' is in use by another conductor-client (or cannot be locked)");
+    }
+    client_id_ = load_or_create_client_id(options_.workdir);
+    heartbeat_ = std::clamp(options_.heartbeat_interval, std::chrono::milliseconds(50),
+                            std::chrono::milliseconds(30000));
+    liveness_ = std::clamp(options_.liveness, 2, 100);
+    wake_fd_ = ::eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+    if (wake_fd_ < 0) throw IoError(std::string("cannot create eventfd: ") + std::strerror(errno));
+    std::vector<spdlog::sink_ptr> sinks;
+    if (options_.log_to_stdout) sinks.push_back(std::make_shared<spdlog::sinks::stdout_sink_mt>());
+    log_ = std::make_shared<spdlog::logger>("conductor-client", sinks.begin(), sinks.end());
+    log_->set_pattern("[%Y-%m-%dT%H:%M:%S.%eZ] %v", spdlog::pattern_time_type::utc);
+    log_->flush_on(spdlog::level::info);
+  }
+
+  ~Impl() {
+    job_.reset();
+    if (wake_fd_ >= 0) ::close(wake_fd_);
+    if (lock_fd_ >= 0) ::close(lock_fd_);
+  }
+
+  void run() {
+    log_->info("Conductor client {} ({}) working in {}, server {}", options_.host_name, client_id_,
+               options_.workdir.string(), endpoint_);
+    connect();
+    while (!stop_requested_.load()) {
+      zmq::pollitem_t items[] = {{socket_->handle(), 0, ZMQ_POLLIN, 0},
+                                 {nullptr, wake_fd_, ZMQ_POLLIN, 0}};
+      zmq::poll(items, 2, heartbeat_ / 2);
+      if (items[1].revents & ZMQ_POLLIN) {
+        std::uint64_t count = 0;
+        [[maybe_unused]] auto n = ::read(wake_fd_, &count, sizeof count);
+      }
+      while (auto received = transport::receive(*socket_, protocol::kMaxFrames)) {
+        last_heard_ = Clock::now();
+        handle(*received);
+      }
+      forward_job_progress();
+      keep_alive();
+    }
+    if (job_) {
+      job_->cancel();
+      job_.reset();
+    }
+    if (welcomed_) send(MessageType::kBye, protocol::Empty{});
+    log_->info("Conductor client stopped");
+  }
+
+  void stop() noexcept {
+    stop_requested_.store(true);
+    std::uint64_t one = 1;
+    [[maybe_unused]] auto n = ::write(wake_fd_, &one, sizeof one);
+  }
+
+  std::uint64_t completed() const noexcept { return completed_.load(); }
+
+ private:
+  // What the client holds: the item, its package download, its job and its result.
+  struct Current {
+    protocol::Assign assign;
+    std::optional<ChunkFile> download;
+    Sha256 download_hash;
+    std::uint64_t received = 0;
+    std::uint64_t requested = 0;
+    std::optional<JobOutcome> outcome;  // set when the job ended; sent until acknowledged
+    fs::path result;
+  };
+
+  // ---- connection ----------------------------------------------------------------------
+
+  void connect() {
+    socket_.emplace(context_, zmq::socket_type::dealer);
+    transport::connect_dealer(*socket_, endpoint_);
+    welcomed_ = false;
+    last_heard_ = Clock::now();
+    say_hello();
+  }
+
+  void say_hello() {
+    protocol::Hello hello;
+    hello.client_id = client_id_;
+    hello.host = options_.host_name;
+    hello.os = options_.os;
+    hello.type = options_.processing_unit;
+    hello.version = options_.container_version;
+    if (current_) {
+      hello.running_item = current_->assign.item;
+      hello.running_version = current_->assign.version;
+      hello.running_attempt = current_->assign.attempt;
+    }
+    send(MessageType::kHello, hello);
+  }
+
+  void keep_alive() {
+    auto now = Clock::now();
+    if (now - last_heard_ > heartbeat_ * liveness_) {
+      log_->warn("Server {} silent for {} ms; reconnecting", endpoint_,
+                 std::chrono::duration_cast<std::chrono::milliseconds>(now - last_heard_).count());
+      connect();  // a fresh socket drops whatever stale messages the old one queued
+      return;
+    }
+    if (welcomed_ && now - last_sent_ >= heartbeat_) send(MessageType::kHeartbeat, protocol::Empty{});
+  }
+
+  // ---- messages ------------------------------------------------------------------------
+
+  void handle(transport::Received& received) {
+    try {
+      if (received.oversized) throw ProtocolError("message with too many frames");
+      auto message = protocol::decode(received.frames);
+      switch (message.type()) {
+        case MessageType::kWelcome: on_welcome(message.as<protocol::Welcome>()); break;
+        case MessageType::kHeartbeat: break;
+        case MessageType::kResync:
+          welcomed_ = false;
+          say_hello();
+          break;
+        case MessageType::kAssign: on_assign(message.as<protocol::Assign>()); break;
+        case MessageType::kChunk: on_chunk(message); break;
+        case MessageType::kPull: on_pull(message.as<protocol::Pull>()); break;
+        case MessageType::kAck: on_ack(message.as<protocol::Ack>()); break;
+        case MessageType::kCancel: on_cancel(message.as<protocol::Cancel>()); break;
+        case MessageType::kError: on_error(message.as<protocol::ErrorMessage>()); break;
+        default: throw ProtocolError(std::string(protocol::to_string(message.type())) +
+                                     " is a client-to-server message");
+      }
+    } catch (const ProtocolError& e) {
+      log_->warn("Ignored a message from the server: {}", e.what());
+    } catch (const Error& e) {
+      log_->error("Item failed on this client: {}", e.what());
+      if (current_ && !current_->outcome && !job_) fail_current(e.what());
+    }
+  }
+
+  void on_welcome(const protocol::Welcome& welcome) {
+    welcomed_ = true;
+    heartbeat_ = std::chrono::milliseconds(std::clamp(welcome.heartbeat_ms, 50, 30000));
+    liveness_ = std::clamp(welcome.liveness, 2, 100);
+    chunk_size_ = std::clamp<std::uint32_t>(welcome.chunk_size, 4096, protocol::kMaxPayloadBytes);
+    window_ = std::clamp(welcome.window, 1, 64);
+    log_->info("Connected to {}", endpoint_);
+    if (!current_) {
+      send(MessageType::kReady, protocol::Empty{});
+    } else if (current_->outcome) {
+      report_outcome();
+    } else if (current_->download) {
+      // Chunks in flight on the old connection are lost: ask again from what we have.
+      current_->requested = current_->received;
+      request_chunks();
+    }
+  }
+
+  void on_assign(const protocol::Assign& assign) {
+    if (current_) {
+      if (current_->assign.item != assign.item) {
+        log_->warn("Server offered item {} while item {} is still held; ignored", assign.item,
+                   current_->assign.item);
+      }
+      return;
+    }
+    if (assign.blob.size() != 64 || assign.blob.find_first_not_of("0123456789abcdef") != std::string::npos ||
+        assign.item.empty() || assign.item.find_first_not_of("0123456789abcdef-") != std::string::npos) {
+      throw ProtocolError("ASSIGN refused: malformed item or blob id");
+    }
+    current_.emplace();
+    current_->assign = assign;
+    log_->info("Item {} of {} (attempt {}): {} command(s)", assign.item, assign.version,
+               assign.attempt, assign.commands.size());
+    fs::path cached = package_path(assign.blob);
+    if (fs::exists(cached)) {
+      touch(cached);
+      start_job();
+      return;
+    }
+    current_->download.emplace(options_.workdir / "cache" / (assign.blob + ".part"));
+    request_chunks();
+  }
+
+  void request_chunks() {
+    Current& c = *current_;
+    const std::uint64_t window_bytes = static_cast<std::uint64_t>(window_) * chunk_size_;
+    if (c.assign.blob_size == 0) {
+      finish_download();
+      return;
+    }
+    while (c.requested < c.assign.blob_size && c.requested - c.received < window_bytes) {
+      auto length = static_cast<std::uint32_t>(
+          std::min<std::uint64_t>(chunk_size_, c.assign.blob_size - c.requested));
+      send(MessageType::kFetch, protocol::Fetch{c.assign.blob, c.requested, length});
+      c.requested += length;
+    }
+  }
+
+  void on_chunk(protocol::Message& message) {
+    auto chunk = message.as<protocol::Chunk>();
+    if (!current_ || !current_->download || chunk.blob != current_->assign.blob) return;
+    Current& c = *current_;
+    if (chunk.offset != c.received) return;  // a leftover from before a reconnect
+    const auto& payload = *message.payload();
+    if (c.received + payload.size() > c.assign.blob_size) {
+      throw ProtocolError("CHUNK refused: data beyond the package's announced size");
+    }
+    c.download->write_at(c.received, payload.data(), payload.size());
+    c.download_hash.update(payload.data(), payload.size());
+    c.received += payload.size();
+    if (c.received == c.assign.blob_size) {
+      finish_download();
+    } else {
+      request_chunks();
+    }
+  }
+
+  void finish_download() {
+    Current& c = *current_;
+    std::string actual = c.download_hash.finish_hex();
+    fs::path part = c.download->path();
+    c.download.reset();
+    if (actual != c.assign.blob) {
+      fs::remove(part);
+      throw PackageError("package of item " + c.assign.item + " arrived damaged (sha256 " + actual +
+                         ", expected " + c.assign.blob + ")");
+    }
+    fs::rename(part, package_path(c.assign.blob));
+    prune_cache();
+    start_job();
+  }
+
+  void start_job() {
+    Current& c = *current_;
+    JobSpec spec;
+    spec.item = c.assign.item;
+    spec.attempt = c.assign.attempt;
+    spec.version = c.assign.version;
+    for (const auto& command : c.assign.commands) spec.commands.push_back({command.file_name, command.arguments, {}});
+    spec.package = package_path(c.assign.blob);
+    spec.work_dir = options_.workdir / "work";
+    spec.console_log = options_.workdir / "logs" / (c.assign.item + ".log");
+    spec.result = options_.workdir / "outbox" / (c.assign.item + "-" + std::to_string(c.assign.attempt) + ".tar");
+    spec.processing_unit = options_.processing_unit;
+    spec.timeout = std::chrono::milliseconds(std::max<std::int64_t>(c.assign.timeout_ms, 0));
+    spec.echo_output = options_.log_to_stdout;
+    c.result = spec.result;
+    job_ = std::make_unique<JobRunner>(std::move(spec), [this] {
+      std::uint64_t one = 1;
+      [[maybe_unused]] auto n = ::write(wake_fd_, &one, sizeof one);
+    });
+  }
+
+  void forward_job_progress() {
+    if (!job_) return;
+    int epoch = 0, total = 0;
+    auto lines = job_->take_lines(epoch, total);
+    if (!lines.empty() && welcomed_ && !job_->is_cancelled()) {
+      for (std::size_t start = 0; start < lines.size(); start += 1000) {
+        protocol::Progress progress{current_->assign.item, current_->assign.attempt, epoch, total, {}};
+        for (std::size_t i = start; i < std::min(lines.size(), start + 1000); ++i) {
+          progress.lines.push_back(lines[i].substr(0, protocol::kMaxLineBytes));
+        }
+        send(MessageType::kProgress, progress);
+      }
+    }
+    auto outcome = job_->outcome();
+    if (!outcome) return;
+    job_.reset();
+    if (outcome->cancelled) {
+      log_->info("Item {} cancelled", current_->assign.item);
+      discard_current();
+      return;
+    }
+    current_->outcome = std::move(outcome);
+    if (current_->outcome->succeeded) {
+      log_->info("Item {} finished in {:.1f} s; sending {} bytes", current_->assign.item,
+                 current_->outcome->duration, current_->outcome->size);
+    } else {
+      log_->warn("Item {} failed: {}", current_->assign.item, current_->outcome->reason);
+    }
+    if (welcomed_) report_outcome();
+  }
+
+  void report_outcome() {
+    const Current& c = *current_;
+    const JobOutcome& o = *c.outcome;
+    if (o.succeeded) {
+      send(MessageType::kResult, protocol::ResultOffer{c.assign.item, c.assign.attempt, o.size,
+                                                       o.sha256, o.duration, o.epochs, o.last_epoch});
+    } else {
+      std::string tail = o.log_tail.size() > protocol::kMaxLogBytes
+                             ? o.log_tail.substr(o.log_tail.size() - protocol::kMaxLogBytes)
+                             : o.log_tail;
+      send(MessageType::kFailed, protocol::Failed{c.assign.item, c.assign.attempt, o.reason, tail, o.duration});
+    }
+  }
+
+  void fail_current(const std::string& reason) {
+    current_->outcome = JobOutcome{};
+    current_->outcome->reason = reason;
+    if (welcomed_) report_outcome();
+  }
+
+  void on_pull(const protocol::Pull& pull) {
+    if (!current_ || !current_->outcome || !current_->outcome->succeeded ||
+        pull.item != current_->assign.item) {
+      return;
+    }
+    const auto size = current_->outcome->size;
+    if (pull.offset >= size || pull.length == 0 || pull.length > protocol::kMaxPayloadBytes) {
+      throw ProtocolError("PULL refused: range outside the result");
+    }
+    auto length = std::min<std::uint64_t>(pull.length, size - pull.offset);
+    zmq::message_t payload(length);
+    read_at(current_->result, pull.offset, payload.data(), length);
+    send(MessageType::kUpload, protocol::Upload{pull.item, current_->assign.attempt, pull.offset},
+         std::move(payload));
+  }
+
+  void on_ack(const protocol::Ack& ack) {
+    if (!current_ || ack.item != current_->assign.item) return;
+    if (ack.status == "stored") {
+      ++completed_;
+      log_->info("Item {} stored by the server", ack.item);
+    } else if (ack.status == "rejected") {
+      log_->warn("Item {} rejected by the server: {}", ack.item, ack.reason);
+    } else {
+      log_->info("Item {}: {}", ack.item, ack.status);
+    }
+    discard_current();
+  }
+
+  void on_cancel(const protocol::Cancel& cancel) {
+    if (!current_ || cancel.item != current_->assign.item) return;
+    log_->info("Server cancelled item {}: {}", cancel.item, cancel.reason);
+    if (job_) {
+      job_->cancel();  // the job thread ends soon; forward_job_progress() cleans up
+      return;
+    }
+    discard_current();
+  }
+
+  void on_error(const protocol::ErrorMessage& error) {
+    log_->warn("Server reported an error: {}", error.message);
+    // A package the server no longer has cannot be fetched: give the item back.
+    if (current_ && current_->download && error.code == static_cast<int>(protocol::ErrorReply::kRefused)) {
+      fs::path part = current_->download->path();
+      current_->download.reset();
+      std::error_code ec;
+      fs::remove(part, ec);
+      fail_current("package could not be fetched: " + error.message);
+    }
+    if (error.fatal) connect();
+  }
+
+  void discard_current() {
+    if (!current_) return;
+    std::error_code ec;
+    if (!current_->result.empty()) fs::remove(current_->result, ec);
+    if (current_->download) {
+      fs::path part = current_->download->path();
+      current_->download.reset();
+      fs::remove(part, ec);
+    }
+    current_.reset();
+    if (welcomed_) send(MessageType::kReady, protocol::Empty{});
+  }
+
+  // ---- cache -----------------------------------------------------------------------------
+
+  fs::path package_path(const std::string& blob) const {
+    return options_.workdir / "cache" / (blob + ".tar");
+  }
+
+  static void touch(const fs::path& file) {
+    std::error_code ec;
+    fs::last_write_time(file, fs::file_time_type::clock::now(), ec);
+  }
+
+  // Keeps the most recently used packages, so the next item of the same version starts at once.
+  void prune_cache() {
+    constexpr std::size_t kKeep = 4;
+    std::vector<std::pair<fs::file_time_type, fs::path>> packs;
+    std::error_code ec;
+    for (const auto& entry : fs::directory_iterator(options_.workdir / "cache", ec)) {
+      if (entry.path().extension() == ".tar") packs.emplace_back(entry.last_write_time(ec), entry.path());
+    }
+    if (packs.size() <= kKeep) return;
+    std::sort(packs.begin(), packs.end(), [](const auto& a, const auto& b) { return a.first > b.first; });
+    for (std::size_t i = kKeep; i < packs.size(); ++i) fs::remove(packs[i].second, ec);
+  }
+
+  // ---- sending ---------------------------------------------------------------------------
+
+  template <typename T>
+  void send(MessageType type, const T& header, std::optional<zmq::message_t> payload = std::nullopt) {
+    auto frames = protocol::encode(type, header, std::move(payload));
+    // With IMMEDIATE set, nothing queues while the server is away; the message is lost and the
+    // state machine sends again after the next WELCOME.
+    transport::send(*socket_, frames);
+    last_sent_ = Clock::now();
+  }
+
+  ClientOptions options_;
+  std::string endpoint_;
+  std::string client_id_;
+  int lock_fd_ = -1;
+  int wake_fd_ = -1;
+  std::shared_ptr<spdlog::logger> log_;
+  zmq::context_t context_;
+  std::optional<zmq::socket_t> socket_;
+  bool welcomed_ = false;
+  Clock::time_point last_heard_{};
+  Clock::time_point last_sent_{};
+  std::chrono::milliseconds heartbeat_{1000};
+  int liveness_ = 5;
+  std::uint32_t chunk_size_ = 1u << 20;
+  int window_ = 8;
+  std::optional<Current> current_;
+  std::unique_ptr<JobRunner> job_;
+  std::atomic<bool> stop_requested_{false};
+  std::atomic<std::uint64_t> completed_{0};
+};
+
+Client::Client(ClientOptions options) : impl_(std::make_unique<Impl>(std::move(options))) {}
+
+Client::~Client() {
+  stop();
+  if (thread_.joinable()) thread_.join();
+}
+
+void Client::run() { impl_->run(); }
+
+void Client::start() {
+  thread_ = std::thread([this] { impl_->run(); });
+}
+
+void Client::stop() noexcept { impl_->stop(); }
+
+std::uint64_t Client::completed_items() const noexcept { return impl_->completed(); }
+
+}  // namespace conductor

@@ -1,0 +1,76 @@
+#include "file_io.hpp"
+
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+#include <string>
+#include <utility>
+
+#include "conductor/error.hpp"
+
+namespace conductor {
+
+namespace {
+
+std::string why() { return std::strerror(errno); }
+
+}  // namespace
+
+void read_at(const std::filesystem::path& file, std::uint64_t offset, void* data, std::size_t size) {
+  int fd = ::open(file.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) throw IoError("cannot open '" + file.string() + "': " + why());
+  auto* out = static_cast<char*>(data);
+  std::size_t done = 0;
+  while (done < size) {
+    ssize_t n = ::pread(fd, out + done, size - done, static_cast<off_t>(offset + done));
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) {
+      std::string reason = n == 0 ? "file ended early" : why();
+      ::close(fd);
+      throw IoError("cannot read '" + file.string() + "' at " + std::to_string(offset + done) +
+                    ": " + reason);
+    }
+    done += static_cast<std::size_t>(n);
+  }
+  ::close(fd);
+}
+
+ChunkFile::ChunkFile(const std::filesystem::path& file) : path_(file) {
+  fd_ = ::open(file.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+  if (fd_ < 0) throw IoError("cannot create '" + file.string() + "': " + why());
+}
+
+ChunkFile::~ChunkFile() {
+  if (fd_ >= 0) ::close(fd_);
+}
+
+ChunkFile::ChunkFile(ChunkFile&& other) noexcept
+    : path_(std::move(other.path_)), fd_(std::exchange(other.fd_, -1)) {}
+
+ChunkFile& ChunkFile::operator=(ChunkFile&& other) noexcept {
+  if (this != &other) {
+    if (fd_ >= 0) ::close(fd_);
+    path_ = std::move(other.path_);
+    fd_ = std::exchange(other.fd_, -1);
+  }
+  return *this;
+}
+
+void ChunkFile::write_at(std::uint64_t offset, const void* data, std::size_t size) {
+  const auto* in = static_cast<const char*>(data);
+  std::size_t done = 0;
+  while (done < size) {
+    ssize_t n = ::pwrite(fd_, in + done, size - done, static_cast<off_t>(offset + done));
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) throw IoError("cannot write '" + path_.string() + "': " + why());
+    done += static_cast<std::size_t>(n);
+  }
+}
+
+void ChunkFile::sync() {
+  if (::fsync(fd_) != 0) throw IoError("cannot sync '" + path_.string() + "': " + why());
+}
+
+}  // namespace conductor

@@ -1,0 +1,80 @@
+// JobRunner: runs one work item on the client's job thread. Unpacks the version package into an
+// emptied working folder, runs the commands one after another, watches their console, and packs
+// every file that was not an input (plus the console log) into a result archive. The network
+// thread reads progress and the outcome through the thread-safe accessors; `notify` (called on
+// the job thread) wakes it.
+#pragma once
+
+#include <atomic>
+#include <chrono>
+#include <cstdint>
+#include <filesystem>
+#include <functional>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "conductor/version.hpp"
+
+namespace conductor {
+
+struct JobSpec {
+  std::string item;
+  int attempt = 0;
+  std::string version;
+  std::vector<Command> commands;
+  std::filesystem::path package;      // the version's archive in the client's cache
+  std::filesystem::path work_dir;     // emptied and filled from the package
+  std::filesystem::path console_log;  // where every output line is kept
+  std::filesystem::path result;       // the result archive to write
+  std::string processing_unit;        // CONDUCTOR_TYPE for the commands
+  std::chrono::milliseconds timeout{0};
+  bool echo_output = true;            // also print the commands' lines on stdout
+};
+
+struct JobOutcome {
+  bool succeeded = false;
+  bool cancelled = false;
+  std::string reason;    // why it failed
+  std::string log_tail;  // the end of the console log, for a failure report
+  std::uint64_t size = 0;
+  std::string sha256;
+  double duration = 0;
+  int epochs = 0;
+  double last_epoch = 0;
+};
+
+class JobRunner {
+ public:
+  JobRunner(JobSpec spec, std::function<void()> notify);
+  ~JobRunner();  // cancels and joins
+  JobRunner(const JobRunner&) = delete;
+  JobRunner& operator=(const JobRunner&) = delete;
+
+  const JobSpec& spec() const { return spec_; }
+  void cancel() noexcept { cancelled_.store(true); }
+  bool is_cancelled() const noexcept { return cancelled_.load(); }
+
+  // Lines printed since the last call, and the latest epoch i of n.
+  std::vector<std::string> take_lines(int& epoch, int& total_epochs);
+  // Set once the job thread is done.
+  std::optional<JobOutcome> outcome();
+
+ private:
+  void work();
+  JobOutcome run_commands();
+
+  JobSpec spec_;
+  std::function<void()> notify_;
+  std::atomic<bool> cancelled_{false};
+  std::mutex mutex_;
+  std::vector<std::string> lines_;
+  int epoch_ = 0;
+  int total_epochs_ = 0;
+  std::optional<JobOutcome> outcome_;
+  std::thread thread_;
+};
+
+}  // namespace conductor

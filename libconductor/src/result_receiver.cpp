@@ -1,0 +1,145 @@
+#include "result_receiver.hpp"
+
+#include <fstream>
+#include <sstream>
+
+#include "conductor/error.hpp"
+#include "conductor/package.hpp"
+
+namespace conductor {
+
+namespace fs = std::filesystem;
+
+namespace {
+
+// Results bigger than this are refused outright (a model of many GB is fine).
+constexpr std::uint64_t kMaxResultBytes = 64ull << 30;
+// A console log above this keeps only its end in console.log / the error log.
+constexpr std::uintmax_t kMaxConsoleBytes = 64ull << 20;
+
+bool is_hex_sha256(const std::string& text) {
+  return text.size() == 64 && text.find_first_not_of("0123456789abcdef") == std::string::npos;
+}
+
+std::string read_tail(const fs::path& file, std::uintmax_t max_bytes) {
+  std::error_code ec;
+  auto size = fs::file_size(file, ec);
+  if (ec) return {};
+  std::ifstream in(file, std::ios::binary);
+  if (size > max_bytes) in.seekg(static_cast<std::streamoff>(size - max_bytes));
+  std::ostringstream out;
+  out << in.rdbuf();
+  return out.str();
+}
+
+}  // namespace
+
+ResultReceiver::ResultReceiver(AssetStore& store, std::uint32_t chunk_size, int window)
+    : store_(store), chunk_size_(chunk_size), window_(window) {
+  fs::create_directories(store_.spool_dir() / "incoming");
+  fs::create_directories(store_.spool_dir() / "staging");
+  fs::create_directories(store_.spool_dir() / "live");
+}
+
+std::vector<protocol::Pull> ResultReceiver::begin(const std::string& client, const WorkItem& item,
+                                                  const protocol::ResultOffer& offer) {
+  if (offer.size > kMaxResultBytes) {
+    throw ProtocolError("RESULT refused: " + std::to_string(offer.size) + " bytes exceed the limit of " +
+                        std::to_string(kMaxResultBytes));
+  }
+  if (!is_hex_sha256(offer.sha256)) {
+    throw ProtocolError("RESULT refused: sha256 must be 64 lower-case hex digits");
+  }
+  uploads_.erase(item.id);
+  fs::path part = store_.spool_dir() / "incoming" / (item.id + ".part");
+  auto [it, inserted] =
+      uploads_.try_emplace(item.id, Upload{client, item, offer, ChunkFile(part), Sha256{}, 0, 0});
+  std::vector<protocol::Pull> pulls;
+  request_more(it->second, pulls);
+  return pulls;
+}
+
+ResultReceiver::Step ResultReceiver::receive(const std::string& client,
+                                             const protocol::Upload& upload,
+                                             const zmq::message_t& payload) {
+  auto it = uploads_.find(upload.item);
+  if (it == uploads_.end() || it->second.client != client ||
+      it->second.offer.attempt != upload.attempt) {
+    throw ProtocolError("UPLOAD refused: no result of item '" + upload.item.substr(0, 64) +
+                        "' was asked of this client");
+  }
+  Upload& current = it->second;
+  // Chunks arrive in the order they were pulled (one connection keeps order), so the next one
+  // must start exactly where the file ends.
+  if (upload.offset != current.received || payload.size() == 0 ||
+      current.received + payload.size() > current.offer.size) {
+    uploads_.erase(it);
+    throw ProtocolError("UPLOAD refused: chunk at offset " + std::to_string(upload.offset) +
+                        " does not continue the result (expected offset " +
+                        std::to_string(current.received) + "); upload abandoned");
+  }
+  current.file.write_at(current.received, payload.data(), payload.size());
+  current.hash.update(payload.data(), payload.size());
+  current.received += payload.size();
+  Step step;
+  if (current.received < current.offer.size) {
+    request_more(current, step.pulls);
+    return step;
+  }
+  step.finished = finish(current);
+  uploads_.erase(it);
+  return step;
+}
+
+void ResultReceiver::request_more(Upload& upload, std::vector<protocol::Pull>& pulls) {
+  const std::uint64_t window_bytes = static_cast<std::uint64_t>(window_) * chunk_size_;
+  while (upload.requested < upload.offer.size && upload.requested - upload.received < window_bytes) {
+    auto length = static_cast<std::uint32_t>(
+        std::min<std::uint64_t>(chunk_size_, upload.offer.size - upload.requested));
+    pulls.push_back({upload.item.id, upload.offer.attempt, upload.requested, length});
+    upload.requested += length;
+  }
+}
+
+ResultReceiver::Finished ResultReceiver::finish(Upload& upload) {
+  Finished done{upload.item, upload.offer, {}, {}, {}};
+  fs::path part = upload.file.path();
+  std::error_code ec;
+  fs::remove(store_.spool_dir() / "live" / (upload.item.id + ".log"), ec);
+  std::string actual = upload.hash.finish_hex();
+  if (actual != upload.offer.sha256) {
+    done.error = "hash mismatch: offered " + upload.offer.sha256 + ", received " + actual;
+    fs::remove(part, ec);
+    return done;
+  }
+  done.staged = store_.spool_dir() / "staging" /
+                (upload.item.id + "-" + std::to_string(upload.offer.attempt));
+  fs::remove_all(done.staged, ec);
+  fs::create_directories(done.staged);
+  try {
+    extract(part, done.staged);
+  } catch (const Error& e) {
+    done.error = e.what();
+    fs::remove_all(done.staged, ec);
+    fs::remove(part, ec);
+    return done;
+  }
+  fs::remove(part, ec);
+  fs::path console = done.staged / kConsoleLogEntry;
+  done.console_log = read_tail(console, kMaxConsoleBytes);
+  fs::remove_all(console.parent_path(), ec);
+  return done;
+}
+
+void ResultReceiver::abandon(const std::string& client) {
+  std::erase_if(uploads_, [&](const auto& entry) { return entry.second.client == client; });
+}
+
+void ResultReceiver::append_live_log(const std::string& item_id,
+                                     const std::vector<std::string>& lines) {
+  if (lines.empty()) return;
+  std::ofstream out(store_.spool_dir() / "live" / (item_id + ".log"), std::ios::app);
+  for (const auto& line : lines) out << line << '\n';
+}
+
+}  // namespace conductor

@@ -1,0 +1,77 @@
+// ResultReceiver: the server's side of result uploads. It pulls a result archive from its client
+// chunk by chunk (at most kWindow chunks in flight), hashes it while writing it to the spool, and
+// once complete checks the hash and extracts it into a staging folder for AssetStore::commit_model.
+// Also keeps the live console of running items in spool/live/<item>.log. Not thread-safe: owned
+// by the server's network thread.
+#pragma once
+
+#include <zmq.hpp>
+
+#include <filesystem>
+#include <map>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "conductor/asset_store.hpp"
+#include "conductor/scheduler.hpp"
+#include "conductor/sha256.hpp"
+#include "file_io.hpp"
+#include "protocol.hpp"
+
+namespace conductor {
+
+// Inside a result archive, the client's console log of the item; never a training output.
+inline constexpr const char* kConsoleLogEntry = ".conductor/console.log";
+
+class ResultReceiver {
+ public:
+  ResultReceiver(AssetStore& store, std::uint32_t chunk_size, int window);
+
+  struct Finished {
+    WorkItem item;
+    protocol::ResultOffer offer;
+    std::filesystem::path staged;  // extracted files, ready for commit_model
+    std::string console_log;
+    std::string error;             // set when the archive was refused (hash, limits, entries)
+  };
+  struct Step {
+    std::vector<protocol::Pull> pulls;
+    std::optional<Finished> finished;
+  };
+
+  // Starts receiving `offer` for `item` from `client`, replacing an earlier upload of the same
+  // item. Returns the first PULLs. Throws ProtocolError for an offer it will not take.
+  std::vector<protocol::Pull> begin(const std::string& client, const WorkItem& item,
+                                    const protocol::ResultOffer& offer);
+
+  // Takes one UPLOAD chunk. Throws ProtocolError for data nobody asked for.
+  Step receive(const std::string& client, const protocol::Upload& upload,
+               const zmq::message_t& payload);
+
+  // Forgets the uploads of a client that went away.
+  void abandon(const std::string& client);
+
+  void append_live_log(const std::string& item_id, const std::vector<std::string>& lines);
+
+ private:
+  struct Upload {
+    std::string client;
+    WorkItem item;
+    protocol::ResultOffer offer;
+    ChunkFile file;
+    Sha256 hash;
+    std::uint64_t received = 0;
+    std::uint64_t requested = 0;
+  };
+
+  void request_more(Upload& upload, std::vector<protocol::Pull>& pulls);
+  Finished finish(Upload& upload);
+
+  AssetStore& store_;
+  std::uint32_t chunk_size_;
+  int window_;
+  std::map<std::string, Upload> uploads_;  // by item id
+};
+
+}  // namespace conductor

@@ -1,0 +1,36 @@
+// ServerLog: the server's log in the original's line format,
+//   [<UTC timestamp>] [CL:<clients> QW:<queued> AW:<active>] <message>
+// printed to stdout and appended to config/log.txt. Owns its spdlog logger (not registered
+// globally, so several servers can live in one process). Used only by the server thread.
+#pragma once
+
+#include <spdlog/spdlog.h>
+
+#include <cstddef>
+#include <filesystem>
+#include <memory>
+#include <string_view>
+
+namespace conductor {
+
+struct LogCounts {
+  std::size_t clients = 0;
+  std::size_t queued = 0;
+  std::size_t active = 0;
+};
+
+class ServerLog {
+ public:
+  // Throws IoError when the log file cannot be opened for appending.
+  ServerLog(const std::filesystem::path& file, bool to_stdout);
+
+  void info(const LogCounts& counts, std::string_view message);
+  void warn(const LogCounts& counts, std::string_view message);
+  void error(const LogCounts& counts, std::string_view message);
+
+ private:
+  void write(spdlog::level::level_enum level, const LogCounts& counts, std::string_view message);
+  std::shared_ptr<spdlog::logger> logger_;
+};
+
+}  // namespace conductor

@@ -126,7 +126,7 @@ class Client::Impl {
     while (!stop_requested_.load()) {
       zmq::pollitem_t items[] = {{socket_->handle(), 0, ZMQ_POLLIN, 0},
                                  {nullptr, wake_fd_, ZMQ_POLLIN, 0}};
-      zmq::poll(items, 2, heartbeat_ / 2);
+      if (!transport::poll(items, 2, heartbeat_ / 2)) continue;  // interrupted by a signal
       if (items[1].revents & ZMQ_POLLIN) {
         std::uint64_t count = 0;
         [[maybe_unused]] auto n = ::read(wake_fd_, &count, sizeof count);
@@ -453,6 +453,7 @@ class Client::Impl {
     if (!current_) return;
     std::error_code ec;
     if (!current_->result.empty()) fs::remove(current_->result, ec);
+    fs::remove(options_.workdir / "logs" / (current_->assign.item + ".log"), ec);
     if (current_->download) {
       fs::path part = current_->download->path();
       current_->download.reset();

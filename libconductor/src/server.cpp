@@ -73,7 +73,7 @@ class Server::Impl {
     auto next_reconcile = SteadyClock::now() + options_.reconcile_interval;
     while (!stop_requested_.load()) {
       zmq::pollitem_t items[] = {{router_.handle(), 0, ZMQ_POLLIN, 0}};
-      zmq::poll(items, 1, 50ms);
+      if (!transport::poll(items, 1, 50ms)) continue;  // interrupted by a signal
       // Drain everything that is waiting before judging liveness, so a slow turn of this
       // loop never makes a client that kept sending look dead.
       for (int budget = 0; budget < 10000; ++budget) {
@@ -478,7 +478,7 @@ class Server::Impl {
     }
   }
 
-  void drop_peer(const std::string& id, const std::string& why) {
+  void drop_peer(std::string id, const std::string& why) {  // by value: callers pass a peer's own id
     auto it = peers_.find(id);
     if (it == peers_.end()) return;
     std::string host = it->second.host;

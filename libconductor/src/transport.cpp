@@ -1,5 +1,7 @@
 #include "transport.hpp"
 
+#include <cerrno>
+
 #include "conductor/error.hpp"
 #include "protocol.hpp"
 
@@ -24,7 +26,9 @@ std::string bind_router(zmq::socket_t& socket, const std::string& endpoint) {
 
 void connect_dealer(zmq::socket_t& socket, const std::string& endpoint) {
   try {
-    socket.set(zmq::sockopt::immediate, 1);
+    // Not IMMEDIATE: HELLO must wait in the queue until the connection is up. A socket that
+    // loses its server is replaced (Paranoid Pirate), so stale queues never outlive it.
+    socket.set(zmq::sockopt::immediate, 0);
     socket.set(zmq::sockopt::linger, 200);
     socket.set(zmq::sockopt::maxmsgsize, protocol::kMaxFrameBytes);
     socket.set(zmq::sockopt::reconnect_ivl, 200);
@@ -66,6 +70,16 @@ bool send(zmq::socket_t& socket, std::vector<zmq::message_t>& frames) {
     return true;
   } catch (const zmq::error_t&) {
     return false;
+  }
+}
+
+bool poll(zmq::pollitem_t* items, std::size_t count, std::chrono::milliseconds timeout) {
+  try {
+    zmq::poll(items, count, timeout);
+    return true;
+  } catch (const zmq::error_t& e) {
+    if (e.num() == EINTR) return false;
+    throw;
   }
 }
 

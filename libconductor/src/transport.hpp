@@ -5,6 +5,7 @@
 
 #include <zmq.hpp>
 
+#include <chrono>
 #include <optional>
 #include <string>
 #include <vector>
@@ -16,7 +17,7 @@ namespace conductor::transport {
 // (port resolved when the caller asked for port 0 or '*'). Throws TransportError.
 std::string bind_router(zmq::socket_t& socket, const std::string& endpoint);
 
-// DEALER for a client: IMMEDIATE (no queueing before the connection is up), short LINGER,
+// DEALER for a client: queues until connected, short LINGER, fast reconnects,
 // MAXMSGSIZE. Throws TransportError when the endpoint is malformed.
 void connect_dealer(zmq::socket_t& socket, const std::string& endpoint);
 
@@ -32,6 +33,9 @@ std::optional<Received> receive(zmq::socket_t& socket, std::size_t max_frames);
 // Sends all frames without blocking. Returns false when the peer is gone or its queue is full
 // (ROUTER_MANDATORY: EHOSTUNREACH / EAGAIN); the caller treats that as a lost message.
 bool send(zmq::socket_t& socket, std::vector<zmq::message_t>& frames);
+
+// zmq::poll that treats EINTR (a signal arrived) as "nothing happened": returns false then.
+bool poll(zmq::pollitem_t* items, std::size_t count, std::chrono::milliseconds timeout);
 
 // "host:port" or "tcp://host:port" -> "tcp://host:port". Throws Error(kArgument) otherwise.
 std::string normalize_endpoint(const std::string& address);

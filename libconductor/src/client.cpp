@@ -104,6 +104,7 @@ class Client::Impl {
     heartbeat_ = std::clamp(options_.heartbeat_interval, std::chrono::milliseconds(50),
                             std::chrono::milliseconds(30000));
     liveness_ = std::clamp(options_.liveness, 2, 100);
+    reconnect_delay_ = heartbeat_ * liveness_;
     wake_fd_ = ::eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
     if (wake_fd_ < 0) throw IoError(std::string("cannot create eventfd: ") + std::strerror(errno));
     std::vector<spdlog::sink_ptr> sinks;
@@ -193,9 +194,14 @@ class Client::Impl {
 
   void keep_alive() {
     auto now = Clock::now();
-    if (now - last_heard_ > heartbeat_ * liveness_) {
+    // Declared dead after `liveness` silent intervals; while it stays away, new sockets are
+    // tried at growing intervals (the queued HELLO reaches it as soon as it is back anyway).
+    auto patience = welcomed_ ? heartbeat_ * liveness_ : reconnect_delay_;
+    if (now - last_heard_ > patience) {
       log_->warn("Server {} silent for {} ms; reconnecting", endpoint_,
                  std::chrono::duration_cast<std::chrono::milliseconds>(now - last_heard_).count());
+      reconnect_delay_ = welcomed_ ? heartbeat_ * liveness_
+                                   : std::min<std::chrono::milliseconds>(reconnect_delay_ * 2, 30s);
       connect();  // a fresh socket drops whatever stale messages the old one queued
       return;
     }
@@ -234,6 +240,7 @@ class Client::Impl {
 
   void on_welcome(const protocol::Welcome& welcome) {
     welcomed_ = true;
+    reconnect_delay_ = heartbeat_ * liveness_;
     heartbeat_ = std::chrono::milliseconds(std::clamp(welcome.heartbeat_ms, 50, 30000));
     liveness_ = std::clamp(welcome.liveness, 2, 100);
     chunk_size_ = std::clamp<std::uint32_t>(welcome.chunk_size, 4096, protocol::kMaxPayloadBytes);
@@ -511,6 +518,7 @@ class Client::Impl {
   Clock::time_point last_sent_{};
   std::chrono::milliseconds heartbeat_{1000};
   int liveness_ = 5;
+  std::chrono::milliseconds reconnect_delay_{5000};
   std::uint32_t chunk_size_ = 1u << 20;
   int window_ = 8;
   std::optional<Current> current_;

@@ -136,6 +136,9 @@ void write_version_body(XmlOut& out, const Version& version) {
   out.leaf("TargetModels", std::to_string(version.target_models));
   if (version.model_pattern != kDefaultModelPattern)
     out.leaf("ModelPattern", version.model_pattern);
+  if (version.prediction_pattern != kDefaultPredictionPattern)
+    out.leaf("PredictionPattern", version.prediction_pattern);
+  if (!version.prediction_output.empty()) out.leaf("PredictionOutput", version.prediction_output);
 }
 
 class FileDescriptor {
@@ -328,6 +331,10 @@ class Reader {
     }
     if (auto* pattern = element.FirstChildElement("ModelPattern"))
       version.model_pattern = text(pattern);
+    if (auto* pattern = element.FirstChildElement("PredictionPattern"))
+      version.prediction_pattern = text(pattern);
+    if (auto* output = element.FirstChildElement("PredictionOutput"))
+      version.prediction_output = text(output);
     return version;
   }
 

@@ -22,6 +22,8 @@ enum class DatasetType { kGeneric, kCargo2000 };
 
 // The original's default is "*.h5": a result without such a file is refused.
 inline constexpr const char* kDefaultModelPattern = "*.h5";
+// The original read a prediction from the console line "PredictedBuffer=<number>".
+inline constexpr const char* kDefaultPredictionPattern = "PredictedBuffer=(\\S+)";
 
 struct Version {
   std::string name;
@@ -35,6 +37,13 @@ struct Version {
   // Glob (over file names relative to the model folder) that a result must match at
   // least once to be accepted. Extension element <ModelPattern>; absent means "*.h5".
   std::string model_pattern = kDefaultModelPattern;
+  // ECMAScript regex whose first group captures a prediction's value in the console output
+  // (or in prediction_output when set). Extension element <PredictionPattern>.
+  std::string prediction_pattern = kDefaultPredictionPattern;
+  // A file the prediction commands write; when set, the value is read from it instead of the
+  // console: its first number, or the pattern's group when the pattern matches. Extension
+  // element <PredictionOutput>.
+  std::string prediction_output;
 
   friend bool operator==(const Version&, const Version&) = default;
 };

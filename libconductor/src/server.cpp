@@ -1,30 +1,16 @@
-#include "conductor/server.hpp"
+#include "server_impl.hpp"
 
 #include <algorithm>
-#include <atomic>
 #include <cstdlib>
-#include <map>
-#include <mutex>
-#include <set>
 #include <thread>
 
-#include "conductor/asset_store.hpp"
-#include "conductor/config.hpp"
 #include "conductor/error.hpp"
-#include "conductor/scheduler.hpp"
 #include "file_io.hpp"
-#include "package_cache.hpp"
-#include "protocol.hpp"
 #include "random_id.hpp"
-#include "result_receiver.hpp"
-#include "server_log.hpp"
-#include "transport.hpp"
 
 namespace conductor {
 
-namespace fs = std::filesystem;
 using namespace std::chrono_literals;
-using protocol::MessageType;
 
 fs::path default_server_workdir(const fs::path& explicit_dir) {
   if (!explicit_dir.empty()) return explicit_dir;
@@ -49,525 +35,445 @@ constexpr int kWindow = 8;
 
 }  // namespace
 
-class Server::Impl {
- public:
-  explicit Impl(ServerOptions options)
-      : options_(std::move(options)),
-        store_(options_.workdir),
-        log_(store_.log_file(), options_.log_to_stdout),
-        scheduler_(SchedulerOptions{options_.training_timeout, options_.prediction_timeout},
-                   random_uuid),
-        router_(context_, zmq::socket_type::router) {
-    store_.clean_spool();
-    cache_ = std::make_unique<PackageCache>(store_.spool_dir() / "packages");
-    receiver_ = std::make_unique<ResultReceiver>(store_, kChunkSize, kWindow);
-    config_ = store_.load_or_create_configuration();
-    load_versions();
-    endpoint_ = transport::bind_router(router_, options_.bind);
-  }
+Server::Impl::Impl(ServerOptions options)
+    : options_(std::move(options)),
+      store_(options_.workdir),
+      log_(store_.log_file(), options_.log_to_stdout),
+      scheduler_(SchedulerOptions{options_.training_timeout, options_.prediction_timeout},
+                 random_uuid),
+      router_(context_, zmq::socket_type::router) {
+  store_.clean_spool();
+  cache_ = std::make_unique<PackageCache>(store_.spool_dir() / "packages");
+  receiver_ = std::make_unique<ResultReceiver>(store_, kChunkSize, kWindow);
+  config_ = store_.load_or_create_configuration();
+  load_versions();
+  endpoint_ = transport::bind_router(router_, options_.bind);
+}
 
-  void run() {
-    log("Conductor server listening on " + endpoint_ + ", working folder " +
-        store_.root().string() + ", " + std::to_string(versions_.size()) + " version(s)");
-    reconcile("start-up");
-    auto next_reconcile = SteadyClock::now() + options_.reconcile_interval;
-    while (!stop_requested_.load()) {
-      zmq::pollitem_t items[] = {{router_.handle(), 0, ZMQ_POLLIN, 0}};
-      if (!transport::poll(items, 1, 50ms)) continue;  // interrupted by a signal
-      // Drain everything that is waiting before judging liveness, so a slow turn of this
-      // loop never makes a client that kept sending look dead.
-      for (int budget = 0; budget < 10000; ++budget) {
-        auto received = transport::receive(router_, protocol::kMaxFrames + 1);
-        if (!received) break;
-        handle(*received);
-      }
-      auto now = SteadyClock::now();
-      drop_silent_clients(now);
-      for (const auto& item : scheduler_.expire(now)) {
-        warn("Item " + item.id + " of " + item.version + " timed out; queued again");
-      }
-      if (now >= next_reconcile) {
-        reload_versions();
-        reconcile("periodic check");
-        next_reconcile = now + options_.reconcile_interval;
-      }
-      dispatch(now);
-      publish_status();
+void Server::Impl::run() {
+  log("Conductor server listening on " + endpoint_ + ", working folder " +
+      store_.root().string() + ", " + std::to_string(versions_.size()) + " version(s)");
+  reconcile("start-up");
+  auto next_reconcile = SteadyClock::now() + options_.reconcile_interval;
+  while (!stop_requested_.load()) {
+    zmq::pollitem_t items[] = {{router_.handle(), 0, ZMQ_POLLIN, 0}};
+    if (!transport::poll(items, 1, 50ms)) continue;  // interrupted by a signal
+    // Drain everything that is waiting before judging liveness, so a slow turn of this
+    // loop never makes a client that kept sending look dead.
+    for (int budget = 0; budget < 10000; ++budget) {
+      auto received = transport::receive(router_, protocol::kMaxFrames + 1);
+      if (!received) break;
+      handle(*received);
     }
-    for (auto& [id, peer] : peers_) send(peer, MessageType::kResync, protocol::Empty{});
-    log("Conductor server stopped");
-  }
-
-  void stop() { stop_requested_.store(true); }
-  const std::string& endpoint() const { return endpoint_; }
-  const fs::path& workdir() const { return store_.root(); }
-
-  ServerStatus status() const {
-    std::lock_guard lock(status_mutex_);
-    return status_;
-  }
-
- private:
-  struct Peer {
-    std::string id;
-    std::string routing;
-    std::string host, os, type, version;
-    std::uint64_t order = 0;  // connection order, for the reserve-node rule
-    TimePoint last_seen;
-    bool waiting = false;     // sent READY and has no item yet
-    int epoch = 0;
-    int total_epochs = 0;
-  };
-
-  // ---- messages ------------------------------------------------------------------------
-
-  void handle(transport::Received& received) {
-    auto& frames = received.frames;
-    if (frames.empty()) return;
-    std::string routing = frames[0].to_string();
-    Peer* peer = find_by_routing(routing);
-    if (peer) peer->last_seen = SteadyClock::now();
-    try {
-      if (received.oversized) {
-        throw ProtocolError("message refused: more than " +
-                            std::to_string(protocol::kMaxFrames) + " frames");
-      }
-      auto message = protocol::decode(frames, 1);
-      if (message.type() == MessageType::kHello) {
-        on_hello(routing, message.as<protocol::Hello>());
-        return;
-      }
-      if (!peer) {
-        // A client we do not know (we restarted, or it was declared dead): say HELLO again.
-        reply(routing, MessageType::kResync, protocol::Empty{});
-        return;
-      }
-      switch (message.type()) {
-        case MessageType::kHeartbeat: send(*peer, MessageType::kHeartbeat, protocol::Empty{}); break;
-        case MessageType::kReady: on_ready(*peer); break;
-        case MessageType::kFetch: on_fetch(*peer, message.as<protocol::Fetch>()); break;
-        case MessageType::kProgress: on_progress(*peer, message.as<protocol::Progress>()); break;
-        case MessageType::kResult: on_result(*peer, message.as<protocol::ResultOffer>()); break;
-        case MessageType::kUpload: on_upload(*peer, message); break;
-        case MessageType::kFailed: on_failed(*peer, message.as<protocol::Failed>()); break;
-        case MessageType::kBye: drop_peer(peer->id, "said goodbye"); break;
-        default:
-          throw ProtocolError(std::string("message refused: ") + protocol::to_string(message.type()) +
-                              " is a server-to-client message");
-      }
-    } catch (const ProtocolError& e) {
-      std::string who = peer ? peer->host + " (" + peer->id + ")" : "an unidentified peer";
-      warn("Refused a message from " + who + ": " + e.what());
-      reply(routing, MessageType::kError,
-            protocol::ErrorMessage{static_cast<int>(protocol::ErrorReply::kMalformed), e.what(), false});
-    } catch (const std::exception& e) {
-      // Anything else is our own failure to serve this one message; the loop goes on.
-      error(std::string("Failed to handle a message: ") + e.what());
-      reply(routing, MessageType::kError,
-            protocol::ErrorMessage{static_cast<int>(protocol::ErrorReply::kRefused), e.what(), false});
-    }
-  }
-
-  void on_hello(const std::string& routing, const protocol::Hello& hello) {
-    if (hello.client_id.empty() || hello.client_id.size() > 128) {
-      throw ProtocolError("HELLO refused: client_id must hold 1 to 128 bytes");
-    }
-    if (hello.protocol != protocol::kMajorVersion) {
-      throw ProtocolError("HELLO refused: protocol " + std::to_string(hello.protocol) +
-                          " is not supported");
-    }
-    auto [it, is_new] = peers_.try_emplace(hello.client_id);
-    Peer& peer = it->second;
-    if (!is_new) by_routing_.erase(peer.routing);
-    if (auto other = by_routing_.find(routing); other != by_routing_.end()) {
-      // The same connection now speaks for another id: forget the old one.
-      drop_peer(other->second, "reintroduced itself under another id");
-    }
-    peer.id = hello.client_id;
-    peer.routing = routing;
-    peer.host = hello.host.substr(0, 256);
-    peer.os = hello.os.substr(0, 64);
-    peer.type = hello.type.substr(0, 16);
-    peer.version = hello.version.substr(0, 64);
-    peer.last_seen = SteadyClock::now();
-    peer.waiting = false;
-    if (is_new) peer.order = next_order_++;
-    by_routing_[routing] = peer.id;
-
-    protocol::Welcome welcome;
-    welcome.session = random_uuid();
-    welcome.heartbeat_ms = static_cast<int>(options_.heartbeat_interval.count());
-    welcome.liveness = options_.liveness;
-    welcome.chunk_size = kChunkSize;
-    welcome.window = kWindow;
-    send(peer, MessageType::kWelcome, welcome);
-    log(std::string(is_new ? "Client connected: " : "Client reconnected: ") + describe(peer));
-    reattach(peer, hello);
-  }
-
-  // A client that comes back keeps the item it is still working on, if nobody else got it.
-  void reattach(Peer& peer, const protocol::Hello& hello) {
-    const ActiveItem* held = scheduler_.active_for_client(peer.id);
-    if (held && held->item.id != hello.running_item) {
-      std::string id = held->item.id;
-      scheduler_.release_client(peer.id);
-      warn("Client " + peer.host + " no longer runs item " + id + "; queued again");
-    }
-    if (hello.running_item.empty()) return;
     auto now = SteadyClock::now();
-    if (scheduler_.reattach(hello.running_item, peer.id, now)) {
-      log("Client " + peer.host + " resumed item " + hello.running_item);
-      return;
+    drop_silent_clients(now);
+    for (const auto& item : scheduler_.expire(now)) {
+      warn("Item " + item.id + " of " + item.version + " timed out; queued again");
     }
-    if (!scheduler_.is_known(hello.running_item) && is_valid_item_id(hello.running_item) &&
-        adopt(peer, hello, now)) {
-      return;
+    if (now >= next_reconcile) {
+      reload_versions();
+      reconcile("periodic check");
+      next_reconcile = now + options_.reconcile_interval;
     }
-    send(peer, MessageType::kCancel,
-         protocol::Cancel{hello.running_item, "the item was handed to another client or finished"});
+    dispatch(now);
+    publish_status();
   }
+  for (auto& [id, peer] : peers_) send(peer, MessageType::kResync, protocol::Empty{});
+  log("Conductor server stopped");
+}
 
-  // After a server restart the queue holds new ids. An item a client still runs for a version
-  // that needs models takes the place of one queued item, so no work is lost or doubled.
-  bool adopt(Peer& peer, const protocol::Hello& hello, TimePoint now) {
-    if (store_.has_model(hello.running_version, hello.running_item)) return false;
-    for (const auto& queued : scheduler_.queue()) {
-      if (queued.type == WorkType::kTraining && queued.version == hello.running_version) {
-        std::string replaced = queued.id;
-        scheduler_.complete(replaced);
-        scheduler_.enqueue(WorkItem{hello.running_item, WorkType::kTraining, hello.running_version,
-                                    hello.running_attempt});
-        scheduler_.reattach(hello.running_item, peer.id, now);
-        log("Client " + peer.host + " resumed item " + hello.running_item + " of " +
-            hello.running_version + " from before a restart");
-        return true;
-      }
+void Server::Impl::handle(transport::Received& received) {
+  auto& frames = received.frames;
+  if (frames.empty()) return;
+  std::string routing = frames[0].to_string();
+  Peer* peer = find_by_routing(routing);
+  if (peer) peer->last_seen = SteadyClock::now();
+  try {
+    if (received.oversized) {
+      throw ProtocolError("message refused: more than " +
+                          std::to_string(protocol::kMaxFrames) + " frames");
     }
+    auto message = protocol::decode(frames, 1);
+    if (message.type() == MessageType::kHello) {
+      on_hello(routing, message.as<protocol::Hello>());
+      return;
+    }
+    if (!peer) {
+      // A client we do not know (we restarted, or it was declared dead): say HELLO again.
+      reply(routing, MessageType::kResync, protocol::Empty{});
+      return;
+    }
+    switch (message.type()) {
+      case MessageType::kHeartbeat: send(*peer, MessageType::kHeartbeat, protocol::Empty{}); break;
+      case MessageType::kReady: on_ready(*peer); break;
+      case MessageType::kFetch: on_fetch(*peer, message.as<protocol::Fetch>()); break;
+      case MessageType::kProgress: on_progress(*peer, message.as<protocol::Progress>()); break;
+      case MessageType::kResult: on_result(*peer, message.as<protocol::ResultOffer>()); break;
+      case MessageType::kUpload: on_upload(*peer, message); break;
+      case MessageType::kFailed: on_failed(*peer, message.as<protocol::Failed>()); break;
+      case MessageType::kBye: drop_peer(peer->id, "said goodbye"); break;
+      default:
+        throw ProtocolError(std::string("message refused: ") + protocol::to_string(message.type()) +
+                            " is a server-to-client message");
+    }
+  } catch (const ProtocolError& e) {
+    std::string who = peer ? peer->host + " (" + peer->id + ")" : "an unidentified peer";
+    warn("Refused a message from " + who + ": " + e.what());
+    reply(routing, MessageType::kError,
+          protocol::ErrorMessage{static_cast<int>(protocol::ErrorReply::kMalformed), e.what(), false});
+  } catch (const std::exception& e) {
+    // Anything else is our own failure to serve this one message; the loop goes on.
+    error(std::string("Failed to handle a message: ") + e.what());
+    reply(routing, MessageType::kError,
+          protocol::ErrorMessage{static_cast<int>(protocol::ErrorReply::kRefused), e.what(), false});
+  }
+}
+
+void Server::Impl::on_hello(const std::string& routing, const protocol::Hello& hello) {
+  if (hello.client_id.empty() || hello.client_id.size() > 128) {
+    throw ProtocolError("HELLO refused: client_id must hold 1 to 128 bytes");
+  }
+  if (hello.protocol != protocol::kMajorVersion) {
+    throw ProtocolError("HELLO refused: protocol " + std::to_string(hello.protocol) +
+                        " is not supported");
+  }
+  auto [it, is_new] = peers_.try_emplace(hello.client_id);
+  Peer& peer = it->second;
+  if (!is_new) by_routing_.erase(peer.routing);
+  if (auto other = by_routing_.find(routing); other != by_routing_.end()) {
+    // The same connection now speaks for another id: forget the old one.
+    drop_peer(other->second, "reintroduced itself under another id");
+  }
+  peer.id = hello.client_id;
+  peer.routing = routing;
+  peer.host = hello.host.substr(0, 256);
+  peer.os = hello.os.substr(0, 64);
+  peer.type = hello.type.substr(0, 16);
+  peer.version = hello.version.substr(0, 64);
+  peer.last_seen = SteadyClock::now();
+  peer.waiting = false;
+  if (is_new) peer.order = next_order_++;
+  by_routing_[routing] = peer.id;
+
+  protocol::Welcome welcome;
+  welcome.session = random_uuid();
+  welcome.heartbeat_ms = static_cast<int>(options_.heartbeat_interval.count());
+  welcome.liveness = options_.liveness;
+  welcome.chunk_size = kChunkSize;
+  welcome.window = kWindow;
+  send(peer, MessageType::kWelcome, welcome);
+  log(std::string(is_new ? "Client connected: " : "Client reconnected: ") + describe(peer));
+  reattach(peer, hello);
+}
+
+void Server::Impl::reattach(Peer& peer, const protocol::Hello& hello) {
+  const ActiveItem* held = scheduler_.active_for_client(peer.id);
+  if (held && held->item.id != hello.running_item) {
+    std::string id = held->item.id;
+    scheduler_.release_client(peer.id);
+    warn("Client " + peer.host + " no longer runs item " + id + "; queued again");
+  }
+  if (hello.running_item.empty()) return;
+  auto now = SteadyClock::now();
+  if (scheduler_.reattach(hello.running_item, peer.id, now)) {
+    log("Client " + peer.host + " resumed item " + hello.running_item);
+    return;
+  }
+  if (!scheduler_.is_known(hello.running_item) && is_valid_item_id(hello.running_item) &&
+      adopt(peer, hello, now)) {
+    return;
+  }
+  send(peer, MessageType::kCancel,
+       protocol::Cancel{hello.running_item, "the item was handed to another client or finished"});
+}
+
+bool Server::Impl::adopt(Peer& peer, const protocol::Hello& hello, TimePoint now) {
+  if (store_.has_model(hello.running_version, hello.running_item)) return false;
+  for (const auto& queued : scheduler_.queue()) {
+    if (queued.type == WorkType::kTraining && queued.version == hello.running_version) {
+      std::string replaced = queued.id;
+      scheduler_.complete(replaced);
+      scheduler_.enqueue(WorkItem{hello.running_item, WorkType::kTraining, hello.running_version,
+                                  hello.running_attempt});
+      scheduler_.reattach(hello.running_item, peer.id, now);
+      log("Client " + peer.host + " resumed item " + hello.running_item + " of " +
+          hello.running_version + " from before a restart");
+      return true;
+    }
+  }
+  return false;
+}
+
+void Server::Impl::on_ready(Peer& peer) {
+  if (const ActiveItem* held = scheduler_.active_for_client(peer.id)) {
+    warn("Client " + peer.host + " is ready but held item " + held->item.id + "; queued again");
+    scheduler_.release_client(peer.id);
+  }
+  peer.waiting = true;
+  peer.epoch = peer.total_epochs = 0;
+}
+
+void Server::Impl::on_fetch(Peer& peer, const protocol::Fetch& fetch) {
+  const PackageBlob* blob = cache_->find(fetch.blob);
+  if (!blob || fetch.length == 0 || fetch.length > protocol::kMaxPayloadBytes ||
+      fetch.offset >= blob->size) {
+    send(peer, MessageType::kError,
+         protocol::ErrorMessage{static_cast<int>(protocol::ErrorReply::kRefused),
+                                "FETCH refused: unknown blob or range outside it", false});
+    return;
+  }
+  auto length = std::min<std::uint64_t>(fetch.length, blob->size - fetch.offset);
+  zmq::message_t payload(length);
+  read_at(blob->file, fetch.offset, payload.data(), length);
+  send(peer, MessageType::kChunk, protocol::Chunk{fetch.blob, fetch.offset}, std::move(payload));
+}
+
+void Server::Impl::on_progress(Peer& peer, const protocol::Progress& progress) {
+  const ActiveItem* held = scheduler_.active_for_client(peer.id);
+  if (!held || held->item.id != progress.item) return;  // stale: the item moved on
+  peer.epoch = progress.epoch;
+  peer.total_epochs = progress.total_epochs;
+  receiver_->append_live_log(progress.item, progress.lines);
+}
+
+void Server::Impl::on_result(Peer& peer, const protocol::ResultOffer& offer) {
+  if (!is_valid_item_id(offer.item)) throw ProtocolError("RESULT refused: malformed item id");
+  auto item = scheduler_.find(offer.item);
+  if (!item) {
+    // Stored already (a repeat after a lost ACK) or unknown: either way nothing to add.
+    send(peer, MessageType::kAck,
+         protocol::Ack{offer.item, offer.attempt, "duplicate", "no open item with this id"});
+    return;
+  }
+  auto pulls = receiver_->begin(peer.id, *item, offer);
+  for (auto& pull : pulls) send(peer, MessageType::kPull, pull);
+}
+
+void Server::Impl::on_upload(Peer& peer, protocol::Message& message) {
+  auto upload = message.as<protocol::Upload>();
+  auto step = receiver_->receive(peer.id, upload, *message.payload());
+  for (auto& pull : step.pulls) send(peer, MessageType::kPull, pull);
+  if (!step.finished) return;
+  finish_result(peer, *step.finished);
+}
+
+void Server::Impl::finish_result(Peer& peer, const ResultReceiver::Finished& done) {
+  const WorkItem& item = done.item;
+  auto version = versions_.find(item.version);
+  if (version == versions_.end()) {
+    send(peer, MessageType::kAck,
+         protocol::Ack{item.id, item.attempt, "rejected", "version was removed"});
+    scheduler_.complete(item.id);
+    return;
+  }
+  ModelMeta meta;
+  meta.item_id = item.id;
+  meta.attempt = done.offer.attempt;
+  meta.duration_seconds = done.offer.duration;
+  meta.epochs = done.offer.epochs;
+  meta.last_epoch_seconds = done.offer.last_epoch;
+  meta.node_name = peer.host;
+  meta.os = peer.os;
+  meta.processing_unit = peer.type;
+  meta.container_version = peer.version;
+  if (!done.error.empty()) {
+    record_failure(peer, item, done.offer.attempt, "result refused: " + done.error, done.console_log);
+    send(peer, MessageType::kAck, protocol::Ack{item.id, done.offer.attempt, "rejected", done.error});
+    return;
+  }
+  auto outcome = store_.commit_model(version->second.version, done.staged, meta, done.console_log);
+  switch (outcome.status) {
+    case CommitStatus::kStored: {
+      auto holder = scheduler_.complete(item.id);
+      if (holder && !holder->empty() && *holder != peer.id) cancel_on(*holder, item.id);
+      int stored = ++stored_[item.version];
+      log("Model " + item.id + " of " + item.version + " stored from " + peer.host + " (" +
+          std::to_string(stored) + "/" + std::to_string(version->second.version.target_models) +
+          ")");
+      send(peer, MessageType::kAck, protocol::Ack{item.id, done.offer.attempt, "stored", ""});
+      reconcile("accepted result");
+      break;
+    }
+    case CommitStatus::kDuplicate:
+      scheduler_.complete(item.id);
+      send(peer, MessageType::kAck, protocol::Ack{item.id, done.offer.attempt, "duplicate", ""});
+      break;
+    case CommitStatus::kRejected:
+      record_failure(peer, item, done.offer.attempt, "result rejected: " + outcome.reason,
+                     done.console_log);
+      send(peer, MessageType::kAck,
+           protocol::Ack{item.id, done.offer.attempt, "rejected", outcome.reason});
+      break;
+  }
+}
+
+void Server::Impl::on_failed(Peer& peer, const protocol::Failed& failed) {
+  if (!is_valid_item_id(failed.item)) throw ProtocolError("FAILED refused: malformed item id");
+  const ActiveItem* held = scheduler_.active_for_client(peer.id);
+  if (held && held->item.id == failed.item) {
+    record_failure(peer, held->item, failed.attempt, failed.reason, failed.log);
+  }
+  send(peer, MessageType::kAck, protocol::Ack{failed.item, failed.attempt, "failure-recorded", ""});
+}
+
+void Server::Impl::record_failure(Peer& peer, const WorkItem& item, int attempt, const std::string& reason,
+                    std::string_view console) {
+  std::string text = "Item " + item.id + " of version " + item.version + ", attempt " +
+                     std::to_string(attempt) + ", on " + peer.host + ": " + reason + "\n\n";
+  text.append(console);
+  try {
+    auto file = store_.write_error_log(item.version, item.id, text);
+    warn("Item " + item.id + " of " + item.version + " failed on " + peer.host + ": " + reason +
+         " (log: " + file.filename().string() + "); queued again");
+  } catch (const Error& e) {
+    error("Item " + item.id + " failed (" + reason + ") and its log could not be kept: " +
+          e.what());
+  }
+  scheduler_.fail(item.id, peer.id);
+}
+
+void Server::Impl::dispatch(TimePoint now) {
+  if (scheduler_.queued_count() == 0) return;
+  std::vector<Peer*> waiting;
+  for (auto& [id, peer] : peers_) {
+    if (peer.waiting) waiting.push_back(&peer);
+  }
+  std::sort(waiting.begin(), waiting.end(),
+            [](const Peer* a, const Peer* b) { return a->order < b->order; });
+  for (Peer* peer : waiting) {
+    auto item = scheduler_.assign(peer->id, now);
+    if (!item) break;
+    if (!hand_out(*peer, *item)) continue;
+    peer->waiting = false;
+  }
+}
+
+bool Server::Impl::hand_out(Peer& peer, const WorkItem& item) {
+  auto entry = versions_.find(item.version);
+  if (entry == versions_.end()) {
+    scheduler_.complete(item.id);  // the version is gone: its work with it
     return false;
   }
-
-  void on_ready(Peer& peer) {
-    if (const ActiveItem* held = scheduler_.active_for_client(peer.id)) {
-      warn("Client " + peer.host + " is ready but held item " + held->item.id + "; queued again");
-      scheduler_.release_client(peer.id);
-    }
-    peer.waiting = true;
-    peer.epoch = peer.total_epochs = 0;
+  const Version& version = entry->second.version;
+  const PackageBlob* blob = nullptr;
+  try {
+    blob = &cache_->get(version.name, entry->second.folder);
+  } catch (const Error& e) {
+    error("Version " + version.name + " cannot be packed, its items wait: " + e.what());
+    scheduler_.drop_queued(version.name);
+    scheduler_.complete(item.id);
+    unpackable_.insert(version.name);
+    return false;
   }
+  protocol::Assign assign;
+  assign.item = item.id;
+  assign.attempt = item.attempt;
+  assign.type = to_string(item.type);
+  assign.version = version.name;
+  const auto& commands =
+      item.type == WorkType::kTraining ? version.training_commands : version.prediction_commands;
+  for (const auto& command : commands) assign.commands.push_back({command.file_name, command.arguments});
+  assign.blob = blob->sha256;
+  assign.blob_size = blob->size;
+  assign.model_pattern = version.model_pattern;
+  auto timeout = item.type == WorkType::kTraining ? options_.training_timeout
+                                                  : options_.prediction_timeout;
+  assign.timeout_ms = timeout.count();
+  send(peer, MessageType::kAssign, assign);
+  log("Item " + item.id + " of " + version.name + " (attempt " + std::to_string(item.attempt) +
+      ") handed to " + peer.host);
+  return true;
+}
 
-  void on_fetch(Peer& peer, const protocol::Fetch& fetch) {
-    const PackageBlob* blob = cache_->find(fetch.blob);
-    if (!blob || fetch.length == 0 || fetch.length > protocol::kMaxPayloadBytes ||
-        fetch.offset >= blob->size) {
-      send(peer, MessageType::kError,
-           protocol::ErrorMessage{static_cast<int>(protocol::ErrorReply::kRefused),
-                                  "FETCH refused: unknown blob or range outside it", false});
-      return;
-    }
-    auto length = std::min<std::uint64_t>(fetch.length, blob->size - fetch.offset);
-    zmq::message_t payload(length);
-    read_at(blob->file, fetch.offset, payload.data(), length);
-    send(peer, MessageType::kChunk, protocol::Chunk{fetch.blob, fetch.offset}, std::move(payload));
+void Server::Impl::reconcile(const std::string& why) {
+  std::vector<VersionDemand> demands;
+  for (const auto& [name, entry] : versions_) {
+    if (unpackable_.contains(name)) continue;
+    int stored = static_cast<int>(store_.stored_model_ids(name).size());
+    stored_[name] = stored;
+    demands.push_back({name, entry.version.target_models, stored});
   }
-
-  void on_progress(Peer& peer, const protocol::Progress& progress) {
-    const ActiveItem* held = scheduler_.active_for_client(peer.id);
-    if (!held || held->item.id != progress.item) return;  // stale: the item moved on
-    peer.epoch = progress.epoch;
-    peer.total_epochs = progress.total_epochs;
-    receiver_->append_live_log(progress.item, progress.lines);
+  auto created = scheduler_.reconcile(demands);
+  if (!created.empty()) {
+    log("Version check (" + why + "): queued " + std::to_string(created.size()) + " new item(s)");
   }
+}
 
-  void on_result(Peer& peer, const protocol::ResultOffer& offer) {
-    if (!is_valid_item_id(offer.item)) throw ProtocolError("RESULT refused: malformed item id");
-    auto item = scheduler_.find(offer.item);
-    if (!item) {
-      // Stored already (a repeat after a lost ACK) or unknown: either way nothing to add.
-      send(peer, MessageType::kAck,
-           protocol::Ack{offer.item, offer.attempt, "duplicate", "no open item with this id"});
-      return;
-    }
-    auto pulls = receiver_->begin(peer.id, *item, offer);
-    for (auto& pull : pulls) send(peer, MessageType::kPull, pull);
+void Server::Impl::load_versions() {
+  versions_.clear();
+  for (auto& entry : store_.load_versions(config_)) {
+    std::error_code ec;
+    fs::create_directories(entry.folder, ec);
+    versions_[entry.version.name] = std::move(entry);
   }
+}
 
-  void on_upload(Peer& peer, protocol::Message& message) {
-    auto upload = message.as<protocol::Upload>();
-    auto step = receiver_->receive(peer.id, upload, *message.payload());
-    for (auto& pull : step.pulls) send(peer, MessageType::kPull, pull);
-    if (!step.finished) return;
-    finish_result(peer, *step.finished);
+void Server::Impl::reload_versions() {
+  unpackable_.clear();
+  try {
+    config_ = store_.load_or_create_configuration();
+    load_versions();
+  } catch (const Error& e) {
+    error(std::string("Keeping the versions loaded before: ") + e.what());
   }
-
-  void finish_result(Peer& peer, const ResultReceiver::Finished& done) {
-    const WorkItem& item = done.item;
-    auto version = versions_.find(item.version);
-    if (version == versions_.end()) {
-      send(peer, MessageType::kAck,
-           protocol::Ack{item.id, item.attempt, "rejected", "version was removed"});
-      scheduler_.complete(item.id);
-      return;
-    }
-    ModelMeta meta;
-    meta.item_id = item.id;
-    meta.attempt = done.offer.attempt;
-    meta.duration_seconds = done.offer.duration;
-    meta.epochs = done.offer.epochs;
-    meta.last_epoch_seconds = done.offer.last_epoch;
-    meta.node_name = peer.host;
-    meta.os = peer.os;
-    meta.processing_unit = peer.type;
-    meta.container_version = peer.version;
-    if (!done.error.empty()) {
-      record_failure(peer, item, done.offer.attempt, "result refused: " + done.error, done.console_log);
-      send(peer, MessageType::kAck, protocol::Ack{item.id, done.offer.attempt, "rejected", done.error});
-      return;
-    }
-    auto outcome = store_.commit_model(version->second.version, done.staged, meta, done.console_log);
-    switch (outcome.status) {
-      case CommitStatus::kStored: {
-        auto holder = scheduler_.complete(item.id);
-        if (holder && !holder->empty() && *holder != peer.id) cancel_on(*holder, item.id);
-        int stored = ++stored_[item.version];
-        log("Model " + item.id + " of " + item.version + " stored from " + peer.host + " (" +
-            std::to_string(stored) + "/" + std::to_string(version->second.version.target_models) +
-            ")");
-        send(peer, MessageType::kAck, protocol::Ack{item.id, done.offer.attempt, "stored", ""});
-        reconcile("accepted result");
-        break;
-      }
-      case CommitStatus::kDuplicate:
-        scheduler_.complete(item.id);
-        send(peer, MessageType::kAck, protocol::Ack{item.id, done.offer.attempt, "duplicate", ""});
-        break;
-      case CommitStatus::kRejected:
-        record_failure(peer, item, done.offer.attempt, "result rejected: " + outcome.reason,
-                       done.console_log);
-        send(peer, MessageType::kAck,
-             protocol::Ack{item.id, done.offer.attempt, "rejected", outcome.reason});
-        break;
-    }
+  for (const auto& item : std::vector<WorkItem>(scheduler_.queue().begin(), scheduler_.queue().end())) {
+    if (!versions_.contains(item.version)) scheduler_.complete(item.id);
   }
+}
 
-  void on_failed(Peer& peer, const protocol::Failed& failed) {
-    if (!is_valid_item_id(failed.item)) throw ProtocolError("FAILED refused: malformed item id");
-    const ActiveItem* held = scheduler_.active_for_client(peer.id);
-    if (held && held->item.id == failed.item) {
-      record_failure(peer, held->item, failed.attempt, failed.reason, failed.log);
-    }
-    send(peer, MessageType::kAck, protocol::Ack{failed.item, failed.attempt, "failure-recorded", ""});
+void Server::Impl::drop_silent_clients(TimePoint now) {
+  auto limit = options_.heartbeat_interval * options_.liveness;
+  std::vector<std::string> silent;
+  for (const auto& [id, peer] : peers_) {
+    if (now - peer.last_seen > limit) silent.push_back(id);
   }
-
-  void record_failure(Peer& peer, const WorkItem& item, int attempt, const std::string& reason,
-                      std::string_view console) {
-    std::string text = "Item " + item.id + " of version " + item.version + ", attempt " +
-                       std::to_string(attempt) + ", on " + peer.host + ": " + reason + "\n\n";
-    text.append(console);
-    try {
-      auto file = store_.write_error_log(item.version, item.id, text);
-      warn("Item " + item.id + " of " + item.version + " failed on " + peer.host + ": " + reason +
-           " (log: " + file.filename().string() + "); queued again");
-    } catch (const Error& e) {
-      error("Item " + item.id + " failed (" + reason + ") and its log could not be kept: " +
-            e.what());
-    }
-    scheduler_.fail(item.id, peer.id);
+  for (const auto& id : silent) {
+    drop_peer(id, "went silent for " + std::to_string(limit.count()) + " ms");
   }
+}
 
-  // ---- scheduling ----------------------------------------------------------------------
+void Server::Impl::drop_peer(std::string id, const std::string& why) {  // by value: callers pass a peer's own id
+  auto it = peers_.find(id);
+  if (it == peers_.end()) return;
+  std::string host = it->second.host;
+  by_routing_.erase(it->second.routing);
+  peers_.erase(it);
+  receiver_->abandon(id);
+  auto released = scheduler_.release_client(id);
+  std::string items;
+  for (const auto& item : released) items += " " + item.id;
+  log("Client disconnected: " + host + " (" + id + ") " + why +
+      (items.empty() ? "" : "; queued again:" + items));
+}
 
-  void dispatch(TimePoint now) {
-    if (scheduler_.queued_count() == 0) return;
-    std::vector<Peer*> waiting;
-    for (auto& [id, peer] : peers_) {
-      if (peer.waiting) waiting.push_back(&peer);
-    }
-    std::sort(waiting.begin(), waiting.end(),
-              [](const Peer* a, const Peer* b) { return a->order < b->order; });
-    for (Peer* peer : waiting) {
-      auto item = scheduler_.assign(peer->id, now);
-      if (!item) break;
-      if (!hand_out(*peer, *item)) continue;
-      peer->waiting = false;
-    }
+void Server::Impl::cancel_on(const std::string& client_id, const std::string& item_id) {
+  auto it = peers_.find(client_id);
+  if (it == peers_.end()) return;
+  send(it->second, MessageType::kCancel, protocol::Cancel{item_id, "another client delivered it"});
+}
+
+Server::Impl::Peer* Server::Impl::find_by_routing(const std::string& routing) {
+  auto it = by_routing_.find(routing);
+  if (it == by_routing_.end()) return nullptr;
+  return &peers_.at(it->second);
+}
+
+std::string Server::Impl::describe(const Peer& peer) {
+  return peer.host + " (" + peer.id + ", " + peer.os + "/" + peer.type + "/" + peer.version + ")";
+}
+
+void Server::Impl::publish_status() {
+  ServerStatus status;
+  status.clients = peers_.size();
+  status.queued = scheduler_.queued_count();
+  status.active = scheduler_.active_count();
+  for (const auto& [name, entry] : versions_) {
+    status.versions.push_back({name, entry.is_local, entry.version.target_models, stored_[name],
+                               scheduler_.queued_count(name), scheduler_.active_count(name)});
   }
-
-  bool hand_out(Peer& peer, const WorkItem& item) {
-    auto entry = versions_.find(item.version);
-    if (entry == versions_.end()) {
-      scheduler_.complete(item.id);  // the version is gone: its work with it
-      return false;
-    }
-    const Version& version = entry->second.version;
-    const PackageBlob* blob = nullptr;
-    try {
-      blob = &cache_->get(version.name, entry->second.folder);
-    } catch (const Error& e) {
-      error("Version " + version.name + " cannot be packed, its items wait: " + e.what());
-      scheduler_.drop_queued(version.name);
-      scheduler_.complete(item.id);
-      unpackable_.insert(version.name);
-      return false;
-    }
-    protocol::Assign assign;
-    assign.item = item.id;
-    assign.attempt = item.attempt;
-    assign.type = to_string(item.type);
-    assign.version = version.name;
-    const auto& commands =
-        item.type == WorkType::kTraining ? version.training_commands : version.prediction_commands;
-    for (const auto& command : commands) assign.commands.push_back({command.file_name, command.arguments});
-    assign.blob = blob->sha256;
-    assign.blob_size = blob->size;
-    assign.model_pattern = version.model_pattern;
-    auto timeout = item.type == WorkType::kTraining ? options_.training_timeout
-                                                    : options_.prediction_timeout;
-    assign.timeout_ms = timeout.count();
-    send(peer, MessageType::kAssign, assign);
-    log("Item " + item.id + " of " + version.name + " (attempt " + std::to_string(item.attempt) +
-        ") handed to " + peer.host);
-    return true;
-  }
-
-  void reconcile(const std::string& why) {
-    std::vector<VersionDemand> demands;
-    for (const auto& [name, entry] : versions_) {
-      if (unpackable_.contains(name)) continue;
-      int stored = static_cast<int>(store_.stored_model_ids(name).size());
-      stored_[name] = stored;
-      demands.push_back({name, entry.version.target_models, stored});
-    }
-    auto created = scheduler_.reconcile(demands);
-    if (!created.empty()) {
-      log("Version check (" + why + "): queued " + std::to_string(created.size()) + " new item(s)");
-    }
-  }
-
-  void load_versions() {
-    versions_.clear();
-    for (auto& entry : store_.load_versions(config_)) {
-      std::error_code ec;
-      fs::create_directories(entry.folder, ec);
-      versions_[entry.version.name] = std::move(entry);
-    }
-  }
-
-  void reload_versions() {
-    unpackable_.clear();
-    try {
-      config_ = store_.load_or_create_configuration();
-      load_versions();
-    } catch (const Error& e) {
-      error(std::string("Keeping the versions loaded before: ") + e.what());
-    }
-    for (const auto& item : std::vector<WorkItem>(scheduler_.queue().begin(), scheduler_.queue().end())) {
-      if (!versions_.contains(item.version)) scheduler_.complete(item.id);
-    }
-  }
-
-  // ---- peers -----------------------------------------------------------------------------
-
-  void drop_silent_clients(TimePoint now) {
-    auto limit = options_.heartbeat_interval * options_.liveness;
-    std::vector<std::string> silent;
-    for (const auto& [id, peer] : peers_) {
-      if (now - peer.last_seen > limit) silent.push_back(id);
-    }
-    for (const auto& id : silent) {
-      drop_peer(id, "went silent for " + std::to_string(limit.count()) + " ms");
-    }
-  }
-
-  void drop_peer(std::string id, const std::string& why) {  // by value: callers pass a peer's own id
-    auto it = peers_.find(id);
-    if (it == peers_.end()) return;
-    std::string host = it->second.host;
-    by_routing_.erase(it->second.routing);
-    peers_.erase(it);
-    receiver_->abandon(id);
-    auto released = scheduler_.release_client(id);
-    std::string items;
-    for (const auto& item : released) items += " " + item.id;
-    log("Client disconnected: " + host + " (" + id + ") " + why +
-        (items.empty() ? "" : "; queued again:" + items));
-  }
-
-  void cancel_on(const std::string& client_id, const std::string& item_id) {
-    auto it = peers_.find(client_id);
-    if (it == peers_.end()) return;
-    send(it->second, MessageType::kCancel, protocol::Cancel{item_id, "another client delivered it"});
-  }
-
-  Peer* find_by_routing(const std::string& routing) {
-    auto it = by_routing_.find(routing);
-    if (it == by_routing_.end()) return nullptr;
-    return &peers_.at(it->second);
-  }
-
-  static std::string describe(const Peer& peer) {
-    return peer.host + " (" + peer.id + ", " + peer.os + "/" + peer.type + "/" + peer.version + ")";
-  }
-
-  // ---- sending ---------------------------------------------------------------------------
-
-  template <typename T>
-  void send(const Peer& peer, MessageType type, const T& header,
-            std::optional<zmq::message_t> payload = std::nullopt) {
-    reply(peer.routing, type, header, std::move(payload));
-  }
-
-  template <typename T>
-  void reply(const std::string& routing, MessageType type, const T& header,
-             std::optional<zmq::message_t> payload = std::nullopt) {
-    auto frames = protocol::encode(type, header, std::move(payload));
-    frames.insert(frames.begin(), zmq::message_t(routing.data(), routing.size()));
-    // A peer that is gone or whose queue is full misses this message; heartbeats and
-    // retries on its side recover, and a dead peer is dropped by liveness.
-    transport::send(router_, frames);
-  }
-
-  void publish_status() {
-    ServerStatus status;
-    status.clients = peers_.size();
-    status.queued = scheduler_.queued_count();
-    status.active = scheduler_.active_count();
-    for (const auto& [name, entry] : versions_) {
-      status.versions.push_back({name, entry.is_local, entry.version.target_models, stored_[name],
-                                 scheduler_.queued_count(name), scheduler_.active_count(name)});
-    }
-    std::lock_guard lock(status_mutex_);
-    status_ = std::move(status);
-  }
-
-  // ---- log -------------------------------------------------------------------------------
-
-  LogCounts counts() const {
-    return {peers_.size(), scheduler_.queued_count(), scheduler_.active_count()};
-  }
-  void log(const std::string& message) { log_.info(counts(), message); }
-  void warn(const std::string& message) { log_.warn(counts(), message); }
-  void error(const std::string& message) { log_.error(counts(), message); }
-
-  ServerOptions options_;
-  AssetStore store_;
-  ServerLog log_;
-  Scheduler scheduler_;
-  zmq::context_t context_;
-  zmq::socket_t router_;
-  std::string endpoint_;
-  std::unique_ptr<PackageCache> cache_;
-  std::unique_ptr<ResultReceiver> receiver_;
-  Configuration config_;
-  std::map<std::string, VersionEntry> versions_;
-  std::map<std::string, int> stored_;
-  std::set<std::string> unpackable_;
-  std::map<std::string, Peer> peers_;
-  std::map<std::string, std::string> by_routing_;
-  std::uint64_t next_order_ = 0;
-  std::atomic<bool> stop_requested_{false};
-  mutable std::mutex status_mutex_;
-  ServerStatus status_;
-};
+  std::lock_guard lock(status_mutex_);
+  status_ = std::move(status);
+}
 
 Server::Server(ServerOptions options) {
   options.workdir = default_server_workdir(options.workdir);

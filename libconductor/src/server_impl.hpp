@@ -1,0 +1,147 @@
+// Server::Impl: the server's state and its network thread. Private to libconductor; split over
+// server.cpp (worker protocol, scheduling, peers) and server_control.cpp (operator commands,
+// predictions). Everything here runs on the one thread that calls run(), except what the
+// public Server says is thread-safe (stop, status, submit).
+#pragma once
+
+#include <atomic>
+#include <deque>
+#include <filesystem>
+#include <functional>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <set>
+#include <string>
+
+#include "conductor/asset_store.hpp"
+#include "conductor/config.hpp"
+#include "conductor/ensemble.hpp"
+#include "conductor/scheduler.hpp"
+#include "conductor/server.hpp"
+#include "package_cache.hpp"
+#include "protocol.hpp"
+#include "result_receiver.hpp"
+#include "server_log.hpp"
+#include "transport.hpp"
+
+namespace conductor {
+
+namespace fs = std::filesystem;
+using protocol::MessageType;
+
+class Server::Impl {
+ public:
+  explicit Impl(ServerOptions options);
+  void run();
+  void stop() { stop_requested_.store(true); }
+  const std::string& endpoint() const { return endpoint_; }
+  const fs::path& workdir() const { return store_.root(); }
+
+  ServerStatus status() const {
+    std::lock_guard lock(status_mutex_);
+    return status_;
+  }
+
+ private:
+  struct Peer {
+    std::string id;
+    std::string routing;
+    std::string host, os, type, version;
+    std::uint64_t order = 0;  // connection order, for the reserve-node rule
+    TimePoint last_seen;
+    bool waiting = false;     // sent READY and has no item yet
+    int epoch = 0;
+    int total_epochs = 0;
+  };
+
+  // ---- messages ------------------------------------------------------------------------
+
+  void handle(transport::Received& received);
+  void on_hello(const std::string& routing, const protocol::Hello& hello);
+
+  // A client that comes back keeps the item it is still working on, if nobody else got it.
+  void reattach(Peer& peer, const protocol::Hello& hello);
+
+  // After a server restart the queue holds new ids. An item a client still runs for a version
+  // that needs models takes the place of one queued item, so no work is lost or doubled.
+  bool adopt(Peer& peer, const protocol::Hello& hello, TimePoint now);
+  void on_ready(Peer& peer);
+  void on_fetch(Peer& peer, const protocol::Fetch& fetch);
+  void on_progress(Peer& peer, const protocol::Progress& progress);
+  void on_result(Peer& peer, const protocol::ResultOffer& offer);
+  void on_upload(Peer& peer, protocol::Message& message);
+  void finish_result(Peer& peer, const ResultReceiver::Finished& done);
+  void on_failed(Peer& peer, const protocol::Failed& failed);
+  void record_failure(Peer& peer, const WorkItem& item, int attempt, const std::string& reason,
+                      std::string_view console);
+
+  // ---- scheduling ----------------------------------------------------------------------
+
+  void dispatch(TimePoint now);
+  bool hand_out(Peer& peer, const WorkItem& item);
+  void reconcile(const std::string& why);
+  void load_versions();
+  void reload_versions();
+
+  // ---- peers -----------------------------------------------------------------------------
+
+  void drop_silent_clients(TimePoint now);
+  void drop_peer(std::string id, const std::string& why);
+  void cancel_on(const std::string& client_id, const std::string& item_id);
+  Peer* find_by_routing(const std::string& routing);
+  static std::string describe(const Peer& peer);
+
+  // ---- sending ---------------------------------------------------------------------------
+
+  template <typename T>
+  void send(const Peer& peer, MessageType type, const T& header,
+            std::optional<zmq::message_t> payload = std::nullopt) {
+    reply(peer.routing, type, header, std::move(payload));
+  }
+
+  template <typename T>
+  void reply(const std::string& routing, MessageType type, const T& header,
+             std::optional<zmq::message_t> payload = std::nullopt) {
+    auto frames = protocol::encode(type, header, std::move(payload));
+    frames.insert(frames.begin(), zmq::message_t(routing.data(), routing.size()));
+    // A peer that is gone or whose queue is full misses this message; heartbeats and
+    // retries on its side recover, and a dead peer is dropped by liveness.
+    transport::send(router_, frames);
+  }
+
+  void publish_status();
+
+  // ---- log -------------------------------------------------------------------------------
+
+  LogCounts counts() const {
+    return {peers_.size(), scheduler_.queued_count(), scheduler_.active_count()};
+  }
+  void log(const std::string& message) { log_.info(counts(), message); }
+  void warn(const std::string& message) { log_.warn(counts(), message); }
+  void error(const std::string& message) { log_.error(counts(), message); }
+
+  ServerOptions options_;
+  AssetStore store_;
+  ServerLog log_;
+  Scheduler scheduler_;
+  zmq::context_t context_;
+  zmq::socket_t router_;
+  std::string endpoint_;
+  std::unique_ptr<PackageCache> cache_;
+  std::unique_ptr<ResultReceiver> receiver_;
+  Configuration config_;
+  std::map<std::string, VersionEntry> versions_;
+  std::map<std::string, int> stored_;
+  std::set<std::string> unpackable_;
+  std::map<std::string, Peer> peers_;
+  std::map<std::string, std::string> by_routing_;
+  std::uint64_t next_order_ = 0;
+  std::atomic<bool> stop_requested_{false};
+  mutable std::mutex status_mutex_;
+  ServerStatus status_;
+
+};
+
+}  // namespace conductor

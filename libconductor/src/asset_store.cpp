@@ -17,6 +17,7 @@
 #include <random>
 #include <system_error>
 #include <type_traits>
+#include <vector>
 
 #include "conductor/error.hpp"
 
@@ -137,7 +138,7 @@ class TwoSpacePrinter : public tinyxml2::XMLPrinter {
   }
 };
 
-std::string meta_xml(const ModelMeta& meta) {
+std::string meta_xml(const ModelMeta& meta, const std::vector<std::string>& problems = {}) {
   tinyxml2::XMLDocument document;
   document.InsertEndChild(document.NewDeclaration("xml version=\"1.0\""));
   tinyxml2::XMLElement* root = document.NewElement("ModelMeta");
@@ -158,7 +159,18 @@ std::string meta_xml(const ModelMeta& meta) {
   add("ProcessingUnit", meta.processing_unit);
   add("ContainerVersion", meta.container_version);
   add("Timestamp", meta.timestamp);
-  add("Metrics", "");  // filled by the evaluation component
+  tinyxml2::XMLElement* metrics = root->InsertNewChildElement("Metrics");
+  for (const auto& [name, value] : meta.metrics) {
+    if (!std::isfinite(value)) continue;  // "nan" would make the file unreadable
+    tinyxml2::XMLElement* metric = metrics->InsertNewChildElement("Metric");
+    metric->InsertNewChildElement("Name")->SetText(xml_safe(name).c_str());
+    metric->InsertNewChildElement("Value")->SetText(format_double(value).c_str());
+  }
+  if (!problems.empty()) {
+    std::string text;
+    for (const std::string& problem : problems) text += (text.empty() ? "" : "\n") + problem;
+    add("EvaluationProblems", text);
+  }
   TwoSpacePrinter printer;
   document.Print(&printer);
   return std::string(printer.CStr(), static_cast<size_t>(printer.CStrSize() - 1));
@@ -198,6 +210,7 @@ class MetaReader {
     meta.processing_unit = text_of(root, "ProcessingUnit");
     meta.container_version = text_of(root, "ContainerVersion");
     meta.timestamp = text_of(root, "Timestamp");
+    meta.metrics = metrics(root);
     return meta;
   }
 
@@ -206,6 +219,24 @@ class MetaReader {
     const tinyxml2::XMLElement* element = parent->FirstChildElement(name);
     const char* value = element ? element->GetText() : nullptr;
     return value ? value : "";
+  }
+
+  Metrics metrics(const tinyxml2::XMLElement* root) const {
+    Metrics listed;
+    const tinyxml2::XMLElement* list = root->FirstChildElement("Metrics");
+    if (list == nullptr) return listed;
+    for (const tinyxml2::XMLElement* item = list->FirstChildElement(); item != nullptr;
+         item = item->NextSiblingElement()) {
+      const std::string name = text_of(item, "Name");
+      if (name.empty()) fail(item->GetLineNum(), "a metric without a <Name>");
+      if (item->FirstChildElement("Value") == nullptr) {
+        fail(item->GetLineNum(), "metric '" + name + "' has no <Value>");
+      }
+      listed.emplace_back(name, number<double>(item, "Value", 0.0));
+    }
+    Metrics unique;  // a hand-edited file may repeat a name: the last one counts
+    merge_metrics(unique, listed);
+    return unique;
   }
 
   template <typename T>
@@ -388,7 +419,16 @@ CommitOutcome AssetStore::commit_model(const Version& version, const fs::path& s
   // The server's own records replace whatever the client sent under these names.
   remove_tree(staged_folder / kMetaFile);
   remove_tree(staged_folder / kConsoleLogFile);
-  write_durably(staged_folder / kMetaFile, meta_xml(stored));
+  Evaluation evaluation = evaluate_model_folder(staged_folder, version.dataset_type);
+  merge_metrics(stored.metrics, evaluation.metrics);
+  // The spool path is gone after the rename; name files relative to the model folder.
+  const std::string spool_prefix = (staged_folder / "").string();
+  for (std::string& problem : evaluation.problems) {
+    for (size_t at; (at = problem.find(spool_prefix)) != std::string::npos;) {
+      problem.erase(at, spool_prefix.size());
+    }
+  }
+  write_durably(staged_folder / kMetaFile, meta_xml(stored, evaluation.problems));
   write_durably(staged_folder / kConsoleLogFile, console_log_text);
   sync_tree(staged_folder);
 

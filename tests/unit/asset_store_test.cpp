@@ -360,3 +360,105 @@ TEST_CASE("load_model_meta refuses a broken meta.xml, naming file and line") {
   }
   CHECK_THROWS_AS(store.load_model_meta("v1", "id-2"), ConfigError);
 }
+
+TEST_CASE("meta.xml keeps a model's metrics in order through a round trip") {
+  TempDir dir;
+  AssetStore store(dir.path());
+  ModelMeta meta = meta_for("id-1");
+  meta.metrics = {{"val_loss", 0.1}, {"accuracy", 0.93}, {"epochs", 12}, {"tiny", 1e-300}};
+  REQUIRE(
+      store.commit_model(version_named("v1"), stage(store, "in", {"model.h5"}), meta, "").status ==
+      CommitStatus::kStored);
+  const ModelMeta loaded = store.load_model_meta("v1", "id-1");
+  CHECK(loaded.metrics == meta.metrics);  // exact: values are written to round-trip
+
+  const std::string text = read_text(store.version_dir("v1") / "models" / "id-1" / "meta.xml");
+  CHECK(text.find("  <Metrics>\n    <Metric>\n      <Name>val_loss</Name>\n      "
+                  "<Value>0.1</Value>\n    </Metric>\n    <Metric>\n      <Name>accuracy</Name>") !=
+        std::string::npos);
+  CHECK(text.find("EvaluationProblems") == std::string::npos);
+}
+
+TEST_CASE("commit_model stores the metrics of the training's files after the caller's") {
+  TempDir dir;
+  AssetStore store(dir.path());
+  const fs::path staged = stage(store, "in", {"model.h5"});
+  write_text(staged / "metrics.json", R"({"loss": 0.5, "mcc": 7, "val": {"acc": 0.75}})");
+  // One bucket: TP (12 > 10 and 11 > 10) and TN: mcc 1, accuracy 1, mae (1 + 1) / 2.
+  write_text(staged / "test_results.csv",
+             "seq,len,prefix,completion,pred,true,planned,id,prefix acts,suffix acts\n"
+             "1,4,1,0.25,12,11,10,a,1,2 3\n"
+             "2,4,1,0.25,8,9,10,b,1,2 3\n");
+  ModelMeta meta = meta_for("id-1");
+  meta.metrics = {{"server_side", 1.0}, {"loss", 9.0}};
+  REQUIRE(store.commit_model(version_named("v1"), staged, meta, "").status ==
+          CommitStatus::kStored);
+
+  const Metrics metrics = store.load_model_meta("v1", "id-1").metrics;
+  std::vector<std::string> names;
+  for (const auto& entry : metrics) names.push_back(entry.first);
+  CHECK(names == std::vector<std::string>{"server_side", "loss", "mcc", "val.acc", "accuracy",
+                                          "precision", "recall", "f1", "specificity", "npv", "fpr",
+                                          "mae", "mse", "rmse", "rae", "rse", "rrse"});
+  CHECK(metrics[0].second == 1.0);
+  CHECK(metrics[1].second == 0.5);  // the training's value replaces the caller's
+  CHECK(metrics[2].second == 1.0);  // the evaluation's mcc replaces the training's 7
+  CHECK(metrics[3].second == 0.75);
+  CHECK(metrics[4].second == 1.0);
+  CHECK(metrics[11].second == 1.0);
+  const std::string text = read_text(store.version_dir("v1") / "models" / "id-1" / "meta.xml");
+  CHECK(text.find("EvaluationProblems") == std::string::npos);
+}
+
+TEST_CASE("commit_model stores a model whose metrics files are bad and says why in meta.xml") {
+  TempDir dir;
+  AssetStore store(dir.path());
+  const fs::path staged = stage(store, "in", {"model.h5"});
+  write_text(staged / "metrics.json", "{\"loss\": ");
+  write_text(staged / "metrics.csv", "loss,0.25\n");
+  write_text(staged / "results.csv", "1,2\n");
+  Version version = version_named("v1");
+  version.dataset_type = DatasetType::kCargo2000;
+  REQUIRE(store.commit_model(version, staged, meta_for("id-1"), "").status ==
+          CommitStatus::kStored);
+
+  CHECK(store.load_model_meta("v1", "id-1").metrics == Metrics{{"loss", 0.25}});
+  const std::string text = read_text(store.version_dir("v1") / "models" / "id-1" / "meta.xml");
+  const size_t start = text.find("<EvaluationProblems>");
+  const size_t end = text.find("</EvaluationProblems>");
+  REQUIRE(start != std::string::npos);
+  REQUIRE(end != std::string::npos);
+  const std::string problems = text.substr(start + 20, end - start - 20);
+  // Named relative to the model folder: the spool path no longer exists.
+  CHECK(problems.rfind("metrics.json:1: malformed JSON", 0) == 0);
+  CHECK(problems.find("\nresults.csv:1: expected at least 10 columns") != std::string::npos);
+  CHECK(problems.find(store.spool_dir().string()) == std::string::npos);
+}
+
+TEST_CASE("load_model_meta reads metrics under any element name and refuses a bad value") {
+  TempDir dir;
+  AssetStore store(dir.path());
+  const fs::path file = store.version_dir("v1") / "models" / "id-1" / "meta.xml";
+  write_text(file,
+             "<?xml version=\"1.0\"?>\n<ModelMeta>\n  <Metrics>\n"
+             "    <VersionStatusModelMetricItem><Name>MCC</Name><Value>0.5</Value>"
+             "</VersionStatusModelMetricItem>\n"
+             "    <Metric><Name>MAE</Name><Value> 2 </Value></Metric>\n"
+             "  </Metrics>\n</ModelMeta>\n");
+  CHECK(store.load_model_meta("v1", "id-1").metrics == Metrics{{"MCC", 0.5}, {"MAE", 2.0}});
+
+  write_text(file,
+             "<?xml version=\"1.0\"?>\n<ModelMeta>\n  <Metrics>\n"
+             "    <Metric><Name>MAE</Name><Value>high</Value></Metric>\n"
+             "  </Metrics>\n</ModelMeta>\n");
+  try {
+    store.load_model_meta("v1", "id-1");
+    FAIL("a metric that is not a number loaded");
+  } catch (const ConfigError& error) {
+    CHECK(std::string(error.what()).rfind(file.string() + ":4: <Value> must be a number", 0) == 0);
+  }
+  write_text(file,
+             "<?xml version=\"1.0\"?>\n<ModelMeta>\n  <Metrics>\n"
+             "    <Metric><Value>1</Value></Metric>\n  </Metrics>\n</ModelMeta>\n");
+  CHECK_THROWS_AS(store.load_model_meta("v1", "id-1"), ConfigError);
+}

@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "conductor/config.hpp"
+#include "conductor/evaluation.hpp"
 #include "conductor/version.hpp"
 
 namespace conductor {
@@ -30,6 +31,9 @@ struct ModelMeta {
   std::string container_version;
   std::string timestamp;  // format_timestamp(); commit_model fills it in when empty
   int attempt = 0;
+  // <Metrics><Metric><Name/><Value/></Metric>...</Metrics>; see evaluation.hpp. Values that
+  // are not finite are not written.
+  Metrics metrics;
 
   friend bool operator==(const ModelMeta&, const ModelMeta&) = default;
 };
@@ -88,9 +92,14 @@ class AssetStore {
   // - kDuplicate when models/<id> already exists;
   // - kRejected when no file matches version.model_pattern (fnmatch against the path relative
   //   to the staged folder and against the bare file name; an empty pattern means "*.h5");
-  // - kStored otherwise: meta.xml (with the timestamp filled in when empty) and console.log
-  //   are written into the staged folder, every file and folder in it is fsynced, and it is
-  //   renamed to models/<id> without replacing anything, then models/ is fsynced.
+  // - kStored otherwise: meta.xml and console.log are written into the staged folder, every
+  //   file and folder in it is fsynced, and it is renamed to models/<id> without replacing
+  //   anything, then models/ is fsynced. meta.xml is `meta` with the timestamp filled in
+  //   when empty and, after meta.metrics, the metrics of evaluate_model_folder(staged_folder,
+  //   version.dataset_type) (a name in both takes the evaluation's value); the files that
+  //   could not be used are listed, one a line, in an <EvaluationProblems> element present
+  //   only when there are some. So every accepted model gets its metrics, and a bad metrics
+  //   or results file never refuses a model.
   // The staged folder is consumed on every outcome (moved or removed). A crash at any
   // moment leaves either no models/<id> or a complete one; leftovers stay in the spool.
   // Throws Error(kArgument) when the staged folder is not a folder under spool_dir(), IoError
@@ -108,8 +117,10 @@ class AssetStore {
   // spool_dir() and config.xml.tmp-* files. Call at start-up, before serving. Throws IoError.
   void clean_spool() const;
 
-  // Reads models/<id>/meta.xml. Throws ConfigError "<file>:<line>: <problem>" when it is
-  // missing, malformed or holds a value of the wrong type.
+  // Reads models/<id>/meta.xml. Each child of <Metrics> with a <Name> and a <Value> is a
+  // metric, whatever the child's own name (the original's serializer named it after its
+  // class). Throws ConfigError "<file>:<line>: <problem>" when it is missing, malformed or
+  // holds a value of the wrong type.
   ModelMeta load_model_meta(const std::string& version, const std::string& item_id) const;
 
  private:

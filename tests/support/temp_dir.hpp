@@ -1,0 +1,43 @@
+// TempDir: a uniquely named folder under the system temp folder, removed with everything in it
+// when the object dies. Owns the folder; not thread-safe (one test owns one TempDir).
+// Also the small file helpers tests need to set up and inspect such folders.
+#pragma once
+
+#include <filesystem>
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace conductor::test {
+
+class TempDir {
+ public:
+  // Creates <temp>/<prefix>-<pid>-<random>. Throws IoError when the folder cannot be made.
+  explicit TempDir(std::string_view prefix = "conductor-test");
+  // Removes the folder, unless CONDUCTOR_KEEP_TEST_DIRS is set (for looking at a failure
+  // afterwards); a failure to remove is ignored (a destructor must not throw).
+  ~TempDir();
+  TempDir(const TempDir&) = delete;
+  TempDir& operator=(const TempDir&) = delete;
+
+  const std::filesystem::path& path() const noexcept { return path_; }
+  std::filesystem::path operator/(const std::filesystem::path& relative) const {
+    return path_ / relative;
+  }
+
+ private:
+  std::filesystem::path path_;
+};
+
+// The whole file as bytes. Throws IoError when it cannot be read.
+std::string read_file(const std::filesystem::path& file);
+// Like read_file, but an empty string when the file does not exist (yet).
+std::string read_file_if_present(const std::filesystem::path& file);
+// Writes the bytes, creating missing parent folders. Throws IoError on failure.
+void write_file(const std::filesystem::path& file, std::string_view bytes);
+// Names of the entries directly in `folder`, sorted; empty when the folder does not exist.
+std::vector<std::string> list_names(const std::filesystem::path& folder);
+// The lines of `text` without their line ends; a last line without '\n' counts.
+std::vector<std::string> split_lines(std::string_view text);
+
+}  // namespace conductor::test

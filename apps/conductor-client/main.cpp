@@ -31,7 +31,13 @@ int main(int argc, char** argv) {
   app.add_option("--heartbeat-ms", heartbeat_ms, "Heartbeat interval until the server states its own")
       ->check(CLI::Range(50, 30000));
   app.add_flag("--quiet", quiet, "Print nothing but errors");
-  CLI11_PARSE(app, argc, argv);
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    return app.exit(e) == 0 ? 0 : 2;  // --help is not an error; everything else is exit 2
+  }
+  // The commands' lines are echoed as they come, also into pipes and log collectors.
+  std::setvbuf(stdout, nullptr, _IOLBF, 0);
   if (options.server.empty()) {
     std::fprintf(stderr, "conductor-client: no server given: pass HOST or set CONDUCTOR_HOST\n");
     return 2;

@@ -60,7 +60,11 @@ int main(int argc, char** argv) {
   app.add_option("--check-interval", check_interval, "Seconds between version checks (default 3600)")
       ->check(CLI::PositiveNumber);
   app.add_flag("--quiet", quiet, "Log to config/log.txt only");
-  CLI11_PARSE(app, argc, argv);
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    return app.exit(e) == 0 ? 0 : 2;  // --help is not an error; everything else is exit 2
+  }
 
   using std::chrono::milliseconds;
   auto ms = [](double seconds) { return milliseconds(static_cast<long long>(seconds * 1000)); };

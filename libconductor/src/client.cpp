@@ -95,11 +95,7 @@ class Client::Impl {
     if (ec) {
       throw IoError("cannot use client folder '" + options_.workdir.string() + "': " + ec.message());
     }
-    lock_fd_ = ::open((options_.workdir / "lock").c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
-    if (lock_fd_ < 0 || ::flock(lock_fd_, LOCK_EX | LOCK_NB) != 0) {
-      throw IoError("client folder '" + options_.workdir.string() +
-                    "' is in use by another conductor-client (or cannot be locked)");
-    }
+    lock_.emplace(options_.workdir / "lock", "client folder '" + options_.workdir.string() + "'");
     client_id_ = load_or_create_client_id(options_.workdir);
     heartbeat_ = std::clamp(options_.heartbeat_interval, std::chrono::milliseconds(50),
                             std::chrono::milliseconds(30000));
@@ -117,7 +113,6 @@ class Client::Impl {
   ~Impl() {
     job_.reset();
     if (wake_fd_ >= 0) ::close(wake_fd_);
-    if (lock_fd_ >= 0) ::close(lock_fd_);
   }
 
   void run() {
@@ -157,12 +152,19 @@ class Client::Impl {
 
  private:
   // What the client holds: the item, its package download, its job and its result.
-  struct Current {
-    protocol::Assign assign;
-    std::optional<ChunkFile> download;
-    Sha256 download_hash;
+  // One archive being fetched chunk by chunk into the cache.
+  struct Download {
+    std::string blob;
+    std::uint64_t size = 0;
+    ChunkFile file;
+    Sha256 hash;
     std::uint64_t received = 0;
     std::uint64_t requested = 0;
+  };
+  struct Current {
+    protocol::Assign assign;
+    std::vector<std::pair<std::string, std::uint64_t>> blobs;  // what the job unpacks, in order
+    std::optional<Download> download;
     std::optional<JobOutcome> outcome;  // set when the job ended; sent until acknowledged
     fs::path result;
   };
@@ -232,7 +234,8 @@ class Client::Impl {
       }
     } catch (const ProtocolError& e) {
       log_->warn("Ignored a message from the server: {}", e.what());
-    } catch (const Error& e) {
+    } catch (const std::exception& e) {
+      // A damaged archive, a full disk: this item fails here, the client goes on.
       log_->error("Item failed on this client: {}", e.what());
       if (current_ && !current_->outcome && !job_) fail_current(e.what());
     }
@@ -240,9 +243,9 @@ class Client::Impl {
 
   void on_welcome(const protocol::Welcome& welcome) {
     welcomed_ = true;
-    reconnect_delay_ = heartbeat_ * liveness_;
     heartbeat_ = std::chrono::milliseconds(std::clamp(welcome.heartbeat_ms, 50, 30000));
     liveness_ = std::clamp(welcome.liveness, 2, 100);
+    reconnect_delay_ = heartbeat_ * liveness_;
     chunk_size_ = std::clamp<std::uint32_t>(welcome.chunk_size, 4096, protocol::kMaxPayloadBytes);
     window_ = std::clamp(welcome.window, 1, 64);
     log_->info("Connected to {}", endpoint_);
@@ -252,7 +255,7 @@ class Client::Impl {
       report_outcome();
     } else if (current_->download) {
       // Chunks in flight on the old connection are lost: ask again from what we have.
-      current_->requested = current_->received;
+      current_->download->requested = current_->download->received;
       request_chunks();
     }
   }
@@ -265,52 +268,68 @@ class Client::Impl {
       }
       return;
     }
-    if (assign.blob.size() != 64 || assign.blob.find_first_not_of("0123456789abcdef") != std::string::npos ||
-        assign.item.empty() || assign.item.find_first_not_of("0123456789abcdef-") != std::string::npos) {
+    auto is_blob_id = [](const std::string& id) {
+      return id.size() == 64 && id.find_first_not_of("0123456789abcdef") == std::string::npos;
+    };
+    if (!is_blob_id(assign.blob) || (!assign.inputs.empty() && !is_blob_id(assign.inputs)) ||
+        assign.item.empty() || assign.item.size() > 64 ||
+        assign.item.find_first_not_of("0123456789abcdef-") != std::string::npos) {
       throw ProtocolError("ASSIGN refused: malformed item or blob id");
     }
     current_.emplace();
     current_->assign = assign;
-    log_->info("Item {} of {} (attempt {}): {} command(s)", assign.item, assign.version,
-               assign.attempt, assign.commands.size());
-    fs::path cached = package_path(assign.blob);
-    if (fs::exists(cached)) {
-      touch(cached);
-      start_job();
+    current_->blobs.emplace_back(assign.blob, assign.blob_size);
+    if (!assign.inputs.empty()) current_->blobs.emplace_back(assign.inputs, assign.inputs_size);
+    log_->info("Item {} of {} ({}, attempt {}): {} command(s)", assign.item, assign.version,
+               assign.type, assign.attempt, assign.commands.size());
+    fetch_next_blob();
+  }
+
+  // Starts fetching the first archive of the item that is not cached; starts the job when
+  // every archive is there.
+  void fetch_next_blob() {
+    Current& c = *current_;
+    for (const auto& [blob, size] : c.blobs) {
+      fs::path cached = package_path(blob);
+      if (fs::exists(cached)) {
+        touch(cached);
+        continue;
+      }
+      c.download.emplace(Download{blob, size, ChunkFile(options_.workdir / "cache" / (blob + ".part")),
+                                  Sha256{}, 0, 0});
+      request_chunks();
       return;
     }
-    current_->download.emplace(options_.workdir / "cache" / (assign.blob + ".part"));
-    request_chunks();
+    start_job();
   }
 
   void request_chunks() {
-    Current& c = *current_;
-    const std::uint64_t window_bytes = static_cast<std::uint64_t>(window_) * chunk_size_;
-    if (c.assign.blob_size == 0) {
+    Download& d = *current_->download;
+    if (d.size == 0) {
       finish_download();
       return;
     }
-    while (c.requested < c.assign.blob_size && c.requested - c.received < window_bytes) {
-      auto length = static_cast<std::uint32_t>(
-          std::min<std::uint64_t>(chunk_size_, c.assign.blob_size - c.requested));
-      send(MessageType::kFetch, protocol::Fetch{c.assign.blob, c.requested, length});
-      c.requested += length;
+    const std::uint64_t window_bytes = static_cast<std::uint64_t>(window_) * chunk_size_;
+    while (d.requested < d.size && d.requested - d.received < window_bytes) {
+      auto length = static_cast<std::uint32_t>(std::min<std::uint64_t>(chunk_size_, d.size - d.requested));
+      send(MessageType::kFetch, protocol::Fetch{d.blob, d.requested, length});
+      d.requested += length;
     }
   }
 
   void on_chunk(protocol::Message& message) {
     auto chunk = message.as<protocol::Chunk>();
-    if (!current_ || !current_->download || chunk.blob != current_->assign.blob) return;
-    Current& c = *current_;
-    if (chunk.offset != c.received) return;  // a leftover from before a reconnect
+    if (!current_ || !current_->download || chunk.blob != current_->download->blob) return;
+    Download& d = *current_->download;
+    if (chunk.offset != d.received) return;  // a leftover from before a reconnect
     const auto& payload = *message.payload();
-    if (c.received + payload.size() > c.assign.blob_size) {
-      throw ProtocolError("CHUNK refused: data beyond the package's announced size");
+    if (d.received + payload.size() > d.size) {
+      throw ProtocolError("CHUNK refused: data beyond the archive's announced size");
     }
-    c.download->write_at(c.received, payload.data(), payload.size());
-    c.download_hash.update(payload.data(), payload.size());
-    c.received += payload.size();
-    if (c.received == c.assign.blob_size) {
+    d.file.write_at(d.received, payload.data(), payload.size());
+    d.hash.update(payload.data(), payload.size());
+    d.received += payload.size();
+    if (d.received == d.size) {
       finish_download();
     } else {
       request_chunks();
@@ -318,18 +337,20 @@ class Client::Impl {
   }
 
   void finish_download() {
-    Current& c = *current_;
-    std::string actual = c.download_hash.finish_hex();
-    fs::path part = c.download->path();
-    c.download.reset();
-    if (actual != c.assign.blob) {
-      fs::remove(part);
-      throw PackageError("package of item " + c.assign.item + " arrived damaged (sha256 " + actual +
-                         ", expected " + c.assign.blob + ")");
+    Download& d = *current_->download;
+    std::string actual = d.hash.finish_hex();
+    std::string blob = d.blob;
+    fs::path part = d.file.path();
+    current_->download.reset();
+    if (actual != blob) {
+      std::error_code ec;
+      fs::remove(part, ec);
+      throw PackageError("archive of item " + current_->assign.item + " arrived damaged (sha256 " +
+                         actual + ", expected " + blob + ")");
     }
-    fs::rename(part, package_path(c.assign.blob));
+    fs::rename(part, package_path(blob));
     prune_cache();
-    start_job();
+    fetch_next_blob();
   }
 
   void start_job() {
@@ -339,7 +360,7 @@ class Client::Impl {
     spec.attempt = c.assign.attempt;
     spec.version = c.assign.version;
     for (const auto& command : c.assign.commands) spec.commands.push_back({command.file_name, command.arguments, {}});
-    spec.package = package_path(c.assign.blob);
+    for (const auto& [blob, size] : c.blobs) spec.packages.push_back(package_path(blob));
     spec.work_dir = options_.workdir / "work";
     spec.console_log = options_.workdir / "logs" / (c.assign.item + ".log");
     spec.result = options_.workdir / "outbox" / (c.assign.item + "-" + std::to_string(c.assign.attempt) + ".tar");
@@ -358,13 +379,20 @@ class Client::Impl {
     int epoch = 0, total = 0;
     auto lines = job_->take_lines(epoch, total);
     if (!lines.empty() && welcomed_ && !job_->is_cancelled()) {
-      for (std::size_t start = 0; start < lines.size(); start += 1000) {
-        protocol::Progress progress{current_->assign.item, current_->assign.attempt, epoch, total, {}};
-        for (std::size_t i = start; i < std::min(lines.size(), start + 1000); ++i) {
-          progress.lines.push_back(lines[i].substr(0, protocol::kMaxLineBytes));
+      // Batches stay well inside the header limit: at most 1000 lines and 1 MiB each.
+      protocol::Progress progress{current_->assign.item, current_->assign.attempt, epoch, total, {}};
+      std::size_t bytes = 0;
+      for (auto& line : lines) {
+        if (line.size() > protocol::kMaxLineBytes) line.resize(protocol::kMaxLineBytes);
+        if (progress.lines.size() == 1000 || bytes + line.size() > (1u << 20)) {
+          send(MessageType::kProgress, progress);
+          progress.lines.clear();
+          bytes = 0;
         }
-        send(MessageType::kProgress, progress);
+        bytes += line.size();
+        progress.lines.push_back(std::move(line));
       }
+      send(MessageType::kProgress, progress);
     }
     auto outcome = job_->outcome();
     if (!outcome) return;
@@ -445,9 +473,16 @@ class Client::Impl {
 
   void on_error(const protocol::ErrorMessage& error) {
     log_->warn("Server reported an error: {}", error.message);
+    // The server refused what we sent about our result (a RESULT, an UPLOAD chunk): it will
+    // never acknowledge it. Letting go is safe: READY makes the server queue the item again.
+    if (current_ && current_->outcome && !job_) {
+      log_->warn("Giving up item {}; the server will hand it out again", current_->assign.item);
+      discard_current();
+      return;
+    }
     // A package the server no longer has cannot be fetched: give the item back.
     if (current_ && current_->download && error.code == static_cast<int>(protocol::ErrorReply::kRefused)) {
-      fs::path part = current_->download->path();
+      fs::path part = current_->download->file.path();
       current_->download.reset();
       std::error_code ec;
       fs::remove(part, ec);
@@ -462,7 +497,7 @@ class Client::Impl {
     if (!current_->result.empty()) fs::remove(current_->result, ec);
     fs::remove(options_.workdir / "logs" / (current_->assign.item + ".log"), ec);
     if (current_->download) {
-      fs::path part = current_->download->path();
+      fs::path part = current_->download->file.path();
       current_->download.reset();
       fs::remove(part, ec);
     }
@@ -499,8 +534,8 @@ class Client::Impl {
   template <typename T>
   void send(MessageType type, const T& header, std::optional<zmq::message_t> payload = std::nullopt) {
     auto frames = protocol::encode(type, header, std::move(payload));
-    // With IMMEDIATE set, nothing queues while the server is away; the message is lost and the
-    // state machine sends again after the next WELCOME.
+    // A message that cannot be queued is lost; the state machine sends what matters again
+    // after the next WELCOME.
     transport::send(*socket_, frames);
     last_sent_ = Clock::now();
   }
@@ -508,7 +543,7 @@ class Client::Impl {
   ClientOptions options_;
   std::string endpoint_;
   std::string client_id_;
-  int lock_fd_ = -1;
+  std::optional<FileLock> lock_;
   int wake_fd_ = -1;
   std::shared_ptr<spdlog::logger> log_;
   zmq::context_t context_;

@@ -1,6 +1,7 @@
 #include "file_io.hpp"
 
 #include <fcntl.h>
+#include <sys/file.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -67,6 +68,20 @@ void ChunkFile::write_at(std::uint64_t offset, const void* data, std::size_t siz
     if (n < 0) throw IoError("cannot write '" + path_.string() + "': " + why());
     done += static_cast<std::size_t>(n);
   }
+}
+
+FileLock::FileLock(const std::filesystem::path& file, const std::string& what) {
+  fd_ = ::open(file.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+  if (fd_ < 0) throw IoError("cannot open lock file '" + file.string() + "': " + why());
+  if (::flock(fd_, LOCK_EX | LOCK_NB) != 0) {
+    ::close(fd_);
+    fd_ = -1;
+    throw IoError(what + " is in use by another process (lock '" + file.string() + "' is held)");
+  }
+}
+
+FileLock::~FileLock() {
+  if (fd_ >= 0) ::close(fd_);
 }
 
 void ChunkFile::sync() {

@@ -5,6 +5,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <filesystem>
+#include <string>
 
 namespace conductor {
 
@@ -27,6 +28,20 @@ class ChunkFile {
 
  private:
   std::filesystem::path path_;
+  int fd_ = -1;
+};
+
+// An exclusive advisory lock (flock) on a file, held while the object lives: one server per
+// working folder, one client per client folder. Movable, not copyable.
+class FileLock {
+ public:
+  // Throws IoError naming `what` when another process holds the lock.
+  FileLock(const std::filesystem::path& file, const std::string& what);
+  ~FileLock();
+  FileLock(const FileLock&) = delete;
+  FileLock& operator=(const FileLock&) = delete;
+
+ private:
   int fd_ = -1;
 };
 

@@ -64,6 +64,7 @@ void JobRunner::work() {
     outcome.reason = e.what();
   }
   outcome.cancelled = is_cancelled();
+  outcome.duration = std::chrono::duration<double>(std::chrono::steady_clock::now() - started_).count();
   if (!outcome.succeeded) outcome.log_tail = read_tail(spec_.console_log, 1u << 20);
   {
     std::lock_guard lock(mutex_);
@@ -78,8 +79,11 @@ JobOutcome JobRunner::run_commands() {
   fs::remove_all(spec_.work_dir, ec);
   fs::create_directories(spec_.work_dir);
   fs::create_directories(spec_.console_log.parent_path());
-  auto inputs = extract(spec_.package, spec_.work_dir);
-  const std::set<std::string> input_names(inputs.files.begin(), inputs.files.end());
+  std::set<std::string> input_names;
+  for (const auto& package : spec_.packages) {
+    auto inputs = extract(package, spec_.work_dir);
+    input_names.insert(inputs.files.begin(), inputs.files.end());
+  }
 
   std::ofstream console(spec_.console_log, std::ios::trunc);
   TrainingMonitor monitor;
@@ -100,7 +104,7 @@ JobOutcome JobRunner::run_commands() {
     }
     notify_();
   };
-  const auto started = std::chrono::steady_clock::now();
+  const auto started = started_;
   for (std::size_t i = 0; i < spec_.commands.size(); ++i) {
     const Command& command = spec_.commands[i];
     if (spec_.timeout.count() > 0) {
@@ -126,7 +130,6 @@ JobOutcome JobRunner::run_commands() {
     }
   }
   console.flush();
-  outcome.duration = std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
   outcome.epochs = monitor.epoch();
   outcome.last_epoch = monitor.last_epoch_seconds().value_or(0.0);
 

@@ -25,7 +25,9 @@ struct JobSpec {
   int attempt = 0;
   std::string version;
   std::vector<Command> commands;
-  std::filesystem::path package;      // the version's archive in the client's cache
+  // Archives unpacked into the working folder in order: the version's package, then the
+  // item's own inputs (a prediction's model and data), all from the client's cache.
+  std::vector<std::filesystem::path> packages;
   std::filesystem::path work_dir;     // emptied and filled from the package
   std::filesystem::path console_log;  // where every output line is kept
   std::filesystem::path result;       // the result archive to write
@@ -74,6 +76,7 @@ class JobRunner {
   int epoch_ = 0;
   int total_epochs_ = 0;
   std::optional<JobOutcome> outcome_;
+  const std::chrono::steady_clock::time_point started_ = std::chrono::steady_clock::now();
   std::thread thread_;
 };
 

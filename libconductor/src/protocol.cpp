@@ -15,6 +15,7 @@ const char* to_string(MessageType type) noexcept {
     case MessageType::kUpload: return "UPLOAD";
     case MessageType::kFailed: return "FAILED";
     case MessageType::kBye: return "BYE";
+    case MessageType::kControl: return "CONTROL";
     case MessageType::kWelcome: return "WELCOME";
     case MessageType::kAssign: return "ASSIGN";
     case MessageType::kChunk: return "CHUNK";
@@ -23,6 +24,7 @@ const char* to_string(MessageType type) noexcept {
     case MessageType::kCancel: return "CANCEL";
     case MessageType::kError: return "ERROR";
     case MessageType::kResync: return "RESYNC";
+    case MessageType::kControlReply: return "CONTROL_REPLY";
   }
   return "UNKNOWN";
 }

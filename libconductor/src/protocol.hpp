@@ -11,6 +11,7 @@
 #include <zmq.hpp>
 
 #include <cstdint>
+#include <map>
 #include <optional>
 #include <string>
 #include <vector>
@@ -47,6 +48,8 @@ enum class MessageType : std::uint8_t {
   kUpload = 0x07,
   kFailed = 0x08,
   kBye = 0x09,
+  // operator (conductorctl, embedding programs) -> server; needs no HELLO
+  kControl = 0x10,
   // server -> client
   kWelcome = 0x41,
   kAssign = 0x43,
@@ -56,6 +59,7 @@ enum class MessageType : std::uint8_t {
   kCancel = 0x47,
   kError = 0x48,
   kResync = 0x49,
+  kControlReply = 0x50,
 };
 
 const char* to_string(MessageType type) noexcept;
@@ -115,8 +119,12 @@ struct Assign {
   std::uint64_t blob_size = 0;
   std::string model_pattern;
   std::int64_t timeout_ms = 0;
+  // A second archive unpacked over the first (prediction items: the model's files and
+  // predictiondata.csv); empty when there is none.
+  std::string inputs;
+  std::uint64_t inputs_size = 0;
   MSGPACK_DEFINE_MAP(item, attempt, type, version, commands, blob, blob_size, model_pattern,
-                     timeout_ms)
+                     timeout_ms, inputs, inputs_size)
 };
 
 struct Fetch {
@@ -195,6 +203,22 @@ struct ErrorMessage {
   std::string message;
   bool fatal = false;
   MSGPACK_DEFINE_MAP(code, message, fatal)
+};
+
+// An operator command (docs/protocol.md lists commands, arguments and reply bodies).
+struct Control {
+  std::string request;  // chosen by the sender, echoed in the reply
+  std::string command;
+  std::map<std::string, std::string> args;
+  MSGPACK_DEFINE_MAP(request, command, args)
+};
+
+struct ControlReply {
+  std::string request;
+  bool ok = false;
+  std::string error;  // when !ok: what was refused and why
+  std::string body;   // when ok: a JSON document
+  MSGPACK_DEFINE_MAP(request, ok, error, body)
 };
 
 // A decoded message: the type, its header (still msgpack, converted on demand by as<T>()) and

@@ -47,6 +47,7 @@ std::vector<protocol::Pull> ResultReceiver::begin(const std::string& client, con
     throw ProtocolError("RESULT refused: " + std::to_string(offer.size) + " bytes exceed the limit of " +
                         std::to_string(kMaxResultBytes));
   }
+  if (offer.size == 0) throw ProtocolError("RESULT refused: an empty archive is not a result");
   if (!is_hex_sha256(offer.sha256)) {
     throw ProtocolError("RESULT refused: sha256 must be 64 lower-case hex digits");
   }
@@ -117,7 +118,7 @@ ResultReceiver::Finished ResultReceiver::finish(Upload& upload) {
   fs::remove_all(done.staged, ec);
   fs::create_directories(done.staged);
   try {
-    extract(part, done.staged);
+    extract(part, done.staged, ExtractLimits{100000, kMaxResultBytes, kMaxResultBytes});
   } catch (const Error& e) {
     done.error = e.what();
     fs::remove_all(done.staged, ec);

@@ -5,6 +5,7 @@
 #include <thread>
 
 #include "conductor/error.hpp"
+#include "conductor/reserve_policy.hpp"
 #include "file_io.hpp"
 #include "random_id.hpp"
 
@@ -38,6 +39,7 @@ constexpr int kWindow = 8;
 Server::Impl::Impl(ServerOptions options)
     : options_(std::move(options)),
       store_(options_.workdir),
+      lock_(store_.root() / "config" / "server.lock", "working folder '" + store_.root().string() + "'"),
       log_(store_.log_file(), options_.log_to_stdout),
       scheduler_(SchedulerOptions{options_.training_timeout, options_.prediction_timeout},
                  random_uuid),
@@ -54,6 +56,8 @@ void Server::Impl::run() {
   log("Conductor server listening on " + endpoint_ + ", working folder " +
       store_.root().string() + ", " + std::to_string(versions_.size()) + " version(s)");
   reconcile("start-up");
+  mark_serving();
+  publish_status();
   auto next_reconcile = SteadyClock::now() + options_.reconcile_interval;
   while (!stop_requested_.load()) {
     zmq::pollitem_t items[] = {{router_.handle(), 0, ZMQ_POLLIN, 0}};
@@ -65,11 +69,37 @@ void Server::Impl::run() {
       if (!received) break;
       handle(*received);
     }
+    try {
+      run_tasks();
+      serve_timers(next_reconcile);
+    } catch (const std::exception& e) {
+      // A file system hiccup during a check must not end the server; the next turn retries.
+      error(std::string("Housekeeping failed, retrying on the next turn: ") + e.what());
+    }
+  }
+  for (auto& [id, peer] : peers_) send(peer, MessageType::kResync, protocol::Empty{});
+  {
+    std::lock_guard lock(tasks_mutex_);
+    serving_ = false;
+  }
+  run_tasks();  // what arrived while stopping still gets an answer
+  log("Conductor server stopped");
+}
+
+void Server::Impl::serve_timers(TimePoint& next_reconcile) {
+  {
     auto now = SteadyClock::now();
     drop_silent_clients(now);
     for (const auto& item : scheduler_.expire(now)) {
-      warn("Item " + item.id + " of " + item.version + " timed out; queued again");
+      if (is_prediction(item)) {
+        scheduler_.complete(item.id);
+        record_prediction(item, std::nullopt,
+                          "timed out after " + std::to_string(options_.prediction_timeout.count()) + " ms");
+      } else {
+        warn("Item " + item.id + " of " + item.version + " timed out; queued again");
+      }
     }
+    expire_predictions(now);
     if (now >= next_reconcile) {
       reload_versions();
       reconcile("periodic check");
@@ -78,8 +108,20 @@ void Server::Impl::run() {
     dispatch(now);
     publish_status();
   }
-  for (auto& [id, peer] : peers_) send(peer, MessageType::kResync, protocol::Empty{});
-  log("Conductor server stopped");
+}
+
+void Server::Impl::mark_serving() {
+  std::lock_guard lock(tasks_mutex_);
+  serving_ = true;
+}
+
+void Server::Impl::run_tasks() {
+  std::deque<std::function<void()>> tasks;
+  {
+    std::lock_guard lock(tasks_mutex_);
+    tasks.swap(tasks_);
+  }
+  for (auto& task : tasks) task();
 }
 
 void Server::Impl::handle(transport::Received& received) {
@@ -96,6 +138,15 @@ void Server::Impl::handle(transport::Received& received) {
     auto message = protocol::decode(frames, 1);
     if (message.type() == MessageType::kHello) {
       on_hello(routing, message.as<protocol::Hello>());
+      return;
+    }
+    // Operators need no HELLO: they are not workers and never count as clients.
+    if (message.type() == MessageType::kControl) {
+      on_control(routing, message.as<protocol::Control>());
+      return;
+    }
+    if (!peer && message.type() == MessageType::kUpload) {
+      on_control_upload(routing, message);
       return;
     }
     if (!peer) {
@@ -215,6 +266,11 @@ void Server::Impl::on_ready(Peer& peer) {
 
 void Server::Impl::on_fetch(Peer& peer, const protocol::Fetch& fetch) {
   const PackageBlob* blob = cache_->find(fetch.blob);
+  if (!blob) {
+    for (const auto& [id, item] : prediction_items_) {
+      if (item.inputs.sha256 == fetch.blob) blob = &item.inputs;
+    }
+  }
   if (!blob || fetch.length == 0 || fetch.length > protocol::kMaxPayloadBytes ||
       fetch.offset >= blob->size) {
     send(peer, MessageType::kError,
@@ -266,6 +322,21 @@ void Server::Impl::finish_result(Peer& peer, const ResultReceiver::Finished& don
     scheduler_.complete(item.id);
     return;
   }
+  if (is_prediction(item)) {
+    if (!done.error.empty()) {
+      record_prediction(item, std::nullopt, "result refused: " + done.error);
+    } else {
+      auto value = read_prediction(version->second.version, done);
+      record_prediction(item, value,
+                        value ? "" : "no value matching '" + version->second.version.prediction_pattern +
+                                         "' in the output");
+    }
+    std::error_code ec;
+    if (!done.staged.empty()) fs::remove_all(done.staged, ec);
+    scheduler_.complete(item.id);
+    send(peer, MessageType::kAck, protocol::Ack{item.id, done.offer.attempt, "stored", ""});
+    return;
+  }
   ModelMeta meta;
   meta.item_id = item.id;
   meta.attempt = done.offer.attempt;
@@ -310,7 +381,11 @@ void Server::Impl::finish_result(Peer& peer, const ResultReceiver::Finished& don
 void Server::Impl::on_failed(Peer& peer, const protocol::Failed& failed) {
   if (!is_valid_item_id(failed.item)) throw ProtocolError("FAILED refused: malformed item id");
   const ActiveItem* held = scheduler_.active_for_client(peer.id);
-  if (held && held->item.id == failed.item) {
+  if (held && held->item.id == failed.item && is_prediction(held->item)) {
+    WorkItem item = held->item;
+    scheduler_.complete(item.id);
+    record_prediction(item, std::nullopt, failed.reason);
+  } else if (held && held->item.id == failed.item) {
     record_failure(peer, held->item, failed.attempt, failed.reason, failed.log);
   }
   send(peer, MessageType::kAck, protocol::Ack{failed.item, failed.attempt, "failure-recorded", ""});
@@ -334,15 +409,20 @@ void Server::Impl::record_failure(Peer& peer, const WorkItem& item, int attempt,
 
 void Server::Impl::dispatch(TimePoint now) {
   if (scheduler_.queued_count() == 0) return;
-  std::vector<Peer*> waiting;
-  for (auto& [id, peer] : peers_) {
-    if (peer.waiting) waiting.push_back(&peer);
-  }
-  std::sort(waiting.begin(), waiting.end(),
+  std::vector<Peer*> connected;
+  for (auto& [id, peer] : peers_) connected.push_back(&peer);
+  std::sort(connected.begin(), connected.end(),
             [](const Peer* a, const Peer* b) { return a->order < b->order; });
-  for (Peer* peer : waiting) {
-    auto item = scheduler_.assign(peer->id, now);
-    if (!item) break;
+  // The first clients in connection order are the reserve: prediction items only.
+  const ReservePolicy reserve(config_.reserve_nodes);
+  const std::size_t reserved = reserve.reserved_count(connected.size());
+  const auto only_predictions = [](const WorkItem& item) { return item.type == WorkType::kPrediction; };
+  for (std::size_t i = 0; i < connected.size() && scheduler_.queued_count() > 0; ++i) {
+    Peer* peer = connected[i];
+    if (!peer->waiting) continue;
+    auto item = i < reserved ? scheduler_.assign(peer->id, now, only_predictions)
+                             : scheduler_.assign(peer->id, now);
+    if (!item) continue;
     if (!hand_out(*peer, *item)) continue;
     peer->waiting = false;
   }
@@ -376,6 +456,10 @@ bool Server::Impl::hand_out(Peer& peer, const WorkItem& item) {
   assign.blob = blob->sha256;
   assign.blob_size = blob->size;
   assign.model_pattern = version.model_pattern;
+  if (auto prediction = prediction_items_.find(item.id); prediction != prediction_items_.end()) {
+    assign.inputs = prediction->second.inputs.sha256;
+    assign.inputs_size = prediction->second.inputs.size;
+  }
   auto timeout = item.type == WorkType::kTraining ? options_.training_timeout
                                                   : options_.prediction_timeout;
   assign.timeout_ms = timeout.count();
@@ -441,7 +525,14 @@ void Server::Impl::drop_peer(std::string id, const std::string& why) {  // by va
   receiver_->abandon(id);
   auto released = scheduler_.release_client(id);
   std::string items;
-  for (const auto& item : released) items += " " + item.id;
+  for (const auto& item : released) {
+    items += " " + item.id;
+    // A prediction that lost three clients is a failure, so the request still completes.
+    if (is_prediction(item) && item.attempt >= 3) {
+      scheduler_.complete(item.id);
+      record_prediction(item, std::nullopt, "lost " + std::to_string(item.attempt) + " clients");
+    }
+  }
   log("Client disconnected: " + host + " (" + id + ") " + why +
       (items.empty() ? "" : "; queued again:" + items));
 }
@@ -488,10 +579,36 @@ Server::~Server() {
 void Server::run() { impl_->run(); }
 
 void Server::start() {
+  impl_->mark_serving();
   thread_ = std::thread([this] { impl_->run(); });
 }
 
 void Server::stop() { impl_->stop(); }
+
+void Server::set_reserve(double fraction) {
+  impl_->call([&] { impl_->set_reserve(fraction); });
+}
+void Server::set_target(const std::string& version, int target_models) {
+  impl_->call([&] { impl_->set_target(version, target_models); });
+}
+void Server::add_version(const fs::path& folder, const std::string& name) {
+  impl_->call([&] { impl_->add_version(folder, name, false); });
+}
+void Server::remove_version(const std::string& version) {
+  impl_->call([&] { impl_->remove_version(version); });
+}
+void Server::select_version(const std::string& version) {
+  impl_->call([&] { impl_->select_version(version); });
+}
+std::string Server::predict(const std::string& csv_rows, const PredictOptions& options) {
+  return impl_->call([&] { return impl_->predict(csv_rows, options); });
+}
+std::optional<EnsembleResult> Server::prediction(const std::string& request_id) const {
+  return impl_->call([&] { return impl_->prediction(request_id); });
+}
+std::string Server::control(const std::string& command, const std::map<std::string, std::string>& args) {
+  return impl_->call([&] { return impl_->execute(command, args); });
+}
 std::string Server::endpoint() const { return impl_->endpoint(); }
 const fs::path& Server::workdir() const { return impl_->workdir(); }
 ServerStatus Server::status() const { return impl_->status(); }

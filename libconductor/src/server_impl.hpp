@@ -8,18 +8,22 @@
 #include <deque>
 #include <filesystem>
 #include <functional>
+#include <future>
 #include <map>
 #include <memory>
 #include <mutex>
 #include <optional>
 #include <set>
 #include <string>
+#include <type_traits>
+#include <vector>
 
 #include "conductor/asset_store.hpp"
 #include "conductor/config.hpp"
 #include "conductor/ensemble.hpp"
 #include "conductor/scheduler.hpp"
 #include "conductor/server.hpp"
+#include "file_io.hpp"
 #include "package_cache.hpp"
 #include "protocol.hpp"
 #include "result_receiver.hpp"
@@ -44,6 +48,46 @@ class Server::Impl {
     return status_;
   }
 
+  // Runs `task` on the network thread and waits for its result or exception. When the server
+  // is not serving, the caller's thread runs it (no other thread touches the state then).
+  template <typename F>
+  std::invoke_result_t<F> call(F&& task) {
+    using R = std::invoke_result_t<F>;
+    auto promise = std::make_shared<std::promise<R>>();
+    auto future = promise->get_future();
+    {
+      std::unique_lock lock(tasks_mutex_);
+      if (!serving_) {
+        lock.unlock();
+        return task();
+      }
+      tasks_.push_back([promise, &task] {
+        try {
+          if constexpr (std::is_void_v<R>) {
+            task();
+            promise->set_value();
+          } else {
+            promise->set_value(task());
+          }
+        } catch (...) {
+          promise->set_exception(std::current_exception());
+        }
+      });
+    }
+    return future.get();
+  }
+  void mark_serving();  // start(): calls made from now on wait for the network thread
+
+  // ---- operator commands (server_control.cpp) ------------------------------------------
+  std::string execute(const std::string& command, const std::map<std::string, std::string>& args);
+  void set_reserve(double fraction);
+  void set_target(const std::string& version, int target);
+  void add_version(const fs::path& folder, std::string name, bool move_folder);
+  void remove_version(const std::string& version);
+  void select_version(const std::string& version);
+  std::string predict(const std::string& csv_rows, const PredictOptions& options);
+  std::optional<EnsembleResult> prediction(const std::string& request_id) const;
+
  private:
   struct Peer {
     std::string id;
@@ -54,6 +98,18 @@ class Server::Impl {
     bool waiting = false;     // sent READY and has no item yet
     int epoch = 0;
     int total_epochs = 0;
+  };
+
+  // A prediction request in flight.
+  struct PendingPrediction {
+    Ensemble ensemble;
+    TimePoint deadline;
+    fs::path folder;  // spool/predictions/<request>: data and per-model input archives
+  };
+  struct PredictionItem {
+    std::string request;
+    std::string model;
+    PackageBlob inputs;
   };
 
   // ---- messages ------------------------------------------------------------------------
@@ -112,6 +168,29 @@ class Server::Impl {
   }
 
   void publish_status();
+  void run_tasks();
+  // Liveness, timeouts, periodic version checks, dispatch: everything not driven by a message.
+  void serve_timers(TimePoint& next_reconcile);
+
+  // ---- operator commands and predictions (server_control.cpp) -------------------------
+  void on_control(const std::string& routing, const protocol::Control& control);
+  void on_control_upload(const std::string& routing, protocol::Message& message);
+  void control_reply(const std::string& routing, const std::string& request, bool ok,
+                     const std::string& error, const std::string& body);
+  std::string status_json() const;
+  std::string models_json(const std::string& version) const;
+  std::string current_version() const;
+  void save_config();
+  std::vector<std::string> ranked_models(const std::string& version,
+                                         const PredictOptions& options) const;
+  // A prediction item ended: with a value, or with a failure reason.
+  void record_prediction(const WorkItem& item, std::optional<double> value,
+                         const std::string& failure);
+  std::optional<double> read_prediction(const Version& version,
+                                        const ResultReceiver::Finished& done) const;
+  void finish_prediction_request(const std::string& request);
+  void expire_predictions(TimePoint now);
+  bool is_prediction(const WorkItem& item) const { return prediction_items_.contains(item.id); }
 
   // ---- log -------------------------------------------------------------------------------
 
@@ -124,6 +203,7 @@ class Server::Impl {
 
   ServerOptions options_;
   AssetStore store_;
+  FileLock lock_;  // before anything touches the spool: one server per working folder
   ServerLog log_;
   Scheduler scheduler_;
   zmq::context_t context_;
@@ -141,6 +221,12 @@ class Server::Impl {
   std::atomic<bool> stop_requested_{false};
   mutable std::mutex status_mutex_;
   ServerStatus status_;
+  std::mutex tasks_mutex_;
+  bool serving_ = false;  // guarded by tasks_mutex_
+  std::deque<std::function<void()>> tasks_;
+  std::map<std::string, PendingPrediction> predictions_;     // by request id
+  std::map<std::string, PredictionItem> prediction_items_;   // by item id
+  std::deque<EnsembleResult> finished_predictions_;          // the latest, newest last
 
 };
 

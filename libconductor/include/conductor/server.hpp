@@ -7,10 +7,14 @@
 #include <chrono>
 #include <cstddef>
 #include <filesystem>
+#include <map>
 #include <memory>
+#include <optional>
 #include <string>
 #include <thread>
 #include <vector>
+
+#include "conductor/ensemble.hpp"
 
 namespace conductor {
 
@@ -45,6 +49,20 @@ struct ServerStatus {
   std::vector<VersionStatus> versions;
 };
 
+// Which models answer a prediction request.
+struct PredictOptions {
+  std::string version;  // empty: the current version
+  std::size_t top = 0;  // 0: every stored model; else the best `top` by `by`
+  std::string by;       // metric name in meta.xml, required with top
+  enum class Order { kAuto, kHigherIsBetter, kLowerIsBetter };
+  // kAuto: lower is better for error-like names (loss, mae, mse, rmse, rae, rse, rrse, fpr,
+  // error), higher for everything else.
+  Order order = Order::kAuto;
+};
+
+// At most this many items may be queued when a prediction request arrives (the original's limit).
+inline constexpr std::size_t kPredictionQueueLimit = 400;
+
 class Server {
  public:
   // Loads (or creates) config/config.xml and every version, cleans the spool and binds.
@@ -67,6 +85,29 @@ class Server {
   const std::filesystem::path& workdir() const;
   // A snapshot taken by the network thread at most one loop turn ago.
   ServerStatus status() const;
+
+  // Operator commands. Each is thread-safe, runs on the network thread (or on the caller's
+  // when the server is not running), persists to config.xml / version.xml before returning,
+  // and throws Error (kArgument for an unknown version or a bad value, kConfig when a file
+  // cannot be written).
+  void set_reserve(double fraction);
+  void set_target(const std::string& version, int target_models);
+  // Copies `folder` (which must hold a valid version.xml) to assets/<name> as a local version;
+  // `name` defaults to the folder's name. Refuses an existing name.
+  void add_version(const std::filesystem::path& folder, const std::string& name = {});
+  // Stops training a version; its stored models stay on disk.
+  void remove_version(const std::string& version);
+  void select_version(const std::string& version);
+  // Starts an ensemble prediction over `csv_rows` (written as predictiondata.csv for every
+  // model). Returns the request id. Throws Error(kArgument) when the version is unknown, has
+  // no prediction commands or no (ranked) models, or kPredictionQueueLimit items are queued.
+  std::string predict(const std::string& csv_rows, const PredictOptions& options = {});
+  // The ensemble once every model answered, failed or timed out; nullopt while it runs.
+  // Throws Error(kArgument) for an unknown request id.
+  std::optional<EnsembleResult> prediction(const std::string& request_id) const;
+  // The operator protocol's commands by name (as conductorctl sends them; docs/protocol.md):
+  // returns the reply body (JSON), throws Error with the refusal.
+  std::string control(const std::string& command, const std::map<std::string, std::string>& args);
 
  private:
   class Impl;

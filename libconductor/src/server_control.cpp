@@ -1,0 +1,540 @@
+// Server::Impl, part two: operator commands (conductorctl and the embedding API) and
+// ensemble predictions. Runs on the server's network thread like the rest of Impl.
+#include <nlohmann/json.hpp>
+
+#include <algorithm>
+#include <fstream>
+#include <regex>
+#include <sstream>
+
+#include "conductor/error.hpp"
+#include "conductor/package.hpp"
+#include "conductor/reserve_policy.hpp"
+#include "conductor/sha256.hpp"
+#include "random_id.hpp"
+#include "server_impl.hpp"
+
+namespace conductor {
+
+using json = nlohmann::json;
+
+namespace {
+
+constexpr std::size_t kFinishedPredictionsKept = 200;
+
+Error argument_error(const std::string& message) { return Error(ErrorCode::kArgument, message); }
+
+const std::string& required(const std::map<std::string, std::string>& args, const std::string& key) {
+  auto it = args.find(key);
+  if (it == args.end() || it->second.empty()) throw argument_error("argument '" + key + "' is required");
+  return it->second;
+}
+
+std::string optional_arg(const std::map<std::string, std::string>& args, const std::string& key) {
+  auto it = args.find(key);
+  return it == args.end() ? std::string{} : it->second;
+}
+
+double to_number(const std::string& text, const std::string& what) {
+  try {
+    std::size_t used = 0;
+    double value = std::stod(text, &used);
+    if (used == text.size()) return value;
+  } catch (const std::exception&) {
+  }
+  throw argument_error(what + " '" + text + "' refused: not a number");
+}
+
+int to_count(const std::string& text, const std::string& what) {
+  double value = to_number(text, what);
+  if (value < 0 || value != static_cast<int>(value)) {
+    throw argument_error(what + " '" + text + "' refused: must be a whole number >= 0");
+  }
+  return static_cast<int>(value);
+}
+
+bool is_plain_name(const std::string& name) {
+  return !name.empty() && name.size() <= 200 && name != "." && name != ".." && name[0] != '.' &&
+         name.find_first_of("/\\") == std::string::npos;
+}
+
+bool lower_is_better(const std::string& metric) {
+  static const std::regex error_like("(^|[._-])(loss|mae|mse|rmse|rae|rse|rrse|fpr|error)($|[._-])",
+                                     std::regex::icase);
+  return std::regex_search(metric, error_like);
+}
+
+json ensemble_json(const EnsembleResult& result) {
+  json values = json::array();
+  for (const auto& v : result.values) values.push_back({{"model", v.model_id}, {"value", v.value}});
+  json failures = json::array();
+  for (const auto& f : result.failures) failures.push_back({{"model", f.model_id}, {"reason", f.reason}});
+  return {{"request", result.request_id}, {"version", result.version},
+          {"complete", result.complete}, {"expected", result.expected},
+          {"values", values},          {"failures", failures},
+          {"mean", result.mean},       {"median", result.median},
+          {"stddev", result.stddev},   {"min", result.min},
+          {"max", result.max}};
+}
+
+}  // namespace
+
+// ---- protocol ----------------------------------------------------------------------------
+
+void Server::Impl::on_control(const std::string& routing, const protocol::Control& control) {
+  if (control.command == "add-version") {
+    // The folder arrives as an archive pulled in chunks; the reply follows the last chunk.
+    protocol::ResultOffer offer;
+    offer.item = control.request;
+    offer.size = static_cast<std::uint64_t>(to_number(required(control.args, "size"), "size"));
+    offer.sha256 = required(control.args, "sha256");
+    const std::string& name = required(control.args, "name");
+    if (!is_plain_name(name)) throw argument_error("version name '" + name + "' refused: not a plain folder name");
+    if (control.request.empty() || control.request.size() > 64 ||
+        control.request.find_first_not_of("0123456789abcdef-") != std::string::npos) {
+      throw ProtocolError("CONTROL add-version refused: request id must be a lower-case UUID");
+    }
+    WorkItem upload{control.request, WorkType::kTraining, name, 0};
+    for (auto& pull : receiver_->begin("ctl:" + routing, upload, offer)) {
+      reply(routing, MessageType::kPull, pull);
+    }
+    return;
+  }
+  try {
+    control_reply(routing, control.request, true, "", execute(control.command, control.args));
+  } catch (const Error& e) {
+    control_reply(routing, control.request, false, e.what(), "");
+  }
+}
+
+void Server::Impl::on_control_upload(const std::string& routing, protocol::Message& message) {
+  auto upload = message.as<protocol::Upload>();
+  auto step = receiver_->receive("ctl:" + routing, upload, *message.payload());
+  for (auto& pull : step.pulls) reply(routing, MessageType::kPull, pull);
+  if (!step.finished) return;
+  const auto& done = *step.finished;
+  try {
+    if (!done.error.empty()) throw argument_error("version folder refused: " + done.error);
+    add_version(done.staged, done.item.version, true);
+    control_reply(routing, done.item.id, true, "", json{{"added", done.item.version}}.dump());
+  } catch (const Error& e) {
+    std::error_code ec;
+    fs::remove_all(done.staged, ec);
+    control_reply(routing, done.item.id, false, e.what(), "");
+  }
+}
+
+void Server::Impl::control_reply(const std::string& routing, const std::string& request, bool ok,
+                                 const std::string& error, const std::string& body) {
+  reply(routing, MessageType::kControlReply, protocol::ControlReply{request, ok, error, body});
+}
+
+std::string Server::Impl::execute(const std::string& command,
+                                  const std::map<std::string, std::string>& args) {
+  if (command == "status") return status_json();
+  if (command == "models") return models_json(required(args, "version"));
+  if (command == "set-reserve") {
+    set_reserve(to_number(required(args, "fraction"), "reserve fraction"));
+    return json{{"reserve_nodes", config_.reserve_nodes}}.dump();
+  }
+  if (command == "set-target") {
+    const auto& version = required(args, "version");
+    set_target(version, to_count(required(args, "target"), "target"));
+    return json{{"version", version}, {"target", versions_.at(version).version.target_models}}.dump();
+  }
+  if (command == "add-version") {
+    fs::path folder = required(args, "folder");
+    add_version(folder, optional_arg(args, "name"), false);
+    return json{{"added", optional_arg(args, "name").empty() ? folder.filename().string()
+                                                             : optional_arg(args, "name")}}.dump();
+  }
+  if (command == "remove-version") {
+    remove_version(required(args, "version"));
+    return json{{"removed", required(args, "version")}}.dump();
+  }
+  if (command == "select") {
+    select_version(required(args, "version"));
+    return json{{"current_version", current_version()}}.dump();
+  }
+  if (command == "predict") {
+    PredictOptions options;
+    options.version = optional_arg(args, "version");
+    if (auto top = optional_arg(args, "top"); !top.empty()) options.top = to_count(top, "top");
+    options.by = optional_arg(args, "by");
+    auto order = optional_arg(args, "order");
+    if (order == "desc") options.order = PredictOptions::Order::kHigherIsBetter;
+    if (order == "asc") options.order = PredictOptions::Order::kLowerIsBetter;
+    auto id = predict(required(args, "rows"), options);
+    return json{{"request", id}, {"items", predictions_.at(id).ensemble.result().expected}}.dump();
+  }
+  if (command == "prediction") {
+    auto result = prediction(required(args, "request"));
+    if (!result) return json{{"complete", false}}.dump();
+    return ensemble_json(*result).dump();
+  }
+  throw argument_error("command '" + command + "' refused: unknown (known: status, models, " +
+                       "set-reserve, set-target, add-version, remove-version, select, predict, " +
+                       "prediction)");
+}
+
+// ---- views -------------------------------------------------------------------------------
+
+std::string Server::Impl::status_json() const {
+  const auto now = SteadyClock::now();
+  auto seconds = [&](TimePoint since) { return std::chrono::duration<double>(now - since).count(); };
+  std::vector<const Peer*> ordered;
+  for (const auto& [id, peer] : peers_) ordered.push_back(&peer);
+  std::sort(ordered.begin(), ordered.end(), [](auto* a, auto* b) { return a->order < b->order; });
+  const std::size_t reserved = ReservePolicy(config_.reserve_nodes).reserved_count(ordered.size());
+  json clients = json::array();
+  for (std::size_t i = 0; i < ordered.size(); ++i) {
+    const Peer& peer = *ordered[i];
+    const ActiveItem* held = scheduler_.active_for_client(peer.id);
+    json client = {{"id", peer.id},         {"host", peer.host},    {"os", peer.os},
+                   {"type", peer.type},     {"version", peer.version},
+                   {"reserved", i < reserved},
+                   {"state", held ? "working" : peer.waiting ? "idle" : "busy"},
+                   {"epoch", held ? peer.epoch : 0}, {"total_epochs", held ? peer.total_epochs : 0}};
+    if (held) {
+      client["item"] = held->item.id;
+      client["item_type"] = to_string(held->item.type);
+      client["item_version"] = held->item.version;
+    }
+    clients.push_back(client);
+  }
+  json queued = json::array();
+  for (const auto& item : scheduler_.queue()) {
+    queued.push_back({{"id", item.id}, {"type", to_string(item.type)}, {"version", item.version},
+                      {"attempt", item.attempt}});
+  }
+  json active = json::array();
+  for (const auto& [id, entry] : scheduler_.active()) {
+    auto host = peers_.contains(entry.client_id) ? peers_.at(entry.client_id).host : entry.client_id;
+    active.push_back({{"id", id}, {"type", to_string(entry.item.type)}, {"version", entry.item.version},
+                      {"attempt", entry.item.attempt}, {"client", host},
+                      {"running_seconds", seconds(entry.started)}});
+  }
+  json versions = json::array();
+  const std::string current = current_version();
+  for (const auto& [name, entry] : versions_) {
+    auto stored = stored_.find(name);
+    versions.push_back({{"name", name},
+                        {"local", entry.is_local},
+                        {"current", name == current},
+                        {"target", entry.version.target_models},
+                        {"stored", stored == stored_.end() ? 0 : stored->second},
+                        {"queued", scheduler_.queued_count(name)},
+                        {"active", scheduler_.active_count(name)}});
+  }
+  return json{{"clients", clients},   {"queued", queued},
+              {"active", active},     {"versions", versions},
+              {"reserve_nodes", config_.reserve_nodes},
+              {"current_version", current},
+              {"pending_predictions", predictions_.size()}}
+      .dump();
+}
+
+std::string Server::Impl::models_json(const std::string& version) const {
+  if (!versions_.contains(version)) throw argument_error("version '" + version + "' is not known");
+  json models = json::array();
+  for (const auto& id : store_.stored_model_ids(version)) {
+    json model = {{"id", id}};
+    try {
+      ModelMeta meta = store_.load_model_meta(version, id);
+      json metrics = json::object();
+      for (const auto& [name, value] : meta.metrics) metrics[name] = value;
+      model.update({{"duration", meta.duration_seconds}, {"epochs", meta.epochs},
+                    {"node", meta.node_name},            {"os", meta.os},
+                    {"processing_unit", meta.processing_unit},
+                    {"timestamp", meta.timestamp},       {"metrics", metrics}});
+    } catch (const Error& e) {
+      model["problem"] = e.what();
+    }
+    models.push_back(model);
+  }
+  return json{{"version", version}, {"models", models}}.dump();
+}
+
+std::string Server::Impl::current_version() const {
+  if (config_.current_version && versions_.contains(config_.current_version->name)) {
+    return config_.current_version->name;
+  }
+  // As the original: without a selection, the newest version by Created.
+  std::string newest;
+  std::optional<std::chrono::system_clock::time_point> newest_time;
+  for (const auto& [name, entry] : versions_) {
+    auto created = parse_timestamp(entry.version.created);
+    if (newest.empty() || (created && (!newest_time || *created > *newest_time))) {
+      newest = name;
+      newest_time = created;
+    }
+  }
+  return newest;
+}
+
+// ---- configuration changes -----------------------------------------------------------------
+
+void Server::Impl::save_config() {
+  config_.last_updated = format_timestamp(std::chrono::system_clock::now());
+  save_configuration(config_, store_.config_file());
+}
+
+void Server::Impl::set_reserve(double fraction) {
+  ReservePolicy check(fraction);  // throws for values outside [0, 1]
+  config_.reserve_nodes = fraction;
+  save_config();
+  log("Reserve nodes set to " + std::to_string(fraction));
+}
+
+void Server::Impl::set_target(const std::string& name, int target) {
+  auto entry = versions_.find(name);
+  if (entry == versions_.end()) throw argument_error("version '" + name + "' is not known");
+  if (target < 0) throw argument_error("target " + std::to_string(target) + " refused: must be >= 0");
+  if (entry->second.is_local) {
+    fs::path file = entry->second.folder / "version.xml";
+    Version version = load_version_file(file);
+    version.target_models = target;
+    version.last_updated = format_timestamp(std::chrono::system_clock::now());
+    save_version_file(version, file);
+  } else {
+    for (auto& version : config_.versions) {
+      if (version.name == name) version.target_models = target;
+    }
+    if (config_.current_version && config_.current_version->name == name) {
+      config_.current_version->target_models = target;
+    }
+    save_config();
+  }
+  entry->second.version.target_models = target;
+  // Lowering a target takes back queued work at once; raising it queues more.
+  std::size_t dropped = 0;
+  for (const auto& item : std::vector<WorkItem>(scheduler_.queue().begin(), scheduler_.queue().end())) {
+    if (item.version == name && item.type == WorkType::kTraining) {
+      scheduler_.complete(item.id);
+      ++dropped;
+    }
+  }
+  log("Target of " + name + " set to " + std::to_string(target));
+  reconcile("target changed");
+}
+
+void Server::Impl::add_version(const fs::path& folder, std::string name, bool move_folder) {
+  if (name.empty()) name = fs::path(folder).lexically_normal().filename().string();
+  if (name.empty()) name = fs::path(folder).lexically_normal().parent_path().filename().string();
+  if (!is_plain_name(name)) throw argument_error("version name '" + name + "' refused: not a plain folder name");
+  if (versions_.contains(name) || fs::exists(store_.version_dir(name))) {
+    throw argument_error("version '" + name + "' refused: a version or folder of that name exists");
+  }
+  if (!fs::is_regular_file(folder / "version.xml")) {
+    throw argument_error("folder '" + folder.string() + "' refused: it holds no version.xml");
+  }
+  load_version_file(folder / "version.xml");  // throws ConfigError naming file and line
+  fs::path target = store_.version_dir(name);
+  if (move_folder) {
+    fs::rename(folder, target);
+  } else {
+    // Copy beside the target first, so the version appears whole or not at all.
+    fs::path staging = store_.spool_dir() / ("add-" + random_uuid());
+    fs::copy(folder, staging, fs::copy_options::recursive);
+    std::error_code ec;
+    for (const auto& skip : kNonPayloadFolders) fs::remove_all(staging / skip, ec);
+    fs::rename(staging, target);
+  }
+  load_versions();
+  log("Version " + name + " added");
+  reconcile("version added");
+}
+
+void Server::Impl::remove_version(const std::string& name) {
+  auto entry = versions_.find(name);
+  if (entry == versions_.end()) throw argument_error("version '" + name + "' is not known");
+  if (entry->second.is_local) {
+    // The folder and its models stay; without version.xml it is no longer a version.
+    fs::path file = entry->second.folder / "version.xml";
+    fs::rename(file, entry->second.folder / "version.xml.removed");
+  } else {
+    std::erase_if(config_.versions, [&](const Version& v) { return v.name == name; });
+  }
+  if (config_.current_version && config_.current_version->name == name) config_.current_version.reset();
+  if (!entry->second.is_local || config_.current_version) save_config();
+  scheduler_.drop_queued(name);
+  load_versions();
+  log("Version " + name + " removed; its stored models stay on disk");
+}
+
+void Server::Impl::select_version(const std::string& name) {
+  auto entry = versions_.find(name);
+  if (entry == versions_.end()) throw argument_error("version '" + name + "' is not known");
+  config_.current_version = entry->second.version;
+  save_config();
+  log("Current version set to " + name);
+}
+
+// ---- predictions -------------------------------------------------------------------------
+
+std::vector<std::string> Server::Impl::ranked_models(const std::string& version,
+                                                     const PredictOptions& options) const {
+  auto ids = store_.stored_model_ids(version);
+  if (options.top == 0) return ids;
+  if (options.by.empty()) throw argument_error("--top needs a metric to rank by (--by)");
+  bool lower = options.order == PredictOptions::Order::kLowerIsBetter ||
+               (options.order == PredictOptions::Order::kAuto && lower_is_better(options.by));
+  std::vector<std::pair<double, std::string>> scored;
+  for (const auto& id : ids) {
+    try {
+      for (const auto& [name, value] : store_.load_model_meta(version, id).metrics) {
+        if (name == options.by) scored.emplace_back(value, id);
+      }
+    } catch (const Error&) {
+      // A model without readable metrics cannot be ranked; it is left out.
+    }
+  }
+  if (scored.empty()) throw argument_error("no model of '" + version + "' has the metric '" + options.by + "'");
+  std::stable_sort(scored.begin(), scored.end(), [&](const auto& a, const auto& b) {
+    return lower ? a.first < b.first : a.first > b.first;
+  });
+  std::vector<std::string> chosen;
+  for (std::size_t i = 0; i < scored.size() && i < options.top; ++i) chosen.push_back(scored[i].second);
+  return chosen;
+}
+
+std::string Server::Impl::predict(const std::string& csv_rows, const PredictOptions& options) {
+  const std::string name = options.version.empty() ? current_version() : options.version;
+  auto entry = versions_.find(name);
+  if (name.empty() || entry == versions_.end()) {
+    throw argument_error("prediction refused: version '" + name + "' is not known");
+  }
+  const Version& version = entry->second.version;
+  if (version.prediction_commands.empty()) {
+    throw argument_error("prediction refused: version '" + name + "' has no PredictionCommands");
+  }
+  if (scheduler_.queued_count() >= kPredictionQueueLimit) {
+    throw argument_error("prediction refused: " + std::to_string(scheduler_.queued_count()) +
+                         " items are queued (limit " + std::to_string(kPredictionQueueLimit) + ")");
+  }
+  auto models = ranked_models(name, options);
+  if (models.empty()) throw argument_error("prediction refused: version '" + name + "' has no stored models");
+
+  const std::string request = random_uuid();
+  const fs::path folder = store_.spool_dir() / "predictions" / request;
+  fs::create_directories(folder);
+  const fs::path data = folder / "predictiondata.csv";
+  std::ofstream(data, std::ios::binary) << csv_rows;
+  std::vector<std::pair<std::string, PackageBlob>> inputs;
+  for (const auto& model : models) {
+    // The model's files, its first model file again as model-latest<ext> (the name the
+    // original's prediction scripts open), and the rows.
+    fs::path model_dir = store_.version_dir(name) / "models" / model;
+    std::vector<PackEntry> entries;
+    std::optional<PackEntry> latest;
+    for (auto& file : list_files(model_dir)) {
+      if (file.name == "meta.xml" || file.name == "console.log") continue;
+      if (!latest && file.name.find('/') == std::string::npos &&
+          std::regex_match(file.name, std::regex(".*\\.h5")) &&
+          file.name != "model-latest.h5") {
+        latest = PackEntry{file.source, "model-latest" + fs::path(file.name).extension().string()};
+      }
+      entries.push_back(std::move(file));
+    }
+    if (latest) entries.push_back(*latest);
+    entries.push_back({data, "predictiondata.csv"});
+    fs::path archive = folder / (model + ".tar");
+    pack(entries, archive);
+    PackageBlob blob{sha256_file(archive), archive, fs::file_size(archive)};
+    inputs.emplace_back(model, std::move(blob));
+  }
+  for (auto& [model, blob] : inputs) {
+    WorkItem item{random_uuid(), WorkType::kPrediction, name, 0};
+    prediction_items_[item.id] = PredictionItem{request, model, std::move(blob)};
+    scheduler_.enqueue(item);
+  }
+  predictions_.emplace(request, PendingPrediction{Ensemble(request, name, models),
+                                                  SteadyClock::now() + options_.prediction_timeout,
+                                                  folder});
+  log("Prediction " + request + " for " + name + ": " + std::to_string(models.size()) +
+      " model(s) queued");
+  return request;
+}
+
+std::optional<EnsembleResult> Server::Impl::prediction(const std::string& request_id) const {
+  if (predictions_.contains(request_id)) return std::nullopt;
+  for (const auto& result : finished_predictions_) {
+    if (result.request_id == request_id) return result;
+  }
+  throw argument_error("prediction request '" + request_id + "' is not known");
+}
+
+std::optional<double> Server::Impl::read_prediction(const Version& version,
+                                                    const ResultReceiver::Finished& done) const {
+  std::string text = done.console_log;
+  if (!version.prediction_output.empty()) {
+    fs::path file = done.staged / version.prediction_output;
+    if (file.lexically_normal().string().starts_with(done.staged.string())) {
+      std::ifstream in(file, std::ios::binary);
+      std::string content(1u << 20, '\0');
+      in.read(content.data(), static_cast<std::streamsize>(content.size()));
+      content.resize(static_cast<std::size_t>(in.gcount()));
+      if (auto value = parse_prediction(content, version.prediction_pattern)) return value;
+      return parse_prediction(content, "[-+]?(?:\\d+\\.?\\d*|\\.\\d+)(?:[eE][-+]?\\d+)?");
+    }
+  }
+  return parse_prediction(text, version.prediction_pattern);
+}
+
+void Server::Impl::record_prediction(const WorkItem& item, std::optional<double> value,
+                                     const std::string& failure) {
+  auto it = prediction_items_.find(item.id);
+  if (it == prediction_items_.end()) return;
+  const std::string request = it->second.request;
+  const std::string model = it->second.model;
+  prediction_items_.erase(it);
+  auto pending = predictions_.find(request);
+  if (pending == predictions_.end()) return;
+  if (value) {
+    pending->second.ensemble.record_value(model, *value);
+  } else {
+    warn("Prediction of model " + model + " for request " + request + " failed: " + failure);
+    pending->second.ensemble.record_failure(model, failure);
+  }
+  if (pending->second.ensemble.is_complete()) finish_prediction_request(request);
+}
+
+void Server::Impl::finish_prediction_request(const std::string& request) {
+  auto pending = predictions_.find(request);
+  if (pending == predictions_.end()) return;
+  // Items still out (the deadline passed) are withdrawn; a late answer is acknowledged and dropped.
+  for (auto it = prediction_items_.begin(); it != prediction_items_.end();) {
+    if (it->second.request != request) {
+      ++it;
+      continue;
+    }
+    if (auto holder = scheduler_.complete(it->first); holder && !holder->empty()) {
+      cancel_on(*holder, it->first);
+    }
+    it = prediction_items_.erase(it);
+  }
+  auto result = pending->second.ensemble.result();
+  std::error_code ec;
+  fs::remove_all(pending->second.folder, ec);
+  predictions_.erase(pending);
+  std::ostringstream summary;
+  summary << "Prediction " << request << " complete: " << result.values.size() << " value(s), "
+          << result.failures.size() << " failure(s), mean " << result.mean << ", median "
+          << result.median;
+  log(summary.str());
+  finished_predictions_.push_back(std::move(result));
+  while (finished_predictions_.size() > kFinishedPredictionsKept) finished_predictions_.pop_front();
+}
+
+void Server::Impl::expire_predictions(TimePoint now) {
+  std::vector<std::string> overdue;
+  for (auto& [id, pending] : predictions_) {
+    if (pending.deadline <= now) overdue.push_back(id);
+  }
+  for (const auto& id : overdue) {
+    predictions_.at(id).ensemble.fail_outstanding("no answer within the prediction timeout");
+    finish_prediction_request(id);
+  }
+}
+
+}  // namespace conductor

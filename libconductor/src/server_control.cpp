@@ -82,6 +82,14 @@ json ensemble_json(const EnsembleResult& result) {
 // ---- protocol ----------------------------------------------------------------------------
 
 void Server::Impl::on_control(const std::string& routing, const protocol::Control& control) {
+  try {
+    serve_control(routing, control);
+  } catch (const Error& e) {
+    control_reply(routing, control.request, false, e.what(), "");
+  }
+}
+
+void Server::Impl::serve_control(const std::string& routing, const protocol::Control& control) {
   if (control.command == "add-version") {
     // The folder arrives as an archive pulled in chunks; the reply follows the last chunk.
     protocol::ResultOffer offer;
@@ -100,11 +108,7 @@ void Server::Impl::on_control(const std::string& routing, const protocol::Contro
     }
     return;
   }
-  try {
-    control_reply(routing, control.request, true, "", execute(control.command, control.args));
-  } catch (const Error& e) {
-    control_reply(routing, control.request, false, e.what(), "");
-  }
+  control_reply(routing, control.request, true, "", execute(control.command, control.args));
 }
 
 void Server::Impl::on_control_upload(const std::string& routing, protocol::Message& message) {

@@ -174,6 +174,7 @@ class Server::Impl {
 
   // ---- operator commands and predictions (server_control.cpp) -------------------------
   void on_control(const std::string& routing, const protocol::Control& control);
+  void serve_control(const std::string& routing, const protocol::Control& control);
   void on_control_upload(const std::string& routing, protocol::Message& message);
   void control_reply(const std::string& routing, const std::string& request, bool ok,
                      const std::string& error, const std::string& body);

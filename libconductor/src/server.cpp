@@ -110,6 +110,27 @@ void Server::Impl::serve_timers(TimePoint& next_reconcile) {
   }
 }
 
+void Server::Impl::announce_stored(const std::string& version, const std::string& id) {
+  StoredModel model{version, id, store_.version_dir(version) / "models" / id, {}};
+  try {
+    model.meta = store_.load_model_meta(version, id);
+  } catch (const Error& e) {
+    warn("Model " + id + " was stored but its meta.xml cannot be read back: " + e.what());
+  }
+  std::lock_guard lock(stored_mutex_);
+  stored_models_.push_back(std::move(model));
+  while (stored_models_.size() > 10000) stored_models_.pop_front();
+  stored_ready_.notify_all();
+}
+
+std::optional<StoredModel> Server::Impl::next_stored_model(std::chrono::milliseconds timeout) {
+  std::unique_lock lock(stored_mutex_);
+  if (!stored_ready_.wait_for(lock, timeout, [&] { return !stored_models_.empty(); })) return std::nullopt;
+  StoredModel model = std::move(stored_models_.front());
+  stored_models_.pop_front();
+  return model;
+}
+
 void Server::Impl::mark_serving() {
   std::lock_guard lock(tasks_mutex_);
   serving_ = true;
@@ -362,6 +383,7 @@ void Server::Impl::finish_result(Peer& peer, const ResultReceiver::Finished& don
           std::to_string(stored) + "/" + std::to_string(version->second.version.target_models) +
           ")");
       send(peer, MessageType::kAck, protocol::Ack{item.id, done.offer.attempt, "stored", ""});
+      announce_stored(item.version, item.id);
       reconcile("accepted result");
       break;
     }
@@ -606,6 +628,10 @@ std::string Server::predict(const std::string& csv_rows, const PredictOptions& o
 std::optional<EnsembleResult> Server::prediction(const std::string& request_id) const {
   return impl_->call([&] { return impl_->prediction(request_id); });
 }
+std::optional<StoredModel> Server::next_stored_model(std::chrono::milliseconds timeout) {
+  return impl_->next_stored_model(timeout);
+}
+
 std::string Server::control(const std::string& command, const std::map<std::string, std::string>& args) {
   return impl_->call([&] { return impl_->execute(command, args); });
 }

@@ -5,6 +5,7 @@
 #pragma once
 
 #include <atomic>
+#include <condition_variable>
 #include <deque>
 #include <filesystem>
 #include <functional>
@@ -76,7 +77,8 @@ class Server::Impl {
     }
     return future.get();
   }
-  void mark_serving();  // start(): calls made from now on wait for the network thread
+  void mark_serving();
+  std::optional<StoredModel> next_stored_model(std::chrono::milliseconds timeout);  // start(): calls made from now on wait for the network thread
 
   // ---- operator commands (server_control.cpp) ------------------------------------------
   std::string execute(const std::string& command, const std::map<std::string, std::string>& args);
@@ -168,6 +170,7 @@ class Server::Impl {
   }
 
   void publish_status();
+  void announce_stored(const std::string& version, const std::string& id);
   void run_tasks();
   // Liveness, timeouts, periodic version checks, dispatch: everything not driven by a message.
   void serve_timers(TimePoint& next_reconcile);
@@ -228,6 +231,9 @@ class Server::Impl {
   std::map<std::string, PendingPrediction> predictions_;     // by request id
   std::map<std::string, PredictionItem> prediction_items_;   // by item id
   std::deque<EnsembleResult> finished_predictions_;          // the latest, newest last
+  std::mutex stored_mutex_;
+  std::condition_variable stored_ready_;
+  std::deque<StoredModel> stored_models_;                    // not yet taken by next_stored_model
 
 };
 

@@ -14,6 +14,7 @@
 #include <thread>
 #include <vector>
 
+#include "conductor/asset_store.hpp"
 #include "conductor/ensemble.hpp"
 
 namespace conductor {
@@ -58,6 +59,14 @@ struct PredictOptions {
   // kAuto: lower is better for error-like names (loss, mae, mse, rmse, rae, rse, rrse, fpr,
   // error), higher for everything else.
   Order order = Order::kAuto;
+};
+
+// A model the server accepted, as next_stored_model() reports it.
+struct StoredModel {
+  std::string version;
+  std::string id;
+  std::filesystem::path folder;  // assets/<version>/models/<id>
+  ModelMeta meta;                // as written to meta.xml, metrics included
 };
 
 // At most this many items may be queued when a prediction request arrives (the original's limit).
@@ -108,6 +117,11 @@ class Server {
   // The operator protocol's commands by name (as conductorctl sends them; docs/protocol.md):
   // returns the reply body (JSON), throws Error with the refusal.
   std::string control(const std::string& command, const std::map<std::string, std::string>& args);
+
+  // The next model accepted since the server was constructed, in arrival order; waits up to
+  // `timeout` and returns nullopt when none came. Thread-safe; each model is reported once
+  // (the latest 10,000 are kept until taken).
+  std::optional<StoredModel> next_stored_model(std::chrono::milliseconds timeout);
 
  private:
   class Impl;

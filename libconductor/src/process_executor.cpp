@@ -294,12 +294,14 @@ std::optional<ProcessEnd> supervise(const RunningChild& child, UniqueFd& output,
                                     const ProcessOptions& options, Clock::time_point started) {
   LineSplitter lines(options.on_line);
   std::vector<char> buffer(kReadChunk);
-  const std::optional<Clock::time_point> deadline =
-      options.timeout ? std::optional(started + *options.timeout) : std::nullopt;
+  // "Never" is time_point::max() rather than an empty optional: GCC's -O2 flow analysis
+  // reports optional<time_point> as maybe-uninitialized here.
+  constexpr Clock::time_point kNever = Clock::time_point::max();
+  const Clock::time_point deadline = options.timeout ? started + *options.timeout : kNever;
   Clock::time_point next_stop_check = started;
   std::optional<ProcessEnd> stop_reason;
   bool group_terminated = false;
-  std::optional<Clock::time_point> kill_due;
+  Clock::time_point kill_due = kNever;
   std::optional<Clock::time_point> give_up_reading;
   bool output_open = true;
   bool exited = false;
@@ -309,7 +311,7 @@ std::optional<ProcessEnd> supervise(const RunningChild& child, UniqueFd& output,
     const Clock::time_point now = Clock::now();
     const bool watching = !exited && !stop_reason;
     if (watching) {
-      if (deadline && now >= *deadline) {
+      if (now >= deadline) {
         stop_reason = ProcessEnd::kTimedOut;
       } else if (options.should_stop && now >= next_stop_check) {
         next_stop_check = now + options.poll_interval;
@@ -322,17 +324,17 @@ std::optional<ProcessEnd> supervise(const RunningChild& child, UniqueFd& output,
       group_terminated = true;
       kill_due = now + options.kill_grace;
     }
-    if (kill_due && now >= *kill_due) {
+    if (now >= kill_due) {
       child.signal_group(SIGKILL);
-      kill_due.reset();
+      kill_due = kNever;
       give_up_reading = now + kDrainAfterKill;
     }
     if (exited && give_up_reading && now >= *give_up_reading) break;
 
     Clock::time_point wake = now + options.poll_interval;
-    if (watching && deadline) wake = std::min(wake, *deadline);
+    if (watching) wake = std::min(wake, deadline);
     if (watching && options.should_stop) wake = std::min(wake, next_stop_check);
-    if (kill_due) wake = std::min(wake, *kill_due);
+    wake = std::min(wake, kill_due);
     if (give_up_reading) wake = std::min(wake, *give_up_reading);
     if (!exited && child.pidfd() < 0) {
       wake = std::min(wake, now + exit_check_backoff);

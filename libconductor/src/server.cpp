@@ -50,14 +50,14 @@ Server::Impl::Impl(ServerOptions options)
   config_ = store_.load_or_create_configuration();
   load_versions();
   endpoint_ = transport::bind_router(router_, options_.bind);
-}
-
-void Server::Impl::run() {
   log("Conductor server listening on " + endpoint_ + ", working folder " +
       store_.root().string() + ", " + std::to_string(versions_.size()) + " version(s)");
   reconcile("start-up");
+  publish_status();  // status() is meaningful before the first turn of the loop
+}
+
+void Server::Impl::run() {
   mark_serving();
-  publish_status();
   auto next_reconcile = SteadyClock::now() + options_.reconcile_interval;
   while (!stop_requested_.load()) {
     zmq::pollitem_t items[] = {{router_.handle(), 0, ZMQ_POLLIN, 0}};

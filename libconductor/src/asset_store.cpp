@@ -20,6 +20,7 @@
 #include <vector>
 
 #include "conductor/error.hpp"
+#include "file_io.hpp"
 
 namespace conductor {
 namespace {
@@ -48,29 +49,10 @@ void check_name(std::string_view what, const std::string& name, bool allow_hidde
                 std::strerror(error));
 }
 
-class FileDescriptor {
- public:
-  explicit FileDescriptor(int fd) : fd_(fd) {}
-  FileDescriptor(const FileDescriptor&) = delete;
-  FileDescriptor& operator=(const FileDescriptor&) = delete;
-  ~FileDescriptor() {
-    if (fd_ >= 0) ::close(fd_);
-  }
-  int get() const { return fd_; }
-  int release_and_close() {
-    int result = ::close(fd_);
-    fd_ = -1;
-    return result;
-  }
-
- private:
-  int fd_;
-};
-
 // Creates `file` (which must not exist: O_EXCL, so a planted symlink is never followed)
 // and makes its contents durable.
 void write_durably(const fs::path& file, std::string_view text) {
-  FileDescriptor fd(::open(file.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644));
+  UniqueFd fd(::open(file.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644));
   if (fd.get() < 0) throw_io("create", file, errno);
   while (!text.empty()) {
     ssize_t written = ::write(fd.get(), text.data(), text.size());
@@ -79,12 +61,12 @@ void write_durably(const fs::path& file, std::string_view text) {
     text.remove_prefix(static_cast<size_t>(written));
   }
   if (::fsync(fd.get()) != 0) throw_io("fsync", file, errno);
-  if (fd.release_and_close() != 0) throw_io("close", file, errno);
+  if (fd.close() != 0) throw_io("close", file, errno);
 }
 
 // fsync of a file or folder by path. Some file systems cannot fsync a folder (EINVAL).
 void sync_path(const fs::path& path) {
-  FileDescriptor fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW));
+  UniqueFd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW));
   if (fd.get() < 0) throw_io("open for fsync", path, errno);
   if (::fsync(fd.get()) != 0 && errno != EINVAL) throw_io("fsync", path, errno);
 }

@@ -17,6 +17,7 @@
 #include <random>
 
 #include "conductor/error.hpp"
+#include "file_io.hpp"
 
 namespace conductor {
 namespace {
@@ -141,26 +142,6 @@ void write_version_body(XmlOut& out, const Version& version) {
   if (!version.prediction_output.empty()) out.leaf("PredictionOutput", version.prediction_output);
 }
 
-class FileDescriptor {
- public:
-  explicit FileDescriptor(int fd) : fd_(fd) {}
-  FileDescriptor(const FileDescriptor&) = delete;
-  FileDescriptor& operator=(const FileDescriptor&) = delete;
-  ~FileDescriptor() {
-    if (fd_ >= 0) ::close(fd_);
-  }
-  int get() const { return fd_; }
-  // Closing can report a failed write-back, so the caller checks it.
-  int release_and_close() {
-    int result = ::close(fd_);
-    fd_ = -1;
-    return result;
-  }
-
- private:
-  int fd_;
-};
-
 [[noreturn]] void throw_io(const fs::path& file, std::string_view step, int error) {
   throw IoError("cannot save " + file.string() + ": " + std::string(step) + ": " +
                 std::strerror(error));
@@ -177,7 +158,7 @@ std::string random_suffix() {
 void write_file_atomically(const fs::path& file, std::string_view text) {
   fs::path temporary = file;
   temporary += ".tmp-" + random_suffix();
-  FileDescriptor fd(::open(temporary.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644));
+  UniqueFd fd(::open(temporary.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644));
   if (fd.get() < 0) throw_io(file, "create " + temporary.string(), errno);
   auto fail = [&](std::string_view step) {
     int error = errno;
@@ -196,11 +177,11 @@ void write_file_atomically(const fs::path& file, std::string_view text) {
     text.remove_prefix(static_cast<size_t>(written));
   }
   if (::fsync(fd.get()) != 0) fail("fsync " + temporary.string());
-  if (fd.release_and_close() != 0) fail("close " + temporary.string());
+  if (fd.close() != 0) fail("close " + temporary.string());
   if (::rename(temporary.c_str(), file.c_str()) != 0) fail("rename " + temporary.string());
 
   fs::path folder = file.parent_path().empty() ? fs::path(".") : file.parent_path();
-  FileDescriptor directory(::open(folder.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+  UniqueFd directory(::open(folder.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
   if (directory.get() < 0) throw_io(file, "open folder for fsync", errno);
   // Some file systems cannot fsync a folder (EINVAL); the rename is then as durable as it gets.
   if (::fsync(directory.get()) != 0 && errno != EINVAL) throw_io(file, "fsync folder", errno);

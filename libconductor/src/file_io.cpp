@@ -6,6 +6,8 @@
 
 #include <cerrno>
 #include <cstring>
+#include <fstream>
+#include <sstream>
 #include <string>
 #include <utility>
 
@@ -18,6 +20,17 @@ namespace {
 std::string why() { return std::strerror(errno); }
 
 }  // namespace
+
+std::string read_tail(const std::filesystem::path& file, std::uintmax_t max_bytes) {
+  std::error_code ec;
+  auto size = std::filesystem::file_size(file, ec);
+  if (ec) return {};
+  std::ifstream in(file, std::ios::binary);
+  if (size > max_bytes) in.seekg(static_cast<std::streamoff>(size - max_bytes));
+  std::ostringstream out;
+  out << in.rdbuf();
+  return out.str();
+}
 
 void read_at(const std::filesystem::path& file, std::uint64_t offset, void* data, std::size_t size) {
   int fd = ::open(file.c_str(), O_RDONLY | O_CLOEXEC);

@@ -2,12 +2,50 @@
 // file in memory. Throw IoError naming the file.
 #pragma once
 
+#include <unistd.h>
+
 #include <cstddef>
 #include <cstdint>
 #include <filesystem>
 #include <string>
 
 namespace conductor {
+
+// Owns a POSIX file descriptor. close() reports what ::close says (some file systems report a
+// failed write only there), the destructor closes silently. Movable, not copyable.
+class UniqueFd {
+ public:
+  explicit UniqueFd(int fd = -1) noexcept : fd_(fd) {}
+  ~UniqueFd() { reset(); }
+  UniqueFd(UniqueFd&& other) noexcept : fd_(other.release()) {}
+  UniqueFd& operator=(UniqueFd&& other) noexcept {
+    if (this != &other) {
+      reset();
+      fd_ = other.release();
+    }
+    return *this;
+  }
+  UniqueFd(const UniqueFd&) = delete;
+  UniqueFd& operator=(const UniqueFd&) = delete;
+
+  int get() const noexcept { return fd_; }
+  bool is_open() const noexcept { return fd_ >= 0; }
+  int release() noexcept {
+    int fd = fd_;
+    fd_ = -1;
+    return fd;
+  }
+  int close() noexcept { return ::close(release()); }
+  void reset() noexcept {
+    if (fd_ >= 0) ::close(release());
+  }
+
+ private:
+  int fd_;
+};
+
+// The last `max_bytes` of a file (all of it when smaller); empty when it cannot be read.
+std::string read_tail(const std::filesystem::path& file, std::uintmax_t max_bytes);
 
 void read_at(const std::filesystem::path& file, std::uint64_t offset, void* data, std::size_t size);
 

@@ -10,6 +10,7 @@
 #include "conductor/process_executor.hpp"
 #include "conductor/sha256.hpp"
 #include "conductor/training_monitor.hpp"
+#include "file_io.hpp"
 #include "result_receiver.hpp"
 
 namespace conductor {
@@ -19,17 +20,6 @@ namespace fs = std::filesystem;
 namespace {
 
 constexpr std::size_t kMaxPendingLines = 20000;  // beyond this, lines still reach console.log
-
-std::string read_tail(const fs::path& file, std::uintmax_t max_bytes) {
-  std::error_code ec;
-  auto size = fs::file_size(file, ec);
-  if (ec) return {};
-  std::ifstream in(file, std::ios::binary);
-  if (size > max_bytes) in.seekg(static_cast<std::streamoff>(size - max_bytes));
-  std::ostringstream out;
-  out << in.rdbuf();
-  return out.str();
-}
 
 }  // namespace
 

@@ -17,6 +17,7 @@
 #include <utility>
 
 #include "conductor/error.hpp"
+#include "file_io.hpp"
 
 namespace conductor {
 namespace {
@@ -38,33 +39,6 @@ std::string archive_text(archive* handle) {
   const char* text = archive_error_string(handle);
   return text != nullptr ? text : "unknown libarchive error";
 }
-
-// Owns a POSIX file descriptor; closing it is the destructor's job unless close() reported.
-class FileDescriptor {
- public:
-  explicit FileDescriptor(int fd = -1) noexcept : fd_(fd) {}
-  ~FileDescriptor() {
-    if (fd_ >= 0) ::close(fd_);
-  }
-  FileDescriptor(FileDescriptor&& other) noexcept : fd_(std::exchange(other.fd_, -1)) {}
-  FileDescriptor& operator=(FileDescriptor&& other) noexcept {
-    if (this != &other) {
-      if (fd_ >= 0) ::close(fd_);
-      fd_ = std::exchange(other.fd_, -1);
-    }
-    return *this;
-  }
-  FileDescriptor(const FileDescriptor&) = delete;
-  FileDescriptor& operator=(const FileDescriptor&) = delete;
-
-  int get() const noexcept { return fd_; }
-  bool is_open() const noexcept { return fd_ >= 0; }
-  // Closing is where some file systems report a failed write, so callers check it.
-  int close() noexcept { return ::close(std::exchange(fd_, -1)); }
-
- private:
-  int fd_;
-};
 
 // A pack name is stored verbatim, so it must already be the canonical form extract() accepts.
 bool is_clean_name(std::string_view name) {
@@ -102,7 +76,7 @@ class PartFile {
 
 void write_entry(archive* writer, const PackEntry& entry, std::span<char> block, PackStats& stats) {
   // O_NONBLOCK keeps a fifo from blocking the open; it changes nothing for regular files.
-  FileDescriptor in(::open(entry.source.c_str(), O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC));
+  UniqueFd in(::open(entry.source.c_str(), O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC));
   if (!in.is_open()) {
     if (errno == ELOOP) {
       throw PackageError("pack source " + quoted(entry.source) + " refused: is a symlink");
@@ -249,9 +223,9 @@ class CreatedPaths {
 
 // Opens the folder `parts` names below `root`, creating what is missing. Each step is an
 // openat() with O_NOFOLLOW, so a symlink already in the destination can never redirect us.
-FileDescriptor open_folder(int root, const fs::path& destination, const std::string& name,
+UniqueFd open_folder(int root, const fs::path& destination, const std::string& name,
                            std::span<const std::string> parts, CreatedPaths& created) {
-  FileDescriptor current(::fcntl(root, F_DUPFD_CLOEXEC, 0));
+  UniqueFd current(::fcntl(root, F_DUPFD_CLOEXEC, 0));
   if (!current.is_open()) {
     throw IoError("cannot duplicate the descriptor of " + quoted(destination) + ": " +
                   errno_text());
@@ -263,7 +237,7 @@ FileDescriptor open_folder(int root, const fs::path& destination, const std::str
     } else if (errno != EEXIST) {
       throw IoError("cannot create folder " + quoted(destination / relative) + ": " + errno_text());
     }
-    FileDescriptor next(
+    UniqueFd next(
         ::openat(current.get(), parts[i].c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
     if (!next.is_open()) {
       if (errno == ENOTDIR || errno == ELOOP) {
@@ -325,11 +299,11 @@ void extract_file(const ExtractContext& context, archive_entry* entry, const std
                                          std::to_string(context.limits.max_file_bytes) +
                                          " bytes (max_file_bytes)"));
   }
-  const FileDescriptor parent = open_folder(context.root, context.destination, name,
+  const UniqueFd parent = open_folder(context.root, context.destination, name,
                                             parts.first(parts.size() - 1), context.created);
   const mode_t mode = (archive_entry_perm(entry) & 0111) != 0 ? 0755 : 0644;
   const fs::path target = context.destination / join(parts);
-  FileDescriptor out(::openat(parent.get(), parts.back().c_str(),
+  UniqueFd out(::openat(parent.get(), parts.back().c_str(),
                               O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, mode));
   if (!out.is_open()) {
     if (errno == EEXIST) throw PackageError(refusal(name, "already exists in the destination"));
@@ -431,7 +405,7 @@ PackStats pack(const std::vector<PackEntry>& entries, const fs::path& archive_pa
   fs::path part_path = archive_path;
   part_path += ".part";
   PartFile part(part_path);
-  FileDescriptor out(::open(part_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644));
+  UniqueFd out(::open(part_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644));
   if (!out.is_open()) throw IoError("cannot create " + quoted(part_path) + ": " + errno_text());
 
   PackStats stats;
@@ -470,11 +444,11 @@ PackStats pack_directory(const fs::path& root, const fs::path& archive_path,
 
 ExtractStats extract(const fs::path& archive_path, const fs::path& destination,
                      const ExtractLimits& limits) {
-  FileDescriptor in(::open(archive_path.c_str(), O_RDONLY | O_CLOEXEC));
+  UniqueFd in(::open(archive_path.c_str(), O_RDONLY | O_CLOEXEC));
   if (!in.is_open()) {
     throw IoError("cannot open archive " + quoted(archive_path) + ": " + errno_text());
   }
-  FileDescriptor root(::open(destination.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+  UniqueFd root(::open(destination.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
   if (!root.is_open()) {
     throw IoError("cannot open extraction folder " + quoted(destination) + ": " + errno_text());
   }

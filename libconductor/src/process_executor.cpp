@@ -19,6 +19,7 @@
 #include <cerrno>
 
 #include "conductor/error.hpp"
+#include "file_io.hpp"
 
 extern char** environ;
 
@@ -49,23 +50,6 @@ int wait_millis(Clock::time_point now, Clock::time_point wake) {
   if (wake <= now) return 0;
   return static_cast<int>(std::chrono::ceil<milliseconds>(wake - now).count());
 }
-
-class UniqueFd {
- public:
-  explicit UniqueFd(int fd = -1) : fd_(fd) {}
-  UniqueFd(const UniqueFd&) = delete;
-  UniqueFd& operator=(const UniqueFd&) = delete;
-  ~UniqueFd() { reset(); }
-
-  int get() const noexcept { return fd_; }
-  void reset() noexcept {
-    if (fd_ >= 0) ::close(fd_);
-    fd_ = -1;
-  }
-
- private:
-  int fd_;
-};
 
 // Cuts a byte stream into lines for ProcessOptions::on_line.
 class LineSplitter {

@@ -21,17 +21,6 @@ bool is_hex_sha256(const std::string& text) {
   return text.size() == 64 && text.find_first_not_of("0123456789abcdef") == std::string::npos;
 }
 
-std::string read_tail(const fs::path& file, std::uintmax_t max_bytes) {
-  std::error_code ec;
-  auto size = fs::file_size(file, ec);
-  if (ec) return {};
-  std::ifstream in(file, std::ios::binary);
-  if (size > max_bytes) in.seekg(static_cast<std::streamoff>(size - max_bytes));
-  std::ostringstream out;
-  out << in.rdbuf();
-  return out.str();
-}
-
 }  // namespace
 
 ResultReceiver::ResultReceiver(AssetStore& store, std::uint32_t chunk_size, int window)

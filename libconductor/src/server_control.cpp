@@ -359,8 +359,9 @@ void Server::Impl::remove_version(const std::string& name) {
   } else {
     std::erase_if(config_.versions, [&](const Version& v) { return v.name == name; });
   }
-  if (config_.current_version && config_.current_version->name == name) config_.current_version.reset();
-  if (!entry->second.is_local || config_.current_version) save_config();
+  const bool was_current = config_.current_version && config_.current_version->name == name;
+  if (was_current) config_.current_version.reset();
+  if (!entry->second.is_local || was_current) save_config();
   scheduler_.drop_queued(name);
   load_versions();
   log("Version " + name + " removed; its stored models stay on disk");

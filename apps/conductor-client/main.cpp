@@ -8,6 +8,7 @@
 
 #include "conductor/client.hpp"
 #include "conductor/error.hpp"
+#include "conductor/keys.hpp"
 
 namespace {
 
@@ -24,13 +25,17 @@ int main(int argc, char** argv) {
   conductor::ClientOptions options = conductor::client_options_from_environment();
   std::string workdir;
   int heartbeat_ms = static_cast<int>(options.heartbeat_interval.count());
-  bool quiet = false;
+  bool quiet = false, print_key = false;
   app.add_option("host", options.server, "Server as host:port or tcp://host:port (else $CONDUCTOR_HOST)");
   app.add_option("--workdir", workdir, "Working folder (else $CONDUCTOR_CLIENT_WORKDIR or $HOME/ConductorClient)");
   app.add_option("--name", options.host_name, "Name shown by the server (default: host name)");
   app.add_option("--heartbeat-ms", heartbeat_ms, "Heartbeat interval until the server states its own")
       ->check(CLI::Range(50, 30000));
   app.add_flag("--quiet", quiet, "Print nothing but errors");
+  app.add_option("--server-key", options.server_key,
+                 "The server's CurveZMQ public key (else $CONDUCTOR_SERVER_KEY; none: plain TCP)");
+  app.add_option("--key-file", options.key_file, "This client's key pair (default <workdir>/client.key)");
+  app.add_flag("--print-key", print_key, "Print this client's public key (creating it) and exit");
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
@@ -38,11 +43,22 @@ int main(int argc, char** argv) {
   }
   // The commands' lines are echoed as they come, also into pipes and log collectors.
   std::setvbuf(stdout, nullptr, _IOLBF, 0);
+  if (!workdir.empty()) options.workdir = workdir;
+  if (print_key) {
+    try {
+      std::printf("%s\n", conductor::public_key_of(options.key_file.empty()
+                                                       ? conductor::default_client_key_file(options.workdir)
+                                                       : options.key_file).c_str());
+      return 0;
+    } catch (const conductor::Error& e) {
+      std::fprintf(stderr, "conductor-client: %s\n", e.what());
+      return 5;
+    }
+  }
   if (options.server.empty()) {
     std::fprintf(stderr, "conductor-client: no server given: pass HOST or set CONDUCTOR_HOST\n");
     return 2;
   }
-  if (!workdir.empty()) options.workdir = workdir;
   options.heartbeat_interval = std::chrono::milliseconds(heartbeat_ms);
   options.log_to_stdout = !quiet;
   try {

@@ -9,6 +9,7 @@
 #include <fstream>
 
 #include "conductor/error.hpp"
+#include "conductor/keys.hpp"
 #include "conductor/server.hpp"
 
 namespace {
@@ -43,7 +44,7 @@ int main(int argc, char** argv) {
   std::filesystem::path endpoint_file;
   double training_timeout = 0, prediction_timeout = 0, check_interval = 0;
   int heartbeat_ms = static_cast<int>(options.heartbeat_interval.count());
-  bool quiet = false;
+  bool quiet = false, secure = false, insecure = false, print_key = false;
   app.add_option("--workdir", options.workdir,
                  "Working folder (else $CONDUCTOR_WORKDIR, ./workdir under RUNTIMEENV=docker, "
                  "$HOME/Conductor)");
@@ -60,6 +61,12 @@ int main(int argc, char** argv) {
   app.add_option("--check-interval", check_interval, "Seconds between version checks (default 3600)")
       ->check(CLI::PositiveNumber);
   app.add_flag("--quiet", quiet, "Log to config/log.txt only");
+  auto* secure_flag = app.add_flag("--secure", secure, "CurveZMQ even on a loopback endpoint");
+  app.add_flag("--insecure", insecure, "No CurveZMQ even on a public endpoint (warns)")->excludes(secure_flag);
+  app.add_option("--key-file", options.key_file, "Server key pair (default <workdir>/config/server.key)");
+  app.add_option("--authorized-keys", options.authorized_keys,
+                 "Client public keys allowed in (default <workdir>/config/authorized_keys)");
+  app.add_flag("--print-key", print_key, "Print the server's public key (creating it) and exit");
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
@@ -73,7 +80,16 @@ int main(int argc, char** argv) {
   if (prediction_timeout > 0) options.prediction_timeout = ms(prediction_timeout);
   if (check_interval > 0) options.reconcile_interval = ms(check_interval);
   options.log_to_stdout = !quiet;
+  using Security = conductor::ServerOptions::Security;
+  options.security = secure ? Security::kCurve : insecure ? Security::kInsecure : Security::kAuto;
   try {
+    if (print_key) {
+      auto workdir = conductor::default_server_workdir(options.workdir);
+      std::printf("%s\n", conductor::public_key_of(options.key_file.empty()
+                                                       ? conductor::default_server_key_file(workdir)
+                                                       : options.key_file).c_str());
+      return 0;
+    }
     conductor::Server server(options);
     g_server = &server;
     std::signal(SIGINT, on_signal);

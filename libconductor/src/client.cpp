@@ -17,7 +17,9 @@
 #include <optional>
 
 #include "conductor/error.hpp"
+#include "conductor/keys.hpp"
 #include "conductor/sha256.hpp"
+#include "curve.hpp"
 #include "file_io.hpp"
 #include "job_runner.hpp"
 #include "protocol.hpp"
@@ -69,6 +71,7 @@ ClientOptions client_options_from_environment() {
   options.os = env_or("CONDUCTOR_OS", options.os);
   options.processing_unit = env_or("CONDUCTOR_TYPE", options.processing_unit);
   options.container_version = env_or("CONDUCTOR_VERSION", options.container_version);
+  options.server_key = env_or("CONDUCTOR_SERVER_KEY", "");
   options.host_name = machine_name();
   if (const char* dir = std::getenv("CONDUCTOR_CLIENT_WORKDIR"); dir && *dir) {
     options.workdir = dir;
@@ -97,6 +100,13 @@ class Client::Impl {
     }
     lock_.emplace(options_.workdir / "lock", "client folder '" + options_.workdir.string() + "'");
     client_id_ = load_or_create_client_id(options_.workdir);
+    if (!options_.server_key.empty() && !is_z85_key(options_.server_key)) {
+      throw Error(ErrorCode::kArgument, "server key '" + options_.server_key +
+                                            "' refused: a CURVE public key is 40 Z85 characters");
+    }
+    KeyPair keys = load_or_create_keypair(
+        options_.key_file.empty() ? default_client_key_file(options_.workdir) : options_.key_file);
+    curve_ = transport::CurveClientKeys{options_.server_key, keys.public_key, keys.secret_key};
     heartbeat_ = std::clamp(options_.heartbeat_interval, std::chrono::milliseconds(50),
                             std::chrono::milliseconds(30000));
     liveness_ = std::clamp(options_.liveness, 2, 100);
@@ -149,6 +159,7 @@ class Client::Impl {
   }
 
   std::uint64_t completed() const noexcept { return completed_.load(); }
+  const std::string& public_key() const noexcept { return curve_.public_key; }
 
  private:
   // What the client holds: the item, its package download, its job and its result.
@@ -173,7 +184,7 @@ class Client::Impl {
 
   void connect() {
     socket_.emplace(context_, zmq::socket_type::dealer);
-    transport::connect_dealer(*socket_, endpoint_);
+    transport::connect_dealer(*socket_, endpoint_, curve_);
     welcomed_ = false;
     last_heard_ = Clock::now();
     say_hello();
@@ -200,8 +211,12 @@ class Client::Impl {
     // tried at growing intervals (the queued HELLO reaches it as soon as it is back anyway).
     auto patience = welcomed_ ? heartbeat_ * liveness_ : reconnect_delay_;
     if (now - last_heard_ > patience) {
-      log_->warn("Server {} silent for {} ms; reconnecting", endpoint_,
-                 std::chrono::duration_cast<std::chrono::milliseconds>(now - last_heard_).count());
+      log_->warn("Server {} silent for {} ms; reconnecting{}", endpoint_,
+                 std::chrono::duration_cast<std::chrono::milliseconds>(now - last_heard_).count(),
+                 welcomed_ ? ""
+                 : curve_.server_key.empty()
+                     ? " (a server with CURVE on needs --server-key)"
+                     : " (with CURVE, the server's authorized_keys must list " + curve_.public_key + ")");
       reconnect_delay_ = welcomed_ ? heartbeat_ * liveness_
                                    : std::min<std::chrono::milliseconds>(reconnect_delay_ * 2, 30s);
       connect();  // a fresh socket drops whatever stale messages the old one queued
@@ -543,6 +558,7 @@ class Client::Impl {
   ClientOptions options_;
   std::string endpoint_;
   std::string client_id_;
+  transport::CurveClientKeys curve_;
   std::optional<FileLock> lock_;
   int wake_fd_ = -1;
   std::shared_ptr<spdlog::logger> log_;
@@ -578,5 +594,6 @@ void Client::start() {
 void Client::stop() noexcept { impl_->stop(); }
 
 std::uint64_t Client::completed_items() const noexcept { return impl_->completed(); }
+std::string Client::public_key() const { return impl_->public_key(); }
 
 }  // namespace conductor

@@ -5,6 +5,8 @@
 #include <thread>
 
 #include "conductor/error.hpp"
+#include "conductor/keys.hpp"
+#include "curve.hpp"
 #include "conductor/package.hpp"
 #include "conductor/sha256.hpp"
 #include "file_io.hpp"
@@ -20,11 +22,21 @@ using protocol::MessageType;
 
 class Controller::Impl {
  public:
-  Impl(const std::string& server, std::chrono::milliseconds timeout)
+  Impl(const std::string& server, std::chrono::milliseconds timeout, const std::string& server_key,
+       const fs::path& key_file)
       : endpoint_(transport::normalize_endpoint(server)),
         timeout_(timeout),
         socket_(context_, zmq::socket_type::dealer) {
-    transport::connect_dealer(socket_, endpoint_);
+    transport::CurveClientKeys curve;
+    if (!server_key.empty()) {
+      if (!is_z85_key(server_key)) {
+        throw Error(ErrorCode::kArgument,
+                    "server key '" + server_key + "' refused: a CURVE public key is 40 Z85 characters");
+      }
+      KeyPair keys = load_or_create_keypair(key_file.empty() ? default_operator_key_file() : key_file);
+      curve = {server_key, keys.public_key, keys.secret_key};
+    }
+    transport::connect_dealer(socket_, endpoint_, curve);
   }
 
   std::string call(const std::string& command, const std::map<std::string, std::string>& args) {
@@ -108,8 +120,9 @@ class Controller::Impl {
   zmq::socket_t socket_;
 };
 
-Controller::Controller(const std::string& server, std::chrono::milliseconds timeout)
-    : impl_(std::make_unique<Impl>(server, timeout)) {}
+Controller::Controller(const std::string& server, std::chrono::milliseconds timeout,
+                       const std::string& server_key, const fs::path& key_file)
+    : impl_(std::make_unique<Impl>(server, timeout, server_key, key_file)) {}
 
 Controller::~Controller() = default;
 

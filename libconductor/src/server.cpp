@@ -2,9 +2,11 @@
 
 #include <algorithm>
 #include <cstdlib>
+#include <fstream>
 #include <thread>
 
 #include "conductor/error.hpp"
+#include "conductor/keys.hpp"
 #include "conductor/reserve_policy.hpp"
 #include "file_io.hpp"
 #include "random_id.hpp"
@@ -49,7 +51,9 @@ Server::Impl::Impl(ServerOptions options)
   receiver_ = std::make_unique<ResultReceiver>(store_, kChunkSize, kWindow);
   config_ = store_.load_or_create_configuration();
   load_versions();
-  endpoint_ = transport::bind_router(router_, options_.bind);
+  setup_security();
+  endpoint_ = transport::bind_router(router_, options_.bind, zap_ ? curve_secret_ : std::string{});
+  curve_secret_.clear();
   log("Conductor server listening on " + endpoint_ + ", working folder " +
       store_.root().string() + ", " + std::to_string(versions_.size()) + " version(s)");
   reconcile("start-up");
@@ -60,8 +64,10 @@ void Server::Impl::run() {
   mark_serving();
   auto next_reconcile = SteadyClock::now() + options_.reconcile_interval;
   while (!stop_requested_.load()) {
-    zmq::pollitem_t items[] = {{router_.handle(), 0, ZMQ_POLLIN, 0}};
-    if (!transport::poll(items, 1, 50ms)) continue;  // interrupted by a signal
+    zmq::pollitem_t items[] = {{router_.handle(), 0, ZMQ_POLLIN, 0},
+                               {zap_ ? zap_->socket().handle() : nullptr, 0, ZMQ_POLLIN, 0}};
+    if (!transport::poll(items, zap_ ? 2 : 1, 50ms)) continue;  // interrupted by a signal
+    if (zap_) zap_->serve();
     // Drain everything that is waiting before judging liveness, so a slow turn of this
     // loop never makes a client that kept sending look dead.
     for (int budget = 0; budget < 10000; ++budget) {
@@ -89,6 +95,10 @@ void Server::Impl::run() {
 void Server::Impl::serve_timers(TimePoint& next_reconcile) {
   {
     auto now = SteadyClock::now();
+    if (zap_ && now >= next_key_check_) {
+      next_key_check_ = now + 1s;
+      refresh_authorized_keys();
+    }
     drop_silent_clients(now);
     for (const auto& item : scheduler_.expire(now)) {
       if (is_prediction(item)) {
@@ -151,6 +161,15 @@ void Server::Impl::handle(transport::Received& received) {
   std::string routing = frames[0].to_string();
   Peer* peer = find_by_routing(routing);
   if (peer) peer->last_seen = SteadyClock::now();
+  // Under CURVE every connection carries the key that passed the ZAP handler. A key that has
+  // since been revoked, or a connection that speaks for another key's client, is refused.
+  std::string key = zap_ && frames.size() > 1 ? user_id_of(frames[1]) : std::string{};
+  if (zap_ && (!zap_->is_allowed(key) || (peer && peer->key != key))) {
+    reply(routing, MessageType::kError,
+          protocol::ErrorMessage{static_cast<int>(protocol::ErrorReply::kRefused),
+                                 "refused: this client's key is not authorized", true});
+    return;
+  }
   try {
     if (received.oversized) {
       throw ProtocolError("message refused: more than " +
@@ -158,7 +177,7 @@ void Server::Impl::handle(transport::Received& received) {
     }
     auto message = protocol::decode(frames, 1);
     if (message.type() == MessageType::kHello) {
-      on_hello(routing, message.as<protocol::Hello>());
+      on_hello(routing, key, message.as<protocol::Hello>());
       return;
     }
     // Operators need no HELLO: they are not workers and never count as clients.
@@ -201,7 +220,8 @@ void Server::Impl::handle(transport::Received& received) {
   }
 }
 
-void Server::Impl::on_hello(const std::string& routing, const protocol::Hello& hello) {
+void Server::Impl::on_hello(const std::string& routing, const std::string& key,
+                            const protocol::Hello& hello) {
   if (hello.client_id.empty() || hello.client_id.size() > 128) {
     throw ProtocolError("HELLO refused: client_id must hold 1 to 128 bytes");
   }
@@ -218,6 +238,7 @@ void Server::Impl::on_hello(const std::string& routing, const protocol::Hello& h
   }
   peer.id = hello.client_id;
   peer.routing = routing;
+  peer.key = key;
   peer.host = hello.host.substr(0, 256);
   peer.os = hello.os.substr(0, 64);
   peer.type = hello.type.substr(0, 16);
@@ -527,6 +548,50 @@ void Server::Impl::reload_versions() {
   }
 }
 
+void Server::Impl::setup_security() {
+  using Security = ServerOptions::Security;
+  const bool local = transport::is_local_endpoint(options_.bind);
+  const bool curve = options_.security == Security::kCurve ||
+                     (options_.security == Security::kAuto && !local);
+  if (!curve) {
+    if (!local) {
+      warn("Serving " + options_.bind + " WITHOUT encryption or authentication (--insecure): "
+           "anyone who reaches this port can take work and upload results");
+    }
+    return;
+  }
+  fs::path key_file = options_.key_file.empty() ? default_server_key_file(store_.root()) : options_.key_file;
+  fs::path allowed = options_.authorized_keys.empty() ? default_authorized_keys(store_.root())
+                                                      : options_.authorized_keys;
+  KeyPair keys = load_or_create_keypair(key_file);
+  public_key_ = keys.public_key;
+  curve_secret_ = keys.secret_key;
+  std::ofstream(key_file.parent_path() / "server.pub") << keys.public_key << '\n';
+  zap_ = std::make_unique<ZapHandler>(context_, allowed);
+  log("CURVE on: server public key " + public_key_ + " (also in " +
+      (key_file.parent_path() / "server.pub").string() + "); " +
+      std::to_string(zap_->allowed().size()) + " client key(s) allowed by " + allowed.string());
+  if (zap_->allowed().empty()) {
+    warn("No client key is authorized yet: add clients' public keys (conductor-client --print-key) "
+         "to " + allowed.string() + "; it is re-read within a second");
+  }
+}
+
+void Server::Impl::refresh_authorized_keys() {
+  try {
+    if (!zap_->refresh()) return;
+  } catch (const Error& e) {
+    error(std::string("Keeping the previous allow-list: ") + e.what());
+    return;
+  }
+  log("Allow-list re-read: " + std::to_string(zap_->allowed().size()) + " client key(s)");
+  std::vector<std::string> revoked;
+  for (const auto& [id, peer] : peers_) {
+    if (!zap_->is_allowed(peer.key)) revoked.push_back(id);
+  }
+  for (const auto& id : revoked) drop_peer(id, "lost its authorization (key revoked)");
+}
+
 void Server::Impl::drop_silent_clients(TimePoint now) {
   auto limit = options_.heartbeat_interval * options_.liveness;
   std::vector<std::string> silent;
@@ -636,6 +701,7 @@ std::string Server::control(const std::string& command, const std::map<std::stri
   return impl_->call([&] { return impl_->execute(command, args); });
 }
 std::string Server::endpoint() const { return impl_->endpoint(); }
+std::string Server::public_key() const { return impl_->public_key(); }
 const fs::path& Server::workdir() const { return impl_->workdir(); }
 ServerStatus Server::status() const { return impl_->status(); }
 

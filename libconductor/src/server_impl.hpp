@@ -24,6 +24,7 @@
 #include "conductor/ensemble.hpp"
 #include "conductor/scheduler.hpp"
 #include "conductor/server.hpp"
+#include "curve.hpp"
 #include "file_io.hpp"
 #include "package_cache.hpp"
 #include "protocol.hpp"
@@ -42,6 +43,7 @@ class Server::Impl {
   void run();
   void stop() { stop_requested_.store(true); }
   const std::string& endpoint() const { return endpoint_; }
+  const std::string& public_key() const { return public_key_; }
   const fs::path& workdir() const { return store_.root(); }
 
   ServerStatus status() const {
@@ -100,6 +102,7 @@ class Server::Impl {
     bool waiting = false;     // sent READY and has no item yet
     int epoch = 0;
     int total_epochs = 0;
+    std::string key;          // CURVE public key it connected with; empty without CURVE
   };
 
   // A prediction request in flight.
@@ -117,7 +120,7 @@ class Server::Impl {
   // ---- messages ------------------------------------------------------------------------
 
   void handle(transport::Received& received);
-  void on_hello(const std::string& routing, const protocol::Hello& hello);
+  void on_hello(const std::string& routing, const std::string& key, const protocol::Hello& hello);
 
   // A client that comes back keeps the item it is still working on, if nobody else got it.
   void reattach(Peer& peer, const protocol::Hello& hello);
@@ -146,6 +149,9 @@ class Server::Impl {
   // ---- peers -----------------------------------------------------------------------------
 
   void drop_silent_clients(TimePoint now);
+  void setup_security();
+  // Re-reads the allow-list; peers whose key left it are dropped.
+  void refresh_authorized_keys();
   void drop_peer(std::string id, const std::string& why);
   void cancel_on(const std::string& client_id, const std::string& item_id);
   Peer* find_by_routing(const std::string& routing);
@@ -213,6 +219,10 @@ class Server::Impl {
   zmq::context_t context_;
   zmq::socket_t router_;
   std::string endpoint_;
+  std::unique_ptr<ZapHandler> zap_;  // with CURVE only
+  std::string public_key_;
+  std::string curve_secret_;  // only until bound
+  TimePoint next_key_check_{};
   std::unique_ptr<PackageCache> cache_;
   std::unique_ptr<ResultReceiver> receiver_;
   Configuration config_;

@@ -7,8 +7,14 @@
 
 namespace conductor::transport {
 
-std::string bind_router(zmq::socket_t& socket, const std::string& endpoint) {
+std::string bind_router(zmq::socket_t& socket, const std::string& endpoint,
+                        const std::string& curve_secret_key) {
   try {
+    if (!curve_secret_key.empty()) {
+      socket.set(zmq::sockopt::curve_server, 1);
+      socket.set(zmq::sockopt::curve_secretkey, curve_secret_key);
+      socket.set(zmq::sockopt::zap_domain, "conductor");
+    }
     socket.set(zmq::sockopt::router_mandatory, 1);
     socket.set(zmq::sockopt::linger, 0);
     socket.set(zmq::sockopt::maxmsgsize, protocol::kMaxFrameBytes);
@@ -24,8 +30,14 @@ std::string bind_router(zmq::socket_t& socket, const std::string& endpoint) {
   }
 }
 
-void connect_dealer(zmq::socket_t& socket, const std::string& endpoint) {
+void connect_dealer(zmq::socket_t& socket, const std::string& endpoint,
+                    const CurveClientKeys& curve) {
   try {
+    if (!curve.server_key.empty()) {
+      socket.set(zmq::sockopt::curve_serverkey, curve.server_key);
+      socket.set(zmq::sockopt::curve_publickey, curve.public_key);
+      socket.set(zmq::sockopt::curve_secretkey, curve.secret_key);
+    }
     // Not IMMEDIATE: HELLO must wait in the queue until the connection is up. A socket that
     // loses its server is replaced (Paranoid Pirate), so stale queues never outlive it.
     socket.set(zmq::sockopt::immediate, 0);
@@ -81,6 +93,14 @@ bool poll(zmq::pollitem_t* items, std::size_t count, std::chrono::milliseconds t
     if (e.num() == EINTR) return false;
     throw;
   }
+}
+
+bool is_local_endpoint(const std::string& endpoint) {
+  if (endpoint.starts_with("ipc://") || endpoint.starts_with("inproc://")) return true;
+  if (!endpoint.starts_with("tcp://")) return false;
+  std::string host = endpoint.substr(6, endpoint.rfind(':') - 6);
+  return host == "127.0.0.1" || host == "localhost" || host == "[::1]" || host == "::1" ||
+         host.starts_with("127.");
 }
 
 std::string normalize_endpoint(const std::string& address) {

@@ -15,11 +15,24 @@ namespace conductor::transport {
 // ROUTER for the server: ROUTER_MANDATORY (errors instead of silent drops), LINGER 0,
 // MAXMSGSIZE, ZMTP heartbeats as a TCP backstop. Binds `endpoint`; returns the bound endpoint
 // (port resolved when the caller asked for port 0 or '*'). Throws TransportError.
-std::string bind_router(zmq::socket_t& socket, const std::string& endpoint);
+// With `curve_secret_key` (Z85) the socket is a CURVE server whose handshakes the context's
+// ZAP handler judges (domain "conductor"); bind that handler first.
+std::string bind_router(zmq::socket_t& socket, const std::string& endpoint,
+                        const std::string& curve_secret_key = {});
 
 // DEALER for a client: queues until connected, short LINGER, fast reconnects,
 // MAXMSGSIZE. Throws TransportError when the endpoint is malformed.
-void connect_dealer(zmq::socket_t& socket, const std::string& endpoint);
+// With `curve` keys set, the connection is encrypted and authenticated against `server_key`.
+struct CurveClientKeys {
+  std::string server_key;  // Z85 public key of the server; empty: no CURVE
+  std::string public_key;
+  std::string secret_key;
+};
+void connect_dealer(zmq::socket_t& socket, const std::string& endpoint,
+                    const CurveClientKeys& curve = {});
+
+// Whether binding `endpoint` only exposes the socket to this machine (loopback, ipc, inproc).
+bool is_local_endpoint(const std::string& endpoint);
 
 // Receives one whole multipart message without blocking. At most `max_frames` frames are kept:
 // a longer message is drained to its end and reported as `oversized` so the next receive starts

@@ -24,10 +24,16 @@ struct ClientOptions {
   std::chrono::milliseconds heartbeat_interval{1000};
   int liveness = 5;
   bool log_to_stdout = true;
+  // The server's CURVE public key (Z85, 40 characters; $CONDUCTOR_SERVER_KEY). Set it to talk
+  // to a server that runs with CURVE; empty means plain TCP.
+  std::string server_key;
+  // This client's key pair; default <workdir>/client.key, created (mode 0600) when missing.
+  // Its public key must be in the server's authorized_keys.
+  std::filesystem::path key_file;
 };
 
 // Defaults from the environment: CONDUCTOR_HOST, CONDUCTOR_OS, CONDUCTOR_TYPE,
-// CONDUCTOR_VERSION, the machine's host name, and a working folder of --workdir, else
+// CONDUCTOR_VERSION, CONDUCTOR_SERVER_KEY, the machine's host name, and a working folder of --workdir, else
 // $CONDUCTOR_CLIENT_WORKDIR, else ./client-workdir when RUNTIMEENV=docker, else
 // $HOME/ConductorClient.
 ClientOptions client_options_from_environment();
@@ -51,6 +57,8 @@ class Client {
 
   // Items whose result the server acknowledged as stored.
   std::uint64_t completed_items() const noexcept;
+  // This client's CURVE public key (Z85): what the server's authorized_keys must list.
+  std::string public_key() const;
 
  private:
   class Impl;

@@ -13,9 +13,13 @@ namespace conductor {
 
 class Controller {
  public:
-  // `server` as "host:port" or "tcp://host:port". Throws Error(kArgument) when malformed.
+  // `server` as "host:port" or "tcp://host:port". With `server_key` (the server's CURVE public
+  // key) the connection is encrypted and authenticated with the operator key pair in
+  // `key_file` (default: default_operator_key_file(), created when missing), whose public key
+  // the server must authorize. Throws Error(kArgument) when the address or key is malformed.
   explicit Controller(const std::string& server,
-                      std::chrono::milliseconds timeout = std::chrono::seconds(10));
+                      std::chrono::milliseconds timeout = std::chrono::seconds(10),
+                      const std::string& server_key = {}, const std::filesystem::path& key_file = {});
   ~Controller();
   Controller(const Controller&) = delete;
   Controller& operator=(const Controller&) = delete;

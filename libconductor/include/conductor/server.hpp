@@ -28,6 +28,12 @@ struct ServerOptions {
   std::chrono::milliseconds prediction_timeout = std::chrono::minutes(20);
   std::chrono::milliseconds reconcile_interval = std::chrono::hours(1);
   bool log_to_stdout = true;
+  // CurveZMQ encryption and a ZAP allow-list of client keys. kAuto: on unless `bind` is a
+  // loopback, ipc or inproc endpoint. kInsecure on a public endpoint logs a warning.
+  enum class Security { kAuto, kCurve, kInsecure };
+  Security security = Security::kAuto;
+  std::filesystem::path key_file;         // default <workdir>/config/server.key (made if missing)
+  std::filesystem::path authorized_keys;  // default <workdir>/config/authorized_keys
 };
 
 // --workdir, else $CONDUCTOR_WORKDIR, else ./workdir when RUNTIMEENV=docker, else
@@ -91,6 +97,8 @@ class Server {
 
   // The bound endpoint with the port resolved, e.g. "tcp://0.0.0.0:8080".
   std::string endpoint() const;
+  // The server's CURVE public key (Z85), empty when it runs without CURVE.
+  std::string public_key() const;
   const std::filesystem::path& workdir() const;
   // A snapshot taken by the network thread at most one loop turn ago.
   ServerStatus status() const;

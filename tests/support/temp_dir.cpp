@@ -49,7 +49,16 @@ TempDir::TempDir(std::string_view prefix) {
 TempDir::~TempDir() {
   if (std::getenv("CONDUCTOR_KEEP_TEST_DIRS") != nullptr) return;
   std::error_code ignored;
+  fs::permissions(path_, fs::perms::owner_all, fs::perm_options::add, ignored);
   fs::remove_all(path_, ignored);
+}
+
+fs::path TempDir::make(const fs::path& relative) const {
+  const fs::path folder = path_ / relative;
+  std::error_code error;
+  fs::create_directories(folder, error);
+  if (error) throw IoError("cannot create " + folder.string() + ": " + error.message());
+  return folder;
 }
 
 std::string read_file(const fs::path& file) {
@@ -66,7 +75,7 @@ std::string read_file_if_present(const fs::path& file) {
   return read_file(file);
 }
 
-void write_file(const fs::path& file, std::string_view bytes) {
+fs::path write_file(const fs::path& file, std::string_view bytes) {
   std::error_code error;
   if (file.has_parent_path()) fs::create_directories(file.parent_path(), error);
   if (error) throw IoError("cannot create " + file.parent_path().string() + ": " + error.message());
@@ -75,6 +84,7 @@ void write_file(const fs::path& file, std::string_view bytes) {
   stream.write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
   stream.close();
   if (!stream) throw IoError("cannot write " + file.string());
+  return file;
 }
 
 std::vector<std::string> list_names(const fs::path& folder) {
@@ -85,6 +95,16 @@ std::vector<std::string> list_names(const fs::path& folder) {
   }
   std::sort(names.begin(), names.end());
   return names;
+}
+
+std::size_t count_entries(const fs::path& folder) {
+  std::size_t count = 0;
+  std::error_code error;
+  for (fs::directory_iterator it(folder, error), end; !error && it != end; it.increment(error)) {
+    ++count;
+  }
+  if (error) throw IoError("cannot list " + folder.string() + ": " + error.message());
+  return count;
 }
 
 std::vector<std::string> split_lines(std::string_view text) {
@@ -98,6 +118,14 @@ std::vector<std::string> split_lines(std::string_view text) {
     text.remove_prefix(end + 1);
   }
   return lines;
+}
+
+fs::path test_data_dir() {
+#ifdef CONDUCTOR_TEST_DATA_DIR
+  return CONDUCTOR_TEST_DATA_DIR;
+#else
+  return fs::path(__FILE__).parent_path().parent_path() / "data";
+#endif
 }
 
 }  // namespace conductor::test

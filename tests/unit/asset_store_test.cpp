@@ -1,63 +1,22 @@
 #include "conductor/asset_store.hpp"
 
 #include <doctest/doctest.h>
-#include <unistd.h>
 
 #include <filesystem>
-#include <fstream>
-#include <iterator>
-#include <random>
 #include <string>
 
 #include "conductor/error.hpp"
+#include "support/temp_dir.hpp"
 
 namespace fs = std::filesystem;
 using namespace conductor;
+using conductor::test::count_entries;
+using conductor::test::read_file;
+using conductor::test::TempDir;
+using conductor::test::test_data_dir;
+using conductor::test::write_file;
 
 namespace {
-
-fs::path data_dir() {
-#ifdef CONDUCTOR_TEST_DATA_DIR
-  return CONDUCTOR_TEST_DATA_DIR;
-#else
-  return fs::path(__FILE__).parent_path().parent_path() / "data";
-#endif
-}
-
-class TempDir {
- public:
-  TempDir() {
-    std::random_device device;
-    path_ =
-        fs::temp_directory_path() / ("conductor-asset-store-test-" + std::to_string(::getpid()) +
-                                     "-" + std::to_string(device()));
-    fs::create_directories(path_);
-  }
-  TempDir(const TempDir&) = delete;
-  TempDir& operator=(const TempDir&) = delete;
-  ~TempDir() {
-    std::error_code ignored;
-    fs::remove_all(path_, ignored);
-  }
-  const fs::path& path() const { return path_; }
-
- private:
-  fs::path path_;
-};
-
-std::string read_text(const fs::path& file) {
-  std::ifstream stream(file, std::ios::binary);
-  return {std::istreambuf_iterator<char>(stream), std::istreambuf_iterator<char>()};
-}
-
-void write_text(const fs::path& file, const std::string& text) {
-  fs::create_directories(file.parent_path());
-  std::ofstream(file, std::ios::binary) << text;
-}
-
-int count_entries(const fs::path& folder) {
-  return static_cast<int>(std::distance(fs::directory_iterator(folder), fs::directory_iterator()));
-}
 
 Version version_named(const std::string& name) {
   Version version;
@@ -85,7 +44,7 @@ fs::path stage(const AssetStore& store, const std::string& name,
                std::initializer_list<const char*> files) {
   const fs::path folder = store.spool_dir() / name;
   fs::create_directories(folder);
-  for (const char* file : files) write_text(folder / file, std::string("contents of ") + file);
+  for (const char* file : files) write_file(folder / file, std::string("contents of ") + file);
   return folder;
 }
 
@@ -118,22 +77,24 @@ TEST_CASE("a broken config.xml throws and is left exactly as it was") {
   TempDir dir;
   const AssetStore store(dir.path());
   const std::string broken = "<?xml version=\"1.0\"?>\n<ConductorConfiguration>\n  <Versions>\n";
-  write_text(store.config_file(), broken);
+  write_file(store.config_file(), broken);
   CHECK_THROWS_AS(store.load_or_create_configuration(), ConfigError);
-  CHECK(read_text(store.config_file()) == broken);
+  CHECK(read_file(store.config_file()) == broken);
   CHECK(count_entries(store.config_file().parent_path()) == 1);
 }
 
 TEST_CASE("a local version takes its folder name and a global one of that name gives way") {
   TempDir dir;
   const AssetStore store(dir.path());
-  fs::copy_file(data_dir() / "config.xml", store.config_file());
+  fs::copy_file(test_data_dir() / "config.xml", store.config_file());
   const Configuration config = store.load_or_create_configuration();
-  write_text(store.version_dir("rnn-c2k-v1") / "version.xml",
-             read_text(data_dir() / "version.xml"));
-  write_text(store.version_dir("b-local") / "version.xml", read_text(data_dir() / "version.xml"));
-  write_text(store.version_dir("a-payload-only") / "train.py", "print()\n");
-  write_text(store.version_dir(".hidden") / "version.xml", read_text(data_dir() / "version.xml"));
+  write_file(store.version_dir("rnn-c2k-v1") / "version.xml",
+             read_file(test_data_dir() / "version.xml"));
+  write_file(store.version_dir("b-local") / "version.xml",
+             read_file(test_data_dir() / "version.xml"));
+  write_file(store.version_dir("a-payload-only") / "train.py", "print()\n");
+  write_file(store.version_dir(".hidden") / "version.xml",
+             read_file(test_data_dir() / "version.xml"));
 
   const std::vector<VersionEntry> entries = store.load_versions(config);
   REQUIRE(entries.size() == 3);
@@ -153,7 +114,7 @@ TEST_CASE("a broken version.xml is a ConfigError naming the file and line") {
   TempDir dir;
   const AssetStore store(dir.path());
   const fs::path file = store.version_dir("local") / "version.xml";
-  write_text(
+  write_file(
       file, "<?xml version=\"1.0\"?>\n<Version>\n  <DatasetType>Audio</DatasetType>\n</Version>\n");
   try {
     store.load_versions(Configuration{});
@@ -175,9 +136,9 @@ TEST_CASE("commit_model stores a result with its meta.xml and console.log") {
   CHECK(outcome.reason.empty());
   CHECK_FALSE(fs::exists(staged));
   const fs::path model = store.version_dir("v1") / "models" / "id-1";
-  CHECK(read_text(model / "model.h5") == "contents of model.h5");
-  CHECK(read_text(model / "logs" / "history.csv") == "contents of logs/history.csv");
-  CHECK(read_text(model / "console.log") == "Epoch 1/3\n");
+  CHECK(read_file(model / "model.h5") == "contents of model.h5");
+  CHECK(read_file(model / "logs" / "history.csv") == "contents of logs/history.csv");
+  CHECK(read_file(model / "console.log") == "Epoch 1/3\n");
   CHECK(store.has_model("v1", "id-1"));
   CHECK(store.stored_model_ids("v1") == std::vector<std::string>{"id-1"});
 
@@ -187,7 +148,7 @@ TEST_CASE("commit_model stores a result with its meta.xml and console.log") {
   expected.timestamp = loaded.timestamp;
   CHECK(loaded == expected);
 
-  const std::string text = read_text(model / "meta.xml");
+  const std::string text = read_file(model / "meta.xml");
   CHECK(text.rfind("<?xml version=\"1.0\"?>\n<ModelMeta xmlns:xsi=", 0) == 0);
   size_t previous = 0;
   for (const char* element :
@@ -214,7 +175,7 @@ TEST_CASE("commit_model keeps a given timestamp and replaces a meta.xml the clie
   const ModelMeta loaded = store.load_model_meta("v1", "id-1");
   CHECK(loaded.timestamp == meta.timestamp);
   CHECK(loaded.node_name == "bad?name");
-  CHECK(read_text(store.version_dir("v1") / "models" / "id-1" / "console.log").empty());
+  CHECK(read_file(store.version_dir("v1") / "models" / "id-1" / "console.log").empty());
 }
 
 TEST_CASE("commit_model answers kDuplicate for a stored id and leaves the stored model alone") {
@@ -229,7 +190,7 @@ TEST_CASE("commit_model answers kDuplicate for a stored id and leaves the stored
         CommitStatus::kDuplicate);
   CHECK_FALSE(fs::exists(second));
   const fs::path model = store.version_dir("v1") / "models" / "id-1";
-  CHECK(read_text(model / "console.log") == "first");
+  CHECK(read_file(model / "console.log") == "first");
   CHECK_FALSE(fs::exists(model / "other.h5"));
 
   // Even an empty folder of that name counts: a rename would silently replace it.
@@ -292,7 +253,7 @@ TEST_CASE("commit_model refuses item ids and staged folders that would escape th
   CHECK(fs::exists(staged));
 
   const fs::path outside = dir.path() / "outside";
-  write_text(outside / "model.h5", "x");
+  write_file(outside / "model.h5", "x");
   CHECK_THROWS_AS(store.commit_model(version, outside, meta_for("id-1"), ""), Error);
   CHECK_THROWS_AS(store.commit_model(version, store.spool_dir(), meta_for("id-1"), ""), Error);
   CHECK(fs::exists(outside / "model.h5"));
@@ -311,8 +272,8 @@ TEST_CASE("error logs are numbered 0 to 9 per item and the tenth slot is overwri
   CHECK(store.write_error_log("v1", "id-2", "other item") == logs / "id-2-0.log");
   CHECK(store.write_error_log("v1", "id-1", "attempt 10") == logs / "id-1-9.log");
   CHECK(store.write_error_log("v1", "id-1", "attempt 11") == logs / "id-1-9.log");
-  CHECK(read_text(logs / "id-1-9.log") == "attempt 11");
-  CHECK(read_text(logs / "id-1-8.log") == "attempt 8");
+  CHECK(read_file(logs / "id-1-9.log") == "attempt 11");
+  CHECK(read_file(logs / "id-1-8.log") == "attempt 8");
   CHECK(count_entries(logs) == 11);
   CHECK(count_entries(store.spool_dir()) == 0);
 
@@ -327,8 +288,8 @@ TEST_CASE("stored_model_ids lists model folders sorted, without hidden entries o
   const fs::path models = store.version_dir("v1") / "models";
   for (const char* id : {"c", "a", "b"}) fs::create_directories(models / id);
   fs::create_directories(models / ".partial");
-  write_text(models / "notes.txt", "x");
-  write_text(models / ".DS_Store", "x");
+  write_file(models / "notes.txt", "x");
+  write_file(models / ".DS_Store", "x");
   CHECK(store.stored_model_ids("v1") == std::vector<std::string>{"a", "b", "c"});
   CHECK_FALSE(store.has_model("v1", "notes.txt"));
   CHECK(store.has_model("v1", "a"));
@@ -339,8 +300,8 @@ TEST_CASE("clean_spool removes leftovers of interrupted work and keeps the confi
   AssetStore store(dir.path());
   store.load_or_create_configuration();
   stage(store, "half-extracted", {"model.h5", "deep/file"});
-  write_text(store.spool_dir() / "errorlog-1.tmp", "x");
-  write_text(store.config_file().string() + ".tmp-0123456789abcdef", "x");
+  write_file(store.spool_dir() / "errorlog-1.tmp", "x");
+  write_file(store.config_file().string() + ".tmp-0123456789abcdef", "x");
   store.clean_spool();
   CHECK(count_entries(store.spool_dir()) == 0);
   CHECK(count_entries(store.config_file().parent_path()) == 1);
@@ -351,7 +312,7 @@ TEST_CASE("load_model_meta refuses a broken meta.xml, naming file and line") {
   TempDir dir;
   AssetStore store(dir.path());
   const fs::path file = store.version_dir("v1") / "models" / "id-1" / "meta.xml";
-  write_text(file, "<?xml version=\"1.0\"?>\n<ModelMeta>\n  <Epochs>many</Epochs>\n</ModelMeta>\n");
+  write_file(file, "<?xml version=\"1.0\"?>\n<ModelMeta>\n  <Epochs>many</Epochs>\n</ModelMeta>\n");
   try {
     store.load_model_meta("v1", "id-1");
     FAIL("a broken meta.xml loaded");
@@ -372,7 +333,7 @@ TEST_CASE("meta.xml keeps a model's metrics in order through a round trip") {
   const ModelMeta loaded = store.load_model_meta("v1", "id-1");
   CHECK(loaded.metrics == meta.metrics);  // exact: values are written to round-trip
 
-  const std::string text = read_text(store.version_dir("v1") / "models" / "id-1" / "meta.xml");
+  const std::string text = read_file(store.version_dir("v1") / "models" / "id-1" / "meta.xml");
   CHECK(text.find("  <Metrics>\n    <Metric>\n      <Name>val_loss</Name>\n      "
                   "<Value>0.1</Value>\n    </Metric>\n    <Metric>\n      <Name>accuracy</Name>") !=
         std::string::npos);
@@ -383,9 +344,9 @@ TEST_CASE("commit_model stores the metrics of the training's files after the cal
   TempDir dir;
   AssetStore store(dir.path());
   const fs::path staged = stage(store, "in", {"model.h5"});
-  write_text(staged / "metrics.json", R"({"loss": 0.5, "mcc": 7, "val": {"acc": 0.75}})");
+  write_file(staged / "metrics.json", R"({"loss": 0.5, "mcc": 7, "val": {"acc": 0.75}})");
   // One bucket: TP (12 > 10 and 11 > 10) and TN: mcc 1, accuracy 1, mae (1 + 1) / 2.
-  write_text(staged / "test_results.csv",
+  write_file(staged / "test_results.csv",
              "seq,len,prefix,completion,pred,true,planned,id,prefix acts,suffix acts\n"
              "1,4,1,0.25,12,11,10,a,1,2 3\n"
              "2,4,1,0.25,8,9,10,b,1,2 3\n");
@@ -406,7 +367,7 @@ TEST_CASE("commit_model stores the metrics of the training's files after the cal
   CHECK(metrics[3].second == 0.75);
   CHECK(metrics[4].second == 1.0);
   CHECK(metrics[11].second == 1.0);
-  const std::string text = read_text(store.version_dir("v1") / "models" / "id-1" / "meta.xml");
+  const std::string text = read_file(store.version_dir("v1") / "models" / "id-1" / "meta.xml");
   CHECK(text.find("EvaluationProblems") == std::string::npos);
 }
 
@@ -414,16 +375,16 @@ TEST_CASE("commit_model stores a model whose metrics files are bad and says why 
   TempDir dir;
   AssetStore store(dir.path());
   const fs::path staged = stage(store, "in", {"model.h5"});
-  write_text(staged / "metrics.json", "{\"loss\": ");
-  write_text(staged / "metrics.csv", "loss,0.25\n");
-  write_text(staged / "results.csv", "1,2\n");
+  write_file(staged / "metrics.json", "{\"loss\": ");
+  write_file(staged / "metrics.csv", "loss,0.25\n");
+  write_file(staged / "results.csv", "1,2\n");
   Version version = version_named("v1");
   version.dataset_type = DatasetType::kCargo2000;
   REQUIRE(store.commit_model(version, staged, meta_for("id-1"), "").status ==
           CommitStatus::kStored);
 
   CHECK(store.load_model_meta("v1", "id-1").metrics == Metrics{{"loss", 0.25}});
-  const std::string text = read_text(store.version_dir("v1") / "models" / "id-1" / "meta.xml");
+  const std::string text = read_file(store.version_dir("v1") / "models" / "id-1" / "meta.xml");
   const size_t start = text.find("<EvaluationProblems>");
   const size_t end = text.find("</EvaluationProblems>");
   REQUIRE(start != std::string::npos);
@@ -439,7 +400,7 @@ TEST_CASE("load_model_meta reads metrics under any element name and refuses a ba
   TempDir dir;
   AssetStore store(dir.path());
   const fs::path file = store.version_dir("v1") / "models" / "id-1" / "meta.xml";
-  write_text(file,
+  write_file(file,
              "<?xml version=\"1.0\"?>\n<ModelMeta>\n  <Metrics>\n"
              "    <VersionStatusModelMetricItem><Name>MCC</Name><Value>0.5</Value>"
              "</VersionStatusModelMetricItem>\n"
@@ -447,7 +408,7 @@ TEST_CASE("load_model_meta reads metrics under any element name and refuses a ba
              "  </Metrics>\n</ModelMeta>\n");
   CHECK(store.load_model_meta("v1", "id-1").metrics == Metrics{{"MCC", 0.5}, {"MAE", 2.0}});
 
-  write_text(file,
+  write_file(file,
              "<?xml version=\"1.0\"?>\n<ModelMeta>\n  <Metrics>\n"
              "    <Metric><Name>MAE</Name><Value>high</Value></Metric>\n"
              "  </Metrics>\n</ModelMeta>\n");
@@ -457,7 +418,7 @@ TEST_CASE("load_model_meta reads metrics under any element name and refuses a ba
   } catch (const ConfigError& error) {
     CHECK(std::string(error.what()).rfind(file.string() + ":4: <Value> must be a number", 0) == 0);
   }
-  write_text(file,
+  write_file(file,
              "<?xml version=\"1.0\"?>\n<ModelMeta>\n  <Metrics>\n"
              "    <Metric><Value>1</Value></Metric>\n  </Metrics>\n</ModelMeta>\n");
   CHECK_THROWS_AS(store.load_model_meta("v1", "id-1"), ConfigError);

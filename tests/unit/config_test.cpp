@@ -5,59 +5,20 @@
 
 #include <chrono>
 #include <filesystem>
-#include <fstream>
-#include <iterator>
-#include <random>
 #include <string>
 
 #include "conductor/error.hpp"
+#include "support/temp_dir.hpp"
 
 namespace fs = std::filesystem;
 using namespace conductor;
+using conductor::test::count_entries;
+using conductor::test::read_file;
+using conductor::test::TempDir;
+using conductor::test::test_data_dir;
+using conductor::test::write_file;
 
 namespace {
-
-fs::path data_dir() {
-#ifdef CONDUCTOR_TEST_DATA_DIR
-  return CONDUCTOR_TEST_DATA_DIR;
-#else
-  return fs::path(__FILE__).parent_path().parent_path() / "data";
-#endif
-}
-
-class TempDir {
- public:
-  TempDir() {
-    std::random_device device;
-    path_ = fs::temp_directory_path() / ("conductor-config-test-" + std::to_string(::getpid()) +
-                                         "-" + std::to_string(device()));
-    fs::create_directories(path_);
-  }
-  TempDir(const TempDir&) = delete;
-  TempDir& operator=(const TempDir&) = delete;
-  ~TempDir() {
-    std::error_code ignored;
-    fs::permissions(path_, fs::perms::owner_all, fs::perm_options::add, ignored);
-    fs::remove_all(path_, ignored);
-  }
-  const fs::path& path() const { return path_; }
-
- private:
-  fs::path path_;
-};
-
-std::string read_text(const fs::path& file) {
-  std::ifstream stream(file, std::ios::binary);
-  return {std::istreambuf_iterator<char>(stream), std::istreambuf_iterator<char>()};
-}
-
-void write_text(const fs::path& file, const std::string& text) {
-  std::ofstream(file, std::ios::binary) << text;
-}
-
-int count_entries(const fs::path& folder) {
-  return static_cast<int>(std::distance(fs::directory_iterator(folder), fs::directory_iterator()));
-}
 
 // The message a ConfigError carries when loading `file` fails, or "" when it loads.
 std::string load_error(const fs::path& file, bool as_version = false) {
@@ -81,7 +42,7 @@ constexpr const char* kHeader =
 }  // namespace
 
 TEST_CASE("the original's config.xml loads with its values") {
-  const Configuration config = load_configuration(data_dir() / "config.xml");
+  const Configuration config = load_configuration(test_data_dir() / "config.xml");
   CHECK(config.created == "2018-07-20T10:15:30.1234567+02:00");
   CHECK(config.last_updated == "2018-09-02T08:00:01.5000000+02:00");
   CHECK(config.reserve_nodes == 0.25);
@@ -115,7 +76,7 @@ TEST_CASE("the original's config.xml loads with its values") {
 }
 
 TEST_CASE("the original's version.xml loads with its commands and TargetModels") {
-  const Version version = load_version_file(data_dir() / "version.xml");
+  const Version version = load_version_file(test_data_dir() / "version.xml");
   CHECK(version.name == "ignored-because-the-folder-name-wins");
   CHECK(version.target_models == 3);
   CHECK(version.dataset_type == DatasetType::kGeneric);
@@ -127,15 +88,15 @@ TEST_CASE("the original's version.xml loads with its commands and TargetModels")
 TEST_CASE("saving an unchanged fixture writes the original's text back") {
   TempDir dir;
   SUBCASE("config.xml") {
-    const Configuration config = load_configuration(data_dir() / "config.xml");
+    const Configuration config = load_configuration(test_data_dir() / "config.xml");
     save_configuration(config, dir.path() / "config.xml");
-    CHECK(read_text(dir.path() / "config.xml") == read_text(data_dir() / "config.xml"));
+    CHECK(read_file(dir.path() / "config.xml") == read_file(test_data_dir() / "config.xml"));
     CHECK(load_configuration(dir.path() / "config.xml") == config);
   }
   SUBCASE("version.xml") {
-    const Version version = load_version_file(data_dir() / "version.xml");
+    const Version version = load_version_file(test_data_dir() / "version.xml");
     save_version_file(version, dir.path() / "version.xml");
-    CHECK(read_text(dir.path() / "version.xml") == read_text(data_dir() / "version.xml"));
+    CHECK(read_file(dir.path() / "version.xml") == read_file(test_data_dir() / "version.xml"));
     CHECK(load_version_file(dir.path() / "version.xml") == version);
   }
   CHECK(count_entries(dir.path()) == 1);  // no temporary left behind
@@ -152,7 +113,7 @@ TEST_CASE("values with markup, line ends and a custom ModelPattern survive a rou
   version.model_pattern = "checkpoints/*.ckpt";
 
   save_version_file(version, dir.path() / "version.xml");
-  const std::string text = read_text(dir.path() / "version.xml");
+  const std::string text = read_file(dir.path() / "version.xml");
   CHECK(text.find("<ModelPattern>checkpoints/*.ckpt</ModelPattern>") != std::string::npos);
   CHECK(text.find("<Created") == std::string::npos);  // empty timestamps are left out
   CHECK(text.find("<PredictionCommands />") != std::string::npos);
@@ -162,7 +123,7 @@ TEST_CASE("values with markup, line ends and a custom ModelPattern survive a rou
   config.versions = {version};
   config.reserve_nodes = 1;
   save_configuration(config, dir.path() / "config.xml");
-  CHECK(read_text(dir.path() / "config.xml").find("<CurrentVersion>") == std::string::npos);
+  CHECK(read_file(dir.path() / "config.xml").find("<CurrentVersion>") == std::string::npos);
   CHECK(load_configuration(dir.path() / "config.xml") == config);
 }
 
@@ -178,7 +139,7 @@ TEST_CASE("the default configuration has ReserveNodes 0.2, no versions and the t
 
   TempDir dir;
   save_configuration(config, dir.path() / "config.xml");
-  const std::string text = read_text(dir.path() / "config.xml");
+  const std::string text = read_file(dir.path() / "config.xml");
   CHECK(text.find("<Versions />") != std::string::npos);
   CHECK(text.find("<ReserveNodes>0.2</ReserveNodes>") != std::string::npos);
   CHECK(load_configuration(dir.path() / "config.xml") == config);
@@ -187,7 +148,7 @@ TEST_CASE("the default configuration has ReserveNodes 0.2, no versions and the t
 TEST_CASE("loading ignores unknown elements and gives missing ones their defaults") {
   TempDir dir;
   const fs::path file = dir.path() / "config.xml";
-  write_text(file, std::string(kHeader) +
+  write_file(file, std::string(kHeader) +
                        "  <FutureSetting>on</FutureSetting>\n"
                        "  <Versions>\n"
                        "    <Version><Name>bare</Name><Shiny>yes</Shiny></Version>\n"
@@ -259,7 +220,7 @@ TEST_CASE("loading refuses invalid configurations, naming file and line") {
   for (const Case& c : cases) {
     const std::string what = c.what;
     CAPTURE(what);
-    write_text(file, std::string(kHeader) + c.body);
+    write_file(file, std::string(kHeader) + c.body);
     const std::string message = load_error(file);
     CAPTURE(message);
     CHECK(message.rfind(file.string() + ":" + std::to_string(c.line) + ": ", 0) == 0);
@@ -270,7 +231,7 @@ TEST_CASE("loading refuses invalid configurations, naming file and line") {
 TEST_CASE("loading refuses a wrong root element, an unreadable file and an empty one") {
   TempDir dir;
   const fs::path file = dir.path() / "version.xml";
-  write_text(file,
+  write_file(file,
              "<?xml version=\"1.0\"?>\n\n<ConductorConfiguration>\n</ConductorConfiguration>\n");
   std::string message = load_error(file, /*as_version=*/true);
   CHECK(message.rfind(file.string() + ":3: root element is <ConductorConfiguration>", 0) == 0);
@@ -279,18 +240,18 @@ TEST_CASE("loading refuses a wrong root element, an unreadable file and an empty
   message = load_error(dir.path() / "absent.xml");
   CHECK(message.find((dir.path() / "absent.xml").string() + ": cannot read") == 0);
 
-  write_text(file, "");
+  write_file(file, "");
   CHECK(load_error(file, /*as_version=*/true).rfind(file.string() + ":1: malformed XML", 0) == 0);
 }
 
 TEST_CASE("a local version.xml needs no Name but a valid TargetModels") {
   TempDir dir;
   const fs::path file = dir.path() / "version.xml";
-  write_text(
+  write_file(
       file,
       "<?xml version=\"1.0\"?>\n<Version>\n  <TargetModels>three</TargetModels>\n</Version>\n");
   CHECK(load_error(file, true).rfind(file.string() + ":3: <TargetModels> must be", 0) == 0);
-  write_text(
+  write_file(
       file, "<?xml version=\"1.0\"?>\n<Version>\n  <TargetModels> 3 </TargetModels>\n</Version>\n");
   CHECK(load_version_file(file).target_models == 3);
   CHECK(load_version_file(file).name.empty());
@@ -298,7 +259,7 @@ TEST_CASE("a local version.xml needs no Name but a valid TargetModels") {
 
 TEST_CASE("a failing save leaves the old file intact") {
   TempDir dir;
-  const std::string old_text = read_text(data_dir() / "config.xml");
+  const std::string old_text = read_file(test_data_dir() / "config.xml");
   const Configuration config = default_configuration();
 
   SUBCASE("the target folder is missing") {
@@ -308,9 +269,9 @@ TEST_CASE("a failing save leaves the old file intact") {
   SUBCASE("the temporary cannot be created next to the target") {
     // A name at the file system's limit leaves no room for the ".tmp-<random>" suffix.
     const fs::path file = dir.path() / std::string(250, 'c');
-    write_text(file, old_text);
+    write_file(file, old_text);
     CHECK_THROWS_AS(save_configuration(config, file), IoError);
-    CHECK(read_text(file) == old_text);
+    CHECK(read_file(file) == old_text);
     CHECK(count_entries(dir.path()) == 1);
   }
   SUBCASE("the rename over the target fails after the temporary was written") {
@@ -322,16 +283,16 @@ TEST_CASE("a failing save leaves the old file intact") {
   }
   SUBCASE("a value XML cannot carry") {
     const fs::path file = dir.path() / "config.xml";
-    write_text(file, old_text);
+    write_file(file, old_text);
     Configuration bad = config;
     bad.versions.push_back(Version{});
     bad.versions.back().name = "bell\x07";
     CHECK_THROWS_AS(save_configuration(bad, file), ConfigError);
-    CHECK(read_text(file) == old_text);
+    CHECK(read_file(file) == old_text);
   }
   SUBCASE("the target folder is read-only") {
     const fs::path file = dir.path() / "config.xml";
-    write_text(file, old_text);
+    write_file(file, old_text);
     fs::permissions(dir.path(),
                     fs::perms::owner_write | fs::perms::group_write | fs::perms::others_write,
                     fs::perm_options::remove);
@@ -340,14 +301,14 @@ TEST_CASE("a failing save leaves the old file intact") {
     } else {
       CHECK_THROWS_AS(save_configuration(config, file), IoError);
     }
-    CHECK(read_text(file) == old_text);
+    CHECK(read_file(file) == old_text);
   }
 }
 
 TEST_CASE("a save keeps the permissions an operator gave the file") {
   TempDir dir;
   const fs::path file = dir.path() / "config.xml";
-  write_text(file, "old");
+  write_file(file, "old");
   fs::permissions(file, fs::perms::owner_read | fs::perms::owner_write);
   save_configuration(default_configuration(), file);
   CHECK(fs::status(file).permissions() == (fs::perms::owner_read | fs::perms::owner_write));

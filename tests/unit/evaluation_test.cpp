@@ -1,47 +1,20 @@
 #include "conductor/evaluation.hpp"
 
 #include <doctest/doctest.h>
-#include <unistd.h>
 
 #include <cmath>
 #include <filesystem>
-#include <fstream>
-#include <random>
 #include <string>
 
 #include "conductor/error.hpp"
+#include "support/temp_dir.hpp"
 
 namespace fs = std::filesystem;
 using namespace conductor;
+using conductor::test::TempDir;
+using conductor::test::write_file;
 
 namespace {
-
-class TempDir {
- public:
-  TempDir() {
-    std::random_device device;
-    path_ = fs::temp_directory_path() / ("conductor-evaluation-test-" + std::to_string(::getpid()) +
-                                         "-" + std::to_string(device()));
-    fs::create_directories(path_);
-  }
-  TempDir(const TempDir&) = delete;
-  TempDir& operator=(const TempDir&) = delete;
-  ~TempDir() {
-    std::error_code ignored;
-    fs::remove_all(path_, ignored);
-  }
-  fs::path operator/(const std::string& name) const { return path_ / name; }
-  const fs::path& path() const { return path_; }
-
- private:
-  fs::path path_;
-};
-
-fs::path write_text(const fs::path& file, const std::string& text) {
-  fs::create_directories(file.parent_path());
-  std::ofstream(file, std::ios::binary) << text;
-  return file;
-}
 
 std::optional<double> value_of(const Metrics& metrics, const std::string& name) {
   for (const auto& [key, value] : metrics) {
@@ -111,7 +84,7 @@ void check_two_bucket_metrics(const Metrics& metrics) {
 TEST_CASE("results.csv metrics are computed per 0.1 completion bucket and averaged") {
   TempDir dir;
   const auto metrics =
-      evaluate_results_csv(write_text(dir / "results.csv", kTwoBuckets), DatasetType::kGeneric);
+      evaluate_results_csv(write_file(dir / "results.csv", kTwoBuckets), DatasetType::kGeneric);
   REQUIRE(metrics.has_value());
   check_two_bucket_metrics(*metrics);
 }
@@ -131,7 +104,7 @@ TEST_CASE("results.csv may use ';', quotes, percents and no header row") {
       "7;10;3;39;5;6;10;\"g \"\"quoted\"\"\";1 2 3;4\r\n"
       "8;10;3;31;11;4;10;h;1 2 3;4\r\n";
   const auto metrics =
-      evaluate_results_csv(write_text(dir / "x-results.csv", text), DatasetType::kGeneric);
+      evaluate_results_csv(write_file(dir / "x-results.csv", text), DatasetType::kGeneric);
   REQUIRE(metrics.has_value());
   check_two_bucket_metrics(*metrics);
 }
@@ -151,7 +124,7 @@ TEST_CASE("a metric undefined in a bucket is averaged over the other buckets onl
       "5,4,4,1.0,20,30,10,e,x,y\n"  // TP  d=-10
       "6,4,4,1.0,0,10,10,f,x,y\n";  // TN  d=-10  true mean 20, spread 10+10 = 20
   const auto metrics =
-      evaluate_results_csv(write_text(dir / "results.csv", text), DatasetType::kGeneric);
+      evaluate_results_csv(write_file(dir / "results.csv", text), DatasetType::kGeneric);
   REQUIRE(metrics.has_value());
   CHECK(*value_of(*metrics, "mcc") == doctest::Approx(1.0));
   CHECK(*value_of(*metrics, "precision") == doctest::Approx((1.0 + 1.0) / 2));
@@ -175,7 +148,7 @@ TEST_CASE("a metric undefined in every bucket is left out") {
   // Only true negatives: precision, recall, f1 and mcc have a zero denominator everywhere.
   const char* text = "1,4,1,0.1,1,2,10,a,x,y\n2,4,1,0.7,3,2,10,b,x,y\n";
   const auto metrics =
-      evaluate_results_csv(write_text(dir / "results.csv", text), DatasetType::kGeneric);
+      evaluate_results_csv(write_file(dir / "results.csv", text), DatasetType::kGeneric);
   REQUIRE(metrics.has_value());
   for (const char* absent : {"mcc", "precision", "recall", "f1", "rae", "rse", "rrse"}) {
     CAPTURE(std::string(absent));
@@ -188,27 +161,27 @@ TEST_CASE("a metric undefined in every bucket is left out") {
 
 TEST_CASE("results.csv without usable rows evaluates to nothing") {
   TempDir dir;
-  CHECK_FALSE(evaluate_results_csv(write_text(dir / "a.csv", ""), DatasetType::kGeneric));
+  CHECK_FALSE(evaluate_results_csv(write_file(dir / "a.csv", ""), DatasetType::kGeneric));
   CHECK_FALSE(evaluate_results_csv(
-      write_text(dir / "b.csv", "sequence,length,prefix,completion,predicted,true,planned\n"),
+      write_file(dir / "b.csv", "sequence,length,prefix,completion,predicted,true,planned\n"),
       DatasetType::kGeneric));
   // Diverged predictions and completions past every bucket are unusable, not malformed.
   CHECK_FALSE(evaluate_results_csv(
-      write_text(dir / "c.csv", "1,4,1,0.5,nan,2,10,a,x,y\n2,4,1,-0.5,1,2,10,b,x,y\n"),
+      write_file(dir / "c.csv", "1,4,1,0.5,nan,2,10,a,x,y\n2,4,1,-0.5,1,2,10,b,x,y\n"),
       DatasetType::kGeneric));
 }
 
 TEST_CASE("a malformed results.csv row is a ConfigError naming file and line") {
   TempDir dir;
   const fs::path file =
-      write_text(dir / "results.csv", "1,4,1,0.5,1,2,10,a,x,y\n\n2,4,1,0.5,one,2,10,b,x,y\n");
+      write_file(dir / "results.csv", "1,4,1,0.5,1,2,10,a,x,y\n\n2,4,1,0.5,one,2,10,b,x,y\n");
   try {
     evaluate_results_csv(file, DatasetType::kGeneric);
     FAIL("a malformed row was accepted");
   } catch (const ConfigError& error) {
     CHECK(std::string(error.what()).rfind(file.string() + ":3: ", 0) == 0);
   }
-  write_text(file, "1,4,1,0.5,1,2\n");
+  write_file(file, "1,4,1,0.5,1,2\n");
   CHECK_THROWS_WITH_AS(evaluate_results_csv(file, DatasetType::kGeneric),
                        doctest::Contains(":1: expected at least 7 columns, got 6"), ConfigError);
   CHECK_THROWS_AS(evaluate_results_csv(dir / "missing.csv", DatasetType::kGeneric), IoError);
@@ -231,7 +204,7 @@ TEST_CASE("Cargo2000 buckets rows around the 50% marker activity 13 and inverts 
       "3,4,1,0.05,6,4,10,B,1,2 13 4\n"
       "4,5,4,0.05,10,6,10,C,1 13 3 4,5\n"
       "5,11,8,0.05,2,10,10,D,1 13 3 4 5 6 7 8,9 10 11\n";
-  const fs::path file = write_text(dir / "results.csv", text);
+  const fs::path file = write_file(dir / "results.csv", text);
 
   const auto cargo = evaluate_results_csv(file, DatasetType::kCargo2000);
   REQUIRE(cargo.has_value());
@@ -246,14 +219,14 @@ TEST_CASE("Cargo2000 buckets rows around the 50% marker activity 13 and inverts 
   CHECK(*value_of(*generic, "specificity") == doctest::Approx(1.0));
   CHECK_FALSE(value_of(*generic, "precision").has_value());
 
-  write_text(file, std::string(text) + "6,3,1,0.05,1,2,10,F,1,2 3\n");
+  write_file(file, std::string(text) + "6,3,1,0.05,1,2,10,F,1,2 3\n");
   CHECK_THROWS_WITH_AS(evaluate_results_csv(file, DatasetType::kCargo2000),
                        doctest::Contains(":6: no marker activity 13"), ConfigError);
 }
 
 TEST_CASE("metrics.json gives numbers and booleans, flattening nested objects") {
   TempDir dir;
-  write_text(dir / "metrics.json",
+  write_file(dir / "metrics.json",
              R"({"loss": 0.25, "accuracy": 0.9, "model": "lstm", "history": [1, 2],
                  "best": true, "nothing": null,
                  "val": {"loss": 0.5, "deep": {"epochs": 7}, "note": "x"}, "last": false})");
@@ -267,25 +240,25 @@ TEST_CASE("metrics.json gives numbers and booleans, flattening nested objects") 
 
 TEST_CASE("metrics.csv may hold name,value rows or one header row and one value row") {
   TempDir dir;
-  write_text(dir / "metrics.csv", "name,value\nloss,0.25\n\"val, acc\",0.9\nflag,True\n");
+  write_file(dir / "metrics.csv", "name,value\nloss,0.25\n\"val, acc\",0.9\nflag,True\n");
   CHECK(read_training_metrics(dir.path()) ==
         Metrics{{"loss", 0.25}, {"val, acc", 0.9}, {"flag", 1.0}});
 
-  write_text(dir / "metrics.csv", "loss,0.25\r\nacc,nan\r\nmae,+3\r\n");
+  write_file(dir / "metrics.csv", "loss,0.25\r\nacc,nan\r\nmae,+3\r\n");
   CHECK(read_training_metrics(dir.path()) == Metrics{{"loss", 0.25}, {"mae", 3.0}});
 
-  write_text(dir / "metrics.csv", "loss,acc,model,epoch\n0.25,0.9,lstm,5\n");
+  write_file(dir / "metrics.csv", "loss,acc,model,epoch\n0.25,0.9,lstm,5\n");
   CHECK(read_training_metrics(dir.path()) == Metrics{{"loss", 0.25}, {"acc", 0.9}, {"epoch", 5.0}});
 
-  write_text(dir / "metrics.csv", "loss;acc\n0,25;0,9\n");
+  write_file(dir / "metrics.csv", "loss;acc\n0,25;0,9\n");
   CHECK(read_training_metrics(dir.path()) == Metrics{{"loss", 0.25}, {"acc", 0.9}});
 }
 
 TEST_CASE("training metrics keep JSON order, then CSV values, one value per name") {
   TempDir dir;
   CHECK(read_training_metrics(dir.path()).empty());
-  write_text(dir / "metrics.json", R"({"b": 1, "a": 2})");
-  write_text(dir / "metrics.csv", "a,3\nc,4\n");
+  write_file(dir / "metrics.json", R"({"b": 1, "a": 2})");
+  write_file(dir / "metrics.csv", "a,3\nc,4\n");
   CHECK(read_training_metrics(dir.path()) == Metrics{{"b", 1.0}, {"a", 3.0}, {"c", 4.0}});
 
   Metrics target{{"x", 1}, {"y", 2}};
@@ -295,24 +268,24 @@ TEST_CASE("training metrics keep JSON order, then CSV values, one value per name
 
 TEST_CASE("malformed metrics files are ConfigErrors naming the file") {
   TempDir dir;
-  const fs::path json = write_text(dir / "metrics.json", "{\n  \"loss\": 0.25,\n  oops\n}\n");
+  const fs::path json = write_file(dir / "metrics.json", "{\n  \"loss\": 0.25,\n  oops\n}\n");
   CHECK_THROWS_WITH_AS(read_training_metrics(dir.path()),
                        doctest::Contains((json.string() + ":3: malformed JSON").c_str()),
                        ConfigError);
-  write_text(json, "[1, 2]");
+  write_file(json, "[1, 2]");
   CHECK_THROWS_WITH_AS(read_training_metrics(dir.path()),
                        doctest::Contains("must hold a JSON object"), ConfigError);
   fs::remove(json);
 
-  const fs::path csv = write_text(dir / "metrics.csv", "name,value\nloss,0.25\nacc,high\n");
+  const fs::path csv = write_file(dir / "metrics.csv", "name,value\nloss,0.25\nacc,high\n");
   CHECK_THROWS_WITH_AS(read_training_metrics(dir.path()),
                        doctest::Contains((csv.string() + ":3: value 'high' of 'acc'").c_str()),
                        ConfigError);
-  write_text(csv, "loss,0.25,extra\nacc,0.9\n");
+  write_file(csv, "loss,0.25,extra\nacc,0.9\n");
   CHECK_THROWS_WITH_AS(read_training_metrics(dir.path()),
                        doctest::Contains((csv.string() + ":1: expected 'name,value'").c_str()),
                        ConfigError);
-  write_text(csv, "\"loss,0.25\n");
+  write_file(csv, "\"loss,0.25\n");
   CHECK_THROWS_WITH_AS(read_training_metrics(dir.path()), doctest::Contains(":1: a quoted field"),
                        ConfigError);
   fs::remove(csv);
@@ -323,11 +296,11 @@ TEST_CASE("malformed metrics files are ConfigErrors naming the file") {
 
 TEST_CASE("evaluate_model_folder reports a bad file and still uses the others") {
   TempDir dir;
-  write_text(dir / "metrics.json", "{ \"loss\": ");
-  write_text(dir / "metrics.csv", "epochs,12\nmcc,0.1\n");
-  write_text(dir / "b-results.csv", "not, a, results, file\n");  // sorts after a-results.csv
-  write_text(dir / "a-results.csv", kTwoBuckets);
-  write_text(dir / "notes.txt", "x");
+  write_file(dir / "metrics.json", "{ \"loss\": ");
+  write_file(dir / "metrics.csv", "epochs,12\nmcc,0.1\n");
+  write_file(dir / "b-results.csv", "not, a, results, file\n");  // sorts after a-results.csv
+  write_file(dir / "a-results.csv", kTwoBuckets);
+  write_file(dir / "notes.txt", "x");
 
   const Evaluation evaluation = evaluate_model_folder(dir.path(), DatasetType::kGeneric);
   REQUIRE(evaluation.problems.size() == 1);
@@ -342,14 +315,14 @@ TEST_CASE("evaluate_model_folder reports a bad file and still uses the others") 
 
 TEST_CASE("evaluate_model_folder names a results file it cannot use") {
   TempDir dir;
-  write_text(dir / "results.csv", "header,only\n");
+  write_file(dir / "results.csv", "header,only\n");
   Evaluation evaluation = evaluate_model_folder(dir.path(), DatasetType::kGeneric);
   CHECK(evaluation.metrics.empty());
   REQUIRE(evaluation.problems.size() == 1);
   CHECK(evaluation.problems[0].find("results.csv:1: expected at least 7 columns") !=
         std::string::npos);
 
-  write_text(dir / "results.csv", "");
+  write_file(dir / "results.csv", "");
   evaluation = evaluate_model_folder(dir.path(), DatasetType::kGeneric);
   REQUIRE(evaluation.problems.size() == 1);
   CHECK(evaluation.problems[0] == (dir / "results.csv").string() + ": no usable rows to evaluate");

@@ -12,13 +12,13 @@
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
-#include <random>
 #include <stdexcept>
 #include <string>
 #include <thread>
 #include <vector>
 
 #include "conductor/error.hpp"
+#include "support/temp_dir.hpp"
 
 namespace {
 
@@ -29,32 +29,12 @@ using conductor::ProcessExecutor;
 using conductor::ProcessOptions;
 using conductor::ProcessResult;
 using conductor::split_arguments;
+using conductor::test::TempDir;
 using namespace std::chrono_literals;
 using Words = std::vector<std::string>;
 
-class TempDir {
- public:
-  TempDir() {
-    std::random_device random;
-    path_ =
-        std::filesystem::temp_directory_path() /
-        ("conductor-process-test-" + std::to_string(::getpid()) + "-" + std::to_string(random()));
-    std::filesystem::create_directories(path_);
-  }
-  TempDir(const TempDir&) = delete;
-  TempDir& operator=(const TempDir&) = delete;
-  ~TempDir() {
-    std::error_code ignored;
-    std::filesystem::remove_all(path_, ignored);
-  }
-  const std::filesystem::path& path() const { return path_; }
-
- private:
-  std::filesystem::path path_;
-};
-
 void write_script(const std::filesystem::path& file, const std::string& text, mode_t mode) {
-  std::ofstream(file) << text;
+  conductor::test::write_file(file, text);
   REQUIRE(::chmod(file.c_str(), mode) == 0);
 }
 

@@ -1,50 +1,15 @@
 #include "conductor/sha256.hpp"
 
 #include <doctest/doctest.h>
-#include <unistd.h>
 
-#include <atomic>
-#include <chrono>
 #include <filesystem>
-#include <fstream>
 #include <string>
 
 #include "conductor/error.hpp"
+#include "support/temp_dir.hpp"
 
-namespace {
-
-namespace fs = std::filesystem;
-
-// A fresh folder under the system temp directory, removed with everything in it.
-class TempDir {
- public:
-  TempDir() {
-    static std::atomic<int> counter{0};
-    path_ = fs::temp_directory_path() /
-            ("conductor-sha256-test-" + std::to_string(::getpid()) + "-" +
-             std::to_string(std::chrono::steady_clock::now().time_since_epoch().count()) + "-" +
-             std::to_string(counter++));
-    fs::create_directories(path_);
-  }
-  ~TempDir() {
-    std::error_code ignored;
-    fs::remove_all(path_, ignored);
-  }
-  TempDir(const TempDir&) = delete;
-  TempDir& operator=(const TempDir&) = delete;
-  const fs::path& path() const { return path_; }
-
- private:
-  fs::path path_;
-};
-
-void write_file(const fs::path& path, const std::string& content) {
-  std::ofstream out(path, std::ios::binary);
-  out.write(content.data(), static_cast<std::streamsize>(content.size()));
-  REQUIRE(out.good());
-}
-
-}  // namespace
+using conductor::test::TempDir;
+using conductor::test::write_file;
 
 TEST_CASE("sha256_hex matches the FIPS 180-2 vectors for the empty string and abc") {
   CHECK(conductor::sha256_hex("") ==

@@ -1,0 +1,206 @@
+#include "output.hpp"
+
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+#include <map>
+#include <set>
+
+namespace conductor::ctl {
+
+using json = nlohmann::json;
+
+Table::Table(std::vector<std::string> header) : header_(std::move(header)) {}
+
+void Table::add_row(std::vector<std::string> cells) {
+  cells.resize(header_.size());
+  rows_.push_back(std::move(cells));
+}
+
+void Table::print(std::ostream& out) const {
+  std::vector<std::size_t> widths;
+  for (const auto& cell : header_) widths.push_back(cell.size());
+  for (const auto& row : rows_) {
+    for (std::size_t i = 0; i < row.size(); ++i) widths[i] = std::max(widths[i], row[i].size());
+  }
+  auto print_row = [&](const std::vector<std::string>& cells) {
+    std::string line;
+    for (std::size_t i = 0; i < cells.size(); ++i) {
+      line += cells[i];
+      if (i + 1 < cells.size()) line += std::string(widths[i] - cells[i].size() + 2, ' ');
+    }
+    out << line << '\n';
+  };
+  print_row(header_);
+  for (const auto& row : rows_) print_row(row);
+}
+
+std::string format_number(double value) {
+  char text[32];
+  std::snprintf(text, sizeof text, "%.6g", value);
+  return text;
+}
+
+namespace {
+
+// 12.3s under a minute, else 4m05s or 2h03m04s: training runs for days.
+std::string format_seconds(double seconds) {
+  char text[48];
+  if (seconds < 60) {
+    std::snprintf(text, sizeof text, "%.1fs", seconds);
+    return text;
+  }
+  const long long total = std::llround(seconds);
+  if (total < 3600) {
+    std::snprintf(text, sizeof text, "%lldm%02llds", total / 60, total % 60);
+  } else {
+    std::snprintf(text, sizeof text, "%lldh%02lldm%02llds", total / 3600, total / 60 % 60,
+                  total % 60);
+  }
+  return text;
+}
+
+std::string seconds_of(const nlohmann::json& object, const char* key) {
+  auto it = object.find(key);
+  return it != object.end() && it->is_number() ? format_seconds(it->get<double>()) : "";
+}
+
+// Ids are UUIDs; eight characters tell them apart on one screen.
+std::string short_id(const std::string& id) { return id.substr(0, 8); }
+
+std::string text(const json& object, const char* key) {
+  auto it = object.find(key);
+  if (it == object.end() || it->is_null()) return "";
+  if (it->is_string()) return it->get<std::string>();
+  if (it->is_boolean()) return it->get<bool>() ? "yes" : "no";
+  if (it->is_number()) return format_number(it->get<double>());
+  return it->dump();
+}
+
+const json& list(const json& body, const char* key) {
+  static const json kEmpty = json::array();
+  auto it = body.find(key);
+  return it != body.end() && it->is_array() ? *it : kEmpty;
+}
+
+void print_status(const json& body, std::ostream& out) {
+  const json& clients = list(body, "clients");
+  out << "Clients: " << clients.size() << " (reserve nodes " << text(body, "reserve_nodes")
+      << ")\n";
+  Table client_table({"HOST", "ID", "OS", "TYPE", "STATE", "RESERVED", "ITEM", "VERSION", "EPOCH"});
+  for (const auto& client : clients) {
+    const bool working = client.contains("item");
+    client_table.add_row(
+        {text(client, "host"), short_id(text(client, "id")), text(client, "os"),
+         text(client, "type"), text(client, "state"), text(client, "reserved"),
+         working ? short_id(text(client, "item")) + " " + text(client, "item_type") : "-",
+         working ? text(client, "item_version") : "-",
+         working ? text(client, "epoch") + "/" + text(client, "total_epochs") : "-"});
+  }
+  if (!client_table.empty()) client_table.print(out);
+
+  out << "\nVersions (current: " << text(body, "current_version") << ")\n";
+  Table version_table({"NAME", "LOCAL", "CURRENT", "STORED/TARGET", "QUEUED", "ACTIVE"});
+  for (const auto& version : list(body, "versions")) {
+    version_table.add_row({text(version, "name"), text(version, "local"), text(version, "current"),
+                           text(version, "stored") + "/" + text(version, "target"),
+                           text(version, "queued"), text(version, "active")});
+  }
+  version_table.print(out);
+
+  std::map<std::string, std::size_t> queued_by_type;
+  for (const auto& item : list(body, "queued")) ++queued_by_type[text(item, "type")];
+  out << "\nQueue: " << list(body, "queued").size() << " queued";
+  std::string separator = " (";
+  for (const auto& [type, count] : queued_by_type) {
+    out << separator << count << " " << type;
+    separator = ", ";
+  }
+  if (!queued_by_type.empty()) out << ")";
+  out << "; " << list(body, "active").size() << " active; " << text(body, "pending_predictions")
+      << " prediction request(s) running\n";
+  Table active_table({"ITEM", "TYPE", "VERSION", "ATTEMPT", "CLIENT", "RUNNING"});
+  for (const auto& item : list(body, "active")) {
+    active_table.add_row({short_id(text(item, "id")), text(item, "type"), text(item, "version"),
+                          text(item, "attempt"), text(item, "client"),
+                          seconds_of(item, "running_seconds")});
+  }
+  if (!active_table.empty()) active_table.print(out);
+}
+
+void print_models(const json& body, std::ostream& out) {
+  const json& models = list(body, "models");
+  std::set<std::string> metric_names;
+  for (const auto& model : models) {
+    if (auto metrics = model.find("metrics"); metrics != model.end() && metrics->is_object()) {
+      for (const auto& [name, value] : metrics->items()) metric_names.insert(name);
+    }
+  }
+  out << "Models of " << text(body, "version") << ": " << models.size() << "\n";
+  std::vector<std::string> header = {"ID", "DURATION", "EPOCHS", "NODE"};
+  header.insert(header.end(), metric_names.begin(), metric_names.end());
+  Table table(header);
+  std::vector<std::string> problems;
+  for (const auto& model : models) {
+    std::vector<std::string> row = {text(model, "id"), seconds_of(model, "duration"),
+                                    text(model, "epochs"), text(model, "node")};
+    const json metrics = model.value("metrics", json::object());
+    for (const auto& name : metric_names) row.push_back(text(metrics, name.c_str()));
+    if (model.contains("problem")) {
+      row[1] = "?";
+      problems.push_back(text(model, "id") + ": " + text(model, "problem"));
+    }
+    table.add_row(std::move(row));
+  }
+  if (!table.empty()) table.print(out);
+  for (const auto& problem : problems) out << "unreadable meta.xml of " << problem << '\n';
+}
+
+void print_prediction(const json& body, std::ostream& out) {
+  out << "Prediction " << text(body, "request") << " of " << text(body, "version") << "\n";
+  Table values({"MODEL", "VALUE"});
+  for (const auto& value : list(body, "values")) {
+    values.add_row({text(value, "model"), text(value, "value")});
+  }
+  if (!values.empty()) values.print(out);
+  const json& failures = list(body, "failures");
+  if (!failures.empty()) {
+    out << "\nFailures: " << failures.size() << "\n";
+    Table table({"MODEL", "REASON"});
+    for (const auto& failure : failures)
+      table.add_row({text(failure, "model"), text(failure, "reason")});
+    table.print(out);
+  }
+  out << "\n"
+      << list(body, "values").size() << " value(s) of " << text(body, "expected")
+      << " model(s): mean " << text(body, "mean") << ", median " << text(body, "median")
+      << ", stddev " << text(body, "stddev") << ", min " << text(body, "min") << ", max "
+      << text(body, "max") << "\n";
+}
+
+}  // namespace
+
+void print_readable(const std::string& command, const json& body, std::ostream& out) {
+  if (command == "status") {
+    print_status(body, out);
+  } else if (command == "models") {
+    print_models(body, out);
+  } else if (command == "predict") {
+    print_prediction(body, out);
+  } else if (command == "set-reserve") {
+    out << "Reserve nodes set to " << text(body, "reserve_nodes") << "\n";
+  } else if (command == "set-target") {
+    out << "Target of " << text(body, "version") << " set to " << text(body, "target")
+        << " model(s)\n";
+  } else if (command == "add-version") {
+    out << "Version " << text(body, "added") << " added\n";
+  } else if (command == "remove-version") {
+    out << "Version " << text(body, "removed") << " removed; its stored models stay on disk\n";
+  } else if (command == "select") {
+    out << "Current version: " << text(body, "current_version") << "\n";
+  } else {
+    out << body.dump(2) << "\n";
+  }
+}
+
+}  // namespace conductor::ctl

@@ -40,7 +40,19 @@ std::vector<protocol::Pull> ResultReceiver::begin(const std::string& client, con
   if (!is_hex_sha256(offer.sha256)) {
     throw ProtocolError("RESULT refused: sha256 must be 64 lower-case hex digits");
   }
-  uploads_.erase(item.id);
+  if (auto it = uploads_.find(item.id); it != uploads_.end()) {
+    Upload& earlier = it->second;
+    if (earlier.client == client && earlier.offer.attempt == offer.attempt &&
+        earlier.offer.sha256 == offer.sha256 && earlier.offer.size == offer.size) {
+      // The same result again after a reconnect: go on from the last chunk written.
+      earlier.offer = offer;
+      earlier.requested = earlier.received;
+      std::vector<protocol::Pull> pulls;
+      request_more(earlier, pulls);
+      return pulls;
+    }
+    uploads_.erase(it);
+  }
   fs::path part = store_.spool_dir() / "incoming" / (item.id + ".part");
   auto [it, inserted] =
       uploads_.try_emplace(item.id, Upload{client, item, offer, ChunkFile(part), Sha256{}, 0, 0});

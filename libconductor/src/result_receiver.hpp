@@ -40,8 +40,10 @@ class ResultReceiver {
     std::optional<Finished> finished;
   };
 
-  // Starts receiving `offer` for `item` from `client`, replacing an earlier upload of the same
-  // item. Returns the first PULLs. Throws ProtocolError for an offer it will not take.
+  // Starts receiving `offer` for `item` from `client`, or resumes after the last chunk written
+  // when the same client offers the same result (attempt, size, sha256) again; any other
+  // earlier upload of the item is replaced. Returns the PULLs to send. Throws ProtocolError
+  // for an offer it will not take.
   std::vector<protocol::Pull> begin(const std::string& client, const WorkItem& item,
                                     const protocol::ResultOffer& offer);
 

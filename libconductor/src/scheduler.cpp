@@ -47,7 +47,7 @@ std::optional<WorkItem> Scheduler::assign(const std::string& client_id, TimePoin
   if (it == queue_.end()) return std::nullopt;
   WorkItem item = *it;
   queue_.erase(it);
-  active_[item.id] = ActiveItem{item, client_id, now, now + timeout_for(item.type)};
+  active_[item.id] = ActiveItem{item, client_id, now, now + timeout_for(item.type), std::nullopt};
   by_client_[client_id] = item.id;
   return item;
 }
@@ -92,33 +92,49 @@ std::vector<WorkItem> Scheduler::release_client(const std::string& client_id) {
   return released;
 }
 
-std::vector<WorkItem> Scheduler::expire(TimePoint now) {
-  std::vector<WorkItem> expired;
+std::vector<WorkItem> Scheduler::lose_client(const std::string& client_id, TimePoint now) {
+  std::vector<WorkItem> waiting;
+  auto owner = by_client_.find(client_id);
+  if (owner == by_client_.end()) return waiting;
+  ActiveItem& active = active_.at(owner->second);
+  if (!active.lease_end) active.lease_end = now + options_.lease_grace;
+  waiting.push_back(active.item);
+  return waiting;
+}
+
+std::vector<Requeued> Scheduler::expire(TimePoint now) {
+  std::vector<Requeued> expired;
   for (auto it = active_.begin(); it != active_.end();) {
-    if (it->second.deadline <= now) {
+    const bool timed_out = it->second.deadline <= now;
+    const bool lease_over = it->second.lease_end && *it->second.lease_end <= now;
+    if (timed_out || lease_over) {
       WorkItem item = it->second.item;
       ++item.attempt;
       by_client_.erase(it->second.client_id);
       it = active_.erase(it);
-      expired.push_back(std::move(item));
+      expired.push_back({std::move(item), timed_out ? RequeueReason::kTimedOut : RequeueReason::kClientLost});
     } else {
       ++it;
     }
   }
   // Oldest first at the very front, so requeued work keeps its place ahead of newer items.
-  for (auto it = expired.rbegin(); it != expired.rend(); ++it) queue_.push_front(*it);
+  for (auto it = expired.rbegin(); it != expired.rend(); ++it) queue_.push_front(it->item);
   return expired;
 }
 
 bool Scheduler::reattach(const std::string& item_id, const std::string& client_id, TimePoint now) {
-  if (auto it = active_.find(item_id); it != active_.end()) return it->second.client_id == client_id;
+  if (auto it = active_.find(item_id); it != active_.end()) {
+    if (it->second.client_id != client_id) return false;
+    it->second.lease_end.reset();
+    return true;
+  }
   if (by_client_.contains(client_id)) return false;
   auto it = std::find_if(queue_.begin(), queue_.end(),
                          [&](const WorkItem& item) { return item.id == item_id; });
   if (it == queue_.end()) return false;
   WorkItem item = *it;
   queue_.erase(it);
-  active_[item.id] = ActiveItem{item, client_id, now, now + timeout_for(item.type)};
+  active_[item.id] = ActiveItem{item, client_id, now, now + timeout_for(item.type), std::nullopt};
   by_client_[client_id] = item.id;
   return true;
 }
@@ -157,7 +173,8 @@ std::size_t Scheduler::active_count(const std::string& version) const {
 std::optional<TimePoint> Scheduler::next_deadline() const {
   std::optional<TimePoint> next;
   for (const auto& [id, active] : active_) {
-    if (!next || active.deadline < *next) next = active.deadline;
+    TimePoint due = active.lease_end ? std::min(active.deadline, *active.lease_end) : active.deadline;
+    if (!next || due < *next) next = due;
   }
   return next;
 }

@@ -43,7 +43,8 @@ Server::Impl::Impl(ServerOptions options)
       store_(options_.workdir),
       lock_(store_.root() / "config" / "server.lock", "working folder '" + store_.root().string() + "'"),
       log_(store_.log_file(), options_.log_to_stdout),
-      scheduler_(SchedulerOptions{options_.training_timeout, options_.prediction_timeout},
+      scheduler_(SchedulerOptions{options_.training_timeout, options_.prediction_timeout,
+                                  lease_grace()},
                  random_uuid),
       router_(context_, zmq::socket_type::router) {
   store_.clean_spool();
@@ -100,13 +101,17 @@ void Server::Impl::serve_timers(TimePoint& next_reconcile) {
       refresh_authorized_keys();
     }
     drop_silent_clients(now);
-    for (const auto& item : scheduler_.expire(now)) {
-      if (is_prediction(item)) {
+    for (const auto& [item, reason] : scheduler_.expire(now)) {
+      const bool lost = reason == RequeueReason::kClientLost;
+      // A prediction that timed out, or lost three clients, is a failure: its request completes.
+      if (is_prediction(item) && (!lost || item.attempt >= 3)) {
         scheduler_.complete(item.id);
         record_prediction(item, std::nullopt,
-                          "timed out after " + std::to_string(options_.prediction_timeout.count()) + " ms");
+                          lost ? "lost " + std::to_string(item.attempt) + " clients"
+                               : "timed out after " + std::to_string(options_.prediction_timeout.count()) + " ms");
       } else {
-        warn("Item " + item.id + " of " + item.version + " timed out; queued again");
+        warn("Item " + item.id + " of " + item.version +
+             (lost ? ": its client did not come back within the lease" : " timed out") + "; queued again");
       }
     }
     expire_predictions(now);
@@ -202,7 +207,7 @@ void Server::Impl::handle(transport::Received& received) {
       case MessageType::kResult: on_result(*peer, message.as<protocol::ResultOffer>()); break;
       case MessageType::kUpload: on_upload(*peer, message); break;
       case MessageType::kFailed: on_failed(*peer, message.as<protocol::Failed>()); break;
-      case MessageType::kBye: drop_peer(peer->id, "said goodbye"); break;
+      case MessageType::kBye: drop_peer(peer->id, "said goodbye", Departure::kGone); break;
       default:
         throw ProtocolError(std::string("message refused: ") + protocol::to_string(message.type()) +
                             " is a server-to-client message");
@@ -234,7 +239,7 @@ void Server::Impl::on_hello(const std::string& routing, const std::string& key,
   if (!is_new) by_routing_.erase(peer.routing);
   if (auto other = by_routing_.find(routing); other != by_routing_.end()) {
     // The same connection now speaks for another id: forget the old one.
-    drop_peer(other->second, "reintroduced itself under another id");
+    drop_peer(other->second, "reintroduced itself under another id", Departure::kGone);
   }
   peer.id = hello.client_id;
   peer.routing = routing;
@@ -589,7 +594,7 @@ void Server::Impl::refresh_authorized_keys() {
   for (const auto& [id, peer] : peers_) {
     if (!zap_->is_allowed(peer.key)) revoked.push_back(id);
   }
-  for (const auto& id : revoked) drop_peer(id, "lost its authorization (key revoked)");
+  for (const auto& id : revoked) drop_peer(id, "lost its authorization (key revoked)", Departure::kGone);
 }
 
 void Server::Impl::drop_silent_clients(TimePoint now) {
@@ -599,27 +604,28 @@ void Server::Impl::drop_silent_clients(TimePoint now) {
     if (now - peer.last_seen > limit) silent.push_back(id);
   }
   for (const auto& id : silent) {
-    drop_peer(id, "went silent for " + std::to_string(limit.count()) + " ms");
+    drop_peer(id, "went silent for " + std::to_string(limit.count()) + " ms", Departure::kSilent);
   }
 }
 
-void Server::Impl::drop_peer(std::string id, const std::string& why) {  // by value: callers pass a peer's own id
+// `id` by value: callers pass a peer's own id, which this erases.
+void Server::Impl::drop_peer(std::string id, const std::string& why, Departure departure) {
   auto it = peers_.find(id);
   if (it == peers_.end()) return;
   std::string host = it->second.host;
   by_routing_.erase(it->second.routing);
   peers_.erase(it);
-  receiver_->abandon(id);
-  auto released = scheduler_.release_client(id);
   std::string items;
-  for (const auto& item : released) {
-    items += " " + item.id;
-    // A prediction that lost three clients is a failure, so the request still completes.
-    if (is_prediction(item) && item.attempt >= 3) {
-      scheduler_.complete(item.id);
-      record_prediction(item, std::nullopt, "lost " + std::to_string(item.attempt) + " clients");
-    }
+  if (departure == Departure::kSilent) {
+    // Maybe only the network failed: its item and a half-done upload wait for it a while.
+    for (const auto& item : scheduler_.lose_client(id, SteadyClock::now())) items += " " + item.id;
+    log("Client disconnected: " + host + " (" + id + ") " + why +
+        (items.empty() ? "" : "; its item waits " + std::to_string(lease_grace().count()) +
+                                  " ms for it to come back:" + items));
+    return;
   }
+  receiver_->abandon(id);
+  for (const auto& item : scheduler_.release_client(id)) items += " " + item.id;
   log("Client disconnected: " + host + " (" + id + ") " + why +
       (items.empty() ? "" : "; queued again:" + items));
 }

@@ -152,7 +152,12 @@ class Server::Impl {
   void setup_security();
   // Re-reads the allow-list; peers whose key left it are dropped.
   void refresh_authorized_keys();
-  void drop_peer(std::string id, const std::string& why);
+  enum class Departure { kSilent, kGone };  // silent: its item waits out a lease
+  void drop_peer(std::string id, const std::string& why, Departure departure);
+  std::chrono::milliseconds lease_grace() const {
+    return options_.lease_grace.count() > 0 ? options_.lease_grace
+                                            : 2 * options_.heartbeat_interval * options_.liveness;
+  }
   void cancel_on(const std::string& client_id, const std::string& item_id);
   Peer* find_by_routing(const std::string& routing);
   static std::string describe(const Peer& peer);

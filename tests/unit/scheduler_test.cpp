@@ -127,14 +127,15 @@ TEST_CASE("scheduler requeues an item whose timeout passed, per work type") {
   CHECK(scheduler.expire(kStart + 1999ms).empty());
   auto expired = scheduler.expire(kStart + 2s);
   REQUIRE(expired.size() == 1);
-  CHECK(expired[0].id == "p-1");
+  CHECK(expired[0].item.id == "p-1");
+  CHECK(expired[0].reason == RequeueReason::kTimedOut);
   CHECK(scheduler.active_for_client("predictor") == nullptr);
   REQUIRE(scheduler.active_for_client("trainer") != nullptr);
 
   expired = scheduler.expire(kStart + 10s);
   REQUIRE(expired.size() == 1);
-  CHECK(expired[0].id == "item-1");
-  CHECK(expired[0].attempt == 1);
+  CHECK(expired[0].item.id == "item-1");
+  CHECK(expired[0].item.attempt == 1);
   CHECK(scheduler.queued_count() == 2);
   CHECK(scheduler.active_count() == 0);
   CHECK_FALSE(scheduler.next_deadline());
@@ -178,4 +179,46 @@ TEST_CASE("dropping a version's queue leaves other versions and active items alo
   CHECK(scheduler.drop_queued("a") == 1);
   CHECK(scheduler.queued_count() == 1);
   CHECK(scheduler.active_count("a") == 1);
+}
+
+TEST_CASE("a lost client's item waits out its lease, then returns to the front of the queue") {
+  SchedulerOptions options;
+  options.lease_grace = 3s;
+  auto scheduler = make_scheduler(options);
+  scheduler.reconcile({{"a", 2, 0}});
+  auto held = scheduler.assign("c1", kStart);
+  REQUIRE(held);
+  auto waiting = scheduler.lose_client("c1", kStart + 1s);
+  REQUIRE(waiting.size() == 1);
+  CHECK(waiting[0].id == held->id);
+  // Still counted as active, so reconcile adds nothing and nobody else gets it.
+  CHECK(scheduler.active_count() == 1);
+  CHECK(scheduler.reconcile({{"a", 2, 0}}).empty());
+  CHECK(scheduler.next_deadline() == kStart + 4s);
+  CHECK(scheduler.expire(kStart + 3999ms).empty());
+  auto expired = scheduler.expire(kStart + 4s);
+  REQUIRE(expired.size() == 1);
+  CHECK(expired[0].item.id == held->id);
+  CHECK(expired[0].item.attempt == 1);
+  CHECK(expired[0].reason == RequeueReason::kClientLost);
+  CHECK(scheduler.queue().front().id == held->id);
+  CHECK(scheduler.active_for_client("c1") == nullptr);
+}
+
+TEST_CASE("a client that comes back within its lease keeps its item") {
+  SchedulerOptions options;
+  options.lease_grace = 3s;
+  auto scheduler = make_scheduler(options);
+  scheduler.reconcile({{"a", 1, 0}});
+  auto held = scheduler.assign("c1", kStart);
+  REQUIRE(held);
+  scheduler.lose_client("c1", kStart);
+  CHECK(scheduler.reattach(held->id, "c1", kStart + 2s));
+  CHECK(scheduler.expire(kStart + 10s).empty());  // the lease ended with the reattach
+  REQUIRE(scheduler.active_for_client("c1"));
+  CHECK_FALSE(scheduler.active_for_client("c1")->lease_end);
+  // Losing it twice does not stretch the lease.
+  scheduler.lose_client("c1", kStart + 20s);
+  scheduler.lose_client("c1", kStart + 22s);
+  CHECK(scheduler.expire(kStart + 23s).size() == 1);
 }

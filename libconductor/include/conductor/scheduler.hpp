@@ -36,11 +36,16 @@ struct ActiveItem {
   std::string client_id;
   TimePoint started;
   TimePoint deadline;  // the per-type outer bound
+  // Set while its client is out of touch: the item waits until then for the client to come
+  // back (reattach) before it returns to the queue.
+  std::optional<TimePoint> lease_end;
 };
 
 struct SchedulerOptions {
   std::chrono::milliseconds training_timeout = std::chrono::hours(84);  // 3.5 days, as the original
   std::chrono::milliseconds prediction_timeout = std::chrono::minutes(20);
+  // How long an item of a client that went silent stays reserved for that client.
+  std::chrono::milliseconds lease_grace = std::chrono::seconds(10);
 };
 
 // How many models a version wants and has; input to Scheduler::reconcile.
@@ -52,6 +57,11 @@ struct VersionDemand {
 
 // Why an item went back to the queue.
 enum class RequeueReason { kFailed, kClientLost, kTimedOut };
+
+struct Requeued {
+  WorkItem item;  // as queued again: attempt already counted
+  RequeueReason reason;
+};
 
 class Scheduler {
  public:
@@ -78,14 +88,20 @@ class Scheduler {
   // Returns false when the item is not active for that client (a stale report).
   bool fail(const std::string& item_id, const std::string& client_id);
 
-  // The client is gone: its item returns to the front of the queue under the same id.
+  // The client does not hold its item any more (it said so, or left for good): the item
+  // returns to the front of the queue under the same id at once.
   std::vector<WorkItem> release_client(const std::string& client_id);
 
-  // Items whose per-type timeout passed return to the front of the queue.
-  std::vector<WorkItem> expire(TimePoint now);
+  // The client went silent: its item stays reserved for it until now + lease_grace, then
+  // expire() returns it to the queue. Returns the items now waiting for their client.
+  std::vector<WorkItem> lose_client(const std::string& client_id, TimePoint now);
+
+  // Items whose per-type timeout passed, and items whose lost client's lease ran out, return
+  // to the front of the queue (oldest first), each with why.
+  std::vector<Requeued> expire(TimePoint now);
 
   // A client that reconnects and still runs `item_id` takes it back: true if the item was
-  // queued (now active again for this client) or already active for it.
+  // queued (now active again for this client) or already active for it (a lease ends).
   bool reattach(const std::string& item_id, const std::string& client_id, TimePoint now);
 
   // Drops every queued item of a version (active ones finish or fail on their own).

@@ -27,6 +27,9 @@ struct ServerOptions {
   std::chrono::milliseconds training_timeout = std::chrono::hours(84);     // 3.5 days
   std::chrono::milliseconds prediction_timeout = std::chrono::minutes(20);
   std::chrono::milliseconds reconcile_interval = std::chrono::hours(1);
+  // How long the item of a client that went silent waits for it to come back before it is
+  // queued again. 0: twice heartbeat_interval x liveness (10 s by default).
+  std::chrono::milliseconds lease_grace{0};
   bool log_to_stdout = true;
   // CurveZMQ encryption and a ZAP allow-list of client keys. kAuto: on unless `bind` is a
   // loopback, ipc or inproc endpoint. kInsecure on a public endpoint logs a warning.

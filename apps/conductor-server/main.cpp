@@ -58,6 +58,9 @@ int main(int argc, char** argv) {
       ->check(CLI::PositiveNumber);
   app.add_option("--prediction-timeout", prediction_timeout, "Seconds a prediction item may run (default 20 min)")
       ->check(CLI::PositiveNumber);
+  int lease_ms = 0;
+  app.add_option("--lease-ms", lease_ms, "How long a silent client's item waits for it (default 2 x heartbeat x liveness)")
+      ->check(CLI::Range(0, 86400000));
   app.add_option("--check-interval", check_interval, "Seconds between version checks (default 3600)")
       ->check(CLI::PositiveNumber);
   app.add_flag("--quiet", quiet, "Log to config/log.txt only");
@@ -80,6 +83,7 @@ int main(int argc, char** argv) {
   if (prediction_timeout > 0) options.prediction_timeout = ms(prediction_timeout);
   if (check_interval > 0) options.reconcile_interval = ms(check_interval);
   options.log_to_stdout = !quiet;
+  options.lease_grace = milliseconds(lease_ms);
   using Security = conductor::ServerOptions::Security;
   options.security = secure ? Security::kCurve : insecure ? Security::kInsecure : Security::kAuto;
   try {

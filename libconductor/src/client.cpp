@@ -8,6 +8,8 @@
 #include <spdlog/sinks/stdout_sinks.h>
 #include <spdlog/spdlog.h>
 
+#include <nlohmann/json.hpp>
+
 #include <algorithm>
 #include <atomic>
 #include <cerrno>
@@ -128,6 +130,7 @@ class Client::Impl {
   void run() {
     log_->info("Conductor client {} ({}) working in {}, server {}", options_.host_name, client_id_,
                options_.workdir.string(), endpoint_);
+    resume_remembered_result();
     connect();
     while (!stop_requested_.load()) {
       zmq::pollitem_t items[] = {{socket_->handle(), 0, ZMQ_POLLIN, 0},
@@ -419,6 +422,7 @@ class Client::Impl {
     }
     current_->outcome = std::move(outcome);
     if (current_->outcome->succeeded) {
+      remember_result();
       log_->info("Item {} finished in {:.1f} s; sending {} bytes", current_->assign.item,
                  current_->outcome->duration, current_->outcome->size);
     } else {
@@ -506,10 +510,69 @@ class Client::Impl {
     if (error.fatal) connect();
   }
 
+  // A finished result outlives a restart of this client: its description sits next to the
+  // archive in outbox/ until the server acknowledges it.
+  void remember_result() {
+    const Current& c = *current_;
+    const JobOutcome& o = *c.outcome;
+    nlohmann::json record = {{"item", c.assign.item},         {"attempt", c.assign.attempt},
+                             {"version", c.assign.version},   {"type", c.assign.type},
+                             {"size", o.size},                {"sha256", o.sha256},
+                             {"duration", o.duration},        {"epochs", o.epochs},
+                             {"last_epoch", o.last_epoch}};
+    fs::path file = c.result;
+    file.replace_extension(".json");
+    fs::path tmp = file;
+    tmp += ".tmp";
+    std::ofstream(tmp) << record.dump();
+    std::error_code ec;
+    fs::rename(tmp, file, ec);
+    if (ec) log_->warn("Cannot keep {} for a restart: {}", file.string(), ec.message());
+  }
+
+  // Takes up a result a previous run of this client finished but never got acknowledged.
+  void resume_remembered_result() {
+    std::error_code ec;
+    for (const auto& entry : fs::directory_iterator(options_.workdir / "outbox", ec)) {
+      if (entry.path().extension() != ".json") continue;
+      try {
+        auto record = nlohmann::json::parse(std::ifstream(entry.path()));
+        Current c;
+        c.assign.item = record.at("item").get<std::string>();
+        c.assign.attempt = record.at("attempt").get<int>();
+        c.assign.version = record.at("version").get<std::string>();
+        c.assign.type = record.at("type").get<std::string>();
+        c.result = entry.path();
+        c.result.replace_extension(".tar");
+        JobOutcome o;
+        o.succeeded = true;
+        o.size = record.at("size").get<std::uint64_t>();
+        o.sha256 = record.at("sha256").get<std::string>();
+        o.duration = record.at("duration").get<double>();
+        o.epochs = record.at("epochs").get<int>();
+        o.last_epoch = record.at("last_epoch").get<double>();
+        if (fs::file_size(c.result, ec) != o.size || ec) throw std::runtime_error("archive is missing or changed");
+        c.outcome = std::move(o);
+        current_ = std::move(c);
+        log_->info("Resuming the unacknowledged result of item {} from an earlier run", current_->assign.item);
+        return;
+      } catch (const std::exception& e) {
+        log_->warn("Dropping unusable outbox entry {}: {}", entry.path().string(), e.what());
+        fs::path archive = entry.path();
+        fs::remove(archive.replace_extension(".tar"), ec);
+        fs::remove(entry.path(), ec);
+      }
+    }
+  }
+
   void discard_current() {
     if (!current_) return;
     std::error_code ec;
-    if (!current_->result.empty()) fs::remove(current_->result, ec);
+    if (!current_->result.empty()) {
+      fs::remove(current_->result, ec);
+      fs::path record = current_->result;
+      fs::remove(record.replace_extension(".json"), ec);
+    }
     fs::remove(options_.workdir / "logs" / (current_->assign.item + ".log"), ec);
     if (current_->download) {
       fs::path part = current_->download->file.path();
@@ -517,7 +580,13 @@ class Client::Impl {
       fs::remove(part, ec);
     }
     current_.reset();
-    if (welcomed_) send(MessageType::kReady, protocol::Empty{});
+    resume_remembered_result();
+    if (!welcomed_) return;
+    if (current_) {
+      report_outcome();
+    } else {
+      send(MessageType::kReady, protocol::Empty{});
+    }
   }
 
   // ---- cache -----------------------------------------------------------------------------

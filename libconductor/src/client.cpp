@@ -204,6 +204,7 @@ class Client::Impl {
       hello.running_item = current_->assign.item;
       hello.running_version = current_->assign.version;
       hello.running_attempt = current_->assign.attempt;
+      hello.running_type = current_->assign.type;
     }
     send(MessageType::kHello, hello);
   }

@@ -15,6 +15,7 @@
 #include <iterator>
 #include <map>
 #include <random>
+#include <regex>
 
 #include "conductor/error.hpp"
 #include "file_io.hpp"
@@ -312,10 +313,25 @@ class Reader {
     }
     if (auto* pattern = element.FirstChildElement("ModelPattern"))
       version.model_pattern = text(pattern);
-    if (auto* pattern = element.FirstChildElement("PredictionPattern"))
+    if (auto* pattern = element.FirstChildElement("PredictionPattern")) {
       version.prediction_pattern = text(pattern);
-    if (auto* output = element.FirstChildElement("PredictionOutput"))
+      try {
+        std::regex check(version.prediction_pattern, std::regex::ECMAScript);
+      } catch (const std::regex_error& e) {
+        fail(pattern->GetLineNum(), "<PredictionPattern> is not a valid regular expression: " +
+                                        std::string(e.what()));
+      }
+    }
+    if (auto* output = element.FirstChildElement("PredictionOutput")) {
       version.prediction_output = text(output);
+      fs::path path = version.prediction_output;
+      bool climbs = false;
+      for (const auto& part : path) climbs = climbs || part == "..";
+      if (path.empty() || path.is_absolute() || climbs) {
+        fail(output->GetLineNum(), "<PredictionOutput> must be a relative path inside the working "
+                                   "folder, got '" + version.prediction_output + "'");
+      }
+    }
     return version;
   }
 

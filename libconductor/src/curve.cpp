@@ -103,7 +103,7 @@ bool ZapHandler::refresh() {
   std::error_code ec;
   auto stamp = fs::last_write_time(file_, ec);
   if (ec) stamp = {};
-  if (stamp == loaded_at_ && stamp != fs::file_time_type{}) return false;
+  if (loaded_at_ && stamp == *loaded_at_) return false;
   allowed_ = fs::exists(file_) ? load_authorized_keys(file_) : std::set<std::string>{};
   loaded_at_ = stamp;
   return true;

@@ -8,6 +8,7 @@
 
 #include <chrono>
 #include <filesystem>
+#include <optional>
 #include <set>
 #include <string>
 
@@ -48,7 +49,9 @@ class ZapHandler {
  private:
   zmq::socket_t socket_;
   std::filesystem::path file_;
-  std::filesystem::file_time_type loaded_at_{};
+  // The modification time the list was read at; nullopt before the first read. A missing
+  // file counts as the time point zero, so it is read once, not every second.
+  std::optional<std::filesystem::file_time_type> loaded_at_;
   std::set<std::string> allowed_;
 };
 

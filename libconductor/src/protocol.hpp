@@ -90,8 +90,9 @@ struct Hello {
   std::string running_item;
   std::string running_version;
   int running_attempt = 0;
+  std::string running_type;  // "training" | "prediction"
   MSGPACK_DEFINE_MAP(protocol, client_id, host, os, type, version, running_item, running_version,
-                     running_attempt)
+                     running_attempt, running_type)
 };
 
 struct Welcome {

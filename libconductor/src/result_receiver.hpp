@@ -51,6 +51,11 @@ class ResultReceiver {
   Step receive(const std::string& client, const protocol::Upload& upload,
                const zmq::message_t& payload);
 
+  bool is_receiving(const std::string& client, const std::string& item) const {
+    auto it = uploads_.find(item);
+    return it != uploads_.end() && it->second.client == client;
+  }
+
   // Forgets the uploads of a client that went away.
   void abandon(const std::string& client);
 

@@ -190,7 +190,9 @@ void Server::Impl::handle(transport::Received& received) {
       on_control(routing, message.as<protocol::Control>());
       return;
     }
-    if (!peer && message.type() == MessageType::kUpload) {
+    // An operator's folder upload; a worker's chunk from before a server restart gets RESYNC.
+    if (!peer && message.type() == MessageType::kUpload &&
+        receiver_->is_receiving("ctl:" + routing, message.as<protocol::Upload>().item)) {
       on_control_upload(routing, message);
       return;
     }
@@ -286,6 +288,9 @@ void Server::Impl::reattach(Peer& peer, const protocol::Hello& hello) {
 }
 
 bool Server::Impl::adopt(Peer& peer, const protocol::Hello& hello, TimePoint now) {
+  // Prediction requests do not survive a restart; only training work is taken over.
+  if (hello.running_type != "training") return false;
+  if (!versions_.contains(hello.running_version)) return false;
   if (store_.has_model(hello.running_version, hello.running_item)) return false;
   for (const auto& queued : scheduler_.queue()) {
     if (queued.type == WorkType::kTraining && queued.version == hello.running_version) {
@@ -366,22 +371,28 @@ void Server::Impl::finish_result(Peer& peer, const ResultReceiver::Finished& don
   if (version == versions_.end()) {
     send(peer, MessageType::kAck,
          protocol::Ack{item.id, item.attempt, "rejected", "version was removed"});
-    scheduler_.complete(item.id);
+    withdraw(item, "its version was removed");
     return;
   }
   if (is_prediction(item)) {
+    std::optional<double> value;
+    std::string failure;
     if (!done.error.empty()) {
-      record_prediction(item, std::nullopt, "result refused: " + done.error);
+      failure = "result refused: " + done.error;
     } else {
-      auto value = read_prediction(version->second.version, done);
-      record_prediction(item, value,
-                        value ? "" : "no value matching '" + version->second.version.prediction_pattern +
-                                         "' in the output");
+      try {
+        value = read_prediction(version->second.version, done);
+        if (!value) failure = "no value matching '" + version->second.version.prediction_pattern + "' in the output";
+      } catch (const Error& e) {
+        failure = e.what();
+      }
     }
     std::error_code ec;
     if (!done.staged.empty()) fs::remove_all(done.staged, ec);
-    scheduler_.complete(item.id);
-    send(peer, MessageType::kAck, protocol::Ack{item.id, done.offer.attempt, "stored", ""});
+    auto holder = scheduler_.complete(item.id);
+    if (holder && !holder->empty() && *holder != peer.id) cancel_on(*holder, item.id, "another client delivered it");
+    record_prediction(item, value, failure);
+    send(peer, MessageType::kAck, protocol::Ack{item.id, done.offer.attempt, value ? "stored" : "rejected", failure});
     return;
   }
   ModelMeta meta;
@@ -403,7 +414,7 @@ void Server::Impl::finish_result(Peer& peer, const ResultReceiver::Finished& don
   switch (outcome.status) {
     case CommitStatus::kStored: {
       auto holder = scheduler_.complete(item.id);
-      if (holder && !holder->empty() && *holder != peer.id) cancel_on(*holder, item.id);
+      if (holder && !holder->empty() && *holder != peer.id) cancel_on(*holder, item.id, "another client delivered it");
       int stored = ++stored_[item.version];
       log("Model " + item.id + " of " + item.version + " stored from " + peer.host + " (" +
           std::to_string(stored) + "/" + std::to_string(version->second.version.target_models) +
@@ -479,7 +490,7 @@ void Server::Impl::dispatch(TimePoint now) {
 bool Server::Impl::hand_out(Peer& peer, const WorkItem& item) {
   auto entry = versions_.find(item.version);
   if (entry == versions_.end()) {
-    scheduler_.complete(item.id);  // the version is gone: its work with it
+    withdraw(item, "its version was removed");
     return false;
   }
   const Version& version = entry->second.version;
@@ -487,9 +498,9 @@ bool Server::Impl::hand_out(Peer& peer, const WorkItem& item) {
   try {
     blob = &cache_->get(version.name, entry->second.folder);
   } catch (const Error& e) {
-    error("Version " + version.name + " cannot be packed, its items wait: " + e.what());
-    scheduler_.drop_queued(version.name);
-    scheduler_.complete(item.id);
+    error("Version " + version.name + " cannot be packed, its items wait for the next check: " + e.what());
+    withdraw(item, std::string("its version cannot be packed: ") + e.what());
+    withdraw_queued(version.name, std::string("its version cannot be packed: ") + e.what());
     unpackable_.insert(version.name);
     return false;
   }
@@ -549,7 +560,18 @@ void Server::Impl::reload_versions() {
     error(std::string("Keeping the versions loaded before: ") + e.what());
   }
   for (const auto& item : std::vector<WorkItem>(scheduler_.queue().begin(), scheduler_.queue().end())) {
-    if (!versions_.contains(item.version)) scheduler_.complete(item.id);
+    if (!versions_.contains(item.version)) withdraw(item, "its version was removed");
+  }
+}
+
+void Server::Impl::withdraw(const WorkItem& item, const std::string& reason) {
+  scheduler_.complete(item.id);
+  if (is_prediction(item)) record_prediction(item, std::nullopt, reason);
+}
+
+void Server::Impl::withdraw_queued(const std::string& version, const std::string& reason) {
+  for (const auto& item : std::vector<WorkItem>(scheduler_.queue().begin(), scheduler_.queue().end())) {
+    if (item.version == version) withdraw(item, reason);
   }
 }
 
@@ -630,10 +652,11 @@ void Server::Impl::drop_peer(std::string id, const std::string& why, Departure d
       (items.empty() ? "" : "; queued again:" + items));
 }
 
-void Server::Impl::cancel_on(const std::string& client_id, const std::string& item_id) {
+void Server::Impl::cancel_on(const std::string& client_id, const std::string& item_id,
+                             const std::string& reason) {
   auto it = peers_.find(client_id);
   if (it == peers_.end()) return;
-  send(it->second, MessageType::kCancel, protocol::Cancel{item_id, "another client delivered it"});
+  send(it->second, MessageType::kCancel, protocol::Cancel{item_id, reason});
 }
 
 Server::Impl::Peer* Server::Impl::find_by_routing(const std::string& routing) {

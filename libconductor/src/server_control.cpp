@@ -47,7 +47,7 @@ double to_number(const std::string& text, const std::string& what) {
 
 int to_count(const std::string& text, const std::string& what) {
   double value = to_number(text, what);
-  if (value < 0 || value != static_cast<int>(value)) {
+  if (!(value >= 0 && value <= 1e9) || value != static_cast<int>(value)) {
     throw argument_error(what + " '" + text + "' refused: must be a whole number >= 0");
   }
   return static_cast<int>(value);
@@ -94,7 +94,9 @@ void Server::Impl::serve_control(const std::string& routing, const protocol::Con
     // The folder arrives as an archive pulled in chunks; the reply follows the last chunk.
     protocol::ResultOffer offer;
     offer.item = control.request;
-    offer.size = static_cast<std::uint64_t>(to_number(required(control.args, "size"), "size"));
+    const double size = to_number(required(control.args, "size"), "size");
+    if (!(size >= 1 && size <= 1e15)) throw argument_error("size '" + required(control.args, "size") + "' refused");
+    offer.size = static_cast<std::uint64_t>(size);
     offer.sha256 = required(control.args, "sha256");
     const std::string& name = required(control.args, "name");
     if (!is_plain_name(name)) throw argument_error("version name '" + name + "' refused: not a plain folder name");
@@ -310,14 +312,18 @@ void Server::Impl::set_target(const std::string& name, int target) {
     save_config();
   }
   entry->second.version.target_models = target;
-  // Lowering a target takes back queued work at once; raising it queues more.
-  std::size_t dropped = 0;
-  for (const auto& item : std::vector<WorkItem>(scheduler_.queue().begin(), scheduler_.queue().end())) {
-    if (item.version == name && item.type == WorkType::kTraining) {
-      scheduler_.complete(item.id);
-      ++dropped;
-    }
+  // Lowering a target takes back the queued work beyond it at once, newest first (older items
+  // may be a reconnecting client's work); raising it queues more.
+  long excess = static_cast<long>(store_.stored_model_ids(name).size()) +
+                static_cast<long>(scheduler_.active_count(name)) +
+                static_cast<long>(scheduler_.queued_count(name)) - target;
+  std::vector<std::string> surplus;
+  for (auto it = scheduler_.queue().rbegin(); excess > 0 && it != scheduler_.queue().rend(); ++it) {
+    if (it->version != name || it->type != WorkType::kTraining) continue;
+    surplus.push_back(it->id);
+    --excess;
   }
+  for (const auto& id : surplus) scheduler_.complete(id);
   log("Target of " + name + " set to " + std::to_string(target));
   reconcile("target changed");
 }
@@ -362,7 +368,7 @@ void Server::Impl::remove_version(const std::string& name) {
   const bool was_current = config_.current_version && config_.current_version->name == name;
   if (was_current) config_.current_version.reset();
   if (!entry->second.is_local || was_current) save_config();
-  scheduler_.drop_queued(name);
+  withdraw_queued(name, "its version was removed");
   load_versions();
   log("Version " + name + " removed; its stored models stay on disk");
 }
@@ -514,7 +520,7 @@ void Server::Impl::finish_prediction_request(const std::string& request) {
       continue;
     }
     if (auto holder = scheduler_.complete(it->first); holder && !holder->empty()) {
-      cancel_on(*holder, it->first);
+      cancel_on(*holder, it->first, "its prediction request ended (deadline passed)");
     }
     it = prediction_items_.erase(it);
   }

@@ -158,7 +158,11 @@ class Server::Impl {
     return options_.lease_grace.count() > 0 ? options_.lease_grace
                                             : 2 * options_.heartbeat_interval * options_.liveness;
   }
-  void cancel_on(const std::string& client_id, const std::string& item_id);
+  void cancel_on(const std::string& client_id, const std::string& item_id, const std::string& reason);
+  // Takes an item out of the scheduler for good; a prediction item's model fails with `reason`,
+  // so its request still completes.
+  void withdraw(const WorkItem& item, const std::string& reason);
+  void withdraw_queued(const std::string& version, const std::string& reason);
   Peer* find_by_routing(const std::string& routing);
   static std::string describe(const Peer& peer);
 

@@ -39,7 +39,7 @@ TEST_CASE("every header round-trips through encode and decode") {
   CHECK(decoded.blob_size == assign.blob_size);
   CHECK(decoded.timeout_ms == assign.timeout_ms);
 
-  Hello hello{kMajorVersion, "client-1", "host", "ubuntu", "gpu", "dev", "item-9", "v1", 3};
+  Hello hello{kMajorVersion, "client-1", "host", "ubuntu", "gpu", "dev", "item-9", "v1", 3, "training"};
   frames = encode(MessageType::kHello, hello);
   auto message = decode(frames);
   CHECK(message.type() == MessageType::kHello);
@@ -48,6 +48,7 @@ TEST_CASE("every header round-trips through encode and decode") {
   CHECK(back.type == "gpu");
   CHECK(back.running_item == "item-9");
   CHECK(back.running_attempt == 3);
+  CHECK(back.running_type == "training");
 }
 
 TEST_CASE("payload messages carry their bytes in a separate frame") {

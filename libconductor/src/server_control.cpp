@@ -438,11 +438,16 @@ std::string Server::Impl::predict(const std::string& csv_rows, const PredictOpti
     fs::path model_dir = store_.version_dir(name) / "models" / model;
     std::vector<PackEntry> entries;
     std::optional<PackEntry> latest;
-    for (auto& file : list_files(model_dir)) {
-      if (file.name == "meta.xml" || file.name == "console.log") continue;
+    const auto files = list_files(model_dir);
+    auto has = [&](const std::string& name) {
+      return std::any_of(files.begin(), files.end(), [&](const PackEntry& f) { return f.name == name; });
+    };
+    for (auto file : files) {
+      // The request's rows win over a file of the same name; meta and log stay on the server.
+      if (file.name == "meta.xml" || file.name == "console.log" || file.name == "predictiondata.csv") continue;
       if (!latest && file.name.find('/') == std::string::npos &&
           std::regex_match(file.name, std::regex(".*\\.h5")) &&
-          file.name != "model-latest.h5") {
+          !has("model-latest" + fs::path(file.name).extension().string())) {
         latest = PackEntry{file.source, "model-latest" + fs::path(file.name).extension().string()};
       }
       entries.push_back(std::move(file));

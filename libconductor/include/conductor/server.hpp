@@ -106,8 +106,9 @@ class Server {
   // A snapshot taken by the network thread at most one loop turn ago.
   ServerStatus status() const;
 
-  // Operator commands. Each is thread-safe, runs on the network thread (or on the caller's
-  // when the server is not running), persists to config.xml / version.xml before returning,
+  // Operator commands. While the server serves (run() or start()) each is thread-safe and
+  // runs on the network thread; before and after that it runs on the caller's thread, and
+  // calls must not overlap. Each persists to config.xml / version.xml before returning,
   // and throws Error (kArgument for an unknown version or a bad value, kConfig when a file
   // cannot be written).
   void set_reserve(double fraction);

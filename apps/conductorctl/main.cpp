@@ -1,11 +1,13 @@
 // conductorctl: steers a running conductor-server over its own endpoint (the original's
-// "frontend"). Exit codes: 0 ok, 1 unexpected error, 2 bad arguments, 3 refused by the server,
-// 6 no reply from the server (or a prediction not complete within --wait).
+// "frontend"). Exit codes: 0 ok, 1 unexpected error (also an unusable key file), 2 bad
+// arguments, 3 refused by the server, 6 no reply from the server (also: a CURVE handshake the
+// server refused) or a prediction not complete within --wait.
 #include <CLI/CLI.hpp>
 #include <nlohmann/json.hpp>
 
 #include <chrono>
 #include <cstdlib>
+#include <filesystem>
 #include <fstream>
 #include <iostream>
 #include <iterator>
@@ -16,6 +18,7 @@
 
 #include "conductor/controller.hpp"
 #include "conductor/error.hpp"
+#include "conductor/keys.hpp"
 #include "output.hpp"
 
 namespace {
@@ -23,7 +26,9 @@ namespace {
 struct CtlOptions {
   std::string server;  // --server or HOST, else $CONDUCTOR_HOST
   double timeout = 10;
-  bool json = false;
+  std::string server_key;  // --server-key, else $CONDUCTOR_SERVER_KEY; empty: no CURVE
+  std::filesystem::path key_file;  // the operator's key pair; empty: default_operator_key_file()
+  bool json = false, print_key = false;
   std::string command;  // the subcommand
   std::string version, fraction, folder, name, rows_file, by, order;
   int target = 0, top = 0;
@@ -68,7 +73,7 @@ std::string run(const CtlOptions& o) {
   const std::string rows = o.command == "predict" ? read_rows(o.rows_file) : "";
   std::optional<conductor::Controller> controller;
   try {
-    controller.emplace(o.server, ms(o.timeout));
+    controller.emplace(o.server, ms(o.timeout), o.server_key, o.key_file);
   } catch (const conductor::Error& e) {
     throw UsageError(e.what());  // a malformed address
   }
@@ -101,13 +106,18 @@ int exit_code_for(const std::exception& e) {
 int main(int argc, char** argv) {
   CLI::App app{"conductorctl: status, models, targets, versions and predictions of a server."};
   CtlOptions o;
-  app.require_subcommand(1);
+  app.require_subcommand(0, 1);
   app.fallthrough();  // --json, --timeout and --server may follow the subcommand
   app.add_option("HOST", o.server, "Server as host:port or tcp://host:port (else $CONDUCTOR_HOST)");
   app.add_option("--server", o.server, "Same as HOST");
   app.add_option("--timeout", o.timeout, "Seconds to wait for each reply (default 10)")
       ->check(kSeconds);
   app.add_flag("--json", o.json, "Print the server's reply as JSON, for scripts");
+  app.add_option("--server-key", o.server_key, "The server's CurveZMQ public key (else "
+                 "$CONDUCTOR_SERVER_KEY; none: plain TCP)");
+  app.add_option("--key-file", o.key_file, "Operator key pair (else $CONDUCTOR_KEY_FILE, else "
+                 "~/.config/conductor/operator.key)");
+  app.add_flag("--print-key", o.print_key, "Print the operator's public key (creating it), exit");
   auto with_version = [&](CLI::App* command) {
     command->add_option("VERSION", o.version)->required();
     return command;
@@ -138,9 +148,18 @@ int main(int argc, char** argv) {
   } catch (const CLI::ParseError& e) {
     return app.exit(e) == 0 ? 0 : 2;  // --help is not an error; everything else is exit 2
   }
-  o.command = app.get_subcommands().front()->get_name();
   if (const char* host = std::getenv("CONDUCTOR_HOST"); o.server.empty() && host) o.server = host;
+  if (const char* key = std::getenv("CONDUCTOR_SERVER_KEY"); o.server_key.empty() && key) {
+    o.server_key = key;
+  }
   try {
+    if (o.print_key) {
+      auto file = o.key_file.empty() ? conductor::default_operator_key_file() : o.key_file;
+      std::cout << conductor::public_key_of(file) << '\n';
+      return 0;
+    }
+    if (app.get_subcommands().empty()) throw UsageError("a subcommand is required (see --help)");
+    o.command = app.get_subcommands().front()->get_name();
     if (o.server.empty()) throw UsageError("no server given: pass HOST or set CONDUCTOR_HOST");
     auto body = nlohmann::json::parse(run(o));
     if (o.json) {

@@ -1,7 +1,8 @@
 // Cluster: one conductor-server and any number of conductor-clients, started as real processes
 // on 127.0.0.1 inside one TempDir, plus the fixture writers that prepare the server's working
-// folder. Owns every process (clients die before the server, the folder last). Not
-// thread-safe. Header-only so that each integration test file can use it without a build edit.
+// folder and run_ctl, which runs conductorctl against it. Owns every process (clients die
+// before the server, the folder last). Not thread-safe. Header-only so that each integration
+// test file can use it without a build edit.
 #pragma once
 
 #include <doctest/doctest.h>
@@ -12,10 +13,12 @@
 #include <map>
 #include <memory>
 #include <optional>
+#include <random>
 #include <regex>
 #include <string>
 #include <vector>
 
+#include "conductor/asset_store.hpp"
 #include "conductor/error.hpp"
 #include "support/child_process.hpp"
 #include "support/temp_dir.hpp"
@@ -25,13 +28,15 @@ namespace conductor::test {
 inline const std::filesystem::path kServerBin = CONDUCTOR_SERVER_BIN;
 inline const std::filesystem::path kClientBin = CONDUCTOR_CLIENT_BIN;
 
-// One training version as the tests need it: its commands are always `/bin/sh train.sh` in the
-// client's working folder, so the script text needs no XML or shell quoting.
+// One training version as the tests need it: its commands are always `/bin/sh train.sh` (and
+// `/bin/sh predict.sh`) in the client's working folder, so the script text needs no XML or
+// shell quoting.
 struct VersionSpec {
   std::string name;
   int target_models = 1;
   std::string train_script;                                  // contents of train.sh
   std::vector<std::pair<std::string, std::string>> payload;  // further input files
+  std::string predict_script = {};                           // predict.sh; empty: no predictions
 };
 
 // <Created>...<TargetModels> of one version, in the original's XmlSerializer layout.
@@ -42,14 +47,23 @@ inline std::string version_body(const VersionSpec& spec, const std::string& inde
          "<Status />\n" + indent + "<TrainingCommands>\n" + indent + "  <Command>\n" + indent +
          "    <FileName>/bin/sh</FileName>\n" + indent + "    <Arguments>train.sh</Arguments>\n" +
          indent + "  </Command>\n" + indent + "</TrainingCommands>\n" + indent +
-         "<PredictionCommands />\n" + indent + "<TargetModels>" +
-         std::to_string(spec.target_models) + "</TargetModels>\n";
+         (spec.predict_script.empty() ? "<PredictionCommands />\n"
+                                      : "<PredictionCommands>\n" + indent + "  <Command>\n" +
+                                            indent + "    <FileName>/bin/sh</FileName>\n" + indent +
+                                            "    <Arguments>predict.sh</Arguments>\n" + indent +
+                                            "  </Command>\n" + indent + "</PredictionCommands>\n") +
+         indent + "<TargetModels>" + std::to_string(spec.target_models) + "</TargetModels>\n";
+}
+
+// train.sh, predict.sh and the further input files, into `folder`.
+inline void write_scripts(const std::filesystem::path& folder, const VersionSpec& spec) {
+  write_file(folder / "train.sh", spec.train_script);
+  if (!spec.predict_script.empty()) write_file(folder / "predict.sh", spec.predict_script);
+  for (const auto& [name, bytes] : spec.payload) write_file(folder / name, bytes);
 }
 
 inline void write_payload(const std::filesystem::path& server_dir, const VersionSpec& spec) {
-  const auto folder = server_dir / "assets" / spec.name;
-  write_file(folder / "train.sh", spec.train_script);
-  for (const auto& [name, bytes] : spec.payload) write_file(folder / name, bytes);
+  write_scripts(server_dir / "assets" / spec.name, spec);
 }
 
 // config/config.xml holding `global_versions`, and each one's payload under assets/<name>/.
@@ -76,14 +90,91 @@ inline void write_configuration(const std::filesystem::path& server_dir, double 
   write_file(server_dir / "config" / "config.xml", xml);
 }
 
-// assets/<name>/version.xml plus the payload: a local version.
-inline void write_local_version(const std::filesystem::path& server_dir, const VersionSpec& spec) {
-  write_file(server_dir / "assets" / spec.name / "version.xml",
+// `folder`/version.xml plus the payload: a version folder as an operator would upload it.
+inline void write_version_folder(const std::filesystem::path& folder, const VersionSpec& spec) {
+  write_file(folder / "version.xml",
              "<?xml version=\"1.0\"?>\n"
              "<Version xmlns:xsi=\"http://www.w3.org/2001/XMLSchema-instance\" "
              "xmlns:xsd=\"http://www.w3.org/2001/XMLSchema\">\n" +
                  version_body(spec, "  ") + "</Version>\n");
-  write_payload(server_dir, spec);
+  write_scripts(folder, spec);
+}
+
+// assets/<name>/version.xml plus the payload: a local version.
+inline void write_local_version(const std::filesystem::path& server_dir, const VersionSpec& spec) {
+  write_version_folder(server_dir / "assets" / spec.name, spec);
+}
+
+// A random id in the form the server gives work items (and so models).
+inline std::string random_item_id() {
+  static std::mt19937_64 random(std::random_device{}());
+  static constexpr char kHex[] = "0123456789abcdef";
+  std::string id;
+  for (int i = 0; i < 32; ++i) {
+    if (i == 8 || i == 12 || i == 16 || i == 20) id += '-';
+    id += kHex[random() % 16];
+  }
+  return id;
+}
+
+// Stores a trained model of `version` in the working folder as the server would have, for
+// tests that need models without waiting for training; call it before the server starts.
+// `files` land in models/<id>/ (a metrics.json among them becomes the model's metrics);
+// one must match "*.h5". Returns the model's id.
+inline std::string store_model(const std::filesystem::path& server_dir, const std::string& version,
+                               const std::vector<std::pair<std::string, std::string>>& files) {
+  AssetStore store(server_dir);
+  const std::string id = random_item_id();
+  const auto staged = store.spool_dir() / ("seed-" + id);
+  for (const auto& [name, bytes] : files) write_file(staged / name, bytes);
+  Version spec;
+  spec.name = version;
+  ModelMeta meta;
+  meta.item_id = id;
+  meta.duration_seconds = 1.5;
+  meta.epochs = 2;
+  meta.node_name = "seeded";
+  auto outcome = store.commit_model(spec, staged, meta, "seeded by the test\n");
+  REQUIRE_MESSAGE(outcome.status == CommitStatus::kStored, outcome.reason);
+  return id;
+}
+
+inline const std::filesystem::path kCtlBin = CONDUCTORCTL_BIN;
+
+// One finished run of conductorctl.
+struct CtlRun {
+  ExitStatus status;
+  std::string out;  // stdout
+  std::string err;  // stderr
+  std::chrono::milliseconds took{0};
+};
+
+// Runs conductorctl with `arguments` in `folder` (which keeps its output files), stdin from
+// `input` (empty: /dev/null). Fails the test (REQUIRE) if it has not ended within `limit`.
+inline CtlRun run_ctl(const std::filesystem::path& folder, std::vector<std::string> arguments,
+                      std::vector<std::pair<std::string, std::string>> environment = {},
+                      const std::filesystem::path& input = {},
+                      std::chrono::milliseconds limit = std::chrono::seconds(60)) {
+  static int runs = 0;
+  const std::string stem = "ctl-" + std::to_string(++runs);
+  arguments.insert(arguments.begin(), kCtlBin.string());
+  const auto started = std::chrono::steady_clock::now();
+  ChildProcess ctl(ChildOptions{arguments,
+                                folder / (stem + ".out"),
+                                std::move(environment),
+                                {},
+                                input,
+                                folder / (stem + ".err")});
+  auto status = ctl.wait_for_exit(limit);
+  CtlRun run;
+  run.took = std::chrono::duration_cast<std::chrono::milliseconds>(
+      std::chrono::steady_clock::now() - started);
+  run.out = read_file_if_present(folder / (stem + ".out"));
+  run.err = read_file_if_present(folder / (stem + ".err"));
+  INFO("conductorctl stdout:\n" << run.out << "\nstderr:\n" << run.err);
+  REQUIRE_MESSAGE(status.has_value(), "conductorctl still runs after " << limit.count() << " ms");
+  run.status = *status;
+  return run;
 }
 
 // A server log line "Item <id> of <version> (attempt <n>) handed to <host>".
@@ -110,31 +201,18 @@ class Cluster {
   // Starts conductor-server on an OS-chosen port and waits until it has written its endpoint.
   // Fails the test (REQUIRE) if it exits or stays silent for 15 s.
   const std::string& start_server(const std::vector<std::string>& extra = {}) {
-    const auto endpoint_file = root_ / "server.endpoint";
-    std::vector<std::string> argv = {kServerBin.string(),
-                                     "--workdir",
-                                     server_dir().string(),
-                                     "--bind",
-                                     "tcp://127.0.0.1:*",
-                                     "--endpoint-file",
-                                     endpoint_file.string(),
-                                     "--heartbeat-ms",
-                                     "200",
-                                     "--quiet"};
-    argv.insert(argv.end(), extra.begin(), extra.end());
-    server_.emplace(ChildOptions{argv, root_ / "server.out", {}, {}});
-    bool listening = wait_until(deadline_in(std::chrono::seconds(15)), [&] {
-      return !read_file_if_present(endpoint_file).empty() || !server_->is_running();
-    });
-    endpoint_ = read_file_if_present(endpoint_file);
-    while (!endpoint_.empty() && std::isspace(static_cast<unsigned char>(endpoint_.back()))) {
-      endpoint_.pop_back();
-    }
+    return launch_server("tcp://127.0.0.1:*", extra);
+  }
+
+  // Stops the server with SIGTERM (it must exit 0) and starts it again on the same port, so
+  // that the clients find it again; `extra` as for start_server.
+  const std::string& restart_server(const std::vector<std::string>& extra = {}) {
+    REQUIRE(server_.has_value());
+    const std::string bind = endpoint_;
+    auto status = server_->stop(std::chrono::seconds(10));
     INFO("server output:\n" << server_->output());
-    REQUIRE(listening);
-    REQUIRE(server_->is_running());
-    REQUIRE(endpoint_.rfind("tcp://127.0.0.1:", 0) == 0);
-    return endpoint_;
+    REQUIRE(status.exited_with(0));
+    return launch_server(bind, extra);
   }
 
   ChildProcess& server() {
@@ -143,6 +221,14 @@ class Cluster {
   }
   const std::string& endpoint() const { return endpoint_; }
   int port() const { return std::stoi(endpoint_.substr(endpoint_.rfind(':') + 1)); }
+
+  // conductorctl against this cluster's server (its endpoint comes first), as run_ctl.
+  CtlRun ctl(std::vector<std::string> arguments, const std::filesystem::path& input = {},
+             std::chrono::milliseconds limit = std::chrono::seconds(60)) {
+    REQUIRE(!endpoint_.empty());
+    arguments.insert(arguments.begin(), endpoint_);
+    return run_ctl(root_.path(), std::move(arguments), {}, input, limit);
+  }
 
   // Starts a client named `name` with its own working folder, heartbeating every 200 ms.
   ChildProcess& start_client(const std::string& name,
@@ -209,6 +295,35 @@ class Cluster {
   }
 
  private:
+  const std::string& launch_server(const std::string& bind, const std::vector<std::string>& extra) {
+    const auto endpoint_file = root_ / "server.endpoint";
+    std::filesystem::remove(endpoint_file);  // a restart must not read the last run's
+    std::vector<std::string> argv = {kServerBin.string(),
+                                     "--workdir",
+                                     server_dir().string(),
+                                     "--bind",
+                                     bind,
+                                     "--endpoint-file",
+                                     endpoint_file.string(),
+                                     "--heartbeat-ms",
+                                     "200",
+                                     "--quiet"};
+    argv.insert(argv.end(), extra.begin(), extra.end());
+    server_.emplace(ChildOptions{argv, root_ / "server.out", {}, {}});
+    bool listening = wait_until(deadline_in(std::chrono::seconds(15)), [&] {
+      return !read_file_if_present(endpoint_file).empty() || !server_->is_running();
+    });
+    endpoint_ = read_file_if_present(endpoint_file);
+    while (!endpoint_.empty() && std::isspace(static_cast<unsigned char>(endpoint_.back()))) {
+      endpoint_.pop_back();
+    }
+    INFO("server output:\n" << server_->output());
+    REQUIRE(listening);
+    REQUIRE(server_->is_running());
+    REQUIRE(endpoint_.rfind("tcp://127.0.0.1:", 0) == 0);
+    return endpoint_;
+  }
+
   static std::string tail(const std::string& text, std::size_t lines) {
     auto all = split_lines(text);
     std::string result;

@@ -75,10 +75,20 @@ ChildProcess::ChildProcess(ChildOptions options) : options_(std::move(options)) 
   if (output < 0) {
     throw IoError("cannot open " + options_.output.string() + ": " + std::strerror(errno));
   }
+  int errors = output;
+  if (!options_.error_output.empty()) {
+    errors = ::open(options_.error_output.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    if (errors < 0) {
+      int code = errno;
+      ::close(output);
+      throw IoError("cannot open " + options_.error_output.string() + ": " + std::strerror(code));
+    }
+  }
   SpawnSetup setup;
-  ::posix_spawn_file_actions_addopen(&setup.actions, 0, "/dev/null", O_RDONLY, 0);
+  const std::string input = options_.input.empty() ? "/dev/null" : options_.input.string();
+  ::posix_spawn_file_actions_addopen(&setup.actions, 0, input.c_str(), O_RDONLY, 0);
   ::posix_spawn_file_actions_adddup2(&setup.actions, output, 1);
-  ::posix_spawn_file_actions_adddup2(&setup.actions, output, 2);
+  ::posix_spawn_file_actions_adddup2(&setup.actions, errors, 2);
   if (!options_.working_directory.empty()) {
     ::posix_spawn_file_actions_addchdir_np(&setup.actions, options_.working_directory.c_str());
   }
@@ -99,6 +109,7 @@ ChildProcess::ChildProcess(ChildOptions options) : options_(std::move(options)) 
   int result = ::posix_spawn(&pid_, program.c_str(), &setup.actions, &setup.attributes, argv.data(),
                              envp.data());
   ::close(output);
+  if (errors != output) ::close(errors);
   if (result != 0) {
     pid_ = -1;
     throw ProcessError("cannot start " + program + ": " + std::strerror(result));

@@ -1,4 +1,5 @@
-// ChildProcess: one program started by a test, its stdout and stderr going to one file.
+// ChildProcess: one program started by a test, its stdout and stderr going to one file
+// (unless ChildOptions gives stderr a file of its own).
 // Owns the process: the destructor SIGKILLs it if it still runs and reaps it, so a failed
 // check never leaves it behind. Not thread-safe; use it from the test's thread.
 // Also wait_until, the polling loop tests use instead of sleeping.
@@ -30,6 +31,8 @@ struct ChildOptions {
   std::filesystem::path output;   // stdout and stderr, truncated at start
   std::vector<std::pair<std::string, std::string>> environment;  // added to (or replacing) ours
   std::filesystem::path working_directory;                       // empty: the test's own
+  std::filesystem::path input = {};                              // read as stdin; empty: /dev/null
+  std::filesystem::path error_output = {};  // stderr, truncated at start; empty: into `output`
 };
 
 class ChildProcess {

@@ -1,0 +1,233 @@
+// Ensemble predictions end to end: conductorctl predict against the real server and clients on
+// 127.0.0.1, with models stored before the server starts so each value is known to the test.
+#include <doctest/doctest.h>
+
+#include <chrono>
+#include <map>
+#include <nlohmann/json.hpp>
+#include <set>
+#include <string>
+#include <vector>
+
+#include "cluster.hpp"
+#include "support/child_process.hpp"
+#include "support/temp_dir.hpp"
+
+namespace fs = std::filesystem;
+using namespace std::chrono_literals;
+using conductor::test::Cluster;
+using conductor::test::deadline_in;
+using conductor::test::Handout;
+using conductor::test::VersionSpec;
+using conductor::test::wait_until;
+using json = nlohmann::json;
+
+namespace {
+
+constexpr const char* kRows = "feature,value\nmarker,42\n";
+
+// Checks that the request's rows and the model arrived, then answers with the number the
+// model file holds. A model holding "fail" makes the command fail; "mute" prints no value.
+constexpr const char* kPredictScript =
+    R"(test -f predictiondata.csv || { echo "no predictiondata.csv" >&2; exit 7; }
+grep -q '^marker,42$' predictiondata.csv || { echo "unexpected rows" >&2; exit 8; }
+test -f model-latest.h5 || { echo "no model-latest.h5" >&2; exit 9; }
+value=$(cat model-latest.h5)
+[ "$value" = fail ] && { echo "this model cannot predict" >&2; exit 5; }
+[ "$value" = mute ] && { echo "nothing to say"; exit 0; }
+echo "PredictedBuffer=$value"
+)";
+
+// Holds its item until `flag` exists (bounded, so that an orphan never lingers).
+std::string blocking_train_script(const fs::path& flag) {
+  return "echo \"Epoch 1/4\"\ni=0\nwhile [ ! -e '" + flag.string() +
+         "' ]; do\n  i=$((i+1)); [ $i -gt 900 ] && exit 4\n  sleep 0.1\ndone\n"
+         "echo 100 > model.h5\n";
+}
+
+// Written at scope exit, so blocked training is released even when a check fails first.
+class FlagOnExit {
+ public:
+  explicit FlagOnExit(fs::path file) : file_(std::move(file)) {}
+  ~FlagOnExit() {
+    try {
+      conductor::test::write_file(file_, "go\n");
+    } catch (...) {
+    }
+  }
+  FlagOnExit(const FlagOnExit&) = delete;
+  FlagOnExit& operator=(const FlagOnExit&) = delete;
+
+ private:
+  fs::path file_;
+};
+
+json parse_json(const conductor::test::CtlRun& run) {
+  INFO("conductorctl stdout:\n" << run.out << "\nstderr:\n" << run.err);
+  REQUIRE(run.status.exited_with(0));
+  REQUIRE(json::accept(run.out));
+  return json::parse(run.out);
+}
+
+std::map<std::string, double> values_by_model(const json& result) {
+  std::map<std::string, double> values;
+  for (const auto& value : result.at("values")) values[value.at("model")] = value.at("value");
+  return values;
+}
+
+bool has_line(const std::string& text, const std::string& line) {
+  for (const auto& each : conductor::test::split_lines(text)) {
+    if (each == line) return true;
+  }
+  return false;
+}
+
+}  // namespace
+
+TEST_CASE(
+    "a prediction over 5 models is answered with every value by the reserve client alone while "
+    "training runs on the others") {
+  Cluster cluster("conductor-predict-reserve");
+  const fs::path flag = cluster.root() / "release";
+  FlagOnExit release(flag);
+  // 5 models stored, 6 more wanted: 3 train on the workers while 3 wait in the queue.
+  conductor::test::write_configuration(
+      cluster.server_dir(), 0.25,
+      {VersionSpec{"v", 11, blocking_train_script(flag), {}, kPredictScript}});
+  std::map<std::string, double> expected;
+  for (double value : {4.0, 1.0, 10.0, 3.0, 2.0}) {
+    expected[conductor::test::store_model(
+        cluster.server_dir(), "v", {{"model.h5", std::to_string(static_cast<int>(value))}})] =
+        value;
+  }
+  cluster.start_server();
+  // Connection order makes the reserve: "reserve" is in before the others start.
+  cluster.start_client("reserve");
+  REQUIRE_MESSAGE(wait_until(deadline_in(30s),
+                             [&] {
+                               return cluster.server_log().find("Client connected: reserve") !=
+                                      std::string::npos;
+                             }),
+                  cluster.diagnostics());
+  for (const std::string name : {"w1", "w2", "w3"}) cluster.start_client(name);
+  auto training_handouts = [&] {
+    std::set<std::string> hosts;
+    for (const auto& handout : cluster.handouts()) hosts.insert(handout.host);
+    return hosts;
+  };
+  REQUIRE_MESSAGE(
+      wait_until(deadline_in(30s),
+                 [&] {
+                   return training_handouts() == std::set<std::string>{"w1", "w2", "w3"};
+                 }),
+      cluster.diagnostics());
+  const auto before = cluster.handouts();
+
+  json status = parse_json(cluster.ctl({"status", "--json"}));
+  REQUIRE(status["clients"].size() == 4);
+  for (const auto& client : status["clients"]) {
+    CHECK(client["reserved"] == (client["host"] == "reserve"));
+  }
+  CHECK(status["active"].size() == 3);
+  CHECK(status["queued"].size() == 3);
+
+  const fs::path rows = cluster.root() / "rows.csv";
+  conductor::test::write_file(rows, kRows);
+  const json result = parse_json(cluster.ctl({"predict", "--json", "--wait", "60", rows.string()}));
+  CHECK(result["complete"] == true);
+  CHECK(result["version"] == "v");
+  CHECK(result["expected"] == 5);
+  CHECK(result["failures"].empty());
+  CHECK(values_by_model(result) == expected);
+  CHECK(result["mean"].get<double>() == doctest::Approx(4.0));
+  CHECK(result["median"].get<double>() == doctest::Approx(3.0));
+  CHECK(result["min"].get<double>() == doctest::Approx(1.0));
+  CHECK(result["max"].get<double>() == doctest::Approx(10.0));
+
+  // Every hand-out since the request is a prediction item, and only the reserve got any.
+  const auto after = cluster.handouts();
+  REQUIRE(after.size() >= before.size());
+  std::vector<Handout> predictions(after.begin() + static_cast<std::ptrdiff_t>(before.size()),
+                                   after.end());
+  CHECK(predictions.size() == 5);
+  for (const auto& handout : predictions) {
+    CHECK(handout.host == "reserve");
+    CHECK(handout.version == "v");
+  }
+  for (const auto& handout : before) CHECK(handout.host != "reserve");
+  // Training went on meanwhile, untouched.
+  status = parse_json(cluster.ctl({"status", "--json"}));
+  CHECK(status["active"].size() == 3);
+  CHECK(status["queued"].size() == 3);
+  for (const auto& item : status["active"]) CHECK(item["type"] == "training");
+  CHECK(status["pending_predictions"] == 0);
+}
+
+TEST_CASE("a failing prediction command yields a completed result that lists the failure") {
+  Cluster cluster("conductor-predict-failure");
+  conductor::test::write_configuration(cluster.server_dir(), 0.0,
+                                       {VersionSpec{"v", 0, "exit 1\n", {}, kPredictScript}});
+  std::map<std::string, std::string> ids;  // model content -> id
+  for (const std::string content : {"1", "fail", "mute", "5"}) {
+    ids[content] = conductor::test::store_model(cluster.server_dir(), "v", {{"model.h5", content}});
+  }
+  cluster.start_server();
+  cluster.start_client("solo");
+  const fs::path rows = cluster.root() / "rows.csv";
+  conductor::test::write_file(rows, kRows);
+
+  const auto run = cluster.ctl({"predict", "--wait", "60", rows.string()});
+  INFO("conductorctl stdout:\n" << run.out << "\nstderr:\n" << run.err << cluster.diagnostics());
+  REQUIRE(run.status.exited_with(0));
+  // The readable form: one row per model, the failures with their reasons, the summary.
+  CHECK(has_line(run.out, ids["1"] + "  1"));
+  CHECK(has_line(run.out, ids["5"] + "  5"));
+  CHECK(run.out.find("Failures: 2") != std::string::npos);
+  CHECK(run.out.find(ids["fail"] + "  ") != std::string::npos);
+  CHECK(run.out.find(ids["mute"] + "  no value matching") != std::string::npos);
+  CHECK(run.out.find("2 value(s) of 4 model(s): mean 3, median 3, stddev 2.82843, min 1, max 5") !=
+        std::string::npos);
+
+  // The same prediction as JSON.
+  const json result = parse_json(cluster.ctl({"predict", "--json", "--wait", "60", rows.string()}));
+  CHECK(result["complete"] == true);
+  CHECK(result["expected"] == 4);
+  CHECK(values_by_model(result) == std::map<std::string, double>{{ids["1"], 1}, {ids["5"], 5}});
+  std::map<std::string, std::string> reasons;
+  for (const auto& failure : result["failures"]) reasons[failure["model"]] = failure["reason"];
+  REQUIRE(reasons.size() == 2);
+  CHECK(reasons[ids["fail"]].find("exited with status 5") != std::string::npos);
+  CHECK(reasons[ids["mute"]].find("no value matching") != std::string::npos);
+  CHECK(result["mean"] == 3.0);
+  CHECK(result["median"] == 3.0);
+  CHECK(cluster.model_ids("v").size() == 4);  // prediction outputs never become models
+}
+
+TEST_CASE("predict --top 2 --by accuracy asks exactly the two most accurate models") {
+  Cluster cluster("conductor-predict-topk");
+  conductor::test::write_configuration(cluster.server_dir(), 0.0,
+                                       {VersionSpec{"v", 0, "exit 1\n", {}, kPredictScript}});
+  std::map<double, std::string> by_accuracy;
+  for (double accuracy : {0.6, 0.9, 0.8, 0.7}) {
+    by_accuracy[accuracy] =
+        conductor::test::store_model(cluster.server_dir(), "v",
+                                     {{"model.h5", std::to_string(static_cast<int>(accuracy * 10))},
+                                      {"metrics.json", json{{"accuracy", accuracy}}.dump()}});
+  }
+  cluster.start_server();
+  cluster.start_client("solo");
+  // The rows come from stdin this time.
+  const fs::path rows = cluster.root() / "rows.csv";
+  conductor::test::write_file(rows, kRows);
+  const json result =
+      parse_json(cluster.ctl({"predict", "--top", "2", "--by", "accuracy", "--json", "-"}, rows));
+  CHECK(result["complete"] == true);
+  CHECK(result["expected"] == 2);
+  CHECK(values_by_model(result) ==
+        std::map<std::string, double>{{by_accuracy[0.9], 9}, {by_accuracy[0.8], 8}});
+  CHECK(result["mean"] == 8.5);
+
+  const auto refused = cluster.ctl({"predict", "--top", "2", "--by", "f1", rows.string()});
+  CHECK(refused.status.exited_with(3));
+  CHECK(refused.err.find("no model of 'v' has the metric 'f1'") != std::string::npos);
+}

@@ -1,0 +1,293 @@
+// conductor::Server's operator API in-process: the embedding program's view of what
+// conductorctl does remotely. No clients, so every queued item stays queued.
+#include <doctest/doctest.h>
+
+#include <chrono>
+#include <map>
+#include <nlohmann/json.hpp>
+#include <optional>
+#include <set>
+#include <string>
+#include <vector>
+
+#include "cluster.hpp"
+#include "conductor/error.hpp"
+#include "conductor/server.hpp"
+#include "support/temp_dir.hpp"
+
+namespace fs = std::filesystem;
+using namespace std::chrono_literals;
+using conductor::test::deadline_in;
+using conductor::test::read_file;
+using conductor::test::VersionSpec;
+using conductor::test::wait_until;
+using json = nlohmann::json;
+
+namespace {
+
+constexpr const char* kTrain = "head -c 64 /dev/urandom > model.h5\n";
+constexpr const char* kPredict = "echo PredictedBuffer=$(cat model-latest.h5)\n";
+constexpr const char* kRows = "a,b\n1,2\n";
+
+VersionSpec predicting_version(const std::string& name, int target) {
+  return VersionSpec{name, target, kTrain, {}, kPredict};
+}
+
+conductor::ServerOptions options_for(const fs::path& workdir) {
+  conductor::ServerOptions options;
+  options.workdir = workdir;
+  options.bind = "tcp://127.0.0.1:*";
+  options.log_to_stdout = false;
+  return options;
+}
+
+// Runs `call` and returns the Error it throws; fails the test when it throws nothing.
+template <typename Call>
+conductor::Error refusal(Call&& call) {
+  try {
+    call();
+  } catch (const conductor::Error& e) {
+    return e;
+  }
+  FAIL("expected a conductor::Error");
+  return conductor::Error(conductor::ErrorCode::kArgument, "");
+}
+
+bool contains(const std::string& text, const std::string& part) {
+  return text.find(part) != std::string::npos;
+}
+
+std::set<std::string> failed_models(const conductor::EnsembleResult& result) {
+  std::set<std::string> ids;
+  for (const auto& failure : result.failures) ids.insert(failure.model_id);
+  return ids;
+}
+
+}  // namespace
+
+TEST_CASE("a prediction is refused with a clear reason while 400 items are queued") {
+  conductor::test::TempDir root("conductor-api-limit");
+  const fs::path workdir = root / "server";
+  conductor::test::write_configuration(workdir, 0.0, {predicting_version("big", 401)});
+  conductor::test::store_model(workdir, "big", {{"model.h5", "7"}});
+  conductor::Server server(options_for(workdir));
+  server.start();
+  REQUIRE(wait_until(deadline_in(10s), [&] { return server.status().queued == 400; }));
+
+  auto error = refusal([&] { server.predict(kRows); });
+  CHECK(error.code() == conductor::ErrorCode::kArgument);
+  CHECK_MESSAGE(contains(error.what(), "400 items are queued (limit 400)"), error.what());
+  auto remote = refusal([&] { server.control("predict", {{"rows", kRows}}); });
+  CHECK(std::string(remote.what()) == error.what());
+
+  // One below the limit a request is taken, and its one item joins the queue.
+  server.set_target("big", 400);
+  REQUIRE(wait_until(deadline_in(10s), [&] { return server.status().queued == 399; }));
+  const std::string request = server.predict(kRows);
+  CHECK_FALSE(server.prediction(request).has_value());
+  REQUIRE(wait_until(deadline_in(10s), [&] { return server.status().queued == 400; }));
+  CHECK(contains(refusal([&] { server.predict(kRows); }).what(), "400 items are queued"));
+}
+
+TEST_CASE("a top-k prediction asks exactly the best k models by the named metric") {
+  conductor::test::TempDir root("conductor-api-topk");
+  const fs::path workdir = root / "server";
+  conductor::test::write_configuration(workdir, 0.0, {predicting_version("ranked", 0)});
+  std::map<double, std::string> by_accuracy;  // accuracy -> model id
+  for (double accuracy : {0.5, 0.9, 0.7, 0.8}) {
+    const double loss = accuracy == 0.7 ? 0.05 : 1 - accuracy;  // 0.7 has the lowest loss
+    auto id = conductor::test::store_model(
+        workdir, "ranked",
+        {{"model.h5", "1"}, {"metrics.json", json{{"accuracy", accuracy}, {"loss", loss}}.dump()}});
+    by_accuracy[accuracy] = id;
+  }
+  conductor::test::store_model(workdir, "ranked", {{"model.h5", "1"}});  // no metrics at all
+  auto options = options_for(workdir);
+  // No client answers: every asked model fails at the deadline, which names the asked models.
+  options.prediction_timeout = 300ms;
+  conductor::Server server(options);
+  server.start();
+  auto asked = [&](const conductor::PredictOptions& predict) {
+    const std::string request = server.predict(kRows, predict);
+    std::optional<conductor::EnsembleResult> result;
+    REQUIRE(wait_until(deadline_in(10s),
+                       [&] { return (result = server.prediction(request)).has_value(); }));
+    CHECK(result->complete);
+    CHECK(result->values.empty());
+    CHECK(result->expected == result->failures.size());
+    return failed_models(*result);
+  };
+  using Order = conductor::PredictOptions::Order;
+  CHECK(asked({"", 2, "accuracy", Order::kAuto}) ==
+        std::set<std::string>{by_accuracy[0.9], by_accuracy[0.8]});
+  // "loss" is error-like: lower is better.
+  CHECK(asked({"ranked", 1, "loss", Order::kAuto}) == std::set<std::string>{by_accuracy[0.7]});
+  CHECK(asked({"", 1, "accuracy", Order::kLowerIsBetter}) ==
+        std::set<std::string>{by_accuracy[0.5]});
+  // More than there are: every model with the metric, none without.
+  CHECK(asked({"", 10, "accuracy", Order::kAuto}).size() == 4);
+  CHECK(asked({}).size() == 5);
+
+  CHECK(contains(refusal([&] {
+                   server.predict(kRows, {"", 2, "", Order::kAuto});
+                 }).what(),
+                 "--by"));
+  CHECK(contains(refusal([&] {
+                   server.predict(kRows, {"", 2, "f1", Order::kAuto});
+                 }).what(),
+                 "no model of 'ranked' has the metric 'f1'"));
+  CHECK(contains(refusal([&] {
+                   server.predict(kRows, {"nope", 0, "", Order::kAuto});
+                 }).what(),
+                 "version 'nope' is not known"));
+}
+
+TEST_CASE("operator changes are written at once and survive a restart") {
+  conductor::test::TempDir root("conductor-api-persist");
+  const fs::path workdir = root / "server";
+  conductor::test::write_configuration(workdir, 0.2, {predicting_version("global", 3)});
+  conductor::test::write_local_version(workdir, predicting_version("local", 1));
+  const fs::path config_file = workdir / "config" / "config.xml";
+  const fs::path version_file = workdir / "assets" / "local" / "version.xml";
+  {
+    conductor::Server server(options_for(workdir));
+    server.start();
+    server.set_reserve(0.4);
+    server.set_target("global", 5);
+    server.set_target("local", 2);
+    server.select_version("local");
+    // Written before the calls returned, not at shutdown.
+    const std::string config = read_file(config_file);
+    CHECK(contains(config, "<ReserveNodes>0.4</ReserveNodes>"));
+    CHECK(contains(config, "<TargetModels>5</TargetModels>"));
+    CHECK(contains(config, "<CurrentVersion>"));
+    CHECK(contains(read_file(version_file), "<TargetModels>2</TargetModels>"));
+    // Taken at once: the new targets are queued for.
+    REQUIRE(wait_until(deadline_in(10s), [&] { return server.status().queued == 7; }));
+  }
+  conductor::Server restarted(options_for(workdir));
+  auto status = json::parse(restarted.control("status", {}));
+  CHECK(status["reserve_nodes"] == 0.4);
+  CHECK(status["current_version"] == "local");
+  std::map<std::string, int> targets;
+  for (const auto& version : status["versions"]) targets[version["name"]] = version["target"];
+  CHECK(targets == std::map<std::string, int>{{"global", 5}, {"local", 2}});
+}
+
+TEST_CASE("bad operator values are refused by name and change nothing") {
+  conductor::test::TempDir root("conductor-api-refuse");
+  const fs::path workdir = root / "server";
+  conductor::test::write_configuration(workdir, 0.2, {predicting_version("only", 1)});
+  conductor::Server server(options_for(workdir));
+  server.start();
+  const std::string before = read_file(workdir / "config" / "config.xml");
+  CHECK(refusal([&] { server.set_reserve(1.5); }).code() == conductor::ErrorCode::kArgument);
+  CHECK(contains(refusal([&] { server.set_target("nope", 1); }).what(),
+                 "version 'nope' is not known"));
+  CHECK(contains(refusal([&] { server.set_target("only", -1); }).what(), "must be >= 0"));
+  CHECK(contains(refusal([&] { server.select_version("nope"); }).what(), "'nope'"));
+  CHECK(contains(refusal([&] { server.remove_version("nope"); }).what(), "'nope'"));
+  CHECK(contains(refusal([&] {
+                   server.control("set-reserve", {{"fraction", "abc"}});
+                 }).what(),
+                 "'abc' refused: not a number"));
+  CHECK(contains(refusal([&] {
+                   server.control("set-target", {{"version", "only"}, {"target", "2.5"}});
+                 }).what(),
+                 "whole number"));
+  CHECK(contains(refusal([&] {
+                   server.control("set-target", {{"version", "only"}});
+                 }).what(),
+                 "argument 'target' is required"));
+  CHECK(contains(refusal([&] { server.control("reboot", {}); }).what(),
+                 "command 'reboot' refused: unknown"));
+  CHECK(contains(refusal([&] { server.predict(kRows); }).what(), "has no stored models"));
+  CHECK(read_file(workdir / "config" / "config.xml") == before);
+}
+
+TEST_CASE("a removed version stops training but keeps its stored models on disk") {
+  conductor::test::TempDir root("conductor-api-remove");
+  const fs::path workdir = root / "server";
+  conductor::test::write_configuration(workdir, 0.2, {predicting_version("global", 4)});
+  conductor::test::write_local_version(workdir, predicting_version("local", 4));
+  const auto global_model = conductor::test::store_model(workdir, "global", {{"model.h5", "1"}});
+  const auto local_model = conductor::test::store_model(workdir, "local", {{"model.h5", "2"}});
+  {
+    conductor::Server server(options_for(workdir));
+    server.start();
+    REQUIRE(wait_until(deadline_in(10s), [&] { return server.status().queued == 6; }));
+    server.select_version("local");
+    server.remove_version("local");
+    // Regression: removing the current local version left it as <CurrentVersion> in config.xml.
+    CHECK_FALSE(contains(read_file(workdir / "config" / "config.xml"), "<CurrentVersion>"));
+    server.remove_version("global");
+    REQUIRE(wait_until(deadline_in(10s), [&] {
+      auto status = server.status();
+      return status.queued == 0 && status.versions.empty();
+    }));
+    auto status = json::parse(server.control("status", {}));
+    CHECK(status["versions"].empty());
+    CHECK(status["current_version"] == "");
+  }
+  CHECK(fs::exists(workdir / "assets" / "global" / "models" / global_model / "model.h5"));
+  CHECK(fs::exists(workdir / "assets" / "local" / "models" / local_model / "model.h5"));
+  conductor::Server restarted(options_for(workdir));
+  restarted.start();
+  CHECK_FALSE(wait_until(deadline_in(1s), [&] { return restarted.status().queued > 0; }));
+  CHECK(restarted.status().versions.empty());
+}
+
+TEST_CASE("add_version copies a folder as a local version and refuses a taken name") {
+  conductor::test::TempDir root("conductor-api-add");
+  const fs::path workdir = root / "server";
+  conductor::test::write_configuration(workdir, 0.2, {predicting_version("first", 0)});
+  const fs::path upload = root / "upload" / "second";
+  conductor::test::write_version_folder(upload, predicting_version("ignored-name", 2));
+  conductor::test::write_file(upload / "models" / "old" / "model.h5", "not payload");
+  conductor::Server server(options_for(workdir));
+  server.start();
+  server.add_version(upload);
+  CHECK(fs::exists(workdir / "assets" / "second" / "version.xml"));
+  CHECK(fs::exists(workdir / "assets" / "second" / "train.sh"));
+  CHECK_FALSE(fs::exists(workdir / "assets" / "second" / "models" / "old"));
+  REQUIRE(wait_until(deadline_in(10s), [&] { return server.status().queued == 2; }));
+  auto status = json::parse(server.control("status", {}));
+  bool listed = false;
+  for (const auto& version : status["versions"]) {
+    if (version["name"] == "second") listed = version["local"] == true && version["target"] == 2;
+  }
+  CHECK(listed);
+
+  CHECK(contains(refusal([&] { server.add_version(upload); }).what(), "version 'second' refused"));
+  CHECK(contains(refusal([&] { server.add_version(upload, "first"); }).what(),
+                 "version 'first' refused"));
+  conductor::test::write_file(root / "empty" / "readme.txt", "no version here");
+  CHECK(contains(refusal([&] { server.add_version(root / "empty"); }).what(),
+                 "holds no version.xml"));
+  CHECK(contains(refusal([&] { server.add_version(upload, "../escape"); }).what(),
+                 "not a plain folder name"));
+}
+
+TEST_CASE("the models command lists each stored model with its metrics") {
+  conductor::test::TempDir root("conductor-api-models");
+  const fs::path workdir = root / "server";
+  conductor::test::write_configuration(workdir, 0.2, {predicting_version("v", 0)});
+  const auto id = conductor::test::store_model(
+      workdir, "v",
+      {{"model.h5", "1"}, {"metrics.json", R"({"accuracy": 0.75, "val": {"loss": 0.3}})"}});
+  conductor::Server server(options_for(workdir));
+  auto body = json::parse(server.control("models", {{"version", "v"}}));
+  CHECK(body["version"] == "v");
+  REQUIRE(body["models"].size() == 1);
+  const auto& model = body["models"][0];
+  CHECK(model["id"] == id);
+  CHECK(model["epochs"] == 2);
+  CHECK(model["duration"] == 1.5);
+  CHECK(model["node"] == "seeded");
+  CHECK(model["metrics"]["accuracy"] == 0.75);
+  CHECK(model["metrics"]["val.loss"] == 0.3);
+  CHECK(contains(refusal([&] {
+                   server.control("models", {{"version", "w"}});
+                 }).what(),
+                 "'w' is not known"));
+}

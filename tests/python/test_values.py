@@ -1,0 +1,55 @@
+"""The value types and configuration files, as Python sees them."""
+
+import datetime
+
+import conductor
+
+
+def test_version_file_round_trip_keeps_every_field(temp_dir):
+    version = conductor.Version(
+        name="v1", dataset_type=conductor.DatasetType.CARGO2000,
+        training_commands=[conductor.Command("/usr/bin/python3", "train.py --fast")],
+        prediction_commands=[conductor.Command("/bin/sh", "-c 'echo PredictedBuffer=1'")],
+        target_models=7, model_pattern="*.pkl", prediction_output="out.txt")
+    conductor.save_version_file(version, temp_dir / "version.xml")
+    loaded = conductor.load_version_file(temp_dir / "version.xml")
+    assert loaded == version
+    assert loaded.training_commands[0].arguments == "train.py --fast"
+    assert "target_models=7" in repr(loaded)
+
+
+def test_configuration_round_trip(temp_dir):
+    config = conductor.default_configuration()
+    assert config.reserve_nodes == 0.2
+    config.reserve_nodes = 0.5
+    config.versions = [conductor.Version(name="global", target_models=2)]
+    config.current_version = config.versions[0]
+    conductor.save_configuration(config, temp_dir / "config.xml")
+    assert conductor.load_configuration(temp_dir / "config.xml") == config
+
+
+def test_options_take_keywords_durations_and_paths():
+    options = conductor.ServerOptions(heartbeat_interval=0.25, bind="tcp://127.0.0.1:*")
+    assert options.heartbeat_interval == datetime.timedelta(milliseconds=250)
+    assert options.workdir is None  # unset, not '.'
+    options.workdir = "/tmp/x"
+    assert str(options.workdir) == "/tmp/x"
+    options.workdir = None
+    assert options.workdir is None
+    client = conductor.client_options_from_environment()
+    client.server = "host:8080"
+    assert client.server == "host:8080"
+    predict = conductor.PredictOptions(top=2, by="accuracy")
+    assert predict.order == conductor.PredictOptions.Order.AUTO
+
+
+def test_model_metrics_are_name_value_pairs():
+    meta = conductor.ModelMeta()
+    meta.metrics = [("accuracy", 0.9), ("loss", 0.3)]
+    assert dict(meta.metrics) == {"accuracy": 0.9, "loss": 0.3}
+
+
+def test_parse_prediction_reads_the_console_line():
+    assert conductor.parse_prediction("x\nPredictedBuffer=4\n",
+                                      conductor.DEFAULT_PREDICTION_PATTERN) == 4.0
+    assert conductor.parse_prediction("nothing", conductor.DEFAULT_PREDICTION_PATTERN) is None

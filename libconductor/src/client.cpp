@@ -146,6 +146,7 @@ class Client::Impl {
       }
       forward_job_progress();
       keep_alive();
+      ask_again_if_stalled();
     }
     if (job_) {
       job_->cancel();
@@ -229,6 +230,29 @@ class Client::Impl {
     if (welcomed_ && now - last_sent_ >= heartbeat_) send(MessageType::kHeartbeat, protocol::Empty{});
   }
 
+  // A message lost on a live connection (a peer's full queue drops it; heartbeats still flow)
+  // would leave a download, a result or a hand-out waiting forever: after `liveness` intervals
+  // without an answer the client asks again. The requests are idempotent on the server.
+  void ask_again_if_stalled() {
+    auto now = Clock::now();
+    if (!welcomed_ || job_ || now - waiting_since_ < heartbeat_ * liveness_) return;
+    auto waited =
+        std::chrono::duration_cast<std::chrono::milliseconds>(now - waiting_since_).count();
+    waiting_since_ = now;
+    if (!current_) {
+      send(MessageType::kReady, protocol::Empty{});  // the ASSIGN, or our READY, may be lost
+    } else if (current_->download) {
+      log_->warn("No package data for item {} in {} ms; asking again from byte {}",
+                 current_->assign.item, waited, current_->download->received);
+      current_->download->requested = current_->download->received;
+      request_chunks();
+    } else if (current_->outcome) {
+      log_->warn("No answer about item {} in {} ms; offering it again", current_->assign.item,
+                 waited);
+      report_outcome();
+    }
+  }
+
   // ---- messages ------------------------------------------------------------------------
 
   void handle(transport::Received& received) {
@@ -267,6 +291,7 @@ class Client::Impl {
     reconnect_delay_ = heartbeat_ * liveness_;
     chunk_size_ = std::clamp<std::uint32_t>(welcome.chunk_size, 4096, protocol::kMaxPayloadBytes);
     window_ = std::clamp(welcome.window, 1, 64);
+    waiting_since_ = Clock::now();
     log_->info("Connected to {}", endpoint_);
     if (!current_) {
       send(MessageType::kReady, protocol::Empty{});
@@ -297,6 +322,7 @@ class Client::Impl {
     }
     current_.emplace();
     current_->assign = assign;
+    waiting_since_ = Clock::now();
     current_->blobs.emplace_back(assign.blob, assign.blob_size);
     if (!assign.inputs.empty()) current_->blobs.emplace_back(assign.inputs, assign.inputs_size);
     log_->info("Item {} of {} ({}, attempt {}): {} command(s)", assign.item, assign.version,
@@ -348,6 +374,7 @@ class Client::Impl {
     d.file.write_at(d.received, payload.data(), payload.size());
     d.hash.update(payload.data(), payload.size());
     d.received += payload.size();
+    waiting_since_ = Clock::now();
     if (d.received == d.size) {
       finish_download();
     } else {
@@ -433,6 +460,7 @@ class Client::Impl {
   }
 
   void report_outcome() {
+    waiting_since_ = Clock::now();
     const Current& c = *current_;
     const JobOutcome& o = *c.outcome;
     if (o.succeeded) {
@@ -462,6 +490,7 @@ class Client::Impl {
       throw ProtocolError("PULL refused: range outside the result");
     }
     auto length = std::min<std::uint64_t>(pull.length, size - pull.offset);
+    waiting_since_ = Clock::now();
     zmq::message_t payload(length);
     read_at(current_->result, pull.offset, payload.data(), length);
     send(MessageType::kUpload, protocol::Upload{pull.item, current_->assign.attempt, pull.offset},
@@ -586,6 +615,7 @@ class Client::Impl {
     if (current_) {
       report_outcome();
     } else {
+      waiting_since_ = Clock::now();
       send(MessageType::kReady, protocol::Empty{});
     }
   }
@@ -637,6 +667,7 @@ class Client::Impl {
   bool welcomed_ = false;
   Clock::time_point last_heard_{};
   Clock::time_point last_sent_{};
+  Clock::time_point waiting_since_{};  // last sign that what we wait for is coming
   std::chrono::milliseconds heartbeat_{1000};
   int liveness_ = 5;
   std::chrono::milliseconds reconnect_delay_{5000};

@@ -71,14 +71,15 @@ ResultReceiver::Step ResultReceiver::receive(const std::string& client,
                         "' was asked of this client");
   }
   Upload& current = it->second;
-  // Chunks arrive in the order they were pulled (one connection keeps order), so the next one
-  // must start exactly where the file ends.
-  if (upload.offset != current.received || payload.size() == 0 ||
-      current.received + payload.size() > current.offer.size) {
+  // Only the chunk that continues the file is written. Another offset is a repeat or comes
+  // after a lost chunk: it is dropped, and the client's repeated RESULT (it asks again when
+  // nothing moves) resumes the upload at the first missing byte.
+  if (upload.offset != current.received) return Step{};
+  if (payload.size() == 0 || current.received + payload.size() > current.offer.size) {
     uploads_.erase(it);
     throw ProtocolError("UPLOAD refused: chunk at offset " + std::to_string(upload.offset) +
-                        " does not continue the result (expected offset " +
-                        std::to_string(current.received) + "); upload abandoned");
+                        " of " + std::to_string(payload.size()) + " bytes does not fit a result of " +
+                        std::to_string(current.offer.size) + " bytes; upload abandoned");
   }
   current.file.write_at(current.received, payload.data(), payload.size());
   current.hash.update(payload.data(), payload.size());

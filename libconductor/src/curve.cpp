@@ -71,6 +71,12 @@ KeyPair load_or_create_keypair(const fs::path& file) {
 }
 
 std::set<std::string> load_authorized_keys(const fs::path& file) {
+  // Whoever can write the list can let anyone in.
+  struct stat info{};
+  if (::stat(file.c_str(), &info) == 0 && (info.st_mode & (S_IWGRP | S_IWOTH)) != 0) {
+    throw ConfigError(file.string() + ":1: allow-list refused: writable by others than its owner "
+                      "(chmod go-w it)");
+  }
   std::set<std::string> keys;
   std::ifstream in(file);
   std::string line;

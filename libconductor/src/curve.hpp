@@ -26,7 +26,8 @@ KeyPair load_or_create_keypair(const std::filesystem::path& file);
 
 bool is_z85_key(const std::string& text);
 
-// Loads an allow-list. Throws ConfigError "<file>:<line>: ..." for a malformed key.
+// Loads an allow-list. Throws ConfigError "<file>:<line>: ..." for a malformed key or a file
+// that others than its owner may write.
 std::set<std::string> load_authorized_keys(const std::filesystem::path& file);
 
 // The ZAP handler of one context: a REP socket on inproc://zeromq.zap.01 that accepts CURVE

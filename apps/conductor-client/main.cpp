@@ -36,6 +36,10 @@ int main(int argc, char** argv) {
                  "The server's CurveZMQ public key (else $CONDUCTOR_SERVER_KEY; none: plain TCP)");
   app.add_option("--key-file", options.key_file, "This client's key pair (default <workdir>/client.key)");
   app.add_flag("--print-key", print_key, "Print this client's public key (creating it) and exit");
+  std::uint64_t cache_mb = options.cache_bytes >> 20;
+  app.add_option("--cache-mb", cache_mb, "MiB of package archives kept for later items (LRU)")
+      ->capture_default_str()
+      ->check(CLI::Range(std::uint64_t{0}, std::uint64_t{1} << 40));
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
@@ -60,6 +64,7 @@ int main(int argc, char** argv) {
     return 2;
   }
   options.heartbeat_interval = std::chrono::milliseconds(heartbeat_ms);
+  options.cache_bytes = cache_mb << 20;
   options.log_to_stdout = !quiet;
   try {
     conductor::Client client(options);

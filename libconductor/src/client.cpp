@@ -21,6 +21,7 @@
 #include "conductor/error.hpp"
 #include "conductor/keys.hpp"
 #include "conductor/sha256.hpp"
+#include "blob_cache.hpp"
 #include "curve.hpp"
 #include "file_io.hpp"
 #include "job_runner.hpp"
@@ -95,12 +96,12 @@ class Client::Impl {
                                             "' refused: CONDUCTOR_TYPE must be cpu or gpu");
     }
     std::error_code ec;
-    fs::create_directories(options_.workdir / "cache", ec);
     fs::create_directories(options_.workdir / "outbox", ec);
     if (ec) {
       throw IoError("cannot use client folder '" + options_.workdir.string() + "': " + ec.message());
     }
     lock_.emplace(options_.workdir / "lock", "client folder '" + options_.workdir.string() + "'");
+    cache_.emplace(options_.workdir / "cache", options_.cache_bytes);  // only once the folder is ours
     client_id_ = load_or_create_client_id(options_.workdir);
     if (!options_.server_key.empty() && !is_z85_key(options_.server_key)) {
       throw Error(ErrorCode::kArgument, "server key '" + options_.server_key +
@@ -163,6 +164,7 @@ class Client::Impl {
   }
 
   std::uint64_t completed() const noexcept { return completed_.load(); }
+  std::uint64_t fetched() const noexcept { return fetched_.load(); }
   const std::string& public_key() const noexcept { return curve_.public_key; }
 
  private:
@@ -325,6 +327,9 @@ class Client::Impl {
     waiting_since_ = Clock::now();
     current_->blobs.emplace_back(assign.blob, assign.blob_size);
     if (!assign.inputs.empty()) current_->blobs.emplace_back(assign.inputs, assign.inputs_size);
+    std::vector<std::string> in_use;
+    for (const auto& [blob, size] : current_->blobs) in_use.push_back(blob);
+    cache_->set_in_use(in_use);
     log_->info("Item {} of {} ({}, attempt {}): {} command(s)", assign.item, assign.version,
                assign.type, assign.attempt, assign.commands.size());
     fetch_next_blob();
@@ -335,13 +340,8 @@ class Client::Impl {
   void fetch_next_blob() {
     Current& c = *current_;
     for (const auto& [blob, size] : c.blobs) {
-      fs::path cached = package_path(blob);
-      if (fs::exists(cached)) {
-        touch(cached);
-        continue;
-      }
-      c.download.emplace(Download{blob, size, ChunkFile(options_.workdir / "cache" / (blob + ".part")),
-                                  Sha256{}, 0, 0});
+      if (cache_->find(blob)) continue;
+      c.download.emplace(Download{blob, size, ChunkFile(cache_->reserve(blob, size)), Sha256{}, 0, 0});
       request_chunks();
       return;
     }
@@ -374,6 +374,7 @@ class Client::Impl {
     d.file.write_at(d.received, payload.data(), payload.size());
     d.hash.update(payload.data(), payload.size());
     d.received += payload.size();
+    fetched_ += payload.size();
     waiting_since_ = Clock::now();
     if (d.received == d.size) {
       finish_download();
@@ -386,16 +387,13 @@ class Client::Impl {
     Download& d = *current_->download;
     std::string actual = d.hash.finish_hex();
     std::string blob = d.blob;
-    fs::path part = d.file.path();
     current_->download.reset();
     if (actual != blob) {
-      std::error_code ec;
-      fs::remove(part, ec);
+      cache_->abandon(blob);
       throw PackageError("archive of item " + current_->assign.item + " arrived damaged (sha256 " +
                          actual + ", expected " + blob + ")");
     }
-    fs::rename(part, package_path(blob));
-    prune_cache();
+    cache_->commit(blob);
     fetch_next_blob();
   }
 
@@ -406,7 +404,7 @@ class Client::Impl {
     spec.attempt = c.assign.attempt;
     spec.version = c.assign.version;
     for (const auto& command : c.assign.commands) spec.commands.push_back({command.file_name, command.arguments, {}});
-    for (const auto& [blob, size] : c.blobs) spec.packages.push_back(package_path(blob));
+    for (const auto& [blob, size] : c.blobs) spec.packages.push_back(cache_->path_of(blob));
     spec.work_dir = options_.workdir / "work";
     spec.console_log = options_.workdir / "logs" / (c.assign.item + ".log");
     spec.result = options_.workdir / "outbox" / (c.assign.item + "-" + std::to_string(c.assign.attempt) + ".tar");
@@ -531,10 +529,9 @@ class Client::Impl {
     }
     // A package the server no longer has cannot be fetched: give the item back.
     if (current_ && current_->download && error.code == static_cast<int>(protocol::ErrorReply::kRefused)) {
-      fs::path part = current_->download->file.path();
+      std::string blob = current_->download->blob;
       current_->download.reset();
-      std::error_code ec;
-      fs::remove(part, ec);
+      cache_->abandon(blob);
       fail_current("package could not be fetched: " + error.message);
     }
     if (error.fatal) connect();
@@ -605,11 +602,12 @@ class Client::Impl {
     }
     fs::remove(options_.workdir / "logs" / (current_->assign.item + ".log"), ec);
     if (current_->download) {
-      fs::path part = current_->download->file.path();
+      std::string blob = current_->download->blob;
       current_->download.reset();
-      fs::remove(part, ec);
+      cache_->abandon(blob);
     }
     current_.reset();
+    cache_->set_in_use({});
     resume_remembered_result();
     if (!welcomed_) return;
     if (current_) {
@@ -618,30 +616,6 @@ class Client::Impl {
       waiting_since_ = Clock::now();
       send(MessageType::kReady, protocol::Empty{});
     }
-  }
-
-  // ---- cache -----------------------------------------------------------------------------
-
-  fs::path package_path(const std::string& blob) const {
-    return options_.workdir / "cache" / (blob + ".tar");
-  }
-
-  static void touch(const fs::path& file) {
-    std::error_code ec;
-    fs::last_write_time(file, fs::file_time_type::clock::now(), ec);
-  }
-
-  // Keeps the most recently used packages, so the next item of the same version starts at once.
-  void prune_cache() {
-    constexpr std::size_t kKeep = 4;
-    std::vector<std::pair<fs::file_time_type, fs::path>> packs;
-    std::error_code ec;
-    for (const auto& entry : fs::directory_iterator(options_.workdir / "cache", ec)) {
-      if (entry.path().extension() == ".tar") packs.emplace_back(entry.last_write_time(ec), entry.path());
-    }
-    if (packs.size() <= kKeep) return;
-    std::sort(packs.begin(), packs.end(), [](const auto& a, const auto& b) { return a.first > b.first; });
-    for (std::size_t i = kKeep; i < packs.size(); ++i) fs::remove(packs[i].second, ec);
   }
 
   // ---- sending ---------------------------------------------------------------------------
@@ -660,6 +634,7 @@ class Client::Impl {
   std::string client_id_;
   transport::CurveClientKeys curve_;
   std::optional<FileLock> lock_;
+  std::optional<BlobCache> cache_;  // <workdir>/cache: package archives by SHA-256
   int wake_fd_ = -1;
   std::shared_ptr<spdlog::logger> log_;
   zmq::context_t context_;
@@ -677,6 +652,7 @@ class Client::Impl {
   std::unique_ptr<JobRunner> job_;
   std::atomic<bool> stop_requested_{false};
   std::atomic<std::uint64_t> completed_{0};
+  std::atomic<std::uint64_t> fetched_{0};
 };
 
 Client::Client(ClientOptions options) : impl_(std::make_unique<Impl>(std::move(options))) {}
@@ -695,6 +671,7 @@ void Client::start() {
 void Client::stop() noexcept { impl_->stop(); }
 
 std::uint64_t Client::completed_items() const noexcept { return impl_->completed(); }
+std::uint64_t Client::payload_bytes_fetched() const noexcept { return impl_->fetched(); }
 std::string Client::public_key() const { return impl_->public_key(); }
 
 }  // namespace conductor

@@ -30,6 +30,10 @@ struct ClientOptions {
   // This client's key pair; default <workdir>/client.key, created (mode 0600) when missing.
   // Its public key must be in the server's authorized_keys.
   std::filesystem::path key_file;
+  // Bytes of package archives kept in <workdir>/cache, so that later items of a version fetch
+  // nothing; the least recently used go first. The running item's archives always stay, even
+  // when they alone are larger.
+  std::uint64_t cache_bytes = 4ull << 30;
 };
 
 // Defaults from the environment: CONDUCTOR_HOST, CONDUCTOR_OS, CONDUCTOR_TYPE,
@@ -57,6 +61,9 @@ class Client {
 
   // Items whose result the server acknowledged as stored.
   std::uint64_t completed_items() const noexcept;
+  // Package bytes received from the server since construction; an item whose archives are
+  // cached adds nothing.
+  std::uint64_t payload_bytes_fetched() const noexcept;
   // This client's CURVE public key (Z85): what the server's authorized_keys must list.
   std::string public_key() const;
 

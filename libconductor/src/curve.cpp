@@ -110,8 +110,8 @@ bool ZapHandler::refresh() {
   auto stamp = fs::last_write_time(file_, ec);
   if (ec) stamp = {};
   if (loaded_at_ && stamp == *loaded_at_) return false;
+  loaded_at_ = stamp;  // a broken list is reported once per change, not on every check
   allowed_ = fs::exists(file_) ? load_authorized_keys(file_) : std::set<std::string>{};
-  loaded_at_ = stamp;
   return true;
 }
 

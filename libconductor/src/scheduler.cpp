@@ -104,10 +104,12 @@ std::vector<WorkItem> Scheduler::lose_client(const std::string& client_id, TimeP
 
 std::vector<Requeued> Scheduler::expire(TimePoint now) {
   std::vector<Requeued> expired;
+  std::map<std::string, TimePoint> started;  // when each expired item was handed out
   for (auto it = active_.begin(); it != active_.end();) {
     const bool timed_out = it->second.deadline <= now;
     const bool lease_over = it->second.lease_end && *it->second.lease_end <= now;
     if (timed_out || lease_over) {
+      started[it->first] = it->second.started;
       WorkItem item = it->second.item;
       ++item.attempt;
       by_client_.erase(it->second.client_id);
@@ -118,6 +120,9 @@ std::vector<Requeued> Scheduler::expire(TimePoint now) {
     }
   }
   // Oldest first at the very front, so requeued work keeps its place ahead of newer items.
+  std::stable_sort(expired.begin(), expired.end(), [&](const Requeued& a, const Requeued& b) {
+    return started.at(a.item.id) < started.at(b.item.id);
+  });
   for (auto it = expired.rbegin(); it != expired.rend(); ++it) queue_.push_front(it->item);
   return expired;
 }

@@ -308,9 +308,13 @@ bool Server::Impl::adopt(Peer& peer, const protocol::Hello& hello, TimePoint now
 }
 
 void Server::Impl::on_ready(Peer& peer) {
+  // READY while holding an item means its ASSIGN was lost or crossed this READY: the same
+  // ASSIGN again is safe (a client that has the item ignores it). A client that really lost
+  // its item says so in HELLO, which releases it.
   if (const ActiveItem* held = scheduler_.active_for_client(peer.id)) {
-    warn("Client " + peer.host + " is ready but held item " + held->item.id + "; queued again");
-    scheduler_.release_client(peer.id);
+    WorkItem item = held->item;
+    hand_out(peer, item, Handout::kRepeat);
+    return;
   }
   peer.waiting = true;
   peer.epoch = peer.total_epochs = 0;
@@ -487,7 +491,7 @@ void Server::Impl::dispatch(TimePoint now) {
   }
 }
 
-bool Server::Impl::hand_out(Peer& peer, const WorkItem& item) {
+bool Server::Impl::hand_out(Peer& peer, const WorkItem& item, Handout handout) {
   auto entry = versions_.find(item.version);
   if (entry == versions_.end()) {
     withdraw(item, "its version was removed");
@@ -523,8 +527,12 @@ bool Server::Impl::hand_out(Peer& peer, const WorkItem& item) {
                                                   : options_.prediction_timeout;
   assign.timeout_ms = timeout.count();
   send(peer, MessageType::kAssign, assign);
-  log("Item " + item.id + " of " + version.name + " (attempt " + std::to_string(item.attempt) +
-      ") handed to " + peer.host);
+  if (handout == Handout::kRepeat) {
+    log("Item " + item.id + " of " + version.name + " sent again to " + peer.host);
+  } else {
+    log("Item " + item.id + " of " + version.name + " (attempt " + std::to_string(item.attempt) +
+        ") handed to " + peer.host);
+  }
   return true;
 }
 
@@ -543,12 +551,14 @@ void Server::Impl::reconcile(const std::string& why) {
 }
 
 void Server::Impl::load_versions() {
-  versions_.clear();
+  // Loaded aside first: a broken version.xml leaves the versions in force untouched.
+  std::map<std::string, VersionEntry> loaded;
   for (auto& entry : store_.load_versions(config_)) {
     std::error_code ec;
     fs::create_directories(entry.folder, ec);
-    versions_[entry.version.name] = std::move(entry);
+    loaded[entry.version.name] = std::move(entry);
   }
+  versions_ = std::move(loaded);
 }
 
 void Server::Impl::reload_versions() {
@@ -647,7 +657,13 @@ void Server::Impl::drop_peer(std::string id, const std::string& why, Departure d
     return;
   }
   receiver_->abandon(id);
-  for (const auto& item : scheduler_.release_client(id)) items += " " + item.id;
+  for (const auto& item : scheduler_.release_client(id)) {
+    items += " " + item.id;
+    if (is_prediction(item) && item.attempt >= 3) {
+      scheduler_.complete(item.id);
+      record_prediction(item, std::nullopt, "lost " + std::to_string(item.attempt) + " clients");
+    }
+  }
   log("Client disconnected: " + host + " (" + id + ") " + why +
       (items.empty() ? "" : "; queued again:" + items));
 }

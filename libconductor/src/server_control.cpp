@@ -314,12 +314,15 @@ void Server::Impl::set_target(const std::string& name, int target) {
   entry->second.version.target_models = target;
   // Lowering a target takes back the queued work beyond it at once, newest first (older items
   // may be a reconnecting client's work); raising it queues more.
-  long excess = static_cast<long>(store_.stored_model_ids(name).size()) +
-                static_cast<long>(scheduler_.active_count(name)) +
-                static_cast<long>(scheduler_.queued_count(name)) - target;
+  auto is_training = [&](const WorkItem& item) {
+    return item.version == name && item.type == WorkType::kTraining;
+  };
+  long excess = static_cast<long>(store_.stored_model_ids(name).size()) - target;
+  for (const auto& item : scheduler_.queue()) excess += is_training(item) ? 1 : 0;
+  for (const auto& [id, active] : scheduler_.active()) excess += is_training(active.item) ? 1 : 0;
   std::vector<std::string> surplus;
   for (auto it = scheduler_.queue().rbegin(); excess > 0 && it != scheduler_.queue().rend(); ++it) {
-    if (it->version != name || it->type != WorkType::kTraining) continue;
+    if (!is_training(*it)) continue;
     surplus.push_back(it->id);
     --excess;
   }

@@ -141,7 +141,8 @@ class Server::Impl {
   // ---- scheduling ----------------------------------------------------------------------
 
   void dispatch(TimePoint now);
-  bool hand_out(Peer& peer, const WorkItem& item);
+  enum class Handout { kFirst, kRepeat };
+  bool hand_out(Peer& peer, const WorkItem& item, Handout handout = Handout::kFirst);
   void reconcile(const std::string& why);
   void load_versions();
   void reload_versions();

@@ -165,6 +165,7 @@ class Client::Impl {
 
   std::uint64_t completed() const noexcept { return completed_.load(); }
   std::uint64_t fetched() const noexcept { return fetched_.load(); }
+  std::uint64_t uploaded() const noexcept { return uploaded_.load(); }
   const std::string& public_key() const noexcept { return curve_.public_key; }
 
  private:
@@ -491,6 +492,7 @@ class Client::Impl {
     waiting_since_ = Clock::now();
     zmq::message_t payload(length);
     read_at(current_->result, pull.offset, payload.data(), length);
+    uploaded_ += length;
     send(MessageType::kUpload, protocol::Upload{pull.item, current_->assign.attempt, pull.offset},
          std::move(payload));
   }
@@ -653,6 +655,7 @@ class Client::Impl {
   std::atomic<bool> stop_requested_{false};
   std::atomic<std::uint64_t> completed_{0};
   std::atomic<std::uint64_t> fetched_{0};
+  std::atomic<std::uint64_t> uploaded_{0};
 };
 
 Client::Client(ClientOptions options) : impl_(std::make_unique<Impl>(std::move(options))) {}
@@ -672,6 +675,7 @@ void Client::stop() noexcept { impl_->stop(); }
 
 std::uint64_t Client::completed_items() const noexcept { return impl_->completed(); }
 std::uint64_t Client::payload_bytes_fetched() const noexcept { return impl_->fetched(); }
+std::uint64_t Client::result_bytes_sent() const noexcept { return impl_->uploaded(); }
 std::string Client::public_key() const { return impl_->public_key(); }
 
 }  // namespace conductor

@@ -155,8 +155,8 @@ TEST_CASE("a blob cache refuses blob ids that are not a SHA-256, so no path leav
     CHECK_THROWS_AS(cache.commit(bad), conductor::PackageError);
     cache.abandon(bad);  // ignored
   }
-  CHECK_THROWS_WITH_AS(cache.find("../x"),
-                       doctest::Contains("blob id '../x' refused"), conductor::PackageError);
+  CHECK_THROWS_WITH_AS(cache.find("../x"), doctest::Contains("blob id '../x' refused"),
+                       conductor::PackageError);
 }
 
 TEST_CASE("a blob cache drops an abandoned download and refuses to commit one never written") {

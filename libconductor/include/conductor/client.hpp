@@ -64,6 +64,8 @@ class Client {
   // Package bytes received from the server since construction; an item whose archives are
   // cached adds nothing.
   std::uint64_t payload_bytes_fetched() const noexcept;
+  // Result bytes sent to the server since construction (a chunk sent again counts again).
+  std::uint64_t result_bytes_sent() const noexcept;
   // This client's CURVE public key (Z85): what the server's authorized_keys must list.
   std::string public_key() const;
 

@@ -1,0 +1,98 @@
+// What every benchmark shares: a scratch folder, timing and medians, fixture writers for a
+// server's working folder, child processes and their /proc figures, and the result table.
+// Nothing here is thread-safe unless it says so.
+#pragma once
+
+#include <sys/types.h>
+
+#include <chrono>
+#include <cstdint>
+#include <filesystem>
+#include <functional>
+#include <string>
+#include <vector>
+
+namespace conductor::bench {
+
+using Clock = std::chrono::steady_clock;
+
+double seconds_since(Clock::time_point start);
+double median(std::vector<double> values);
+
+// A uniquely named folder under the temp folder, removed with its content on destruction.
+class ScratchDir {
+ public:
+  explicit ScratchDir(const std::string& prefix);
+  ~ScratchDir();
+  ScratchDir(const ScratchDir&) = delete;
+  ScratchDir& operator=(const ScratchDir&) = delete;
+  const std::filesystem::path& path() const { return path_; }
+  std::filesystem::path operator/(const std::string& name) const { return path_ / name; }
+
+ private:
+  std::filesystem::path path_;
+};
+
+void write_text(const std::filesystem::path& file, const std::string& text);
+// `size` bytes that no compressor shrinks (xorshift), written in 1 MiB pieces.
+void write_random_file(const std::filesystem::path& file, std::uint64_t size);
+
+// One training version for config.xml: `commands` are (file, arguments) pairs.
+struct VersionFixture {
+  std::string name;
+  int target_models = 0;
+  std::vector<std::pair<std::string, std::string>> commands;
+  std::string model_pattern = "*.h5";
+};
+// <server_dir>/config/config.xml with these global versions (their assets/<name> folders made).
+void write_server_config(const std::filesystem::path& server_dir,
+                         const std::vector<VersionFixture>& versions);
+
+// Polls `done` every `interval` until it holds or `limit` passes; returns whether it held.
+bool wait_for(const std::function<bool()>& done, std::chrono::milliseconds limit,
+              std::chrono::microseconds interval = std::chrono::microseconds(500));
+
+// A child process started with posix_spawn, killed (SIGKILL) and reaped on destruction.
+class Child {
+ public:
+  // `arguments[0]` is the executable's path. Its stdout and stderr go to `output` (appended).
+  Child(const std::vector<std::string>& arguments, const std::filesystem::path& output);
+  ~Child();
+  Child(const Child&) = delete;
+  Child& operator=(const Child&) = delete;
+  pid_t pid() const { return pid_; }
+  // SIGTERM, then waits up to `limit` before SIGKILL.
+  void stop(std::chrono::milliseconds limit = std::chrono::seconds(5));
+
+ private:
+  pid_t pid_ = -1;
+};
+
+// User plus system CPU seconds the process used so far (/proc/<pid>/stat).
+double cpu_seconds(pid_t pid);
+// Resident set size in bytes (/proc/<pid>/status VmRSS).
+std::uint64_t resident_bytes(pid_t pid);
+// A TCP port on 127.0.0.1 that was free a moment ago.
+int free_port();
+
+// This program's own path, so it can start itself as a helper process.
+std::filesystem::path self_path();
+
+// One line of the result table.
+struct Row {
+  std::string name;
+  std::string conductor;  // the median, with its unit
+  std::string raw;        // the raw limit measured in the same run, with its unit
+  std::string ratio;      // conductor / raw, or "-"
+  std::string goal;
+  std::string met;  // "yes", "no" or "-"
+  std::string note;
+};
+void print_table(const std::vector<Row>& rows);
+
+std::string format(double value, int decimals);
+std::string format_rate(double per_second, const std::string& unit);  // "12,345 items/s"
+std::string format_bytes_rate(double bytes_per_second);               // "1.23 GB/s"
+std::string format_ms(double seconds);
+
+}  // namespace conductor::bench

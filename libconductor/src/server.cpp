@@ -100,7 +100,12 @@ void Server::Impl::serve_timers(TimePoint& next_reconcile) {
       next_key_check_ = now + 1s;
       refresh_authorized_keys();
     }
-    drop_silent_clients(now);
+    // Liveness is judged a few times per heartbeat, not on every turn: with thousands of
+    // clients the loop turns for every heartbeat that arrives.
+    if (now >= next_liveness_check_) {
+      next_liveness_check_ = now + std::max<std::chrono::milliseconds>(options_.heartbeat_interval / 4, 10ms);
+      drop_silent_clients(now);
+    }
     for (const auto& [item, reason] : scheduler_.expire(now)) {
       const bool lost = reason == RequeueReason::kClientLost;
       // A prediction that timed out, or lost three clients, is a failure: its request completes.
@@ -425,7 +430,7 @@ void Server::Impl::finish_result(Peer& peer, const ResultReceiver::Finished& don
           ")");
       send(peer, MessageType::kAck, protocol::Ack{item.id, done.offer.attempt, "stored", ""});
       announce_stored(item.version, item.id);
-      reconcile("accepted result");
+      reconcile("accepted result", Count::kInMemory);
       break;
     }
     case CommitStatus::kDuplicate:
@@ -536,13 +541,17 @@ bool Server::Impl::hand_out(Peer& peer, const WorkItem& item, Handout handout) {
   return true;
 }
 
-void Server::Impl::reconcile(const std::string& why) {
+void Server::Impl::reconcile(const std::string& why, Count count) {
   std::vector<VersionDemand> demands;
   for (const auto& [name, entry] : versions_) {
     if (unpackable_.contains(name)) continue;
-    int stored = static_cast<int>(store_.stored_model_ids(name).size());
-    stored_[name] = stored;
-    demands.push_back({name, entry.version.target_models, stored});
+    // After an accepted result the count kept in memory is exact (this server stored it);
+    // other checks look at the disk, where an operator may have added or removed models.
+    auto known = stored_.find(name);
+    if (count == Count::kFromDisk || known == stored_.end()) {
+      stored_[name] = static_cast<int>(store_.stored_model_ids(name).size());
+    }
+    demands.push_back({name, entry.version.target_models, stored_[name]});
   }
   auto created = scheduler_.reconcile(demands);
   if (!created.empty()) {

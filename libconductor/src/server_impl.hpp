@@ -143,7 +143,8 @@ class Server::Impl {
   void dispatch(TimePoint now);
   enum class Handout { kFirst, kRepeat };
   bool hand_out(Peer& peer, const WorkItem& item, Handout handout = Handout::kFirst);
-  void reconcile(const std::string& why);
+  enum class Count { kFromDisk, kInMemory };
+  void reconcile(const std::string& why, Count count = Count::kFromDisk);
   void load_versions();
   void reload_versions();
 
@@ -233,6 +234,7 @@ class Server::Impl {
   std::string public_key_;
   std::string curve_secret_;  // only until bound
   TimePoint next_key_check_{};
+  TimePoint next_liveness_check_{};
   std::unique_ptr<PackageCache> cache_;
   std::unique_ptr<ResultReceiver> receiver_;
   Configuration config_;

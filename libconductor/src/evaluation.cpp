@@ -240,6 +240,9 @@ Metrics read_metrics_json(const fs::path& file) {
     const std::size_t end = std::min<std::size_t>(error.byte, text.size());
     const auto line = 1 + std::count(text.begin(), text.begin() + static_cast<long>(end), '\n');
     fail(file, static_cast<int>(line), std::string("malformed JSON: ") + error.what());
+  } catch (const nlohmann::json::exception& error) {
+    // A number beyond a double ("1e400") is out_of_range, not a parse_error, and has no offset.
+    fail(file, std::string("malformed JSON: ") + error.what());
   }
   if (!document.is_object()) {
     fail(file, std::string("must hold a JSON object, not ") + document.type_name());
@@ -514,7 +517,9 @@ std::optional<Metrics> evaluate_results_csv(const fs::path& csv, DatasetType typ
     any = true;
     const BucketMetrics values = bucket_metrics(bucket, violation_is_above);
     for (std::size_t i = 0; i < values.size(); ++i) {
-      if (!values[i]) continue;
+      // Finite but huge values (a diverged model's 1e212) overflow the squares to inf, and
+      // inf / inf is NaN: such a metric is as undefined in this bucket as a zero denominator.
+      if (!values[i] || !std::isfinite(*values[i])) continue;
       sums[i] += *values[i];
       ++counts[i];
     }
@@ -522,7 +527,9 @@ std::optional<Metrics> evaluate_results_csv(const fs::path& csv, DatasetType typ
   if (!any) return std::nullopt;
   Metrics metrics;
   for (std::size_t i = 0; i < kMetricNames.size(); ++i) {
-    if (counts[i] > 0) metrics.emplace_back(kMetricNames[i], sums[i] / counts[i]);
+    if (counts[i] > 0 && std::isfinite(sums[i])) {
+      metrics.emplace_back(kMetricNames[i], sums[i] / counts[i]);
+    }
   }
   return metrics;
 }

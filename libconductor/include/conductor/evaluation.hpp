@@ -30,8 +30,9 @@
 //   fpr; from d = predicted - true: mae, mse, rmse, rae = sum|d| / sum|t - mean t|,
 //   rse = sum d^2 / sum (t - mean t)^2, rrse = sqrt(rse) (differs: the original took the mean
 //   and spread of the *predicted* values, which is not the relative error's definition).
-//   A metric undefined in a bucket (a zero denominator) leaves that bucket out of its average;
-//   a metric undefined in every bucket is left out, as in the original. Never NaN.
+//   A metric undefined in a bucket (a zero denominator, or values so large that it overflows)
+//   leaves that bucket out of its average; a metric undefined in every bucket is left out, as in
+//   the original. Never NaN or infinite.
 // - Names are lower case (the original wrote "MCC", "FMetric", "Speceficity",
 //   "Negative Predictions", "False Positive Rate", ...; differs).
 #pragma once

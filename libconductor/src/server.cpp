@@ -419,6 +419,19 @@ void Server::Impl::finish_result(Peer& peer, const ResultReceiver::Finished& don
     send(peer, MessageType::kAck, protocol::Ack{item.id, done.offer.attempt, "rejected", done.error});
     return;
   }
+  // A version never exceeds its target, even when the operator lowered it while items ran.
+  if (stored_[item.version] >= version->second.version.target_models &&
+      (stored_[item.version] = static_cast<int>(store_.stored_model_ids(item.version).size())) >=
+          version->second.version.target_models) {
+    std::error_code ec;
+    fs::remove_all(done.staged, ec);
+    scheduler_.complete(item.id);
+    log("Result of item " + item.id + " from " + peer.host + " not kept: " + item.version +
+        " is at its target");
+    send(peer, MessageType::kAck,
+         protocol::Ack{item.id, done.offer.attempt, "duplicate", "the version is at its target"});
+    return;
+  }
   auto outcome = store_.commit_model(version->second.version, done.staged, meta, done.console_log);
   switch (outcome.status) {
     case CommitStatus::kStored: {

@@ -395,3 +395,37 @@ TEST_CASE("conductorctl reaches a CURVE server only with its key and an authoriz
   CHECK(contains(read_file(cluster.server_dir() / "config" / "config.xml"),
                  "<ReserveNodes>0.5</ReserveNodes>"));
 }
+
+TEST_CASE("a target lowered while its items run is never exceeded: surplus results are not kept") {
+  Cluster cluster("conductor-lowered-target");
+  const fs::path release = cluster.root() / "release.flag";
+  const std::string script = "echo 'Epoch 1/1'\n"
+                             "i=0; while [ ! -f '" + release.string() +
+                             "' ] && [ $i -lt 600 ]; do sleep 0.05; i=$((i+1)); done\n"
+                             "head -c 256 /dev/urandom > model.h5\n";
+  conductor::test::write_configuration(cluster.server_dir(), 0.0, {VersionSpec{"shrinking", 3, script, {}}});
+  cluster.start_server();
+  for (const char* name : {"a", "b", "c"}) cluster.start_client(name);
+  bool all_running = wait_until(deadline_in(20s), [&] { return cluster.handouts().size() == 3; });
+  INFO(cluster.diagnostics());
+  REQUIRE(all_running);
+
+  auto lowered = cluster.ctl({"set-target", "shrinking", "1"});
+  REQUIRE(lowered.status.exited_with(0));
+  conductor::test::write_file(release, "go");
+  // All three finish; the two results after the first model are refused, not stored.
+  auto refusals = [&] {
+    const std::string log = cluster.server_log();
+    std::size_t count = 0;
+    for (auto at = log.find("is at its target"); at != std::string::npos;
+         at = log.find("is at its target", at + 1)) {
+      ++count;
+    }
+    return count;
+  };
+  bool settled = wait_until(deadline_in(20s), [&] { return refusals() == 2; });
+  INFO(cluster.diagnostics());
+  REQUIRE(settled);
+  CHECK(cluster.model_ids("shrinking").size() == 1);
+  CHECK_FALSE(wait_until(deadline_in(2s), [&] { return cluster.model_ids("shrinking").size() > 1; }));
+}

@@ -348,7 +348,8 @@ void extract_file(const ExtractContext& context, archive_entry* entry, const std
   if (out.close() != 0) {
     throw IoError("cannot finish writing " + quoted(target) + ": " + errno_text());
   }
-  context.stats.files.push_back(name);
+  // Normalised ("./a//b" -> "a/b") so that it compares equal to list_files()' names.
+  context.stats.files.push_back(join(parts));
 }
 
 }  // namespace

@@ -254,7 +254,14 @@ TEST_CASE("extract reads a gzip-compressed tar and tolerates './' prefixes") {
   const fs::path out = dir.make("out");
   const auto stats = conductor::extract(archive, out);
   CHECK(stats.entries == 4);
-  CHECK(stats.files == std::vector<std::string>{"./dir/a.txt", "./tool", "./notes"});
+  // Named as list_files() names them, so a job's inputs are never mistaken for its outputs.
+  CHECK(stats.files == std::vector<std::string>{"dir/a.txt", "tool", "notes"});
+  std::vector<std::string> listed;
+  for (const auto& entry : conductor::list_files(out)) listed.push_back(entry.name);
+  std::ranges::sort(listed);
+  auto extracted = stats.files;
+  std::ranges::sort(extracted);
+  CHECK(listed == extracted);
   CHECK(read_file(out / "dir" / "a.txt") == "hello");
   CHECK(mode_of(out / "tool") == 0755);
   CHECK(mode_of(out / "notes") == 0644);

@@ -66,7 +66,8 @@ struct ExtractLimits {
 struct ExtractStats {
   std::uint64_t entries = 0;       // every entry, folders included
   std::uint64_t bytes = 0;         // file content written
-  std::vector<std::string> files;  // regular file names as stored in the archive, in order
+  std::vector<std::string> files;  // regular files, in archive order, named as list_files()
+                                   // names them: relative, "/"-separated, no "." parts
 };
 
 // Extracts a tar, uncompressed or zstd or gzip compressed, into the existing folder

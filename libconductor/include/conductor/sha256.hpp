@@ -9,8 +9,8 @@
 
 namespace conductor {
 
-// Incremental SHA-256 (libsodium's crypto_hash_sha256). Owns its hash state; movable, not
-// copyable; not thread-safe (one hasher per thread). Throws nothing but std::bad_alloc.
+// Incremental SHA-256 (OpenSSL's libcrypto). Owns its hash state; movable, not copyable; not
+// thread-safe (one hasher per thread). Throws nothing but std::bad_alloc.
 class Sha256 {
  public:
   Sha256();

@@ -64,13 +64,6 @@ void write_durably(const fs::path& file, std::string_view text) {
   if (fd.close() != 0) throw_io("close", file, errno);
 }
 
-// fsync of a file or folder by path. Some file systems cannot fsync a folder (EINVAL).
-void sync_path(const fs::path& path) {
-  UniqueFd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW));
-  if (fd.get() < 0) throw_io("open for fsync", path, errno);
-  if (::fsync(fd.get()) != 0 && errno != EINVAL) throw_io("fsync", path, errno);
-}
-
 void create_folders(const fs::path& folder) {
   std::error_code error;
   fs::create_directories(folder, error);
@@ -259,19 +252,6 @@ bool matches_pattern(const fs::path& staged, const std::string& pattern) {
   return false;
 }
 
-// Everything the rename will publish must already be on disk, or a crash right after the
-// rename could show a model folder with empty files.
-void sync_tree(const fs::path& folder) {
-  std::error_code error;
-  for (fs::recursive_directory_iterator it(folder, error), end; !error && it != end;
-       it.increment(error)) {
-    fs::file_type type = it->symlink_status().type();
-    if (type == fs::file_type::regular || type == fs::file_type::directory) sync_path(it->path());
-  }
-  if (error) throw_io("list", folder, error.value());
-  sync_path(folder);
-}
-
 // True when `path` lies strictly inside `folder`, after resolving symlinks.
 bool is_inside(const fs::path& path, const fs::path& folder) {
   std::error_code error;
@@ -412,6 +392,8 @@ CommitOutcome AssetStore::commit_model(const Version& version, const fs::path& s
   }
   write_durably(staged_folder / kMetaFile, meta_xml(stored, evaluation.problems));
   write_durably(staged_folder / kConsoleLogFile, console_log_text);
+  // Everything the rename publishes must be on disk first, or a crash right after it could
+  // show a model folder with empty files.
   sync_tree(staged_folder);
 
   create_folders(models);

@@ -101,4 +101,24 @@ void ChunkFile::sync() {
   if (::fsync(fd_) != 0) throw IoError("cannot sync '" + path_.string() + "': " + why());
 }
 
+void sync_path(const std::filesystem::path& path) {
+  UniqueFd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW));
+  if (!fd.is_open()) throw IoError("cannot open " + path.string() + " for fsync: " + why());
+  if (::fsync(fd.get()) != 0 && errno != EINVAL) {
+    throw IoError("cannot fsync " + path.string() + ": " + why());
+  }
+}
+
+void sync_tree(const std::filesystem::path& folder) {
+  namespace fs = std::filesystem;
+  std::error_code error;
+  for (fs::recursive_directory_iterator it(folder, error), end; !error && it != end;
+       it.increment(error)) {
+    const fs::file_type type = it->symlink_status().type();
+    if (type == fs::file_type::regular || type == fs::file_type::directory) sync_path(it->path());
+  }
+  if (error) throw IoError("cannot list " + folder.string() + ": " + error.message());
+  sync_path(folder);
+}
+
 }  // namespace conductor

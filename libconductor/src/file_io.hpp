@@ -69,6 +69,14 @@ class ChunkFile {
   int fd_ = -1;
 };
 
+// fsync of a file or folder by path (a file system that cannot fsync a folder is tolerated).
+// Throws IoError naming the path.
+void sync_path(const std::filesystem::path& path);
+
+// fsync of every regular file and folder below `folder`, then of `folder`: what a rename is
+// about to publish must be on disk first. Throws IoError naming the path.
+void sync_tree(const std::filesystem::path& folder);
+
 // An exclusive advisory lock (flock) on a file, held while the object lives: one server per
 // working folder, one client per client folder. Movable, not copyable.
 class FileLock {

@@ -11,36 +11,17 @@ namespace conductor {
 
 namespace fs = std::filesystem;
 
-PackageCache::PackageCache(fs::path dir) : dir_(std::move(dir)) {
-  std::error_code ec;
-  fs::create_directories(dir_, ec);
-  if (ec) throw IoError("cannot create package folder '" + dir_.string() + "': " + ec.message());
-}
+namespace {
 
-const PackageBlob& PackageCache::get(const std::string& version, const fs::path& folder) {
-  // The listing (names, sizes, modification times) stands for the content: cheap to take on
-  // every hand-out, and any edit a user makes changes it.
-  auto entries = list_files(folder, kNonPayloadFolders);
-  Sha256 listing;
-  for (const auto& entry : entries) {
-    std::error_code ec;
-    auto size = fs::file_size(entry.source, ec);
-    auto mtime = fs::last_write_time(entry.source, ec);
-    listing.update(entry.name);
-    listing.update("\0", 1);
-    listing.update(std::to_string(size) + ":" +
-                   std::to_string(mtime.time_since_epoch().count()) + "\n");
-  }
-  std::string fingerprint = listing.finish_hex();
-  if (auto it = by_version_.find(version); it != by_version_.end() &&
-                                           it->second.fingerprint == fingerprint) {
-    return it->second.blob;
-  }
-  fs::path staging = dir_ / ("pack-" + random_uuid() + ".tar");
+// Packs `entries` into `dir` under the pack's SHA-256. Touches nothing but the file system, so
+// it may run on any thread.
+PackageBlob make_pack(const fs::path& dir, const std::string& version,
+                      const std::vector<PackEntry>& entries) {
+  fs::path staging = dir / ("pack-" + random_uuid() + ".tar");
   pack(entries, staging);
   PackageBlob blob;
   blob.sha256 = sha256_file(staging);
-  blob.file = dir_ / (blob.sha256 + ".tar");
+  blob.file = dir / (blob.sha256 + ".tar");
   std::error_code ec;
   fs::rename(staging, blob.file, ec);
   if (ec) {
@@ -49,9 +30,71 @@ const PackageBlob& PackageCache::get(const std::string& version, const fs::path&
                   "': " + ec.message());
   }
   blob.size = fs::file_size(blob.file);
+  return blob;
+}
+
+}  // namespace
+
+PackageCache::PackageCache(fs::path dir, BackgroundWorker& worker)
+    : dir_(std::move(dir)), worker_(worker) {
+  std::error_code ec;
+  fs::create_directories(dir_, ec);
+  if (ec) throw IoError("cannot create package folder '" + dir_.string() + "': " + ec.message());
+}
+
+const PackageBlob* PackageCache::get(const std::string& version, const fs::path& folder) {
+  // The listing (names, sizes, modification times) stands for the content: cheap to take on
+  // every hand-out, and any edit a user makes changes it.
+  auto entries = list_files(folder, kNonPayloadFolders);
+  Sha256 listing;
+  std::uint64_t bytes = 0;
+  for (const auto& entry : entries) {
+    std::error_code ec;
+    auto size = fs::file_size(entry.source, ec);
+    auto mtime = fs::last_write_time(entry.source, ec);
+    if (!ec) bytes += size;
+    listing.update(entry.name);
+    listing.update("\0", 1);
+    listing.update(std::to_string(size) + ":" +
+                   std::to_string(mtime.time_since_epoch().count()) + "\n");
+  }
+  std::string fingerprint = listing.finish_hex();
+  if (auto it = by_version_.find(version);
+      it != by_version_.end() && it->second.fingerprint == fingerprint) {
+    return &it->second.blob;
+  }
+  if (auto it = failed_.find(version); it != failed_.end()) {
+    if (it->second.fingerprint == fingerprint) throw PackageError(it->second.message);
+    failed_.erase(it);
+  }
+  if (packing_.contains(version)) return nullptr;  // a newer listing is packed after this one
+  if (bytes < kInlinePackBytes) {
+    return &keep(version, std::move(fingerprint), make_pack(dir_, version, entries));
+  }
+  packing_[version] = fingerprint;
+  worker_.submit([this, dir = dir_, version, fingerprint, entries = std::move(entries)]()
+                     -> BackgroundWorker::Completion {
+    try {
+      PackageBlob blob = make_pack(dir, version, entries);
+      return [this, version, fingerprint, blob = std::move(blob)] {
+        packing_.erase(version);
+        keep(version, fingerprint, blob);
+      };
+    } catch (const Error& e) {
+      return [this, version, fingerprint, message = std::string(e.what())] {
+        packing_.erase(version);
+        failed_[version] = Failure{fingerprint, message};
+      };
+    }
+  });
+  return nullptr;
+}
+
+const PackageBlob& PackageCache::keep(const std::string& version, std::string fingerprint,
+                                      PackageBlob blob) {
   by_sha_[blob.sha256] = blob;
   auto& entry = by_version_[version];
-  entry = Entry{fingerprint, blob};
+  entry = Entry{std::move(fingerprint), std::move(blob)};
   return entry.blob;
 }
 

@@ -1,7 +1,8 @@
 // PackageCache: the server's packed versions. A version folder (minus models/, evaluation/ and
 // errorlogs/) is packed once and the pack reused until the folder's listing changes. Packs are
-// named by their SHA-256, which is also the blob id clients FETCH. Not thread-safe: owned by
-// the server's network thread.
+// named by their SHA-256, which is also the blob id clients FETCH. A large folder is packed on
+// the background worker, so that the network thread never stops for it (1 GiB takes ~10 s).
+// Not thread-safe: owned by the server's network thread.
 #pragma once
 
 #include <cstdint>
@@ -9,6 +10,8 @@
 #include <map>
 #include <string>
 #include <vector>
+
+#include "background_worker.hpp"
 
 namespace conductor {
 
@@ -20,12 +23,19 @@ struct PackageBlob {
 
 class PackageCache {
  public:
-  // `dir` holds the packs; it is created when missing.
-  explicit PackageCache(std::filesystem::path dir);
+  // Folders holding fewer bytes than this are packed at once, on the calling thread.
+  static constexpr std::uint64_t kInlinePackBytes = std::uint64_t{8} << 20;
 
-  // The pack of `folder` for `version`, packing it again only when a file was added, removed,
-  // resized or touched. Throws PackageError (e.g. a symlink in the folder) or IoError.
-  const PackageBlob& get(const std::string& version, const std::filesystem::path& folder);
+  // `dir` holds the packs; it is created when missing. Large folders are packed on `worker`,
+  // which must outlive this object.
+  PackageCache(std::filesystem::path dir, BackgroundWorker& worker);
+
+  // The current pack of `folder` for `version`, packing it again only when a file was added,
+  // removed, resized or touched. nullptr while the pack is being made in the background
+  // (started here when needed); a later call, after the worker's completion ran, returns it.
+  // Throws PackageError (e.g. a symlink in the folder) or IoError, for a background pack on
+  // every call after it failed until the folder changes.
+  const PackageBlob* get(const std::string& version, const std::filesystem::path& folder);
 
   // A pack by id, or nullptr: what FETCH may read.
   const PackageBlob* find(const std::string& sha256) const;
@@ -35,9 +45,18 @@ class PackageCache {
     std::string fingerprint;
     PackageBlob blob;
   };
+  struct Failure {
+    std::string fingerprint;
+    std::string message;
+  };
+  const PackageBlob& keep(const std::string& version, std::string fingerprint, PackageBlob blob);
+
   std::filesystem::path dir_;
+  BackgroundWorker& worker_;
   std::map<std::string, Entry> by_version_;
   std::map<std::string, PackageBlob> by_sha_;
+  std::map<std::string, std::string> packing_;  // version -> fingerprint being packed
+  std::map<std::string, Failure> failed_;       // version -> its last background pack's error
 };
 
 // Top-level folders of a version that are never part of its payload.

@@ -23,8 +23,13 @@ bool is_hex_sha256(const std::string& text) {
 
 }  // namespace
 
-ResultReceiver::ResultReceiver(AssetStore& store, std::uint32_t chunk_size, int window)
-    : store_(store), chunk_size_(chunk_size), window_(window) {
+ResultReceiver::ResultReceiver(AssetStore& store, std::uint32_t chunk_size, int window,
+                               BackgroundWorker& worker, FinishedHandler on_finished)
+    : store_(store),
+      chunk_size_(chunk_size),
+      window_(window),
+      worker_(worker),
+      on_finished_(std::move(on_finished)) {
   fs::create_directories(store_.spool_dir() / "incoming");
   fs::create_directories(store_.spool_dir() / "staging");
   fs::create_directories(store_.spool_dir() / "live");
@@ -40,6 +45,7 @@ std::vector<protocol::Pull> ResultReceiver::begin(const std::string& client, con
   if (!is_hex_sha256(offer.sha256)) {
     throw ProtocolError("RESULT refused: sha256 must be 64 lower-case hex digits");
   }
+  if (finishing_.contains(item.id)) return {};
   if (auto it = uploads_.find(item.id); it != uploads_.end()) {
     Upload& earlier = it->second;
     if (earlier.client == client && earlier.offer.attempt == offer.attempt &&
@@ -61,9 +67,9 @@ std::vector<protocol::Pull> ResultReceiver::begin(const std::string& client, con
   return pulls;
 }
 
-ResultReceiver::Step ResultReceiver::receive(const std::string& client,
-                                             const protocol::Upload& upload,
-                                             const zmq::message_t& payload) {
+std::vector<protocol::Pull> ResultReceiver::receive(const std::string& client,
+                                                    const protocol::Upload& upload,
+                                                    const zmq::message_t& payload) {
   auto it = uploads_.find(upload.item);
   if (it == uploads_.end() || it->second.client != client ||
       it->second.offer.attempt != upload.attempt) {
@@ -74,7 +80,7 @@ ResultReceiver::Step ResultReceiver::receive(const std::string& client,
   // Only the chunk that continues the file is written. Another offset is a repeat or comes
   // after a lost chunk: it is dropped, and the client's repeated RESULT (it asks again when
   // nothing moves) resumes the upload at the first missing byte.
-  if (upload.offset != current.received) return Step{};
+  if (upload.offset != current.received) return {};
   if (payload.size() == 0 || current.received + payload.size() > current.offer.size) {
     uploads_.erase(it);
     throw ProtocolError("UPLOAD refused: chunk at offset " + std::to_string(upload.offset) +
@@ -84,14 +90,28 @@ ResultReceiver::Step ResultReceiver::receive(const std::string& client,
   current.file.write_at(current.received, payload.data(), payload.size());
   current.hash.update(payload.data(), payload.size());
   current.received += payload.size();
-  Step step;
+  std::vector<protocol::Pull> pulls;
   if (current.received < current.offer.size) {
-    request_more(current, step.pulls);
-    return step;
+    request_more(current, pulls);
+    return pulls;
   }
-  step.finished = finish(current);
+  std::error_code ec;
+  fs::remove(store_.spool_dir() / "live" / (current.item.id + ".log"), ec);
+  auto complete = std::make_shared<Upload>(std::move(current));
   uploads_.erase(it);
-  return step;
+  if (complete->offer.size < kInlineFinishBytes) {
+    on_finished_(client, finish(store_.spool_dir(), *complete, false));
+    return pulls;
+  }
+  finishing_.insert(complete->item.id);
+  worker_.submit([this, spool = store_.spool_dir(), complete] {
+    Finished done = finish(spool, *complete, true);
+    return [this, complete, done = std::move(done)]() mutable {
+      finishing_.erase(complete->item.id);
+      on_finished_(complete->client, std::move(done));
+    };
+  });
+  return pulls;
 }
 
 void ResultReceiver::request_more(Upload& upload, std::vector<protocol::Pull>& pulls) {
@@ -104,26 +124,28 @@ void ResultReceiver::request_more(Upload& upload, std::vector<protocol::Pull>& p
   }
 }
 
-ResultReceiver::Finished ResultReceiver::finish(Upload& upload) {
+ResultReceiver::Finished ResultReceiver::finish(const fs::path& spool, Upload& upload, bool sync) {
   Finished done{upload.item, upload.offer, {}, {}, {}};
   fs::path part = upload.file.path();
   std::error_code ec;
-  fs::remove(store_.spool_dir() / "live" / (upload.item.id + ".log"), ec);
   std::string actual = upload.hash.finish_hex();
   if (actual != upload.offer.sha256) {
     done.error = "hash mismatch: offered " + upload.offer.sha256 + ", received " + actual;
     fs::remove(part, ec);
     return done;
   }
-  done.staged = store_.spool_dir() / "staging" /
+  done.staged = spool / "staging" /
                 (upload.item.id + "-" + std::to_string(upload.offer.attempt));
   fs::remove_all(done.staged, ec);
-  fs::create_directories(done.staged);
   try {
+    fs::create_directories(done.staged);
     extract(part, done.staged, ExtractLimits{100000, kMaxResultBytes, kMaxResultBytes});
-  } catch (const Error& e) {
+    // Off the network thread, the fsync that commit_model needs costs nothing there later.
+    if (sync) sync_tree(done.staged);
+  } catch (const std::exception& e) {  // Error, or std::filesystem_error from the folder
     done.error = e.what();
     fs::remove_all(done.staged, ec);
+    done.staged.clear();
     fs::remove(part, ec);
     return done;
   }

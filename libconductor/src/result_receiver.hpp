@@ -1,21 +1,26 @@
 // ResultReceiver: the server's side of result uploads. It pulls a result archive from its client
 // chunk by chunk (at most kWindow chunks in flight), hashes it while writing it to the spool, and
-// once complete checks the hash and extracts it into a staging folder for AssetStore::commit_model.
-// Also keeps the live console of running items in spool/live/<item>.log. Not thread-safe: owned
-// by the server's network thread.
+// once complete checks the hash and extracts it into a staging folder for AssetStore::commit_model:
+// a small result at once, a large one on the background worker (extraction and fsync of a
+// 1 GiB model take seconds the network thread must not stop for). Also keeps the live console
+// of running items in spool/live/<item>.log. Not thread-safe: owned by the network thread.
 #pragma once
 
 #include <zmq.hpp>
 
 #include <filesystem>
+#include <functional>
 #include <map>
+#include <memory>
 #include <optional>
+#include <set>
 #include <string>
 #include <vector>
 
 #include "conductor/asset_store.hpp"
 #include "conductor/scheduler.hpp"
 #include "conductor/sha256.hpp"
+#include "background_worker.hpp"
 #include "file_io.hpp"
 #include "protocol.hpp"
 
@@ -26,7 +31,15 @@ inline constexpr const char* kConsoleLogEntry = ".conductor/console.log";
 
 class ResultReceiver {
  public:
-  ResultReceiver(AssetStore& store, std::uint32_t chunk_size, int window);
+  struct Finished;
+  // Runs on the network thread for every complete upload, refused ones included.
+  using FinishedHandler = std::function<void(const std::string& client, Finished finished)>;
+  // Results of at least this many bytes are extracted on the background worker.
+  static constexpr std::uint64_t kInlineFinishBytes = std::uint64_t{4} << 20;
+
+  // `worker` must outlive this object.
+  ResultReceiver(AssetStore& store, std::uint32_t chunk_size, int window, BackgroundWorker& worker,
+                 FinishedHandler on_finished);
 
   struct Finished {
     WorkItem item;
@@ -35,21 +48,19 @@ class ResultReceiver {
     std::string console_log;
     std::string error;             // set when the archive was refused (hash, limits, entries)
   };
-  struct Step {
-    std::vector<protocol::Pull> pulls;
-    std::optional<Finished> finished;
-  };
-
   // Starts receiving `offer` for `item` from `client`, or resumes after the last chunk written
   // when the same client offers the same result (attempt, size, sha256) again; any other
-  // earlier upload of the item is replaced. Returns the PULLs to send. Throws ProtocolError
-  // for an offer it will not take.
+  // earlier upload of the item is replaced. Returns the PULLs to send: none while the item's
+  // complete upload is being extracted (its answer follows). Throws ProtocolError for an offer
+  // it will not take.
   std::vector<protocol::Pull> begin(const std::string& client, const WorkItem& item,
                                     const protocol::ResultOffer& offer);
 
-  // Takes one UPLOAD chunk. Throws ProtocolError for data nobody asked for.
-  Step receive(const std::string& client, const protocol::Upload& upload,
-               const zmq::message_t& payload);
+  // Takes one UPLOAD chunk and returns the PULLs to send. The chunk that completes the result
+  // leads to the FinishedHandler: before this returns for a small result, from a later
+  // BackgroundWorker completion for a large one. Throws ProtocolError for data nobody asked for.
+  std::vector<protocol::Pull> receive(const std::string& client, const protocol::Upload& upload,
+                                      const zmq::message_t& payload);
 
   bool is_receiving(const std::string& client, const std::string& item) const {
     auto it = uploads_.find(item);
@@ -73,12 +84,16 @@ class ResultReceiver {
   };
 
   void request_more(Upload& upload, std::vector<protocol::Pull>& pulls);
-  Finished finish(Upload& upload);
+  // Checks the hash and extracts; file system work only, so it may run on the worker.
+  static Finished finish(const std::filesystem::path& spool, Upload& upload, bool sync);
 
   AssetStore& store_;
   std::uint32_t chunk_size_;
   int window_;
+  BackgroundWorker& worker_;
+  FinishedHandler on_finished_;
   std::map<std::string, Upload> uploads_;  // by item id
+  std::set<std::string> finishing_;        // item ids being extracted on the worker
 };
 
 }  // namespace conductor

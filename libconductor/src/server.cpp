@@ -48,8 +48,10 @@ Server::Impl::Impl(ServerOptions options)
                  random_uuid),
       router_(context_, zmq::socket_type::router) {
   store_.clean_spool();
-  cache_ = std::make_unique<PackageCache>(store_.spool_dir() / "packages");
-  receiver_ = std::make_unique<ResultReceiver>(store_, kChunkSize, kWindow);
+  cache_ = std::make_unique<PackageCache>(store_.spool_dir() / "packages", worker_);
+  receiver_ = std::make_unique<ResultReceiver>(
+      store_, kChunkSize, kWindow, worker_,
+      [this](const std::string& client, ResultReceiver::Finished done) { on_finished(client, std::move(done)); });
   config_ = store_.load_or_create_configuration();
   load_versions();
   setup_security();
@@ -66,8 +68,9 @@ void Server::Impl::run() {
   auto next_reconcile = SteadyClock::now() + options_.reconcile_interval;
   while (!stop_requested_.load()) {
     zmq::pollitem_t items[] = {{router_.handle(), 0, ZMQ_POLLIN, 0},
+                               {nullptr, worker_.wake_fd(), ZMQ_POLLIN, 0},
                                {zap_ ? zap_->socket().handle() : nullptr, 0, ZMQ_POLLIN, 0}};
-    if (!transport::poll(items, zap_ ? 2 : 1, 50ms)) continue;  // interrupted by a signal
+    if (!transport::poll(items, zap_ ? 3 : 2, 50ms)) continue;  // interrupted by a signal
     if (zap_) zap_->serve();
     // Drain everything that is waiting before judging liveness, so a slow turn of this
     // loop never makes a client that kept sending look dead.
@@ -77,6 +80,7 @@ void Server::Impl::run() {
       handle(*received);
     }
     try {
+      worker_.run_completions();
       run_tasks();
       serve_timers(next_reconcile);
     } catch (const std::exception& e) {
@@ -197,7 +201,7 @@ void Server::Impl::handle(transport::Received& received) {
     }
     // An operator's folder upload; a worker's chunk from before a server restart gets RESYNC.
     if (!peer && message.type() == MessageType::kUpload &&
-        receiver_->is_receiving("ctl:" + routing, message.as<protocol::Upload>().item)) {
+        receiver_->is_receiving(std::string(kOperatorPrefix) + routing, message.as<protocol::Upload>().item)) {
       on_control_upload(routing, message);
       return;
     }
@@ -368,10 +372,25 @@ void Server::Impl::on_result(Peer& peer, const protocol::ResultOffer& offer) {
 
 void Server::Impl::on_upload(Peer& peer, protocol::Message& message) {
   auto upload = message.as<protocol::Upload>();
-  auto step = receiver_->receive(peer.id, upload, *message.payload());
-  for (auto& pull : step.pulls) send(peer, MessageType::kPull, pull);
-  if (!step.finished) return;
-  finish_result(peer, *step.finished);
+  for (auto& pull : receiver_->receive(peer.id, upload, *message.payload())) {
+    send(peer, MessageType::kPull, pull);
+  }
+}
+
+void Server::Impl::on_finished(const std::string& client, ResultReceiver::Finished done) {
+  if (client.starts_with(kOperatorPrefix)) {
+    finish_control_upload(client.substr(kOperatorPrefix.size()), done);
+    return;
+  }
+  auto peer = peers_.find(client);
+  if (peer == peers_.end()) {
+    // It went away while its result was extracted; it keeps the result and offers it again.
+    std::error_code ec;
+    if (!done.staged.empty()) fs::remove_all(done.staged, ec);
+    log("Result of item " + done.item.id + " not stored yet: its client left while it was unpacked");
+    return;
+  }
+  finish_result(peer->second, done);
 }
 
 void Server::Impl::finish_result(Peer& peer, const ResultReceiver::Finished& done) {
@@ -497,12 +516,18 @@ void Server::Impl::dispatch(TimePoint now) {
   // The first clients in connection order are the reserve: prediction items only.
   const ReservePolicy reserve(config_.reserve_nodes);
   const std::size_t reserved = reserve.reserved_count(connected.size());
-  const auto only_predictions = [](const WorkItem& item) { return item.type == WorkType::kPrediction; };
+  if (std::none_of(connected.begin(), connected.end(), [](const Peer* p) { return p->waiting; })) return;
+  // Items of a version still being packed wait; the others go out meanwhile.
+  const std::set<std::string> packaged = packaged_queued_versions();
+  const auto is_packaged = [&](const WorkItem& item) { return packaged.contains(item.version); };
+  const auto only_predictions = [&](const WorkItem& item) {
+    return item.type == WorkType::kPrediction && is_packaged(item);
+  };
   for (std::size_t i = 0; i < connected.size() && scheduler_.queued_count() > 0; ++i) {
     Peer* peer = connected[i];
     if (!peer->waiting) continue;
     auto item = i < reserved ? scheduler_.assign(peer->id, now, only_predictions)
-                             : scheduler_.assign(peer->id, now);
+                             : scheduler_.assign(peer->id, now, is_packaged);
     if (!item) continue;
     if (!hand_out(*peer, *item)) continue;
     peer->waiting = false;
@@ -516,14 +541,11 @@ bool Server::Impl::hand_out(Peer& peer, const WorkItem& item, Handout handout) {
     return false;
   }
   const Version& version = entry->second.version;
-  const PackageBlob* blob = nullptr;
-  try {
-    blob = &cache_->get(version.name, entry->second.folder);
-  } catch (const Error& e) {
-    error("Version " + version.name + " cannot be packed, its items wait for the next check: " + e.what());
-    withdraw(item, std::string("its version cannot be packed: ") + e.what());
-    withdraw_queued(version.name, std::string("its version cannot be packed: ") + e.what());
-    unpackable_.insert(version.name);
+  const PackageBlob* blob = package_of(version.name);
+  if (!blob) {
+    // Packing (or unpackable since dispatch looked): a first hand-out goes back to the front of
+    // the queue; a repeat waits for the client's next READY.
+    if (handout == Handout::kFirst) scheduler_.release_client(peer.id);
     return false;
   }
   protocol::Assign assign;
@@ -594,6 +616,29 @@ void Server::Impl::reload_versions() {
   for (const auto& item : std::vector<WorkItem>(scheduler_.queue().begin(), scheduler_.queue().end())) {
     if (!versions_.contains(item.version)) withdraw(item, "its version was removed");
   }
+}
+
+const PackageBlob* Server::Impl::package_of(const std::string& version) {
+  auto entry = versions_.find(version);
+  if (entry == versions_.end() || unpackable_.contains(version)) return nullptr;
+  try {
+    return cache_->get(version, entry->second.folder);
+  } catch (const Error& e) {
+    error("Version " + version + " cannot be packed, its items wait for the next check: " + e.what());
+    withdraw_queued(version, std::string("its version cannot be packed: ") + e.what());
+    unpackable_.insert(version);
+    return nullptr;
+  }
+}
+
+std::set<std::string> Server::Impl::packaged_queued_versions() {
+  std::set<std::string> wanted;
+  for (const auto& item : scheduler_.queue()) wanted.insert(item.version);
+  std::set<std::string> packaged;
+  for (const auto& version : wanted) {
+    if (package_of(version)) packaged.insert(version);
+  }
+  return packaged;
 }
 
 void Server::Impl::withdraw(const WorkItem& item, const std::string& reason) {

@@ -105,7 +105,7 @@ void Server::Impl::serve_control(const std::string& routing, const protocol::Con
       throw ProtocolError("CONTROL add-version refused: request id must be a lower-case UUID");
     }
     WorkItem upload{control.request, WorkType::kTraining, name, 0};
-    for (auto& pull : receiver_->begin("ctl:" + routing, upload, offer)) {
+    for (auto& pull : receiver_->begin(std::string(kOperatorPrefix) + routing, upload, offer)) {
       reply(routing, MessageType::kPull, pull);
     }
     return;
@@ -115,10 +115,12 @@ void Server::Impl::serve_control(const std::string& routing, const protocol::Con
 
 void Server::Impl::on_control_upload(const std::string& routing, protocol::Message& message) {
   auto upload = message.as<protocol::Upload>();
-  auto step = receiver_->receive("ctl:" + routing, upload, *message.payload());
-  for (auto& pull : step.pulls) reply(routing, MessageType::kPull, pull);
-  if (!step.finished) return;
-  const auto& done = *step.finished;
+  for (auto& pull : receiver_->receive(std::string(kOperatorPrefix) + routing, upload, *message.payload())) {
+    reply(routing, MessageType::kPull, pull);
+  }
+}
+
+void Server::Impl::finish_control_upload(const std::string& routing, const ResultReceiver::Finished& done) {
   try {
     if (!done.error.empty()) throw argument_error("version folder refused: " + done.error);
     add_version(done.staged, done.item.version, true);

@@ -24,6 +24,7 @@
 #include "conductor/ensemble.hpp"
 #include "conductor/scheduler.hpp"
 #include "conductor/server.hpp"
+#include "background_worker.hpp"
 #include "curve.hpp"
 #include "file_io.hpp"
 #include "package_cache.hpp"
@@ -36,6 +37,10 @@ namespace conductor {
 
 namespace fs = std::filesystem;
 using protocol::MessageType;
+
+// Uploads from operators (conductorctl add-version) are told apart from workers' results by
+// this prefix before their routing id, where a worker has its client id.
+inline constexpr std::string_view kOperatorPrefix = "ctl:";
 
 class Server::Impl {
  public:
@@ -133,6 +138,8 @@ class Server::Impl {
   void on_progress(Peer& peer, const protocol::Progress& progress);
   void on_result(Peer& peer, const protocol::ResultOffer& offer);
   void on_upload(Peer& peer, protocol::Message& message);
+  // Every complete upload, a worker's result or an operator's folder, once unpacked.
+  void on_finished(const std::string& client, ResultReceiver::Finished done);
   void finish_result(Peer& peer, const ResultReceiver::Finished& done);
   void on_failed(Peer& peer, const protocol::Failed& failed);
   void record_failure(Peer& peer, const WorkItem& item, int attempt, const std::string& reason,
@@ -143,6 +150,11 @@ class Server::Impl {
   void dispatch(TimePoint now);
   enum class Handout { kFirst, kRepeat };
   bool hand_out(Peer& peer, const WorkItem& item, Handout handout = Handout::kFirst);
+  // The current pack of a version: nullptr while it is packed in the background, or when it
+  // cannot be packed (then its queued items are withdrawn until the next check).
+  const PackageBlob* package_of(const std::string& version);
+  // Versions of queued items whose package is ready now (starts packing the others).
+  std::set<std::string> packaged_queued_versions();
   enum class Count { kFromDisk, kInMemory };
   void reconcile(const std::string& why, Count count = Count::kFromDisk);
   void load_versions();
@@ -196,6 +208,7 @@ class Server::Impl {
   void on_control(const std::string& routing, const protocol::Control& control);
   void serve_control(const std::string& routing, const protocol::Control& control);
   void on_control_upload(const std::string& routing, protocol::Message& message);
+  void finish_control_upload(const std::string& routing, const ResultReceiver::Finished& done);
   void control_reply(const std::string& routing, const std::string& request, bool ok,
                      const std::string& error, const std::string& body);
   std::string status_json() const;
@@ -256,6 +269,8 @@ class Server::Impl {
   std::mutex stored_mutex_;
   std::condition_variable stored_ready_;
   std::deque<StoredModel> stored_models_;                    // not yet taken by next_stored_model
+  // Last: destroyed first, so no job or completion outlives what it uses (cache_, receiver_).
+  BackgroundWorker worker_;
 
 };
 

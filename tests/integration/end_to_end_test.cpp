@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "cluster.hpp"
+#include "conductor/sha256.hpp"
 #include "support/child_process.hpp"
 #include "support/temp_dir.hpp"
 #include "wire_abuse.hpp"
@@ -228,6 +229,35 @@ TEST_CASE("an item held by a client that is SIGKILLed is finished by another und
   CHECK(fs::exists(cluster.version_dir("slow") / "models" / first.item / "model.h5"));
   CHECK_FALSE(wait_until(deadline_in(1s), [&] { return cluster.model_ids("slow").size() > 1; }));
   CHECK(cluster.server().is_running());
+}
+
+TEST_CASE("a large version and large results pass through the server's background worker intact") {
+  // 12 MiB of payload and 12 MiB per result: both above the sizes the server packs and
+  // unpacks on its network thread, so both go through the background worker.
+  std::mt19937 random(7);
+  std::string data(12u << 20, '\0');
+  for (auto& byte : data) byte = static_cast<char>(random());
+  const std::string data_sha = conductor::sha256_hex(data);
+  // The command proves its input arrived whole, then returns it as the model.
+  const std::string script = "echo \"" + data_sha + "  data.bin\" | sha256sum -c - || exit 9\n"
+                             "cp data.bin model.h5\n";
+  Cluster cluster("conductor-e2e-large");
+  conductor::test::write_configuration(cluster.server_dir(), 0.0,
+                                       {VersionSpec{"large", 3, script, {{"data.bin", data}}}});
+  cluster.start_server();
+  cluster.start_client("alpha");
+  cluster.start_client("beta");
+  REQUIRE_MESSAGE(wait_until(deadline_in(120s), [&] { return cluster.model_ids("large").size() >= 3; }),
+                  cluster.diagnostics());
+  CHECK_FALSE_MESSAGE(wait_until(deadline_in(1500ms), [&] { return cluster.model_ids("large").size() != 3; }),
+                      cluster.diagnostics());
+  for (const auto& id : cluster.model_ids("large")) {
+    INFO("model " << id);
+    CHECK(conductor::sha256_file(cluster.version_dir("large") / "models" / id / "model.h5") == data_sha);
+  }
+  // Nothing left half-done in the spool.
+  CHECK(conductor::test::list_names(cluster.server_dir() / "spool" / "staging").empty());
+  CHECK(cluster.server().stop(10s).exited_with(0));
 }
 
 TEST_CASE(

@@ -1,0 +1,54 @@
+// BackgroundWorker: one thread for the server's slow file work (packing a large version,
+// extracting and syncing a large result), so that the network thread keeps answering every
+// client meanwhile. Jobs run one at a time in submission order. What a job returns, its
+// completion, runs afterwards on the thread that calls run_completions() (the network
+// thread), which alone touches the server's state. wake_fd() is readable while a completion
+// waits, so the network thread polls it next to its sockets and reacts at once.
+#pragma once
+
+#include <condition_variable>
+#include <deque>
+#include <functional>
+#include <mutex>
+#include <thread>
+
+#include "file_io.hpp"
+
+namespace conductor {
+
+class BackgroundWorker {
+ public:
+  using Completion = std::function<void()>;
+  using Job = std::function<Completion()>;
+
+  // Throws IoError when the wake-up descriptor cannot be made.
+  BackgroundWorker();
+  // Lets the running job finish, drops queued jobs and waiting completions, joins.
+  ~BackgroundWorker();
+  BackgroundWorker(const BackgroundWorker&) = delete;
+  BackgroundWorker& operator=(const BackgroundWorker&) = delete;
+
+  // Queues `job`. A job that throws gets a completion that rethrows the same exception, so
+  // the failure surfaces on the network thread. Thread-safe.
+  void submit(Job job);
+
+  // Runs the completions of finished jobs, oldest first; an exception from one propagates and
+  // leaves the later ones for the next call. Call from one thread only.
+  void run_completions();
+
+  // An eventfd, readable while completions wait.
+  int wake_fd() const noexcept { return wake_.get(); }
+
+ private:
+  void work();
+
+  std::mutex mutex_;
+  std::condition_variable wanted_;
+  std::deque<Job> jobs_;                 // guarded by mutex_
+  std::deque<Completion> completions_;   // guarded by mutex_
+  bool stopping_ = false;                // guarded by mutex_
+  UniqueFd wake_;
+  std::thread thread_;
+};
+
+}  // namespace conductor

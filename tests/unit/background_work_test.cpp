@@ -1,0 +1,203 @@
+// The server's slow file work off its network thread: BackgroundWorker itself, and the two
+// users, PackageCache (large versions packed in the background) and ResultReceiver (large
+// results extracted in the background).
+#include <doctest/doctest.h>
+#include <poll.h>
+
+#include <atomic>
+#include <filesystem>
+#include <optional>
+#include <stdexcept>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "background_worker.hpp"
+#include "conductor/asset_store.hpp"
+#include "conductor/error.hpp"
+#include "conductor/package.hpp"
+#include "conductor/sha256.hpp"
+#include "package_cache.hpp"
+#include "result_receiver.hpp"
+#include "support/temp_dir.hpp"
+
+namespace {
+
+namespace fs = std::filesystem;
+using conductor::BackgroundWorker;
+using conductor::PackageCache;
+using conductor::ResultReceiver;
+using conductor::test::read_file;
+using conductor::test::TempDir;
+using conductor::test::write_file;
+
+// Waits (at most 30 s) until the worker signals a completion, then runs what waits.
+void run_next_completions(BackgroundWorker& worker) {
+  pollfd wake{worker.wake_fd(), POLLIN, 0};
+  REQUIRE(::poll(&wake, 1, 30000) == 1);
+  worker.run_completions();
+}
+
+// A version folder whose files add up to more than PackageCache packs inline.
+void write_large_version(const fs::path& folder) {
+  write_file(folder / "train.py", "print('train')\n");
+  write_file(folder / "data.bin", std::string(PackageCache::kInlinePackBytes + 1, 'd'));
+}
+
+}  // namespace
+
+TEST_CASE("a background worker runs jobs in order off the calling thread and completions on it") {
+  BackgroundWorker worker;
+  const auto caller = std::this_thread::get_id();
+  std::vector<int> order;
+  std::atomic<int> ran_elsewhere = 0;
+  for (int i = 0; i < 3; ++i) {
+    worker.submit([&, i]() -> BackgroundWorker::Completion {
+      if (std::this_thread::get_id() != caller) ++ran_elsewhere;
+      return [&, i] {
+        CHECK(std::this_thread::get_id() == caller);
+        order.push_back(i);
+      };
+    });
+  }
+  while (order.size() < 3) run_next_completions(worker);
+  CHECK(order == std::vector<int>{0, 1, 2});
+  CHECK(ran_elsewhere == 3);
+}
+
+TEST_CASE("a job that throws surfaces its exception on the thread running completions") {
+  BackgroundWorker worker;
+  worker.submit([]() -> BackgroundWorker::Completion { throw conductor::IoError("disk gone"); });
+  pollfd wake{worker.wake_fd(), POLLIN, 0};
+  REQUIRE(::poll(&wake, 1, 30000) == 1);
+  CHECK_THROWS_WITH_AS(worker.run_completions(), "disk gone", conductor::IoError);
+  worker.run_completions();  // nothing left, nothing thrown
+}
+
+TEST_CASE("a background worker's destructor drops queued jobs and waits for the running one") {
+  std::atomic<int> ran = 0;
+  {
+    BackgroundWorker worker;
+    for (int i = 0; i < 100; ++i) {
+      worker.submit([&]() -> BackgroundWorker::Completion {
+        std::this_thread::sleep_for(std::chrono::milliseconds(5));
+        ++ran;
+        return {};
+      });
+    }
+  }
+  const int after_join = ran.load();
+  CHECK(after_join < 100);
+  std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  CHECK(ran.load() == after_join);  // joined: nothing runs any more
+}
+
+TEST_CASE("a package cache packs a small version at once and a large one in the background") {
+  TempDir root("conductor-pack-async");
+  BackgroundWorker worker;
+  PackageCache cache(root / "packs", worker);
+  write_file(root / "small" / "train.py", "print('small')\n");
+  const conductor::PackageBlob* small = cache.get("small", root / "small");
+  REQUIRE(small != nullptr);
+  CHECK(conductor::sha256_file(small->file) == small->sha256);
+
+  write_large_version(root / "large");
+  CHECK(cache.get("large", root / "large") == nullptr);  // packing started
+  CHECK(cache.get("large", root / "large") == nullptr);  // still packing: not started twice
+  run_next_completions(worker);
+  const conductor::PackageBlob* large = cache.get("large", root / "large");
+  REQUIRE(large != nullptr);
+  CHECK(large->size > PackageCache::kInlinePackBytes);
+  CHECK(conductor::sha256_file(large->file) == large->sha256);
+  REQUIRE(cache.find(large->sha256) != nullptr);
+  CHECK(cache.find(large->sha256)->file == large->file);
+  // Unchanged folder: the same pack, nothing queued.
+  CHECK(cache.get("large", root / "large") == large);
+}
+
+TEST_CASE("a background pack that fails is reported on every call until the folder changes") {
+  TempDir root("conductor-pack-async-fail");
+  BackgroundWorker worker;
+  PackageCache cache(root / "packs", worker);
+  write_large_version(root / "v");
+  REQUIRE(cache.get("v", root / "v") == nullptr);
+  // The packs folder disappears under the worker: packing cannot write its archive.
+  fs::remove_all(root / "packs");
+  run_next_completions(worker);
+  CHECK_THROWS_AS(cache.get("v", root / "v"), conductor::Error);
+  CHECK_THROWS_AS(cache.get("v", root / "v"), conductor::Error);
+  fs::create_directories(root / "packs");
+  write_file(root / "v" / "more.txt", "changed");  // a new listing: packed again
+  CHECK(cache.get("v", root / "v") == nullptr);
+  run_next_completions(worker);
+  CHECK(cache.get("v", root / "v") != nullptr);
+}
+
+namespace {
+
+// Uploads `archive` to `receiver` the way a client answers PULLs; returns the pulls asked.
+std::size_t upload_all(ResultReceiver& receiver, const std::string& client,
+                       const conductor::WorkItem& item, const fs::path& archive) {
+  const std::string bytes = read_file(archive);
+  conductor::protocol::ResultOffer offer{item.id, item.attempt, bytes.size(),
+                                         conductor::sha256_hex(bytes)};
+  auto pulls = receiver.begin(client, item, offer);
+  std::size_t asked = 0;
+  while (!pulls.empty()) {
+    auto pull = pulls.front();
+    pulls.erase(pulls.begin());
+    ++asked;
+    zmq::message_t payload(bytes.data() + pull.offset, pull.length);
+    auto more = receiver.receive(client, {item.id, item.attempt, pull.offset}, payload);
+    pulls.insert(pulls.end(), more.begin(), more.end());
+  }
+  return asked;
+}
+
+}  // namespace
+
+TEST_CASE("a result receiver extracts a large result in the background and refuses nothing meanwhile") {
+  TempDir root("conductor-receive-async");
+  conductor::AssetStore store(root / "server");
+  store.clean_spool();
+  BackgroundWorker worker;
+  std::vector<std::pair<std::string, ResultReceiver::Finished>> finished;
+  ResultReceiver receiver(store, 1u << 20, 8, worker,
+                          [&](const std::string& client, ResultReceiver::Finished done) {
+                            finished.emplace_back(client, std::move(done));
+                          });
+  write_file(root / "out" / "model.h5", std::string(ResultReceiver::kInlineFinishBytes, 'm'));
+  conductor::pack_directory(root / "out", root / "result.tar");
+  const conductor::WorkItem item{"0a1b2c3d", conductor::WorkType::kTraining, "v1", 1};
+
+  upload_all(receiver, "client-1", item, root / "result.tar");
+  CHECK(finished.empty());  // extracting on the worker
+  // The client offers the same result again meanwhile (it had no answer): nothing is pulled,
+  // the answer follows once the first upload is unpacked.
+  const std::string bytes = read_file(root / "result.tar");
+  CHECK(receiver.begin("client-1", item, {item.id, item.attempt, bytes.size(),
+                                          conductor::sha256_hex(bytes)})
+            .empty());
+  run_next_completions(worker);
+  REQUIRE(finished.size() == 1);
+  CHECK(finished[0].first == "client-1");
+  const auto& done = finished[0].second;
+  CHECK(done.error.empty());
+  CHECK(read_file(done.staged / "model.h5").size() == ResultReceiver::kInlineFinishBytes);
+}
+
+TEST_CASE("a small result is finished before receive returns") {
+  TempDir root("conductor-receive-inline");
+  conductor::AssetStore store(root / "server");
+  store.clean_spool();
+  BackgroundWorker worker;
+  std::optional<ResultReceiver::Finished> finished;
+  ResultReceiver receiver(store, 1u << 20, 8, worker,
+                          [&](const std::string&, ResultReceiver::Finished done) { finished = std::move(done); });
+  write_file(root / "out" / "model.h5", "weights");
+  conductor::pack_directory(root / "out", root / "result.tar");
+  upload_all(receiver, "client-1", {"0a1b", conductor::WorkType::kTraining, "v1", 1},
+             root / "result.tar");
+  REQUIRE(finished.has_value());
+  CHECK(read_file(finished->staged / "model.h5") == "weights");
+}

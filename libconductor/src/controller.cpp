@@ -55,7 +55,7 @@ class Controller::Impl {
         fs::remove(path, ec);
       }
     } cleanup{archive};
-    pack_directory(folder, archive, kNonPayloadFolders);
+    pack_directory(folder, archive, kNonPayloadFolders, {.compression = Compression::kAuto});
     const auto size = fs::file_size(archive);
     std::string version = name.empty() ? folder.lexically_normal().filename().string() : name;
     if (version.empty()) version = folder.lexically_normal().parent_path().filename().string();

@@ -134,7 +134,7 @@ JobOutcome JobRunner::run_commands() {
   console.close();
   outputs.push_back({spec_.console_log, kConsoleLogEntry});
   fs::create_directories(spec_.result.parent_path());
-  pack(outputs, spec_.result);
+  pack(outputs, spec_.result, {.compression = Compression::kAuto});
   outcome.size = fs::file_size(spec_.result);
   outcome.sha256 = sha256_file(spec_.result);
   outcome.succeeded = true;

@@ -5,6 +5,7 @@
 #include <fcntl.h>
 #include <sys/stat.h>
 #include <unistd.h>
+#include <zstd.h>
 
 #include <algorithm>
 #include <cerrno>
@@ -390,8 +391,57 @@ std::vector<PackEntry> list_files(const fs::path& root,
   return entries;
 }
 
+namespace {
+
+// Reads up to `max_bytes` from the start of `file` into `sample`; a file that cannot be read
+// adds nothing (pack() reports it properly).
+void append_sample(const fs::path& file, std::size_t max_bytes, std::string& sample) {
+  UniqueFd in(::open(file.c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW));
+  if (!in.is_open()) return;
+  const std::size_t start = sample.size();
+  sample.resize(start + max_bytes);
+  std::size_t filled = 0;
+  while (filled < max_bytes) {
+    const ssize_t got = ::read(in.get(), sample.data() + start + filled, max_bytes - filled);
+    if (got < 0 && errno == EINTR) continue;
+    if (got <= 0) break;
+    filled += static_cast<std::size_t>(got);
+  }
+  sample.resize(start + filled);
+}
+
+// Compression::kAuto's choice; see package.hpp.
+Compression worthwhile_compression(const std::vector<PackEntry>& entries) {
+  constexpr std::size_t kFilesSampled = 8;
+  constexpr std::size_t kBytesPerFile = std::size_t{128} << 10;
+  constexpr std::size_t kTooSmallToMatter = std::size_t{4} << 10;
+  std::vector<std::pair<std::uintmax_t, const PackEntry*>> by_size;
+  for (const auto& entry : entries) {
+    std::error_code ec;
+    const auto size = fs::file_size(entry.source, ec);
+    if (!ec) by_size.emplace_back(size, &entry);
+  }
+  const std::size_t sampled = std::min(kFilesSampled, by_size.size());
+  std::partial_sort(by_size.begin(), by_size.begin() + static_cast<std::ptrdiff_t>(sampled),
+                    by_size.end(), [](const auto& a, const auto& b) { return a.first > b.first; });
+  std::string sample;
+  for (std::size_t i = 0; i < sampled; ++i) append_sample(by_size[i].second->source, kBytesPerFile, sample);
+  if (sample.size() < kTooSmallToMatter) return Compression::kNone;
+  std::string compressed(ZSTD_compressBound(sample.size()), '\0');
+  const std::size_t size = ZSTD_compress(compressed.data(), compressed.size(), sample.data(),
+                                         sample.size(), 1);
+  if (ZSTD_isError(size) != 0) return Compression::kNone;
+  return static_cast<double>(size) <= kWorthwhileRatio * static_cast<double>(sample.size())
+             ? Compression::kZstd
+             : Compression::kNone;
+}
+
+}  // namespace
+
 PackStats pack(const std::vector<PackEntry>& entries, const fs::path& archive_path,
-               const PackOptions& options) {
+               const PackOptions& requested) {
+  PackOptions options = requested;
+  if (options.compression == Compression::kAuto) options.compression = worthwhile_compression(entries);
   std::set<std::string_view> names;
   for (const auto& entry : entries) {
     if (!is_clean_name(entry.name)) {
@@ -410,6 +460,7 @@ PackStats pack(const std::vector<PackEntry>& entries, const fs::path& archive_pa
   if (!out.is_open()) throw IoError("cannot create " + quoted(part_path) + ": " + errno_text());
 
   PackStats stats;
+  stats.compression = options.compression;
   {
     const WriteArchive writer = open_writer(out.get(), archive_path, options);
     auto block = std::make_unique_for_overwrite<char[]>(kCopyBlockSize);

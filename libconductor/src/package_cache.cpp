@@ -18,7 +18,7 @@ namespace {
 PackageBlob make_pack(const fs::path& dir, const std::string& version,
                       const std::vector<PackEntry>& entries) {
   fs::path staging = dir / ("pack-" + random_uuid() + ".tar");
-  pack(entries, staging);
+  pack(entries, staging, {.compression = Compression::kAuto});
   PackageBlob blob;
   blob.sha256 = sha256_file(staging);
   blob.file = dir / (blob.sha256 + ".tar");

@@ -460,7 +460,7 @@ std::string Server::Impl::predict(const std::string& csv_rows, const PredictOpti
     if (latest) entries.push_back(*latest);
     entries.push_back({data, "predictiondata.csv"});
     fs::path archive = folder / (model + ".tar");
-    pack(entries, archive);
+    pack(entries, archive, {.compression = Compression::kAuto});
     PackageBlob blob{sha256_file(archive), archive, fs::file_size(archive)};
     inputs.emplace_back(model, std::move(blob));
   }

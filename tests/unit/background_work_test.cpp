@@ -5,8 +5,11 @@
 #include <poll.h>
 
 #include <atomic>
+#include <cstdint>
+#include <cstring>
 #include <filesystem>
 #include <optional>
+#include <random>
 #include <stdexcept>
 #include <string>
 #include <thread>
@@ -38,10 +41,17 @@ void run_next_completions(BackgroundWorker& worker) {
   worker.run_completions();
 }
 
-// A version folder whose files add up to more than PackageCache packs inline.
+// A version folder whose files add up to more than PackageCache packs inline; random bytes,
+// so the pack stays as large (zstd does not pay).
 void write_large_version(const fs::path& folder) {
   write_file(folder / "train.py", "print('train')\n");
-  write_file(folder / "data.bin", std::string(PackageCache::kInlinePackBytes + 1, 'd'));
+  std::mt19937_64 random(3);
+  std::string data(PackageCache::kInlinePackBytes + 8, '\0');
+  for (std::size_t i = 0; i + 8 <= data.size(); i += 8) {
+    const std::uint64_t word = random();
+    std::memcpy(data.data() + i, &word, 8);
+  }
+  write_file(folder / "data.bin", data);
 }
 
 }  // namespace

@@ -9,6 +9,7 @@
 
 #include <algorithm>
 #include <filesystem>
+#include <random>
 #include <memory>
 #include <string>
 #include <vector>
@@ -240,6 +241,42 @@ TEST_CASE("pack with zstd compresses and extract reads it back") {
   CHECK(read_file(out / "zeros.bin") == std::string(8u << 20, '\0'));
   fs::remove(out / "zeros.bin");
   tree.check_extracted(out);
+}
+
+TEST_CASE("pack with kAuto compresses training data but not random bytes or tiny folders") {
+  TempDir dir;
+  const std::string zstd_magic("\x28\xb5\x2f\xfd", 4);
+  std::string csv = "sequence,value\n";
+  for (int i = 0; i < 40000; ++i) csv += std::to_string(i) + "," + std::to_string(i % 97) + ".25\n";
+  write_file(dir.path() / "text" / "data.csv", csv);
+  write_file(dir.path() / "text" / "train.py", "print('train')\n");
+  std::mt19937 random(11);
+  std::string noise(1u << 20, '\0');
+  for (auto& byte : noise) byte = static_cast<char>(random());
+  write_file(dir.path() / "noise" / "model.h5", noise);
+  write_file(dir.path() / "noise" / "notes.txt", std::string(4096, 'a'));  // compressible, but a small share
+  write_file(dir.path() / "tiny" / "a.txt", "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa");
+  const PackOptions automatic{.compression = Compression::kAuto};
+
+  const auto text = conductor::pack_directory(dir.path() / "text", dir.path() / "text.tar", {}, automatic);
+  CHECK(text.compression == Compression::kZstd);
+  CHECK(text.bytes_out * 3 < text.bytes_in);
+  CHECK(read_file(dir.path() / "text.tar").substr(0, 4) == zstd_magic);
+
+  const auto noisy = conductor::pack_directory(dir.path() / "noise", dir.path() / "noise.tar", {}, automatic);
+  CHECK(noisy.compression == Compression::kNone);
+  CHECK(read_file(dir.path() / "noise.tar").substr(257, 5) == "ustar");
+
+  const auto tiny = conductor::pack_directory(dir.path() / "tiny", dir.path() / "tiny.tar", {}, automatic);
+  CHECK(tiny.compression == Compression::kNone);
+
+  for (const std::string name : {"text", "noise", "tiny"}) {
+    const fs::path out = dir.make("out-" + name);
+    conductor::extract(dir.path() / (name + ".tar"), out);
+    CHECK(files_below(out) == files_below(dir.path() / name));
+  }
+  CHECK(read_file(dir.path() / "out-text" / "data.csv") == csv);
+  CHECK(read_file(dir.path() / "out-noise" / "model.h5") == noise);
 }
 
 TEST_CASE("extract reads a gzip-compressed tar and tolerates './' prefixes") {

@@ -28,7 +28,12 @@ struct PackEntry {
 std::vector<PackEntry> list_files(const std::filesystem::path& root,
                                   const std::vector<std::string>& exclude_top_level = {});
 
-enum class Compression { kNone, kZstd };
+// kAuto: zstd only where it pays: when a sample of the content (up to 128 KiB from each of the
+// 8 largest files) compresses to at most kWorthwhileRatio of its size at zstd's fastest level.
+// Training data (CSV, text) typically shrinks 3-10 times; models (float weights) and
+// already-compressed files do not, and compressing them would only cost time.
+enum class Compression { kNone, kZstd, kAuto };
+inline constexpr double kWorthwhileRatio = 0.8;
 
 struct PackOptions {
   Compression compression = Compression::kNone;
@@ -39,6 +44,7 @@ struct PackStats {
   std::uint64_t entries = 0;
   std::uint64_t bytes_in = 0;   // file content read
   std::uint64_t bytes_out = 0;  // size of the archive written
+  Compression compression = Compression::kNone;  // what was used: kNone or kZstd
 };
 
 // Writes a tar (pax restricted: ustar unless a name or size needs pax headers) holding

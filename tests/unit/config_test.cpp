@@ -1,9 +1,11 @@
 #include "conductor/config.hpp"
 
 #include <doctest/doctest.h>
+#include <sys/resource.h>
 #include <unistd.h>
 
 #include <chrono>
+#include <csignal>
 #include <filesystem>
 #include <string>
 
@@ -290,18 +292,29 @@ TEST_CASE("a failing save leaves the old file intact") {
     CHECK_THROWS_AS(save_configuration(bad, file), ConfigError);
     CHECK(read_file(file) == old_text);
   }
-  SUBCASE("the target folder is read-only") {
+  SUBCASE("writing the new content fails part way (a full disk, a quota)") {
+    // RLIMIT_FSIZE makes write() fail with EFBIG past 64 bytes, for root too (a read-only
+    // folder would not stop root); SIGXFSZ is ignored so the failure is an error code.
     const fs::path file = dir.path() / "config.xml";
     write_file(file, old_text);
-    fs::permissions(dir.path(),
-                    fs::perms::owner_write | fs::perms::group_write | fs::perms::others_write,
-                    fs::perm_options::remove);
-    if (::geteuid() == 0) {
-      MESSAGE("running as root, which writes into read-only folders: check skipped");
-    } else {
-      CHECK_THROWS_AS(save_configuration(config, file), IoError);
+    rlimit saved{};
+    REQUIRE(::getrlimit(RLIMIT_FSIZE, &saved) == 0);
+    const auto previous_handler = std::signal(SIGXFSZ, SIG_IGN);
+    rlimit tiny = saved;
+    tiny.rlim_cur = 64;
+    REQUIRE(::setrlimit(RLIMIT_FSIZE, &tiny) == 0);
+    bool threw_io_error = false;
+    try {
+      save_configuration(config, file);
+    } catch (const IoError&) {
+      threw_io_error = true;
+    } catch (...) {
     }
+    ::setrlimit(RLIMIT_FSIZE, &saved);
+    std::signal(SIGXFSZ, previous_handler);
+    CHECK(threw_io_error);
     CHECK(read_file(file) == old_text);
+    CHECK(count_entries(dir.path()) == 1);  // the temporary was removed
   }
 }
 

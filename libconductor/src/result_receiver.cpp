@@ -53,11 +53,12 @@ std::vector<protocol::Pull> ResultReceiver::begin(const std::string& client, con
       // The same result again after a reconnect: go on from the last chunk written.
       earlier.offer = offer;
       earlier.requested = earlier.received;
+      earlier.last_activity = std::chrono::steady_clock::now();
       std::vector<protocol::Pull> pulls;
       request_more(earlier, pulls);
       return pulls;
     }
-    uploads_.erase(it);
+    discard(it);
   }
   fs::path part = store_.spool_dir() / "incoming" / (item.id + ".part");
   auto [it, inserted] =
@@ -82,7 +83,7 @@ std::vector<protocol::Pull> ResultReceiver::receive(const std::string& client,
   // nothing moves) resumes the upload at the first missing byte.
   if (upload.offset != current.received) return {};
   if (payload.size() == 0 || current.received + payload.size() > current.offer.size) {
-    uploads_.erase(it);
+    discard(it);
     throw ProtocolError("UPLOAD refused: chunk at offset " + std::to_string(upload.offset) +
                         " of " + std::to_string(payload.size()) + " bytes does not fit a result of " +
                         std::to_string(current.offer.size) + " bytes; upload abandoned");
@@ -90,6 +91,7 @@ std::vector<protocol::Pull> ResultReceiver::receive(const std::string& client,
   current.file.write_at(current.received, payload.data(), payload.size());
   current.hash.update(payload.data(), payload.size());
   current.received += payload.size();
+  current.last_activity = std::chrono::steady_clock::now();
   std::vector<protocol::Pull> pulls;
   if (current.received < current.offer.size) {
     request_more(current, pulls);
@@ -156,8 +158,33 @@ ResultReceiver::Finished ResultReceiver::finish(const fs::path& spool, Upload& u
   return done;
 }
 
+void ResultReceiver::discard(std::map<std::string, Upload>::iterator upload) {
+  const fs::path part = upload->second.file.path();
+  uploads_.erase(upload);  // closes the file first
+  std::error_code ignored;
+  fs::remove(part, ignored);
+}
+
 void ResultReceiver::abandon(const std::string& client) {
-  std::erase_if(uploads_, [&](const auto& entry) { return entry.second.client == client; });
+  for (auto it = uploads_.begin(); it != uploads_.end();) {
+    auto next = std::next(it);
+    if (it->second.client == client) discard(it);
+    it = next;
+  }
+}
+
+std::vector<std::string> ResultReceiver::abandon_idle(std::chrono::steady_clock::time_point now,
+                                                      std::chrono::milliseconds max_idle) {
+  std::vector<std::string> abandoned;
+  for (auto it = uploads_.begin(); it != uploads_.end();) {
+    auto next = std::next(it);
+    if (now - it->second.last_activity > max_idle) {
+      abandoned.push_back(it->first + " from " + it->second.client);
+      discard(it);
+    }
+    it = next;
+  }
+  return abandoned;
 }
 
 void ResultReceiver::append_live_log(const std::string& item_id,

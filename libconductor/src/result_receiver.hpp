@@ -8,6 +8,7 @@
 
 #include <zmq.hpp>
 
+#include <chrono>
 #include <filesystem>
 #include <functional>
 #include <map>
@@ -67,8 +68,14 @@ class ResultReceiver {
     return it != uploads_.end() && it->second.client == client;
   }
 
-  // Forgets the uploads of a client that went away.
+  // Forgets the uploads of a client that went away, and their partial files.
   void abandon(const std::string& client);
+
+  // Uploads that moved no byte since `now - max_idle` (a client or operator that never came
+  // back): forgotten, their partial files removed. Returns "<item> from <client>" for each.
+  // A client that returns later offers its result again and it is received from the start.
+  std::vector<std::string> abandon_idle(std::chrono::steady_clock::time_point now,
+                                        std::chrono::milliseconds max_idle);
 
   void append_live_log(const std::string& item_id, const std::vector<std::string>& lines);
 
@@ -81,7 +88,9 @@ class ResultReceiver {
     Sha256 hash;
     std::uint64_t received = 0;
     std::uint64_t requested = 0;
+    std::chrono::steady_clock::time_point last_activity = std::chrono::steady_clock::now();
   };
+  void discard(std::map<std::string, Upload>::iterator upload);
 
   void request_more(Upload& upload, std::vector<protocol::Pull>& pulls);
   // Checks the hash and extracts; file system work only, so it may run on the worker.

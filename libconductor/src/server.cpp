@@ -110,6 +110,16 @@ void Server::Impl::serve_timers(TimePoint& next_reconcile) {
       next_liveness_check_ = now + std::max<std::chrono::milliseconds>(options_.heartbeat_interval / 4, 10ms);
       drop_silent_clients(now);
     }
+    if (now >= next_upload_check_) {
+      next_upload_check_ = now + 1s;
+      // Long enough to resume after a long network cut; short enough that a client or
+      // operator that never returns does not keep its partial upload on disk for good.
+      const auto idle_limit = std::max<std::chrono::milliseconds>(kUploadIdleLimit, lease_grace());
+      for (const auto& upload : receiver_->abandon_idle(now, idle_limit)) {
+        warn("Upload of " + upload + " abandoned: nothing arrived for " +
+             std::to_string(idle_limit.count() / 1000) + " s");
+      }
+    }
     for (const auto& [item, reason] : scheduler_.expire(now)) {
       const bool lost = reason == RequeueReason::kClientLost;
       // A prediction that timed out, or lost three clients, is a failure: its request completes.

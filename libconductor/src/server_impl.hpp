@@ -5,6 +5,7 @@
 #pragma once
 
 #include <atomic>
+#include <chrono>
 #include <condition_variable>
 #include <deque>
 #include <filesystem>
@@ -41,6 +42,9 @@ using protocol::MessageType;
 // Uploads from operators (conductorctl add-version) are told apart from workers' results by
 // this prefix before their routing id, where a worker has its client id.
 inline constexpr std::string_view kOperatorPrefix = "ctl:";
+
+// An upload that moved nothing for this long (or the lease, when longer) is abandoned.
+inline constexpr std::chrono::minutes kUploadIdleLimit{10};
 
 class Server::Impl {
  public:
@@ -248,6 +252,7 @@ class Server::Impl {
   std::string curve_secret_;  // only until bound
   TimePoint next_key_check_{};
   TimePoint next_liveness_check_{};
+  TimePoint next_upload_check_{};
   std::unique_ptr<PackageCache> cache_;
   std::unique_ptr<ResultReceiver> receiver_;
   Configuration config_;

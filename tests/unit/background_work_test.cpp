@@ -211,3 +211,55 @@ TEST_CASE("a small result is finished before receive returns") {
   REQUIRE(finished.has_value());
   CHECK(read_file(finished->staged / "model.h5") == "weights");
 }
+
+TEST_CASE("an upload nobody continues is abandoned after the idle limit, its partial file removed") {
+  TempDir root("conductor-receive-idle");
+  conductor::AssetStore store(root / "server");
+  store.clean_spool();
+  BackgroundWorker worker;
+  int finished = 0;
+  ResultReceiver receiver(store, 4096, 2, worker,
+                          [&](const std::string&, ResultReceiver::Finished) { ++finished; });
+  const std::string bytes(64 << 10, 'r');
+  const conductor::WorkItem item{"0abc", conductor::WorkType::kTraining, "v1", 1};
+  const conductor::protocol::ResultOffer offer{item.id, item.attempt, bytes.size(),
+                                               conductor::sha256_hex(bytes)};
+  auto pulls = receiver.begin("client-1", item, offer);
+  REQUIRE(pulls.size() == 2);
+  zmq::message_t first(bytes.data(), pulls[0].length);
+  receiver.receive("client-1", {item.id, item.attempt, 0}, first);
+  const fs::path part = store.spool_dir() / "incoming" / (item.id + ".part");
+  REQUIRE(fs::exists(part));
+
+  const auto now = std::chrono::steady_clock::now();
+  CHECK(receiver.abandon_idle(now, std::chrono::minutes(10)).empty());  // still fresh
+  const auto abandoned = receiver.abandon_idle(now + std::chrono::minutes(11), std::chrono::minutes(10));
+  CHECK(abandoned == std::vector<std::string>{"0abc from client-1"});
+  CHECK_FALSE(fs::exists(part));
+  CHECK_FALSE(receiver.is_receiving("client-1", item.id));
+  // A late chunk of the abandoned upload is refused; the same offer again starts from byte 0.
+  zmq::message_t second(bytes.data() + 4096, 4096);
+  CHECK_THROWS_AS(receiver.receive("client-1", {item.id, item.attempt, 4096}, second),
+                  conductor::ProtocolError);
+  auto again = receiver.begin("client-1", item, offer);
+  REQUIRE_FALSE(again.empty());
+  CHECK(again.front().offset == 0);
+  CHECK(finished == 0);
+}
+
+TEST_CASE("abandoning a client's uploads removes their partial files") {
+  TempDir root("conductor-receive-abandon");
+  conductor::AssetStore store(root / "server");
+  store.clean_spool();
+  BackgroundWorker worker;
+  ResultReceiver receiver(store, 4096, 2, worker, [](const std::string&, ResultReceiver::Finished) {});
+  const std::string bytes(64 << 10, 'r');
+  const conductor::WorkItem item{"0abd", conductor::WorkType::kTraining, "v1", 1};
+  receiver.begin("client-1", item, {item.id, item.attempt, bytes.size(), conductor::sha256_hex(bytes)});
+  const fs::path part = store.spool_dir() / "incoming" / (item.id + ".part");
+  REQUIRE(fs::exists(part));
+  receiver.abandon("client-2");
+  CHECK(fs::exists(part));
+  receiver.abandon("client-1");
+  CHECK_FALSE(fs::exists(part));
+}

@@ -13,7 +13,8 @@
 # reaches the library, apps, tests and fuzzers alike, including targets added later, and leaves
 # the imported third-party targets alone (they are prebuilt anyway).
 # The Python module cannot be imported by an uninstrumented python3 without preloading the
-# sanitizer runtime; scripts/sanitize builds with -DCONDUCTOR_BUILD_PYTHON=OFF.
+# sanitizer runtime: under address,undefined the python test preloads it (tests/CMakeLists.txt);
+# scripts/sanitize builds the module for ASan only.
 
 set(CONDUCTOR_SANITIZE "" CACHE STRING
     "Sanitizers for every target: \"\", \"address,undefined\" or \"thread\"")

@@ -1,0 +1,99 @@
+"""Reads deploy/compose.yaml (YAML merge keys resolved, as Compose does) and checks it without
+a Docker engine: services build from Dockerfiles that exist, mount volumes that are declared,
+depend on services that exist, and name files inside the volumes they mount.
+Each check returns a list of problems (empty: fine)."""
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+
+
+@dataclass
+class Compose:
+    path: Path
+    spec: dict
+
+    @property
+    def services(self):
+        return self.spec.get("services", {})
+
+    def build_dockerfile(self, service):
+        """The Dockerfile a service builds from, or None when it only names an image."""
+        build = self.services[service].get("build")
+        if not build:
+            return None
+        context = self.path.parent / (build if isinstance(build, str) else build.get("context", "."))
+        name = "Dockerfile" if isinstance(build, str) else build.get("dockerfile", "Dockerfile")
+        return (context / name).resolve()
+
+    def mounts(self, service):
+        """(volume, target, read_only) per named-volume mount of a service."""
+        result = []
+        for entry in self.services[service].get("volumes", []):
+            if isinstance(entry, dict):
+                result.append((entry.get("source"), entry["target"], entry.get("read_only", False)))
+            else:
+                parts = entry.split(":")
+                result.append((parts[0], parts[1], len(parts) > 2 and "ro" in parts[2].split(",")))
+        return result
+
+    def environment(self, service):
+        env = self.services[service].get("environment", {})
+        if isinstance(env, list):
+            env = dict(item.split("=", 1) for item in env)
+        return {k: str(v) for k, v in env.items()}
+
+
+def load_compose(path):
+    return Compose(Path(path), yaml.safe_load(Path(path).read_text()))
+
+
+def check_builds(compose):
+    problems = []
+    for name, service in compose.services.items():
+        if "image" not in service and "build" not in service:
+            problems.append(f"service {name}: neither image nor build")
+        dockerfile = compose.build_dockerfile(name)
+        if dockerfile and not dockerfile.is_file():
+            problems.append(f"service {name}: Dockerfile {dockerfile} does not exist")
+    return problems
+
+
+def check_volumes(compose):
+    declared = set((compose.spec.get("volumes") or {}).keys())
+    problems = []
+    for name in compose.services:
+        for volume, target, _ in compose.mounts(name):
+            if volume.startswith((".", "/", "~")):
+                problems.append(f"service {name}: bind mount {volume} (only named volumes here)")
+            elif volume not in declared:
+                problems.append(f"service {name}: volume {volume} is not declared under volumes:")
+    return problems
+
+
+def check_dependencies(compose):
+    problems = []
+    for name, service in compose.services.items():
+        depends = service.get("depends_on", {})
+        for other in depends if isinstance(depends, (list, dict)) else []:
+            if other not in compose.services:
+                problems.append(f"service {name}: depends on {other}, which is no service")
+            elif other == name:
+                problems.append(f"service {name}: depends on itself")
+    return problems
+
+
+def check_file_references(compose, produced):
+    """Paths in a service's environment or command that lie in a mounted volume must be files
+    something produces there: `produced` maps a volume to the file names it holds."""
+    problems = []
+    for name, service in compose.services.items():
+        words = list(compose.environment(name).values()) + [str(w) for w in service.get("command", []) or []]
+        for volume, target, _ in compose.mounts(name):
+            prefix = target.rstrip("/") + "/"
+            for word in words:
+                if word.startswith(prefix) and volume in produced and word[len(prefix):] not in produced[volume]:
+                    problems.append(f"service {name}: {word} is not among the files of volume "
+                                    f"{volume} ({sorted(produced[volume])})")
+    return problems

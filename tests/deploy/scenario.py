@@ -1,0 +1,56 @@
+"""The run both local deployments (compose services, Kubernetes pods) go through: an operator
+adds the quickstart version and asks for two models; a CPU and a GPU client train them over
+CurveZMQ, each reporting what its image says it is."""
+
+import socket
+import xml.etree.ElementTree as ElementTree
+
+from containers import wait_for
+
+MODELS = 2
+
+
+def probe_port(endpoint, times=3):
+    """Connects and hangs up, as a kubelet tcpSocket probe does."""
+    host, port = endpoint.removeprefix("tcp://").rsplit(":", 1)
+    for _ in range(times):
+        with socket.create_connection((host, int(port)), timeout=5):
+            pass
+
+
+def read_meta(folder):
+    root = ElementTree.parse(folder / "meta.xml").getroot()
+    return {child.tag: (child.text or "") for child in root}
+
+
+def train_quickstart(endpoint, server, clients, conductorctl, models_folder, version_folder):
+    """Runs the scenario against the server at `endpoint`; returns the stored models' meta.xml
+    fields. `conductorctl(*words)` returns the --json reply; `clients` are Containers not yet
+    started; `version_folder` is the quickstart example as conductorctl sees it."""
+    probe_port(endpoint)  # probes before any peer: the server must shrug them off
+    conductorctl("add-version", version_folder)
+    conductorctl("set-reserve", "0")  # no client kept back for predictions
+    conductorctl("set-target", "quickstart", str(MODELS))
+    for client in clients:
+        client.start()
+
+    def connected():
+        listed = conductorctl("status")["clients"]
+        return listed if len(listed) == len(clients) else None
+
+    listed = wait_for(connected, 60, "both clients connected: " + " | ".join(c.output() for c in clients))
+    reported = sorted((c["type"], c["os"], c["version"]) for c in listed)
+    expected = sorted((c.env["CONDUCTOR_TYPE"], c.env["CONDUCTOR_OS"], c.env["CONDUCTOR_VERSION"])
+                      for c in clients)
+    assert reported == expected  # CONDUCTOR_TYPE, _OS and _VERSION from each image's ENV
+
+    def stored():
+        found = [f for f in models_folder.glob("*") if (f / "meta.xml").exists()] \
+            if models_folder.exists() else []
+        return found if len(found) >= MODELS else None
+
+    folders = wait_for(stored, 120, f"{MODELS} models stored: " + server.output()[-2000:])
+    models = [read_meta(folder) for folder in folders]
+    for meta in models:  # meta.xml tells which image trained the model
+        assert (meta["ProcessingUnit"], meta["OperatingSystem"], meta["ContainerVersion"]) in expected
+    return models

@@ -1,0 +1,192 @@
+"""Each check, handed deploy/'s files with one mistake put in, reports that mistake: the
+checks that pass on the real files are not checks that cannot fail."""
+
+import copy
+import textwrap
+
+import pytest
+
+import compose as compose_checks
+import kubernetes as k8s
+from dockerfiles import DockerIgnore, parse_dockerfile
+from project import ROOT, apt_known
+from test_compose import keys_volumes
+from test_dockerfiles import copy_problems, program_problems, runtime_problems
+
+
+def workload(k, kind, name):
+    return next(o for o in k.objects if o["kind"] == kind and o["metadata"]["name"] == name)
+
+
+def container(obj):
+    return obj["spec"]["template"]["spec"]["containers"][0]
+
+
+def broken(kustomization, change):
+    mutated = copy.deepcopy(kustomization)
+    change(mutated)
+    return mutated
+
+
+def volume(obj, name):
+    return next(v for v in obj["spec"]["template"]["spec"]["volumes"] if v["name"] == name)
+
+
+KUBERNETES_MISTAKES = [
+    ("a container without image", k8s.check_required_fields,
+     lambda k: container(workload(k, "Deployment", "conductor-client")).pop("image"),
+     "a container has no image"),
+    ("a claim template without size", k8s.check_required_fields,
+     lambda k: workload(k, "StatefulSet", "conductor-server")["spec"]["volumeClaimTemplates"][0]["spec"].pop("resources"),
+     "spec.resources.requests.storage"),
+    ("a selector that misses the pods", k8s.check_selectors,
+     lambda k: workload(k, "Deployment", "conductor-client")["spec"]["selector"]["matchLabels"].update(
+         {"app.kubernetes.io/component": "worker"}),
+     "does not match its pod labels"),
+    ("a Service that selects nothing", k8s.check_selectors,
+     lambda k: workload(k, "Service", "conductor-server")["spec"]["selector"].update(
+         {"app.kubernetes.io/component": "srv"}),
+     "matches no pod"),
+    ("two Deployments selecting the same pods", k8s.check_selectors,
+     lambda k: workload(k, "Deployment", "conductor-client-gpu")["spec"]["selector"]["matchLabels"].pop(
+         "app.kubernetes.io/component"),
+     "also selected by"),
+    ("a Secret that does not exist", k8s.check_references,
+     lambda k: volume(workload(k, "StatefulSet", "conductor-server"), "server-key")["secret"].update(
+         {"secretName": "conductor-server-keys"}),
+     "Secret conductor-server-keys does not exist"),
+    ("a ConfigMap that does not exist", k8s.check_references,
+     lambda k: container(workload(k, "Deployment", "conductor-client"))["envFrom"][0]["configMapRef"].update(
+         {"name": "conductor-config"}),
+     "ConfigMap conductor-config does not exist"),
+    ("a mount of no volume", k8s.check_references,
+     lambda k: container(workload(k, "Deployment", "conductor-client"))["volumeMounts"][0].update(
+         {"name": "workdir"}),
+     "mounts workdir, which is no volume"),
+    ("a service account that does not exist", k8s.check_references,
+     lambda k: workload(k, "Deployment", "conductor-client")["spec"]["template"]["spec"].update(
+         {"serviceAccountName": "default-sa"}),
+     "serviceAccountName default-sa does not exist"),
+    ("a StatefulSet governed by a normal Service", k8s.check_references,
+     lambda k: workload(k, "StatefulSet", "conductor-server")["spec"].update({"serviceName": "conductor-server"}),
+     "headless"),
+    ("a Service port reaching no container port", k8s.check_service_ports,
+     lambda k: workload(k, "Service", "conductor-server")["spec"]["ports"][0].update({"targetPort": 8081}),
+     "targetPort 8081 is no container port"),
+    ("a probe on a port the container lacks", k8s.check_service_ports,
+     lambda k: container(workload(k, "StatefulSet", "conductor-server"))["livenessProbe"]["tcpSocket"].update(
+         {"port": "http"}),
+     "livenessProbe port http"),
+    ("an argument with an undefined variable", k8s.check_variable_expansion,
+     lambda k: container(workload(k, "Deployment", "conductor-client"))["args"].append("$(CACHE_SIZE)"),
+     "$(CACHE_SIZE)"),
+    ("a key file name the Secret lacks", k8s.check_mounted_files,
+     lambda k: next(v for v in container(workload(k, "Deployment", "conductor-client"))["env"]
+                    if v["name"] == "CONDUCTOR_KEY_PAIR_FILE").update({"value": "/etc/conductor/client-key/key"}),
+     "/etc/conductor/client-key/key is no key of Secret conductor-client-key"),
+    ("a generator file that nothing makes", k8s.check_generated_sources,
+     lambda k: next(g for g in k.generated if g.name == "conductor-client-key").keys.update(
+         {"client.pem": k.folder / "keys" / "client" / "client.pem"}),
+     "client.pem does not exist"),
+]
+
+
+@pytest.mark.parametrize("mistake, check, change, report", KUBERNETES_MISTAKES,
+                         ids=[m[0] for m in KUBERNETES_MISTAKES])
+def test_kubernetes_checks_report_the_mistake(kustomization, mistake, check, change, report):
+    assert check(kustomization) == []
+    problems = check(broken(kustomization, change))
+    assert any(report in p for p in problems), problems
+
+
+COMPOSE_MISTAKES = [
+    ("a Dockerfile that does not exist", compose_checks.check_builds,
+     lambda c: c.spec["services"]["client"]["build"].update({"dockerfile": "deploy/docker/client.Dockerfile"}),
+     "client.Dockerfile does not exist"),
+    ("an undeclared volume", compose_checks.check_volumes,
+     lambda c: c.spec["services"]["server"]["volumes"].append("models:/conductor/models"),
+     "volume models is not declared"),
+    ("a bind mount", compose_checks.check_volumes,
+     lambda c: c.spec["services"]["server"]["volumes"].append("./keys:/conductor/keys"),
+     "bind mount ./keys"),
+    ("a dependency on no service", compose_checks.check_dependencies,
+     lambda c: c.spec["services"]["client"]["depends_on"].update({"conductor": {}}),
+     "depends on conductor, which is no service"),
+    ("a key file the keys service does not make", "file_references",
+     lambda c: c.spec["services"]["client"]["environment"].update(
+         {"CONDUCTOR_KEY_PAIR_FILE": "/conductor/keys/client/worker.key"}),
+     "/conductor/keys/client/worker.key is not among the files of volume client-keys"),
+]
+
+
+@pytest.mark.parametrize("mistake, check, change, report", COMPOSE_MISTAKES,
+                         ids=[m[0] for m in COMPOSE_MISTAKES])
+def test_compose_checks_report_the_mistake(compose, keys, mistake, check, change, report):
+    run = (lambda c: compose_checks.check_file_references(c, keys_volumes(c, keys))) \
+        if check == "file_references" else check
+    assert run(compose) == []
+    mutated = copy.deepcopy(compose)
+    change(mutated)
+    assert any(report in p for p in run(mutated)), run(mutated)
+
+
+def dockerfile_with(tmp_path, text):
+    path = tmp_path / "test.Dockerfile"
+    path.write_text(textwrap.dedent(text))
+    return parse_dockerfile(path)
+
+
+def test_a_copy_of_a_missing_or_ignored_source_is_reported(tmp_path):
+    dockerfile = dockerfile_with(tmp_path, """\
+        FROM debian:12 AS build
+        COPY apps/ /src/apps/
+        COPY tests/unit/ /src/tests/
+        COPY deploy/docker/conductor-entrypointt /usr/local/bin/
+        FROM debian:12-slim
+        COPY --from=builder /opt/conductor/bin/ /usr/local/bin/
+        """)
+    problems = copy_problems(dockerfile, DockerIgnore.of_context(ROOT), ROOT)
+    assert len(problems) == 3, problems
+    assert "tests/unit/ is excluded by .dockerignore" in problems[0]
+    assert "conductor-entrypointt does not exist" in problems[1]
+    assert "--from=builder is no earlier stage" in problems[2]
+
+
+def test_dockerignore_follows_dockers_rules():
+    ignore = DockerIgnore("build*\n**/*.key\n!keep/me.key\n/deploy/k8s/keys/\n# comment\n*/tmp?\n")
+    assert ignore.excludes("build") and ignore.excludes("build-asan/lib/x.o")
+    assert not ignore.excludes("apps/build/x")  # a pattern is anchored at the context root
+    assert ignore.excludes("a/b/c/server.key") and ignore.excludes("server.key")
+    assert not ignore.excludes("keep/me.key")  # the last matching pattern wins
+    assert ignore.excludes("deploy/k8s/keys/server/server.pub")  # inside an excluded folder
+    assert ignore.excludes("docs/tmp1") and not ignore.excludes("docs/tmp12")
+    assert not ignore.excludes("docs/deployment.md")
+
+
+def test_an_unknown_apt_package_is_reported():
+    assert apt_known(("libzmq5", "libzmq5-made-up")) == {"libzmq5"}
+
+
+def test_a_runtime_stage_missing_a_library_package_is_reported(tmp_path):
+    dockerfile = dockerfile_with(tmp_path, """\
+        FROM debian:12-slim
+        RUN apt-get update && apt-get install -y --no-install-recommends libsodium23 tini
+        """)
+    assert runtime_problems(dockerfile, ["libzmq5", "libsodium23", "libc6"]) == ["libzmq5"]
+
+
+def test_a_program_the_image_lacks_is_reported(tmp_path, installed):
+    dockerfile = dockerfile_with(tmp_path, """\
+        FROM debian:12 AS build
+        RUN cmake --install /tmp/build --prefix /opt/conductor --strip
+        FROM debian:12-slim
+        RUN apt-get install -y python3
+        COPY --from=build /opt/conductor/bin/ /usr/local/bin/
+        COPY deploy/docker/conductor-entrypoint /usr/local/bin/
+        ENTRYPOINT ["/usr/bin/tini", "--", "/usr/local/bin/conductor-entrypoint"]
+        CMD ["conductor-worker"]
+        """)
+    problems = program_problems(dockerfile, installed)
+    assert problems == ["/usr/bin/tini: its package (tini) is not installed by the final stage",
+                        "conductor-worker: not in the image's /usr/local/bin"]
+

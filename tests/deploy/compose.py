@@ -97,3 +97,12 @@ def check_file_references(compose, produced):
                     problems.append(f"service {name}: {word} is not among the files of volume "
                                     f"{volume} ({sorted(produced[volume])})")
     return problems
+
+
+def keys_service_volumes(compose, keys):
+    """The volumes the keys service writes, with the names of the files conductor-keys puts in
+    each (`keys`: role -> file names, from a real run)."""
+    service = compose.services["keys"]
+    assert service["command"][0] == "conductor-keys"
+    folder = service["command"][1].rstrip("/")
+    return {volume: keys[target[len(folder) + 1:]] for volume, target, _ in compose.mounts("keys")}

@@ -61,12 +61,35 @@ class Container:
             raise AssertionError(f"{self.name}: did not stop within {timeout} s of SIGTERM")
 
     def kill(self):
+        """SIGKILL to tini and everything below it (tini puts the app in a process group of its
+        own, so the group of the process started here is not enough)."""
         if self.process and self.process.poll() is None:
-            os.killpg(self.process.pid, signal.SIGKILL)  # the group this test started
+            for pid in [self.process.pid, *_descendants(self.process.pid)]:
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
             self.process.wait()
 
     def output(self):
         return self.log.read_text(errors="replace") if self.log.exists() else ""
+
+
+def _descendants(pid):
+    """Every process below `pid`, from /proc."""
+    children = {}
+    for stat_file in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat_file.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue  # ended meanwhile
+        children.setdefault(int(fields[1]), []).append(int(stat_file.parent.name))
+    found, queue = [], [pid]
+    while queue:
+        for child in children.get(queue.pop(), []):
+            found.append(child)
+            queue.append(child)
+    return found
 
 
 class LocalHost:

@@ -20,6 +20,10 @@ IMAGES = {
 }
 
 
+# The images whose stages are Debian 12, whose apt this machine has.
+DEBIAN_IMAGES = ["conductor-server", "conductor-client-cpu"]
+
+
 def build_dir():
     return Path(os.environ.get("CONDUCTOR_BUILD_DIR", ROOT / "build"))
 

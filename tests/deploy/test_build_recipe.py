@@ -14,8 +14,8 @@ import subprocess
 from pathlib import Path
 
 from dockerfiles import DockerIgnore, context_files
-from project import ROOT, apt_closure, build_dir, package_of, runtime_packages
-from test_dockerfiles import DEBIAN_IMAGES, runtime_problems
+from dockerfile_checks import runtime_problems
+from project import DEBIAN_IMAGES, ROOT, apt_closure, build_dir, package_of, runtime_packages
 
 APPS = ("conductor-server", "conductor-client", "conductorctl")
 

@@ -8,10 +8,9 @@ import pytest
 
 import compose as compose_checks
 import kubernetes as k8s
+from dockerfile_checks import copy_problems, program_problems, runtime_problems
 from dockerfiles import DockerIgnore, parse_dockerfile
 from project import ROOT, apt_known
-from test_compose import keys_volumes
-from test_dockerfiles import copy_problems, program_problems, runtime_problems
 
 
 def workload(k, kind, name):
@@ -122,7 +121,7 @@ COMPOSE_MISTAKES = [
 @pytest.mark.parametrize("mistake, check, change, report", COMPOSE_MISTAKES,
                          ids=[m[0] for m in COMPOSE_MISTAKES])
 def test_compose_checks_report_the_mistake(compose, keys, mistake, check, change, report):
-    run = (lambda c: compose_checks.check_file_references(c, keys_volumes(c, keys))) \
+    run = (lambda c: compose_checks.check_file_references(c, compose_checks.keys_service_volumes(c, keys))) \
         if check == "file_references" else check
     assert run(compose) == []
     mutated = copy.deepcopy(compose)

@@ -10,20 +10,11 @@ from project import IMAGES, image_name, image_tag, project_version
 from scenario import train_quickstart
 
 
-def keys_volumes(compose, keys):
-    """The volumes the keys service writes, with the names of the files conductor-keys puts in
-    each (`keys`: role -> file names, from a real run)."""
-    service = compose.services["keys"]
-    assert service["command"][0] == "conductor-keys"
-    folder = service["command"][1].rstrip("/")
-    return {volume: keys[target[len(folder) + 1:]] for volume, target, _ in compose.mounts("keys")}
-
-
 def test_every_check_passes(compose, keys):
     assert checks.check_builds(compose) == []
     assert checks.check_volumes(compose) == []
     assert checks.check_dependencies(compose) == []
-    assert checks.check_file_references(compose, keys_volumes(compose, keys)) == []
+    assert checks.check_file_references(compose, checks.keys_service_volumes(compose, keys)) == []
 
 
 def test_services_use_the_images_built_from_their_dockerfiles(compose):

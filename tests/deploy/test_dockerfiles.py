@@ -1,46 +1,11 @@
 """deploy/docker/*.Dockerfile and .dockerignore, checked against this repository and Debian 12's
 apt without a Docker engine. Their cmake lines run in test_build_recipe.py."""
 
-import re
-
 import pytest
 
+from dockerfile_checks import copy_problems, program_problems, runtime_problems
 from dockerfiles import DockerIgnore, context_files
-from project import IMAGES, ROOT, apt_closure, apt_known, package_of, project_version, runtime_packages
-
-DEBIAN_IMAGES = ["conductor-server", "conductor-client-cpu"]
-
-
-def runtime_problems(dockerfile, linked_packages):
-    """Packages of the apps' shared libraries that the final stage does not install (itself,
-    as a dependency, or with the base image, approximated by apt's own closure)."""
-    listed = tuple(sorted(set(dockerfile.final.apt_packages()) | {"apt"}))
-    covered = apt_closure(listed)
-    return sorted(set(linked_packages) - covered)
-
-
-def copy_problems(dockerfile, ignore, context):
-    problems = []
-    names = [s.name for s in dockerfile.stages[:-1]]
-    for stage in dockerfile.stages:
-        for copy in stage.copies():
-            if copy.from_stage is not None:
-                if copy.from_stage not in names[:stage.index]:
-                    problems.append(f"line {copy.line}: --from={copy.from_stage} is no earlier stage")
-                continue
-            for source in copy.sources:
-                if source == ".":
-                    continue
-                path = context / source
-                if not path.exists():
-                    problems.append(f"line {copy.line}: {source} does not exist in the context")
-                elif ignore.excludes(source.rstrip("/")):
-                    problems.append(f"line {copy.line}: {source} is excluded by .dockerignore")
-                elif path.is_dir() and not any(not ignore.excludes(f.relative_to(context))
-                                               for f in path.rglob("*") if f.is_file()):
-                    problems.append(f"line {copy.line}: {source} is empty once .dockerignore applies")
-    return problems
-
+from project import DEBIAN_IMAGES, IMAGES, ROOT, apt_known, project_version, runtime_packages
 
 @pytest.mark.parametrize("image", IMAGES)
 def test_copy_sources_are_in_the_build_context(dockerfiles, image):
@@ -96,27 +61,6 @@ def test_the_gpu_image_derives_its_runtime_packages_from_its_own_build(dockerfil
                for i in gpu.final.all("RUN"))
     assert gpu.final.base.startswith("nvidia/cuda:") and gpu.final.base.endswith("-ubuntu24.04")
     assert gpu.stage("build").base == "ubuntu:24.04"  # the very release of the CUDA image
-
-
-def program_problems(dockerfile, installed):
-    """Programs in ENTRYPOINT and CMD, and the apps the final stage runs, that the image lacks:
-    /usr/bin ones must come from a package the final stage installs, the others be in
-    /usr/local/bin."""
-    final = dockerfile.final
-    packages = set(final.apt_packages())
-    local_bin = dockerfile.local_bin(installed)
-    programs = [w for w in dockerfile.command_line() if w != "--"]
-    programs += [line.split()[0] for i in final.all("RUN") for line in i.text.split("&&")
-                 if line.split() and line.split()[0].startswith("conductor")]
-    problems = []
-    for program in programs:
-        if program.startswith("/usr/bin/"):
-            owner = package_of(program)
-            if owner not in packages:
-                problems.append(f"{program}: its package ({owner}) is not installed by the final stage")
-        elif program.removeprefix("/usr/local/bin/") not in local_bin:
-            problems.append(f"{program}: not in the image's /usr/local/bin")
-    return problems
 
 
 @pytest.mark.parametrize("image", IMAGES)

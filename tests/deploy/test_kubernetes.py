@@ -147,5 +147,8 @@ def test_the_pods_train_models_over_curve_as_local_processes(host, kustomization
                               server.path("/conductor/workdir") / "assets" / "quickstart" / "models",
                               str(ROOT / "examples" / "quickstart"))
     assert "CURVE on" in server.output()
+    # The Secret's key pair went to the memory volume at XDG_RUNTIME_DIR, private.
+    [private] = server.path("/run/conductor").glob("conductor-keys.*/server.key")
+    assert private.stat().st_mode & 0o777 == 0o600
     for container in clients + [server]:
         assert container.stop() == 0, container.output()

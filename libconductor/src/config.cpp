@@ -141,6 +141,7 @@ void write_version_body(XmlOut& out, const Version& version) {
   if (version.prediction_pattern != kDefaultPredictionPattern)
     out.leaf("PredictionPattern", version.prediction_pattern);
   if (!version.prediction_output.empty()) out.leaf("PredictionOutput", version.prediction_output);
+  if (version.requirement != Requirement::kAny) out.leaf("Requires", to_string(version.requirement));
 }
 
 [[noreturn]] void throw_io(const fs::path& file, std::string_view step, int error) {
@@ -332,10 +333,19 @@ class Reader {
                                    "folder, got '" + version.prediction_output + "'");
       }
     }
+    if (auto* requires_element = element.FirstChildElement("Requires")) {
+      version.requirement = requirement(*requires_element);
+    }
     return version;
   }
 
  private:
+  Requirement requirement(const tinyxml2::XMLElement& element) const {
+    const std::string raw = text(&element);
+    if (auto parsed = parse_requirement(trimmed(raw))) return *parsed;
+    fail(element.GetLineNum(), "unknown <Requires> '" + raw + "' (expected cpu or gpu)");
+  }
+
   fs::path file_;
 };
 
@@ -359,6 +369,29 @@ const char* to_string(DatasetType type) noexcept {
       return "Cargo2000";
   }
   return "Generic";
+}
+
+const char* to_string(Requirement requirement) noexcept {
+  switch (requirement) {
+    case Requirement::kCpu:
+      return "cpu";
+    case Requirement::kGpu:
+      return "gpu";
+    case Requirement::kAny:
+      break;
+  }
+  return "any";
+}
+
+std::optional<Requirement> parse_requirement(std::string_view text) noexcept {
+  if (text.empty() || text == "any") return Requirement::kAny;
+  if (text == "cpu") return Requirement::kCpu;
+  if (text == "gpu") return Requirement::kGpu;
+  return std::nullopt;
+}
+
+bool satisfies(const std::string& client_type, Requirement requirement) noexcept {
+  return requirement == Requirement::kAny || client_type == to_string(requirement);
 }
 
 Configuration default_configuration() {

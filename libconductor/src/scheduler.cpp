@@ -40,23 +40,45 @@ std::vector<WorkItem> Scheduler::reconcile(const std::vector<VersionDemand>& dem
 void Scheduler::enqueue(WorkItem item) { queue_.push_back(std::move(item)); }
 
 std::optional<WorkItem> Scheduler::assign(const std::string& client_id, TimePoint now,
-                                          const std::function<bool(const WorkItem&)>& accepts) {
-  if (by_client_.contains(client_id)) return std::nullopt;
+                                          const std::function<bool(const WorkItem&)>& accepts,
+                                          int slot) {
+  if (active_in_slot(client_id, slot)) return std::nullopt;
   auto it = std::find_if(queue_.begin(), queue_.end(),
                          [&](const WorkItem& item) { return !accepts || accepts(item); });
   if (it == queue_.end()) return std::nullopt;
   WorkItem item = *it;
   queue_.erase(it);
-  active_[item.id] = ActiveItem{item, client_id, now, now + timeout_for(item.type), std::nullopt};
-  by_client_[client_id] = item.id;
+  activate(item, client_id, slot, now);
   return item;
+}
+
+std::vector<Assignment> Scheduler::fill(const std::vector<FreeSlots>& clients, TimePoint now) {
+  std::vector<Assignment> made;
+  std::vector<std::size_t> next(clients.size(), 0);  // each client's next free slot
+  for (bool handed_out = true; handed_out && !queue_.empty();) {
+    handed_out = false;
+    for (std::size_t i = 0; i < clients.size() && !queue_.empty(); ++i) {
+      const FreeSlots& client = clients[i];
+      // A slot that is not free after all (a caller's stale view) is skipped, not filled twice.
+      while (next[i] < client.slots.size() && active_in_slot(client.client_id, client.slots[next[i]])) {
+        ++next[i];
+      }
+      if (next[i] >= client.slots.size()) continue;
+      const int slot = client.slots[next[i]];
+      auto item = assign(client.client_id, now, client.accepts, slot);
+      if (!item) continue;
+      ++next[i];
+      made.push_back({std::move(*item), client.client_id, slot});
+      handed_out = true;
+    }
+  }
+  return made;
 }
 
 std::optional<std::string> Scheduler::complete(const std::string& item_id) {
   if (auto it = active_.find(item_id); it != active_.end()) {
     std::string client = it->second.client_id;
-    by_client_.erase(client);
-    active_.erase(it);
+    deactivate(it);
     return client;
   }
   auto it = std::find_if(queue_.begin(), queue_.end(),
@@ -69,11 +91,7 @@ std::optional<std::string> Scheduler::complete(const std::string& item_id) {
 bool Scheduler::fail(const std::string& item_id, const std::string& client_id) {
   auto it = active_.find(item_id);
   if (it == active_.end() || it->second.client_id != client_id) return false;
-  WorkItem item = it->second.item;
-  ++item.attempt;
-  by_client_.erase(client_id);
-  active_.erase(it);
-  queue_.push_back(std::move(item));
+  queue_.push_back(deactivate(it));
   return true;
 }
 
@@ -81,24 +99,30 @@ std::vector<WorkItem> Scheduler::release_client(const std::string& client_id) {
   std::vector<WorkItem> released;
   auto owner = by_client_.find(client_id);
   if (owner == by_client_.end()) return released;
-  auto it = active_.find(owner->second);
-  assert(it != active_.end());
-  WorkItem item = it->second.item;
-  ++item.attempt;
-  active_.erase(it);
-  by_client_.erase(owner);
-  queue_.push_front(item);
-  released.push_back(std::move(item));
+  std::vector<std::string> items;
+  for (const auto& [slot, item_id] : owner->second) items.push_back(item_id);
+  for (const auto& item_id : items) released.push_back(deactivate(active_.find(item_id)));
+  // In slot order at the very front, ahead of newer work.
+  for (auto it = released.rbegin(); it != released.rend(); ++it) queue_.push_front(*it);
   return released;
+}
+
+bool Scheduler::release(const std::string& item_id, const std::string& client_id) {
+  auto it = active_.find(item_id);
+  if (it == active_.end() || it->second.client_id != client_id) return false;
+  queue_.push_front(deactivate(it));
+  return true;
 }
 
 std::vector<WorkItem> Scheduler::lose_client(const std::string& client_id, TimePoint now) {
   std::vector<WorkItem> waiting;
   auto owner = by_client_.find(client_id);
   if (owner == by_client_.end()) return waiting;
-  ActiveItem& active = active_.at(owner->second);
-  if (!active.lease_end) active.lease_end = now + options_.lease_grace;
-  waiting.push_back(active.item);
+  for (const auto& [slot, item_id] : owner->second) {
+    ActiveItem& active = active_.at(item_id);
+    if (!active.lease_end) active.lease_end = now + options_.lease_grace;
+    waiting.push_back(active.item);
+  }
   return waiting;
 }
 
@@ -110,10 +134,9 @@ std::vector<Requeued> Scheduler::expire(TimePoint now) {
     const bool lease_over = it->second.lease_end && *it->second.lease_end <= now;
     if (timed_out || lease_over) {
       started[it->first] = it->second.started;
-      WorkItem item = it->second.item;
-      ++item.attempt;
-      by_client_.erase(it->second.client_id);
-      it = active_.erase(it);
+      auto next = std::next(it);
+      WorkItem item = deactivate(it);
+      it = next;
       expired.push_back({std::move(item), timed_out ? RequeueReason::kTimedOut : RequeueReason::kClientLost});
     } else {
       ++it;
@@ -127,20 +150,28 @@ std::vector<Requeued> Scheduler::expire(TimePoint now) {
   return expired;
 }
 
-bool Scheduler::reattach(const std::string& item_id, const std::string& client_id, TimePoint now) {
+bool Scheduler::reattach(const std::string& item_id, const std::string& client_id, TimePoint now,
+                         int slot) {
   if (auto it = active_.find(item_id); it != active_.end()) {
-    if (it->second.client_id != client_id) return false;
-    it->second.lease_end.reset();
+    ActiveItem& active = it->second;
+    if (active.client_id != client_id) return false;
+    active.lease_end.reset();
+    // The client may run it in another slot now (it restarted and took up a kept result).
+    if (active.slot != slot && !active_in_slot(client_id, slot)) {
+      auto& slots = by_client_[client_id];
+      slots.erase(active.slot);
+      slots[slot] = item_id;
+      active.slot = slot;
+    }
     return true;
   }
-  if (by_client_.contains(client_id)) return false;
+  if (active_in_slot(client_id, slot)) return false;
   auto it = std::find_if(queue_.begin(), queue_.end(),
                          [&](const WorkItem& item) { return item.id == item_id; });
   if (it == queue_.end()) return false;
   WorkItem item = *it;
   queue_.erase(it);
-  active_[item.id] = ActiveItem{item, client_id, now, now + timeout_for(item.type), std::nullopt};
-  by_client_[client_id] = item.id;
+  activate(item, client_id, slot, now);
   return true;
 }
 
@@ -158,10 +189,27 @@ std::optional<WorkItem> Scheduler::find(const std::string& item_id) const {
   return *it;
 }
 
-const ActiveItem* Scheduler::active_for_client(const std::string& client_id) const {
+const ActiveItem* Scheduler::active_in_slot(const std::string& client_id, int slot) const {
   auto owner = by_client_.find(client_id);
   if (owner == by_client_.end()) return nullptr;
-  return &active_.at(owner->second);
+  auto held = owner->second.find(slot);
+  if (held == owner->second.end()) return nullptr;
+  return &active_.at(held->second);
+}
+
+std::vector<const ActiveItem*> Scheduler::held_by(const std::string& client_id) const {
+  std::vector<const ActiveItem*> held;
+  if (auto owner = by_client_.find(client_id); owner != by_client_.end()) {
+    for (const auto& [slot, item_id] : owner->second) held.push_back(&active_.at(item_id));
+  }
+  return held;
+}
+
+std::optional<std::size_t> Scheduler::queue_position(const std::string& item_id) const {
+  auto it = std::find_if(queue_.begin(), queue_.end(),
+                         [&](const WorkItem& item) { return item.id == item_id; });
+  if (it == queue_.end()) return std::nullopt;
+  return static_cast<std::size_t>(it - queue_.begin());
 }
 
 std::size_t Scheduler::queued_count(const std::string& version) const {
@@ -182,6 +230,24 @@ std::optional<TimePoint> Scheduler::next_deadline() const {
     if (!next || due < *next) next = due;
   }
   return next;
+}
+
+void Scheduler::activate(const WorkItem& item, const std::string& client_id, int slot,
+                         TimePoint now) {
+  assert(!active_in_slot(client_id, slot));
+  active_[item.id] =
+      ActiveItem{item, client_id, slot, now, now + timeout_for(item.type), std::nullopt};
+  by_client_[client_id][slot] = item.id;
+}
+
+WorkItem Scheduler::deactivate(std::map<std::string, ActiveItem>::iterator it) {
+  WorkItem item = it->second.item;
+  ++item.attempt;
+  auto owner = by_client_.find(it->second.client_id);
+  owner->second.erase(it->second.slot);
+  if (owner->second.empty()) by_client_.erase(owner);
+  active_.erase(it);
+  return item;
 }
 
 std::chrono::milliseconds Scheduler::timeout_for(WorkType type) const {

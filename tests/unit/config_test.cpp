@@ -129,6 +129,54 @@ TEST_CASE("values with markup, line ends and a custom ModelPattern survive a rou
   CHECK(load_configuration(dir.path() / "config.xml") == config);
 }
 
+TEST_CASE("a version's Requires survives a round trip and is written only when set") {
+  TempDir dir;
+  const fs::path file = dir.path() / "version.xml";
+  Version version = load_version_file(test_data_dir() / "version.xml");
+  CHECK(version.requirement == Requirement::kAny);
+
+  version.requirement = Requirement::kGpu;
+  save_version_file(version, file);
+  const std::string text = read_file(file);
+  // After the elements the original knows, so that it still reads the file.
+  CHECK(text.find("  <TargetModels>3</TargetModels>\n  <Requires>gpu</Requires>\n</Version>") !=
+        std::string::npos);
+  CHECK(load_version_file(file) == version);
+
+  version.requirement = Requirement::kCpu;
+  Configuration config;
+  config.versions = {version};
+  config.current_version = version;
+  save_configuration(config, dir.path() / "config.xml");
+  const Configuration loaded = load_configuration(dir.path() / "config.xml");
+  CHECK(loaded.versions.at(0).requirement == Requirement::kCpu);
+  CHECK(loaded.current_version->requirement == Requirement::kCpu);
+
+  version.requirement = Requirement::kAny;
+  save_version_file(version, file);
+  CHECK(read_file(file).find("Requires") == std::string::npos);
+
+  // Blanks around the value are allowed, as for the original's enums; "any" is the default.
+  write_file(file, "<?xml version=\"1.0\"?>\n<Version>\n  <Requires> gpu </Requires>\n</Version>\n");
+  CHECK(load_version_file(file).requirement == Requirement::kGpu);
+  write_file(file, "<?xml version=\"1.0\"?>\n<Version>\n  <Requires>any</Requires>\n</Version>\n");
+  CHECK(load_version_file(file).requirement == Requirement::kAny);
+}
+
+TEST_CASE("requirements read and print as any, cpu and gpu, and match client types") {
+  CHECK(parse_requirement("gpu") == Requirement::kGpu);
+  CHECK(parse_requirement("cpu") == Requirement::kCpu);
+  CHECK(parse_requirement("any") == Requirement::kAny);
+  CHECK(parse_requirement("") == Requirement::kAny);
+  CHECK_FALSE(parse_requirement("GPU").has_value());
+  CHECK(std::string(to_string(Requirement::kGpu)) == "gpu");
+  CHECK(satisfies("gpu", Requirement::kGpu));
+  CHECK_FALSE(satisfies("cpu", Requirement::kGpu));
+  CHECK_FALSE(satisfies("gpu", Requirement::kCpu));
+  CHECK(satisfies("cpu", Requirement::kAny));
+  CHECK(satisfies("gpu", Requirement::kAny));
+}
+
 TEST_CASE("the default configuration has ReserveNodes 0.2, no versions and the time of now") {
   const Configuration config = default_configuration();
   CHECK(config.reserve_nodes == 0.2);
@@ -198,6 +246,10 @@ TEST_CASE("loading refuses invalid configurations, naming file and line") {
        "<DatasetType>Images</DatasetType>\n"
        "    </Version>\n  </Versions>\n</ConductorConfiguration>\n",
        6, "unknown <DatasetType> 'Images'"},
+      {"an unknown Requires",
+       "  <Versions>\n    <Version>\n      <Name>a</Name>\n      <Requires>tpu</Requires>\n"
+       "    </Version>\n  </Versions>\n</ConductorConfiguration>\n",
+       6, "unknown <Requires> 'tpu' (expected cpu or gpu)"},
       {"a Command without FileName",
        "  <Versions>\n    <Version>\n      <Name>a</Name>\n      <TrainingCommands>\n"
        "        <Command><Arguments>-c true</Arguments></Command>\n"

@@ -129,8 +129,8 @@ TEST_CASE("scheduler requeues an item whose timeout passed, per work type") {
   REQUIRE(expired.size() == 1);
   CHECK(expired[0].item.id == "p-1");
   CHECK(expired[0].reason == RequeueReason::kTimedOut);
-  CHECK(scheduler.active_for_client("predictor") == nullptr);
-  REQUIRE(scheduler.active_for_client("trainer") != nullptr);
+  CHECK(scheduler.active_in_slot("predictor", 0) == nullptr);
+  REQUIRE(scheduler.active_in_slot("trainer", 0) != nullptr);
 
   expired = scheduler.expire(kStart + 10s);
   REQUIRE(expired.size() == 1);
@@ -164,8 +164,8 @@ TEST_CASE("a reconnecting client reattaches to its requeued item") {
   CHECK(scheduler.reattach(item->id, "c1", kStart));  // still active for it
   scheduler.release_client("c1");
   CHECK(scheduler.reattach(item->id, "c1", kStart + 1s));
-  REQUIRE(scheduler.active_for_client("c1"));
-  CHECK(scheduler.active_for_client("c1")->item.id == item->id);
+  REQUIRE(scheduler.active_in_slot("c1", 0));
+  CHECK(scheduler.active_in_slot("c1", 0)->item.id == item->id);
   CHECK(scheduler.queued_count() == 1);
   // Someone else's item cannot be taken over.
   CHECK_FALSE(scheduler.reattach(item->id, "c2", kStart));
@@ -202,7 +202,7 @@ TEST_CASE("a lost client's item waits out its lease, then returns to the front o
   CHECK(expired[0].item.attempt == 1);
   CHECK(expired[0].reason == RequeueReason::kClientLost);
   CHECK(scheduler.queue().front().id == held->id);
-  CHECK(scheduler.active_for_client("c1") == nullptr);
+  CHECK(scheduler.active_in_slot("c1", 0) == nullptr);
 }
 
 TEST_CASE("a client that comes back within its lease keeps its item") {
@@ -215,10 +215,162 @@ TEST_CASE("a client that comes back within its lease keeps its item") {
   scheduler.lose_client("c1", kStart);
   CHECK(scheduler.reattach(held->id, "c1", kStart + 2s));
   CHECK(scheduler.expire(kStart + 10s).empty());  // the lease ended with the reattach
-  REQUIRE(scheduler.active_for_client("c1"));
-  CHECK_FALSE(scheduler.active_for_client("c1")->lease_end);
+  REQUIRE(scheduler.active_in_slot("c1", 0));
+  CHECK_FALSE(scheduler.active_in_slot("c1", 0)->lease_end);
   // Losing it twice does not stretch the lease.
   scheduler.lose_client("c1", kStart + 20s);
   scheduler.lose_client("c1", kStart + 22s);
   CHECK(scheduler.expire(kStart + 23s).size() == 1);
+}
+
+// ---- slots -----------------------------------------------------------------------------
+
+namespace {
+
+bool is_training(const WorkItem& item) { return item.type == WorkType::kTraining; }
+
+}  // namespace
+
+TEST_CASE("each slot of a client holds one item, and a client holds one per slot") {
+  auto scheduler = make_scheduler();
+  scheduler.reconcile({{"a", 4, 0}});
+  auto first = scheduler.assign("c1", kStart, {}, 0);
+  auto second = scheduler.assign("c1", kStart, {}, 1);
+  REQUIRE(first);
+  REQUIRE(second);
+  CHECK_FALSE(scheduler.assign("c1", kStart, {}, 1));  // slot 1 is taken
+  CHECK(scheduler.active_in_slot("c1", 0)->item.id == first->id);
+  CHECK(scheduler.active_in_slot("c1", 1)->item.id == second->id);
+  CHECK(scheduler.active_in_slot("c1", 1)->slot == 1);
+  CHECK(scheduler.active_in_slot("c1", 2) == nullptr);
+  auto held = scheduler.held_by("c1");
+  REQUIRE(held.size() == 2);
+  CHECK(held[0]->item.id == first->id);
+  CHECK(held[1]->item.id == second->id);
+  CHECK(scheduler.held_by("nobody").empty());
+}
+
+TEST_CASE("fill spreads items over clients in rounds before stacking them in one client's slots") {
+  auto scheduler = make_scheduler();
+  scheduler.reconcile({{"a", 5, 0}});
+  auto made = scheduler.fill({{"c1", {0, 1, 2}, {}}, {"c2", {0, 1}, {}}}, kStart);
+  REQUIRE(made.size() == 5);
+  // Round one: c1 slot 0, c2 slot 0; round two: c1 slot 1, c2 slot 1; round three: c1 slot 2.
+  const std::vector<std::pair<std::string, int>> expected = {
+      {"c1", 0}, {"c2", 0}, {"c1", 1}, {"c2", 1}, {"c1", 2}};
+  for (std::size_t i = 0; i < made.size(); ++i) {
+    CAPTURE(i);
+    CHECK(made[i].item.id == "item-" + std::to_string(i + 1));  // first in, first out
+    CHECK(made[i].client_id == expected[i].first);
+    CHECK(made[i].slot == expected[i].second);
+    CHECK(scheduler.active_in_slot(made[i].client_id, made[i].slot)->item.id == made[i].item.id);
+  }
+  CHECK(scheduler.queued_count() == 0);
+}
+
+TEST_CASE("fill stops when the queue or the free slots run out and skips a slot that is taken") {
+  auto scheduler = make_scheduler();
+  scheduler.reconcile({{"a", 4, 0}});
+  REQUIRE(scheduler.assign("c1", kStart, {}, 1));  // item-1, in slot 1
+  // A stale view offers slot 1 again: it is not filled twice.
+  auto made = scheduler.fill({{"c1", {1, 3}, {}}}, kStart);
+  REQUIRE(made.size() == 1);
+  CHECK(made[0].slot == 3);
+  CHECK(scheduler.queued_count() == 2);
+  made = scheduler.fill({{"c2", {0, 1, 2, 3, 4}, {}}}, kStart);
+  CHECK(made.size() == 2);
+  CHECK(scheduler.queued_count() == 0);
+  CHECK(scheduler.fill({{"c3", {0}, {}}}, kStart).empty());
+}
+
+TEST_CASE("fill gives each client only what it accepts, first in first out among those") {
+  auto scheduler = make_scheduler();
+  scheduler.reconcile({{"train", 2, 0}});
+  scheduler.enqueue({"p-1", WorkType::kPrediction, "train", 0});
+  scheduler.enqueue({"p-2", WorkType::kPrediction, "train", 0});
+  auto predictions_only = [](const WorkItem& item) { return !is_training(item); };
+  auto training_only = [](const WorkItem& item) { return is_training(item); };
+  auto made = scheduler.fill({{"reserve", {0, 1, 2}, predictions_only}, {"trainer", {0}, training_only}},
+                             kStart);
+  REQUIRE(made.size() == 3);
+  CHECK(made[0].item.id == "p-1");
+  CHECK(made[0].client_id == "reserve");
+  CHECK(made[1].item.id == "item-1");
+  CHECK(made[1].client_id == "trainer");
+  CHECK(made[2].item.id == "p-2");
+  CHECK(made[2].client_id == "reserve");
+  CHECK(made[2].slot == 1);
+  // item-2 stays: the trainer's only slot is full, and the reserve takes no training.
+  REQUIRE(scheduler.queued_count() == 1);
+  CHECK(scheduler.queue().front().id == "item-2");
+}
+
+TEST_CASE("a lost client with several slots keeps all its items for the lease; a gone one loses all") {
+  SchedulerOptions options;
+  options.lease_grace = 3s;
+  auto scheduler = make_scheduler(options);
+  scheduler.reconcile({{"a", 4, 0}});
+  scheduler.fill({{"c1", {0, 1, 2}, {}}}, kStart);
+  REQUIRE(scheduler.held_by("c1").size() == 3);
+  CHECK(scheduler.lose_client("c1", kStart).size() == 3);
+  // Back in time for two of them; the third (slot 2) is not announced again and runs out.
+  CHECK(scheduler.reattach("item-1", "c1", kStart + 1s, 0));
+  CHECK(scheduler.reattach("item-2", "c1", kStart + 1s, 1));
+  auto expired = scheduler.expire(kStart + 3s);
+  REQUIRE(expired.size() == 1);
+  CHECK(expired[0].item.id == "item-3");
+  CHECK(expired[0].reason == RequeueReason::kClientLost);
+  CHECK(scheduler.queue().front().id == "item-3");
+
+  auto released = scheduler.release_client("c1");
+  REQUIRE(released.size() == 2);
+  CHECK(released[0].id == "item-1");  // in slot order, at the very front
+  CHECK(released[1].id == "item-2");
+  CHECK(scheduler.queue()[0].id == "item-1");
+  CHECK(scheduler.queue()[1].id == "item-2");
+  CHECK(scheduler.queue()[2].id == "item-3");
+  CHECK(scheduler.queue()[0].attempt == 1);
+  CHECK(scheduler.held_by("c1").empty());
+}
+
+TEST_CASE("release gives back one item of a client and leaves its other slots alone") {
+  auto scheduler = make_scheduler();
+  scheduler.reconcile({{"a", 3, 0}});
+  scheduler.fill({{"c1", {0, 1}, {}}}, kStart);
+  CHECK_FALSE(scheduler.release("item-1", "c2"));
+  CHECK(scheduler.release("item-1", "c1"));
+  CHECK_FALSE(scheduler.release("item-1", "c1"));
+  CHECK(scheduler.queue().front() == WorkItem{"item-1", WorkType::kTraining, "a", 1});
+  CHECK(scheduler.active_in_slot("c1", 0) == nullptr);
+  CHECK(scheduler.active_in_slot("c1", 1)->item.id == "item-2");
+  // Slot 0 is free again.
+  auto again = scheduler.assign("c1", kStart, {}, 0);
+  REQUIRE(again);
+  CHECK(again->id == "item-1");
+}
+
+TEST_CASE("reattach puts an item into the slot the client names, if that slot is free") {
+  auto scheduler = make_scheduler();
+  scheduler.reconcile({{"a", 3, 0}});
+  scheduler.fill({{"c1", {0, 1}, {}}}, kStart);
+  // The client restarted and took up item-1's kept result in slot 2.
+  CHECK(scheduler.reattach("item-1", "c1", kStart, 2));
+  CHECK(scheduler.active_in_slot("c1", 2)->item.id == "item-1");
+  CHECK(scheduler.active_in_slot("c1", 0) == nullptr);
+  // Slot 1 holds item-2: item-1 stays where it is rather than share it.
+  CHECK(scheduler.reattach("item-1", "c1", kStart, 1));
+  CHECK(scheduler.active_in_slot("c1", 2)->item.id == "item-1");
+  CHECK(scheduler.active_in_slot("c1", 1)->item.id == "item-2");
+  // A queued item goes only into a free slot.
+  CHECK_FALSE(scheduler.reattach("item-3", "c1", kStart, 1));
+  CHECK(scheduler.reattach("item-3", "c1", kStart, 0));
+  CHECK(scheduler.queue_position("item-3") == std::nullopt);
+}
+
+TEST_CASE("queue_position counts from the front") {
+  auto scheduler = make_scheduler();
+  scheduler.reconcile({{"a", 3, 0}});
+  CHECK(scheduler.queue_position("item-1") == 0u);
+  CHECK(scheduler.queue_position("item-3") == 2u);
+  CHECK_FALSE(scheduler.queue_position("nope"));
 }

@@ -2,7 +2,9 @@
 // one model from it. Plain values; copy freely. See config.hpp for reading and writing them.
 #pragma once
 
+#include <optional>
 #include <string>
+#include <string_view>
 #include <vector>
 
 namespace conductor {
@@ -19,6 +21,10 @@ struct Command {
 };
 
 enum class DatasetType { kGeneric, kCargo2000 };
+
+// Which clients may run a version's items: any, only CPU clients, or only GPU clients (a
+// client's type is its CONDUCTOR_TYPE). Extension element <Requires>, "cpu" or "gpu".
+enum class Requirement { kAny, kCpu, kGpu };
 
 // The original's default is "*.h5": a result without such a file is refused.
 inline constexpr const char* kDefaultModelPattern = "*.h5";
@@ -44,10 +50,17 @@ struct Version {
   // console: its first number, or the pattern's group when the pattern matches. Extension
   // element <PredictionOutput>.
   std::string prediction_output;
+  Requirement requirement = Requirement::kAny;
 
   friend bool operator==(const Version&, const Version&) = default;
 };
 
 const char* to_string(DatasetType type) noexcept;
+// "any", "cpu" or "gpu".
+const char* to_string(Requirement requirement) noexcept;
+// Reads "any", "cpu" or "gpu" (an empty text is "any"); nullopt for anything else.
+std::optional<Requirement> parse_requirement(std::string_view text) noexcept;
+// Whether a client of `client_type` ("cpu" or "gpu") may run items that need `requirement`.
+bool satisfies(const std::string& client_type, Requirement requirement) noexcept;
 
 }  // namespace conductor

@@ -1,5 +1,5 @@
-// conductor-client: takes work items from a conductor-server, one at a time, runs them and
-// sends the results back; reconnects by itself. Exit codes: 0 stopped by a signal, 1 unexpected
+// conductor-client: takes work items from a conductor-server, one per slot (--slots, or one per
+// GPU), runs them and sends the results back; reconnects by itself. Exit codes: 0 stopped by a signal, 1 unexpected
 // error, 2 bad arguments, 5 working folder unusable or in use.
 #include <CLI/CLI.hpp>
 
@@ -31,6 +31,14 @@ int main(int argc, char** argv) {
   app.add_option("--name", options.host_name, "Name shown by the server (default: host name)");
   app.add_option("--heartbeat-ms", heartbeat_ms, "Heartbeat interval until the server states its own")
       ->check(CLI::Range(50, 30000));
+  app.add_option("--type", options.processing_unit, "Processing unit: cpu or gpu (else $CONDUCTOR_TYPE)")
+      ->check(CLI::IsMember({"cpu", "gpu"}));
+  std::string gpus;
+  auto* gpus_option = app.add_option("--gpus", gpus,
+                                     "A GPU client's GPUs, e.g. 0,1: one slot each (else "
+                                     "$CUDA_VISIBLE_DEVICES, else nvidia-smi -L); implies --type gpu");
+  app.add_option("--slots", options.slots, "Items a CPU client runs at once (default 1)")
+      ->check(CLI::Range(1, 64));
   app.add_flag("--quiet", quiet, "Print nothing but errors");
   app.add_option("--server-key", options.server_key,
                  "The server's CurveZMQ public key (else $CONDUCTOR_SERVER_KEY; none: plain TCP)");
@@ -62,6 +70,14 @@ int main(int argc, char** argv) {
   if (options.server.empty()) {
     std::fprintf(stderr, "conductor-client: no server given: pass HOST or set CONDUCTOR_HOST\n");
     return 2;
+  }
+  if (gpus_option->count() > 0) {
+    options.gpus = conductor::split_gpu_list(gpus);
+    if (options.gpus.empty()) {
+      std::fprintf(stderr, "conductor-client: --gpus '%s' refused: it names no GPU\n", gpus.c_str());
+      return 2;
+    }
+    if (app.get_option("--type")->count() == 0) options.processing_unit = "gpu";
   }
   options.heartbeat_interval = std::chrono::milliseconds(heartbeat_ms);
   options.cache_bytes = cache_mb << 20;

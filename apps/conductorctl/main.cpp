@@ -30,7 +30,7 @@ struct CtlOptions {
   std::filesystem::path key_file;  // the operator's key pair; empty: default_operator_key_file()
   bool json = false, print_key = false;
   std::string command;  // the subcommand
-  std::string version, fraction, folder, name, rows_file, by, order;
+  std::string version, fraction, folder, name, rows_file, by, order, item, requirement;
   int target = 0, top = 0;
   double wait = 1200;
 };
@@ -82,6 +82,9 @@ std::string run(const CtlOptions& o) {
   if (!o.version.empty()) args["version"] = o.version;
   if (o.command == "set-reserve") args["fraction"] = o.fraction;
   if (o.command == "set-target") args["target"] = std::to_string(o.target);
+  if (o.command == "set-requirement") args["requires"] = o.requirement;
+  if (o.command == "explain") args["item"] = o.item;
+  if (o.command == "queue") return controller->call("status", args);  // listed from the status
   if (o.command != "predict") return controller->call(o.command, args);
   if (o.top > 0) args.insert({{"top", std::to_string(o.top)}, {"by", o.by}});
   if (!o.order.empty() && o.order != "auto") args["order"] = o.order;
@@ -123,11 +126,17 @@ int main(int argc, char** argv) {
     return command;
   };
   app.add_subcommand("status", "Clients, queued and active items, versions");
+  app.add_subcommand("queue", "Every queued and active item with its full id");
+  app.add_subcommand("explain", "Why ITEM (an id or its first characters) waits, or where it runs")
+      ->add_option("ITEM", o.item)->required();
   with_version(app.add_subcommand("models", "Stored models of VERSION with their metrics"));
   app.add_subcommand("set-reserve", "Fraction of the clients kept free for predictions")
       ->add_option("FRACTION", o.fraction)->required()->check(CLI::Range(0.0, 1.0));
   with_version(app.add_subcommand("set-target", "Number of models VERSION should have"))
       ->add_option("N", o.target)->required()->check(CLI::Range(0, 1000000));
+  with_version(app.add_subcommand("set-requirement", "Which clients may run VERSION's items"))
+      ->add_option("UNIT", o.requirement, "gpu, cpu or any")->required()
+      ->check(CLI::IsMember({"any", "cpu", "gpu"}));
   auto* add = app.add_subcommand("add-version", "Upload DIR (with version.xml) as a local version");
   add->add_option("DIR", o.folder)->required()->check(CLI::ExistingDirectory);
   add->add_option("--name", o.name, "Version name (default: the folder's name)");

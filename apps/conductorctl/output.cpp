@@ -83,28 +83,78 @@ const json& list(const json& body, const char* key) {
   return it != body.end() && it->is_array() ? *it : kEmpty;
 }
 
+// "1/2" busy of all slots, and the GPUs of a GPU client: "2/2 (GPU 0,1)".
+std::string slots_of(const json& client) {
+  std::string slots = text(client, "busy_slots") + "/" + text(client, "slots");
+  const json& gpus = list(client, "gpus");
+  if (gpus.empty()) return slots;
+  std::string names;
+  for (const auto& gpu : gpus) names += (names.empty() ? "" : ",") + gpu.get<std::string>();
+  return slots + " (GPU " + names + ")";
+}
+
+constexpr std::size_t kQueuedShown = 10;
+
+// status shows the head of the queue with short ids; queue shows every item with its full id.
+enum class Listing { kHead, kAll };
+
+// The queued items and the active ones.
+void print_items(const json& body, std::ostream& out, Listing listing) {
+  const bool all = listing == Listing::kAll;
+  auto id_of = [&](const std::string& id) { return all ? id : short_id(id); };
+  Table queue_table({"QUEUED", "TYPE", "VERSION", "ATTEMPT", "REQUIRES"});
+  std::size_t shown = 0;
+  for (const auto& item : list(body, "queued")) {
+    if (!all && shown++ == kQueuedShown) break;
+    queue_table.add_row({id_of(text(item, "id")), text(item, "type"), text(item, "version"),
+                         text(item, "attempt"), text(item, "requires")});
+  }
+  if (!queue_table.empty()) queue_table.print(out);
+  Table active_table({"ITEM", "TYPE", "VERSION", "ATTEMPT", "CLIENT", "SLOT", "RUNNING"});
+  for (const auto& item : list(body, "active")) {
+    active_table.add_row({id_of(text(item, "id")), text(item, "type"), text(item, "version"),
+                          text(item, "attempt"), text(item, "client"), text(item, "slot"),
+                          seconds_of(item, "running_seconds")});
+  }
+  if (!active_table.empty()) active_table.print(out);
+}
+
 void print_status(const json& body, std::ostream& out) {
   const json& clients = list(body, "clients");
   out << "Clients: " << clients.size() << " (reserve nodes " << text(body, "reserve_nodes")
       << ")\n";
-  Table client_table({"HOST", "ID", "OS", "TYPE", "STATE", "RESERVED", "ITEM", "VERSION", "EPOCH"});
+  Table client_table(
+      {"HOST", "ID", "OS", "TYPE", "STATE", "RESERVED", "SLOTS", "ITEM", "VERSION", "EPOCH"});
   for (const auto& client : clients) {
-    const bool working = client.contains("item");
-    client_table.add_row(
-        {text(client, "host"), short_id(text(client, "id")), text(client, "os"),
-         text(client, "type"), text(client, "state"), text(client, "reserved"),
-         working ? short_id(text(client, "item")) + " " + text(client, "item_type") : "-",
-         working ? text(client, "item_version") : "-",
-         working ? text(client, "epoch") + "/" + text(client, "total_epochs") : "-"});
+    // One row per item it runs (a client with several slots runs several), or one idle row.
+    std::vector<std::string> row = {text(client, "host"),     short_id(text(client, "id")),
+                                    text(client, "os"),       text(client, "type"),
+                                    text(client, "state"),    text(client, "reserved"),
+                                    slots_of(client)};
+    const json& items = list(client, "items");
+    if (items.empty()) {
+      row.insert(row.end(), {"-", "-", "-"});
+      client_table.add_row(row);
+    }
+    for (const auto& item : items) {
+      std::string slot = client.value("slots", 1) > 1 ? " [" + text(item, "slot") + "]" : "";
+      row.resize(7);
+      row.insert(row.end(), {short_id(text(item, "item")) + " " + text(item, "item_type") + slot,
+                             text(item, "item_version"),
+                             text(item, "epoch") + "/" + text(item, "total_epochs")});
+      client_table.add_row(row);
+      row.assign(7, "");  // further items of the same client: only the item columns
+    }
   }
   if (!client_table.empty()) client_table.print(out);
 
   out << "\nVersions (current: " << text(body, "current_version") << ")\n";
-  Table version_table({"NAME", "LOCAL", "CURRENT", "STORED/TARGET", "QUEUED", "ACTIVE"});
+  Table version_table({"NAME", "LOCAL", "CURRENT", "STORED/TARGET", "QUEUED", "ACTIVE", "REQUIRES"});
   for (const auto& version : list(body, "versions")) {
     version_table.add_row({text(version, "name"), text(version, "local"), text(version, "current"),
                            text(version, "stored") + "/" + text(version, "target"),
-                           text(version, "queued"), text(version, "active")});
+                           text(version, "queued"), text(version, "active"),
+                           text(version, "requires")});
   }
   version_table.print(out);
 
@@ -119,13 +169,23 @@ void print_status(const json& body, std::ostream& out) {
   if (!queued_by_type.empty()) out << ")";
   out << "; " << list(body, "active").size() << " active; " << text(body, "pending_predictions")
       << " prediction request(s) running\n";
-  Table active_table({"ITEM", "TYPE", "VERSION", "ATTEMPT", "CLIENT", "RUNNING"});
-  for (const auto& item : list(body, "active")) {
-    active_table.add_row({short_id(text(item, "id")), text(item, "type"), text(item, "version"),
-                          text(item, "attempt"), text(item, "client"),
-                          seconds_of(item, "running_seconds")});
+  print_items(body, out, Listing::kHead);
+  const std::size_t queued = list(body, "queued").size();
+  if (queued > kQueuedShown) {
+    out << "(" << queued - kQueuedShown << " more queued; `conductorctl queue` lists all)\n";
   }
-  if (!active_table.empty()) active_table.print(out);
+}
+
+void print_queue(const json& body, std::ostream& out) {
+  out << "Queue: " << list(body, "queued").size() << " queued; " << list(body, "active").size()
+      << " active\n";
+  print_items(body, out, Listing::kAll);
+}
+
+void print_explanation(const json& body, std::ostream& out) {
+  out << "Item " << text(body, "item") << " (" << text(body, "type") << " of "
+      << text(body, "version") << ", attempt " << text(body, "attempt") << ")\n"
+      << text(body, "reason") << "\n";
 }
 
 void print_models(const json& body, std::ostream& out) {
@@ -189,6 +249,15 @@ void print_readable(const std::string& command, const json& body, std::ostream& 
     print_prediction(body, out);
   } else if (command == "set-reserve") {
     out << "Reserve nodes set to " << text(body, "reserve_nodes") << "\n";
+  } else if (command == "queue") {
+    print_queue(body, out);
+  } else if (command == "explain") {
+    print_explanation(body, out);
+  } else if (command == "set-requirement") {
+    out << "Items of " << text(body, "version") << " now run on "
+        << (text(body, "requires") == "any" ? std::string("any client")
+                                            : text(body, "requires") + " clients only")
+        << "\n";
   } else if (command == "set-target") {
     out << "Target of " << text(body, "version") << " set to " << text(body, "target")
         << " model(s)\n";

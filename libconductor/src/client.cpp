@@ -8,15 +8,15 @@
 #include <spdlog/sinks/stdout_sinks.h>
 #include <spdlog/spdlog.h>
 
-#include <nlohmann/json.hpp>
-
 #include <algorithm>
 #include <atomic>
 #include <cerrno>
 #include <cstdlib>
 #include <cstring>
 #include <fstream>
+#include <map>
 #include <optional>
+#include <set>
 
 #include "conductor/error.hpp"
 #include "conductor/keys.hpp"
@@ -25,6 +25,7 @@
 #include "curve.hpp"
 #include "file_io.hpp"
 #include "job_runner.hpp"
+#include "outbox.hpp"
 #include "protocol.hpp"
 #include "random_id.hpp"
 #include "transport.hpp"
@@ -86,6 +87,57 @@ ClientOptions client_options_from_environment() {
   return options;
 }
 
+namespace {
+
+// Checks the slot and GPU options and fills in their defaults: one slot on a CPU client, one
+// per GPU (detected when none are given) on a GPU client. Returns a warning for the log, or "".
+std::string settle_slots(ClientOptions& options) {
+  auto refuse = [](const std::string& why) { throw Error(ErrorCode::kArgument, why); };
+  if (options.processing_unit == "cpu") {
+    if (!options.gpus.empty()) {
+      refuse("GPUs given to a cpu client: a client with GPUs has CONDUCTOR_TYPE (or --type) gpu");
+    }
+    if (options.slots == 0) options.slots = 1;
+    if (options.slots < 1 || options.slots > protocol::kMaxSlots) {
+      refuse("slots " + std::to_string(options.slots) + " refused: a client runs 1 to " +
+             std::to_string(protocol::kMaxSlots) + " items at once");
+    }
+    return {};
+  }
+  if (options.gpus.empty()) options.gpus = detect_gpus();
+  if (options.gpus.empty()) {
+    // As the original: "gpu" is then only the type the server sees, and the commands find
+    // whatever GPUs the machine shows them.
+    if (options.slots > 1) {
+      refuse("slots " + std::to_string(options.slots) + " refused: a gpu client runs one item " +
+             "per GPU, and none was given (--gpus, CUDA_VISIBLE_DEVICES) or found (nvidia-smi -L)");
+    }
+    options.slots = 1;
+    return "No GPU list given (--gpus, CUDA_VISIBLE_DEVICES) or found (nvidia-smi -L): one slot, "
+           "its commands see the machine's GPUs as they are";
+  }
+  std::set<std::string> seen;
+  for (const auto& gpu : options.gpus) {
+    if (gpu.empty() || gpu.size() > 64 || gpu.find_first_of(", \t\n") != std::string::npos) {
+      refuse("GPU '" + gpu + "' refused: a CUDA_VISIBLE_DEVICES entry is an index or a UUID");
+    }
+    if (!seen.insert(gpu).second) refuse("GPU '" + gpu + "' refused: it is given twice");
+  }
+  if (options.gpus.size() > static_cast<std::size_t>(protocol::kMaxSlots)) {
+    refuse(std::to_string(options.gpus.size()) + " GPUs refused: a client runs at most " +
+           std::to_string(protocol::kMaxSlots) + " items at once");
+  }
+  const int count = static_cast<int>(options.gpus.size());
+  if (options.slots != 0 && options.slots != count) {
+    refuse("slots " + std::to_string(options.slots) + " refused: a gpu client runs one item per "
+           "GPU (" + std::to_string(count) + " GPU(s))");
+  }
+  options.slots = count;
+  return {};
+}
+
+}  // namespace
+
 class Client::Impl {
  public:
   explicit Impl(ClientOptions options)
@@ -95,13 +147,24 @@ class Client::Impl {
       throw Error(ErrorCode::kArgument, "processing unit '" + options_.processing_unit +
                                             "' refused: CONDUCTOR_TYPE must be cpu or gpu");
     }
+    const std::string slot_warning = settle_slots(options_);
+    std::vector<spdlog::sink_ptr> sinks;
+    if (options_.log_to_stdout) sinks.push_back(std::make_shared<spdlog::sinks::stdout_sink_mt>());
+    log_ = std::make_shared<spdlog::logger>("conductor-client", sinks.begin(), sinks.end());
+    log_->set_pattern("[%Y-%m-%dT%H:%M:%S.%eZ] %v", spdlog::pattern_time_type::utc);
+    log_->flush_on(spdlog::level::info);
+    if (!slot_warning.empty()) log_->warn(slot_warning);
     std::error_code ec;
-    fs::create_directories(options_.workdir / "outbox", ec);
+    fs::create_directories(options_.workdir, ec);
     if (ec) {
       throw IoError("cannot use client folder '" + options_.workdir.string() + "': " + ec.message());
     }
     lock_.emplace(options_.workdir / "lock", "client folder '" + options_.workdir.string() + "'");
-    cache_.emplace(options_.workdir / "cache", options_.cache_bytes);  // only once the folder is ours
+    // Only once the folder is ours: the cache, the outbox, and working folders that no job of
+    // an earlier run uses any more.
+    cache_.emplace(options_.workdir / "cache", options_.cache_bytes);
+    outbox_.emplace(options_.workdir / "outbox", [this](const std::string& text) { log_->warn(text); });
+    fs::remove_all(options_.workdir / "work", ec);
     client_id_ = load_or_create_client_id(options_.workdir);
     if (!options_.server_key.empty() && !is_z85_key(options_.server_key)) {
       throw Error(ErrorCode::kArgument, "server key '" + options_.server_key +
@@ -116,22 +179,22 @@ class Client::Impl {
     reconnect_delay_ = heartbeat_ * liveness_;
     wake_fd_ = ::eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
     if (wake_fd_ < 0) throw IoError(std::string("cannot create eventfd: ") + std::strerror(errno));
-    std::vector<spdlog::sink_ptr> sinks;
-    if (options_.log_to_stdout) sinks.push_back(std::make_shared<spdlog::sinks::stdout_sink_mt>());
-    log_ = std::make_shared<spdlog::logger>("conductor-client", sinks.begin(), sinks.end());
-    log_->set_pattern("[%Y-%m-%dT%H:%M:%S.%eZ] %v", spdlog::pattern_time_type::utc);
-    log_->flush_on(spdlog::level::info);
+    slots_.resize(static_cast<std::size_t>(options_.slots));
+    for (std::size_t i = 0; i < slots_.size(); ++i) {
+      slots_[i].index = static_cast<int>(i);
+      if (i < options_.gpus.size()) slots_[i].gpu = options_.gpus[i];
+    }
   }
 
   ~Impl() {
-    job_.reset();
+    stop_jobs();
     if (wake_fd_ >= 0) ::close(wake_fd_);
   }
 
   void run() {
-    log_->info("Conductor client {} ({}) working in {}, server {}", options_.host_name, client_id_,
-               options_.workdir.string(), endpoint_);
-    resume_remembered_result();
+    log_->info("Conductor client {} ({}) working in {}, server {}, {} slot(s){}", options_.host_name,
+               client_id_, options_.workdir.string(), endpoint_, slots_.size(), gpu_list());
+    for (Slot& slot : slots_) take_up_kept_result(slot);
     connect();
     while (!stop_requested_.load()) {
       zmq::pollitem_t items[] = {{socket_->handle(), 0, ZMQ_POLLIN, 0},
@@ -145,14 +208,11 @@ class Client::Impl {
         last_heard_ = Clock::now();
         handle(*received);
       }
-      forward_job_progress();
+      for (Slot& slot : slots_) forward_job_progress(slot);
       keep_alive();
-      ask_again_if_stalled();
+      for (Slot& slot : slots_) ask_again_if_stalled(slot);
     }
-    if (job_) {
-      job_->cancel();
-      job_.reset();
-    }
+    stop_jobs();
     if (welcomed_) send(MessageType::kBye, protocol::Empty{});
     log_->info("Conductor client stopped");
   }
@@ -167,10 +227,12 @@ class Client::Impl {
   std::uint64_t fetched() const noexcept { return fetched_.load(); }
   std::uint64_t uploaded() const noexcept { return uploaded_.load(); }
   const std::string& public_key() const noexcept { return curve_.public_key; }
+  int slot_count() const noexcept { return options_.slots; }
+  const std::vector<std::string>& gpus() const noexcept { return options_.gpus; }
 
  private:
-  // What the client holds: the item, its package download, its job and its result.
-  // One archive being fetched chunk by chunk into the cache.
+  // One archive being fetched chunk by chunk into the cache; slots that need the same archive
+  // wait for the one download.
   struct Download {
     std::string blob;
     std::uint64_t size = 0;
@@ -179,13 +241,50 @@ class Client::Impl {
     std::uint64_t received = 0;
     std::uint64_t requested = 0;
   };
+  // What a slot holds: the item, the archive it waits for, its result.
   struct Current {
     protocol::Assign assign;
     std::vector<std::pair<std::string, std::uint64_t>> blobs;  // what the job unpacks, in order
-    std::optional<Download> download;
+    std::string fetching;               // the blob being downloaded for it; empty when none
     std::optional<JobOutcome> outcome;  // set when the job ended; sent until acknowledged
     fs::path result;
   };
+  // One item at a time, in its own working folder, on its own GPU (a GPU client).
+  struct Slot {
+    int index = 0;
+    std::string gpu;  // CUDA_VISIBLE_DEVICES for its commands; empty on a CPU client
+    std::optional<Current> current;
+    std::unique_ptr<JobRunner> job;
+    Clock::time_point waiting_since{};  // last sign that what it waits for is coming
+  };
+
+  // " (slot 1)" in log lines of a client with several slots; nothing with one.
+  std::string tag(const Slot& slot) const {
+    return slots_.size() > 1 ? " (slot " + std::to_string(slot.index) + ")" : "";
+  }
+
+  std::string gpu_list() const {
+    std::string text;
+    for (const auto& gpu : options_.gpus) text += (text.empty() ? ", GPUs " : ",") + gpu;
+    return text;
+  }
+
+  void stop_jobs() {
+    for (Slot& slot : slots_) {
+      if (slot.job) slot.job->cancel();  // all of them first, so they stop side by side
+    }
+    for (Slot& slot : slots_) slot.job.reset();
+  }
+
+  Slot* slot_holding(const std::string& item) {
+    for (Slot& slot : slots_) {
+      if (slot.current && slot.current->assign.item == item) return &slot;
+    }
+    return nullptr;
+  }
+
+  // Slots past what the server fills stay idle (a server that predates slots fills one).
+  bool is_usable(const Slot& slot) const { return slot.index < usable_slots_; }
 
   // ---- connection ----------------------------------------------------------------------
 
@@ -204,11 +303,19 @@ class Client::Impl {
     hello.os = options_.os;
     hello.type = options_.processing_unit;
     hello.version = options_.container_version;
-    if (current_) {
-      hello.running_item = current_->assign.item;
-      hello.running_version = current_->assign.version;
-      hello.running_attempt = current_->assign.attempt;
-      hello.running_type = current_->assign.type;
+    hello.slots = options_.slots;
+    hello.gpus = options_.gpus;
+    for (const Slot& slot : slots_) {
+      if (!slot.current) continue;
+      const auto& a = slot.current->assign;
+      hello.running.push_back({a.item, a.version, a.attempt, a.type, slot.index});
+    }
+    if (!hello.running.empty()) {
+      // A server that predates slots reads the first item from these fields.
+      hello.running_item = hello.running.front().item;
+      hello.running_version = hello.running.front().version;
+      hello.running_attempt = hello.running.front().attempt;
+      hello.running_type = hello.running.front().type;
     }
     send(MessageType::kHello, hello);
   }
@@ -235,24 +342,25 @@ class Client::Impl {
 
   // A message lost on a live connection (a peer's full queue drops it; heartbeats still flow)
   // would leave a download, a result or a hand-out waiting forever: after `liveness` intervals
-  // without an answer the client asks again. The requests are idempotent on the server.
-  void ask_again_if_stalled() {
+  // without an answer the slot asks again. The requests are idempotent on the server.
+  void ask_again_if_stalled(Slot& slot) {
     auto now = Clock::now();
-    if (!welcomed_ || job_ || now - waiting_since_ < heartbeat_ * liveness_) return;
+    if (!welcomed_ || slot.job || now - slot.waiting_since < heartbeat_ * liveness_) return;
     auto waited =
-        std::chrono::duration_cast<std::chrono::milliseconds>(now - waiting_since_).count();
-    waiting_since_ = now;
-    if (!current_) {
-      send(MessageType::kReady, protocol::Empty{});  // the ASSIGN, or our READY, may be lost
-    } else if (current_->download) {
+        std::chrono::duration_cast<std::chrono::milliseconds>(now - slot.waiting_since).count();
+    slot.waiting_since = now;
+    if (!slot.current) {
+      // The ASSIGN, or our READY, may be lost.
+      if (is_usable(slot)) send(MessageType::kReady, protocol::Ready{slot.index});
+    } else if (auto download = downloads_.find(slot.current->fetching); download != downloads_.end()) {
       log_->warn("No package data for item {} in {} ms; asking again from byte {}",
-                 current_->assign.item, waited, current_->download->received);
-      current_->download->requested = current_->download->received;
-      request_chunks();
-    } else if (current_->outcome) {
-      log_->warn("No answer about item {} in {} ms; offering it again", current_->assign.item,
+                 slot.current->assign.item, waited, download->second.received);
+      download->second.requested = download->second.received;
+      request_chunks(download->second);
+    } else if (slot.current->outcome) {
+      log_->warn("No answer about item {} in {} ms; offering it again", slot.current->assign.item,
                  waited);
-      report_outcome();
+      report_outcome(slot);
     }
   }
 
@@ -281,9 +389,23 @@ class Client::Impl {
     } catch (const ProtocolError& e) {
       log_->warn("Ignored a message from the server: {}", e.what());
     } catch (const std::exception& e) {
-      // A damaged archive, a full disk: this item fails here, the client goes on.
-      log_->error("Item failed on this client: {}", e.what());
-      if (current_ && !current_->outcome && !job_) fail_current(e.what());
+      // Our own failure with one message (a result archive that cannot be read, say); the
+      // state machine asks again when nothing moves.
+      log_->error("Failed to handle a message from the server: {}", e.what());
+    }
+  }
+
+  // Runs a step of `slot`'s item; a damaged archive or a full disk fails that item here, and
+  // the client goes on.
+  template <typename Step>
+  void guarded(Slot& slot, Step&& step) {
+    try {
+      step();
+    } catch (const ProtocolError&) {
+      throw;
+    } catch (const std::exception& e) {
+      log_->error("Item failed on this client{}: {}", tag(slot), e.what());
+      if (slot.current && !slot.current->outcome && !slot.job) fail(slot, e.what());
     }
   }
 
@@ -294,27 +416,27 @@ class Client::Impl {
     reconnect_delay_ = heartbeat_ * liveness_;
     chunk_size_ = std::clamp<std::uint32_t>(welcome.chunk_size, 4096, protocol::kMaxPayloadBytes);
     window_ = std::clamp(welcome.window, 1, 64);
-    waiting_since_ = Clock::now();
+    usable_slots_ = welcome.slots > 0 ? std::min(welcome.slots, options_.slots) : 1;
     log_->info("Connected to {}", endpoint_);
-    if (!current_) {
-      send(MessageType::kReady, protocol::Empty{});
-    } else if (current_->outcome) {
-      report_outcome();
-    } else if (current_->download) {
-      // Chunks in flight on the old connection are lost: ask again from what we have.
-      current_->download->requested = current_->download->received;
-      request_chunks();
+    if (usable_slots_ < options_.slots) {
+      log_->warn("The server fills {} of this client's {} slots", usable_slots_, options_.slots);
+    }
+    // Chunks in flight on the old connection are lost: ask again from what we have.
+    for (auto& [blob, download] : downloads_) {
+      download.requested = download.received;
+      request_chunks(download);
+    }
+    for (Slot& slot : slots_) {
+      slot.waiting_since = Clock::now();
+      if (!slot.current) {
+        if (is_usable(slot)) send(MessageType::kReady, protocol::Ready{slot.index});
+      } else if (slot.current->outcome) {
+        report_outcome(slot);
+      }
     }
   }
 
   void on_assign(const protocol::Assign& assign) {
-    if (current_) {
-      if (current_->assign.item != assign.item) {
-        log_->warn("Server offered item {} while item {} is still held; ignored", assign.item,
-                   current_->assign.item);
-      }
-      return;
-    }
     auto is_blob_id = [](const std::string& id) {
       return id.size() == 64 && id.find_first_not_of("0123456789abcdef") == std::string::npos;
     };
@@ -323,36 +445,60 @@ class Client::Impl {
         assign.item.find_first_not_of("0123456789abcdef-") != std::string::npos) {
       throw ProtocolError("ASSIGN refused: malformed item or blob id");
     }
-    current_.emplace();
-    current_->assign = assign;
-    waiting_since_ = Clock::now();
-    current_->blobs.emplace_back(assign.blob, assign.blob_size);
-    if (!assign.inputs.empty()) current_->blobs.emplace_back(assign.inputs, assign.inputs_size);
-    std::vector<std::string> in_use;
-    for (const auto& [blob, size] : current_->blobs) in_use.push_back(blob);
-    cache_->set_in_use(in_use);
-    log_->info("Item {} of {} ({}, attempt {}): {} command(s)", assign.item, assign.version,
-               assign.type, assign.attempt, assign.commands.size());
-    fetch_next_blob();
-  }
-
-  // Starts fetching the first archive of the item that is not cached; starts the job when
-  // every archive is there.
-  void fetch_next_blob() {
-    Current& c = *current_;
-    for (const auto& [blob, size] : c.blobs) {
-      if (cache_->find(blob)) continue;
-      c.download.emplace(Download{blob, size, ChunkFile(cache_->reserve(blob, size)), Sha256{}, 0, 0});
-      request_chunks();
+    if (slot_holding(assign.item)) return;  // sent again for a READY that crossed it
+    if (assign.slot < 0 || assign.slot >= static_cast<int>(slots_.size())) {
+      throw ProtocolError("ASSIGN refused: slot " + std::to_string(assign.slot) +
+                          " is not one of this client's " + std::to_string(slots_.size()));
+    }
+    Slot& slot = slots_[static_cast<std::size_t>(assign.slot)];
+    if (slot.current) {
+      log_->warn("Server offered item {} while item {} is still held{}; ignored", assign.item,
+                 slot.current->assign.item, tag(slot));
       return;
     }
-    start_job();
+    slot.current.emplace();
+    Current& c = *slot.current;
+    c.assign = assign;
+    slot.waiting_since = Clock::now();
+    c.blobs.emplace_back(assign.blob, assign.blob_size);
+    if (!assign.inputs.empty()) c.blobs.emplace_back(assign.inputs, assign.inputs_size);
+    mark_blobs_in_use();
+    log_->info("Item {} of {} ({}, attempt {}){}: {} command(s)", assign.item, assign.version,
+               assign.type, assign.attempt, tag(slot), assign.commands.size());
+    guarded(slot, [&] { fetch_next_blob(slot); });
   }
 
-  void request_chunks() {
-    Download& d = *current_->download;
+  // Every slot's archives stay in the cache while it holds its item.
+  void mark_blobs_in_use() {
+    std::vector<std::string> in_use;
+    for (const Slot& slot : slots_) {
+      if (!slot.current) continue;
+      for (const auto& [blob, size] : slot.current->blobs) in_use.push_back(blob);
+    }
+    cache_->set_in_use(in_use);
+  }
+
+  // Starts (or joins) the download of the first archive of the slot's item that is not cached;
+  // starts the job when every archive is there.
+  void fetch_next_blob(Slot& slot) {
+    Current& c = *slot.current;
+    for (const auto& [blob, size] : c.blobs) {
+      if (cache_->find(blob)) continue;
+      c.fetching = blob;
+      if (!downloads_.contains(blob)) {
+        auto& d = downloads_.emplace(blob, Download{blob, size, ChunkFile(cache_->reserve(blob, size)),
+                                                    Sha256{}, 0, 0})
+                      .first->second;
+        request_chunks(d);
+      }
+      return;
+    }
+    start_job(slot);
+  }
+
+  void request_chunks(Download& d) {
     if (d.size == 0) {
-      finish_download();
+      finish_download(d.blob);
       return;
     }
     const std::uint64_t window_bytes = static_cast<std::uint64_t>(window_) * chunk_size_;
@@ -365,67 +511,111 @@ class Client::Impl {
 
   void on_chunk(protocol::Message& message) {
     auto chunk = message.as<protocol::Chunk>();
-    if (!current_ || !current_->download || chunk.blob != current_->download->blob) return;
-    Download& d = *current_->download;
+    auto it = downloads_.find(chunk.blob);
+    if (it == downloads_.end()) return;
+    Download& d = it->second;
     if (chunk.offset != d.received) return;  // a leftover from before a reconnect
     const auto& payload = *message.payload();
     if (d.received + payload.size() > d.size) {
       throw ProtocolError("CHUNK refused: data beyond the archive's announced size");
     }
-    d.file.write_at(d.received, payload.data(), payload.size());
+    try {
+      d.file.write_at(d.received, payload.data(), payload.size());
+    } catch (const Error& e) {
+      give_up_downloads(d.blob, e.what());  // a full disk: the items that need it fail
+      return;
+    }
     d.hash.update(payload.data(), payload.size());
     d.received += payload.size();
     fetched_ += payload.size();
-    waiting_since_ = Clock::now();
+    for (Slot& slot : slots_) {
+      if (slot.current && slot.current->fetching == d.blob) slot.waiting_since = Clock::now();
+    }
     if (d.received == d.size) {
-      finish_download();
+      finish_download(d.blob);
     } else {
-      request_chunks();
+      request_chunks(d);
     }
   }
 
-  void finish_download() {
-    Download& d = *current_->download;
-    std::string actual = d.hash.finish_hex();
-    std::string blob = d.blob;
-    current_->download.reset();
+  // The last byte arrived: the archive goes into the cache, and every slot waiting for it
+  // moves on (or fails, when it arrived damaged).
+  void finish_download(std::string blob) {  // a copy: the download that holds it goes away
+    auto it = downloads_.find(blob);
+    const std::string actual = it->second.hash.finish_hex();
+    downloads_.erase(it);
+    std::string problem;
     if (actual != blob) {
       cache_->abandon(blob);
-      throw PackageError("archive of item " + current_->assign.item + " arrived damaged (sha256 " +
-                         actual + ", expected " + blob + ")");
+      problem = "arrived damaged (sha256 " + actual + ", expected " + blob + ")";
+    } else {
+      try {
+        cache_->commit(blob);
+      } catch (const Error& e) {
+        problem = std::string("could not be kept: ") + e.what();
+      }
     }
-    cache_->commit(blob);
-    fetch_next_blob();
+    for (Slot& slot : slots_) {
+      if (!slot.current || slot.current->fetching != blob) continue;
+      slot.current->fetching.clear();
+      if (!problem.empty()) {
+        fail(slot, "archive of item " + slot.current->assign.item + " " + problem);
+      } else {
+        guarded(slot, [&] { fetch_next_blob(slot); });
+      }
+    }
   }
 
-  void start_job() {
-    Current& c = *current_;
+  // Gives up downloads the server refused (all of them when it did not say which), failing the
+  // items that wait for them.
+  void give_up_downloads(const std::string& blob, const std::string& why) {
+    std::vector<std::string> refused;
+    for (const auto& [id, download] : downloads_) {
+      if (blob.empty() || id == blob) refused.push_back(id);
+    }
+    for (const auto& id : refused) {
+      downloads_.erase(id);
+      cache_->abandon(id);
+      for (Slot& slot : slots_) {
+        if (!slot.current || slot.current->fetching != id) continue;
+        slot.current->fetching.clear();
+        fail(slot, "package could not be fetched: " + why);
+      }
+    }
+  }
+
+  void start_job(Slot& slot) {
+    Current& c = *slot.current;
     JobSpec spec;
     spec.item = c.assign.item;
     spec.attempt = c.assign.attempt;
     spec.version = c.assign.version;
     for (const auto& command : c.assign.commands) spec.commands.push_back({command.file_name, command.arguments, {}});
     for (const auto& [blob, size] : c.blobs) spec.packages.push_back(cache_->path_of(blob));
-    spec.work_dir = options_.workdir / "work";
+    spec.work_dir = options_.workdir / "work" / std::to_string(slot.index);
     spec.console_log = options_.workdir / "logs" / (c.assign.item + ".log");
-    spec.result = options_.workdir / "outbox" / (c.assign.item + "-" + std::to_string(c.assign.attempt) + ".tar");
+    spec.result = outbox_->archive_path(c.assign.item, c.assign.attempt);
     spec.processing_unit = options_.processing_unit;
+    spec.environment = {{"CONDUCTOR_SLOT", std::to_string(slot.index)}};
+    if (!slot.gpu.empty()) spec.environment.emplace_back("CUDA_VISIBLE_DEVICES", slot.gpu);
     spec.timeout = std::chrono::milliseconds(std::max<std::int64_t>(c.assign.timeout_ms, 0));
     spec.echo_output = options_.log_to_stdout;
+    if (slots_.size() > 1) spec.echo_prefix = "[slot " + std::to_string(slot.index) + "] ";
     c.result = spec.result;
-    job_ = std::make_unique<JobRunner>(std::move(spec), [this] {
+    slot.job = std::make_unique<JobRunner>(std::move(spec), [this] {
       std::uint64_t one = 1;
       [[maybe_unused]] auto n = ::write(wake_fd_, &one, sizeof one);
     });
   }
 
-  void forward_job_progress() {
-    if (!job_) return;
+  void forward_job_progress(Slot& slot) {
+    if (!slot.job) return;
+    const Current& c = *slot.current;
     int epoch = 0, total = 0;
-    auto lines = job_->take_lines(epoch, total);
-    if (!lines.empty() && welcomed_ && !job_->is_cancelled()) {
+    auto lines = slot.job->take_lines(epoch, total);
+    if (!lines.empty() && welcomed_ && !slot.job->is_cancelled()) {
       // Batches stay well inside the header limit: at most 1000 lines and 1 MiB each.
-      protocol::Progress progress{current_->assign.item, current_->assign.attempt, epoch, total, {}};
+      protocol::Progress progress{c.assign.item, c.assign.attempt, epoch, total, {}};
       std::size_t bytes = 0;
       for (auto& line : lines) {
         if (line.size() > protocol::kMaxLineBytes) line.resize(protocol::kMaxLineBytes);
@@ -439,28 +629,30 @@ class Client::Impl {
       }
       send(MessageType::kProgress, progress);
     }
-    auto outcome = job_->outcome();
+    auto outcome = slot.job->outcome();
     if (!outcome) return;
-    job_.reset();
+    slot.job.reset();
     if (outcome->cancelled) {
-      log_->info("Item {} cancelled", current_->assign.item);
-      discard_current();
+      log_->info("Item {} cancelled", c.assign.item);
+      discard(slot);
       return;
     }
-    current_->outcome = std::move(outcome);
-    if (current_->outcome->succeeded) {
-      remember_result();
-      log_->info("Item {} finished in {:.1f} s; sending {} bytes", current_->assign.item,
-                 current_->outcome->duration, current_->outcome->size);
+    slot.current->outcome = std::move(outcome);
+    const JobOutcome& o = *slot.current->outcome;
+    if (o.succeeded) {
+      outbox_->keep(KeptResult{c.assign.item, c.assign.attempt, c.assign.version, c.assign.type,
+                               c.result, o});
+      log_->info("Item {} finished in {:.1f} s{}; sending {} bytes", c.assign.item, o.duration,
+                 tag(slot), o.size);
     } else {
-      log_->warn("Item {} failed: {}", current_->assign.item, current_->outcome->reason);
+      log_->warn("Item {} failed{}: {}", c.assign.item, tag(slot), o.reason);
     }
-    if (welcomed_) report_outcome();
+    if (welcomed_) report_outcome(slot);
   }
 
-  void report_outcome() {
-    waiting_since_ = Clock::now();
-    const Current& c = *current_;
+  void report_outcome(Slot& slot) {
+    slot.waiting_since = Clock::now();
+    const Current& c = *slot.current;
     const JobOutcome& o = *c.outcome;
     if (o.succeeded) {
       send(MessageType::kResult, protocol::ResultOffer{c.assign.item, c.assign.attempt, o.size,
@@ -473,32 +665,32 @@ class Client::Impl {
     }
   }
 
-  void fail_current(const std::string& reason) {
-    current_->outcome = JobOutcome{};
-    current_->outcome->reason = reason;
-    if (welcomed_) report_outcome();
+  void fail(Slot& slot, const std::string& reason) {
+    slot.current->outcome = JobOutcome{};
+    slot.current->outcome->reason = reason;
+    if (welcomed_) report_outcome(slot);
   }
 
   void on_pull(const protocol::Pull& pull) {
-    if (!current_ || !current_->outcome || !current_->outcome->succeeded ||
-        pull.item != current_->assign.item) {
-      return;
-    }
-    const auto size = current_->outcome->size;
+    Slot* slot = slot_holding(pull.item);
+    if (!slot || !slot->current->outcome || !slot->current->outcome->succeeded) return;
+    const Current& c = *slot->current;
+    const auto size = c.outcome->size;
     if (pull.offset >= size || pull.length == 0 || pull.length > protocol::kMaxPayloadBytes) {
       throw ProtocolError("PULL refused: range outside the result");
     }
     auto length = std::min<std::uint64_t>(pull.length, size - pull.offset);
-    waiting_since_ = Clock::now();
+    slot->waiting_since = Clock::now();
     zmq::message_t payload(length);
-    read_at(current_->result, pull.offset, payload.data(), length);
+    read_at(c.result, pull.offset, payload.data(), length);
     uploaded_ += length;
-    send(MessageType::kUpload, protocol::Upload{pull.item, current_->assign.attempt, pull.offset},
+    send(MessageType::kUpload, protocol::Upload{pull.item, c.assign.attempt, pull.offset},
          std::move(payload));
   }
 
   void on_ack(const protocol::Ack& ack) {
-    if (!current_ || ack.item != current_->assign.item) return;
+    Slot* slot = slot_holding(ack.item);
+    if (!slot) return;
     if (ack.status == "stored") {
       ++completed_;
       log_->info("Item {} stored by the server", ack.item);
@@ -507,116 +699,86 @@ class Client::Impl {
     } else {
       log_->info("Item {}: {}", ack.item, ack.status);
     }
-    discard_current();
+    discard(*slot);
   }
 
   void on_cancel(const protocol::Cancel& cancel) {
-    if (!current_ || cancel.item != current_->assign.item) return;
+    Slot* slot = slot_holding(cancel.item);
+    if (!slot) return;
     log_->info("Server cancelled item {}: {}", cancel.item, cancel.reason);
-    if (job_) {
-      job_->cancel();  // the job thread ends soon; forward_job_progress() cleans up
+    if (slot->job) {
+      slot->job->cancel();  // the job thread ends soon; forward_job_progress() cleans up
       return;
     }
-    discard_current();
+    discard(*slot);
   }
 
   void on_error(const protocol::ErrorMessage& error) {
     log_->warn("Server reported an error: {}", error.message);
-    // The server refused what we sent about our result (a RESULT, an UPLOAD chunk): it will
-    // never acknowledge it. Letting go is safe: READY makes the server queue the item again.
-    if (current_ && current_->outcome && !job_) {
-      log_->warn("Giving up item {}; the server will hand it out again", current_->assign.item);
-      discard_current();
-      return;
+    // The server refused what we sent about a result (a RESULT, an UPLOAD chunk): it will never
+    // acknowledge it. Letting go is safe: READY makes the server queue the item again. A server
+    // that does not say which item it means refused the one outcome it knows of.
+    bool gave_up = false;
+    for (Slot& slot : slots_) {
+      if (!slot.current || !slot.current->outcome || slot.job) continue;
+      if (!error.item.empty() && slot.current->assign.item != error.item) continue;
+      log_->warn("Giving up item {}; the server will hand it out again", slot.current->assign.item);
+      discard(slot);
+      gave_up = true;
     }
+    if (gave_up) return;
     // A package the server no longer has cannot be fetched: give the item back.
-    if (current_ && current_->download && error.code == static_cast<int>(protocol::ErrorReply::kRefused)) {
-      std::string blob = current_->download->blob;
-      current_->download.reset();
-      cache_->abandon(blob);
-      fail_current("package could not be fetched: " + error.message);
+    // A server that does not say which archive it means refused the one being fetched.
+    if (error.code == static_cast<int>(protocol::ErrorReply::kRefused) &&
+        (!error.blob.empty() || error.item.empty())) {
+      give_up_downloads(error.blob, error.message);
     }
     if (error.fatal) connect();
   }
 
-  // A finished result outlives a restart of this client: its description sits next to the
-  // archive in outbox/ until the server acknowledges it.
-  void remember_result() {
-    const Current& c = *current_;
-    const JobOutcome& o = *c.outcome;
-    nlohmann::json record = {{"item", c.assign.item},         {"attempt", c.assign.attempt},
-                             {"version", c.assign.version},   {"type", c.assign.type},
-                             {"size", o.size},                {"sha256", o.sha256},
-                             {"duration", o.duration},        {"epochs", o.epochs},
-                             {"last_epoch", o.last_epoch}};
-    fs::path file = c.result;
-    file.replace_extension(".json");
-    fs::path tmp = file;
-    tmp += ".tmp";
-    std::ofstream(tmp) << record.dump();
-    std::error_code ec;
-    fs::rename(tmp, file, ec);
-    if (ec) log_->warn("Cannot keep {} for a restart: {}", file.string(), ec.message());
+  // Takes up a result this client (or an earlier run of it) finished but never got
+  // acknowledged, unless another slot holds it.
+  void take_up_kept_result(Slot& slot) {
+    std::set<std::string> held;
+    for (const Slot& other : slots_) {
+      if (other.current) held.insert(other.current->assign.item);
+    }
+    auto kept = outbox_->take_up(held);
+    if (!kept) return;
+    Current c;
+    c.assign.item = kept->item;
+    c.assign.attempt = kept->attempt;
+    c.assign.version = kept->version;
+    c.assign.type = kept->type;
+    c.result = kept->archive;
+    c.outcome = std::move(kept->outcome);
+    slot.current = std::move(c);
+    log_->info("Resuming the unacknowledged result of item {}{}", slot.current->assign.item, tag(slot));
   }
 
-  // Takes up a result a previous run of this client finished but never got acknowledged.
-  void resume_remembered_result() {
+  // The slot lets go of its item, then offers the next kept result or asks for work.
+  void discard(Slot& slot) {
+    if (!slot.current) return;
     std::error_code ec;
-    for (const auto& entry : fs::directory_iterator(options_.workdir / "outbox", ec)) {
-      if (entry.path().extension() != ".json") continue;
-      try {
-        auto record = nlohmann::json::parse(std::ifstream(entry.path()));
-        Current c;
-        c.assign.item = record.at("item").get<std::string>();
-        c.assign.attempt = record.at("attempt").get<int>();
-        c.assign.version = record.at("version").get<std::string>();
-        c.assign.type = record.at("type").get<std::string>();
-        c.result = entry.path();
-        c.result.replace_extension(".tar");
-        JobOutcome o;
-        o.succeeded = true;
-        o.size = record.at("size").get<std::uint64_t>();
-        o.sha256 = record.at("sha256").get<std::string>();
-        o.duration = record.at("duration").get<double>();
-        o.epochs = record.at("epochs").get<int>();
-        o.last_epoch = record.at("last_epoch").get<double>();
-        if (fs::file_size(c.result, ec) != o.size || ec) throw std::runtime_error("archive is missing or changed");
-        c.outcome = std::move(o);
-        current_ = std::move(c);
-        log_->info("Resuming the unacknowledged result of item {} from an earlier run", current_->assign.item);
-        return;
-      } catch (const std::exception& e) {
-        log_->warn("Dropping unusable outbox entry {}: {}", entry.path().string(), e.what());
-        fs::path archive = entry.path();
-        fs::remove(archive.replace_extension(".tar"), ec);
-        fs::remove(entry.path(), ec);
-      }
+    if (!slot.current->result.empty()) outbox_->discard(slot.current->result);
+    fs::remove(options_.workdir / "logs" / (slot.current->assign.item + ".log"), ec);
+    const std::string fetching = slot.current->fetching;
+    slot.current.reset();
+    const bool still_wanted = std::any_of(slots_.begin(), slots_.end(), [&](const Slot& other) {
+      return other.current && other.current->fetching == fetching;
+    });
+    if (!fetching.empty() && !still_wanted) {
+      downloads_.erase(fetching);
+      cache_->abandon(fetching);
     }
-  }
-
-  void discard_current() {
-    if (!current_) return;
-    std::error_code ec;
-    if (!current_->result.empty()) {
-      fs::remove(current_->result, ec);
-      fs::path record = current_->result;
-      fs::remove(record.replace_extension(".json"), ec);
-    }
-    fs::remove(options_.workdir / "logs" / (current_->assign.item + ".log"), ec);
-    if (current_->download) {
-      std::string blob = current_->download->blob;
-      current_->download.reset();
-      cache_->abandon(blob);
-    }
-    current_.reset();
-    cache_->set_in_use({});
-    resume_remembered_result();
+    mark_blobs_in_use();
+    take_up_kept_result(slot);
     if (!welcomed_) return;
-    if (current_) {
-      report_outcome();
-    } else {
-      waiting_since_ = Clock::now();
-      send(MessageType::kReady, protocol::Empty{});
+    if (slot.current) {
+      report_outcome(slot);
+    } else if (is_usable(slot)) {
+      slot.waiting_since = Clock::now();
+      send(MessageType::kReady, protocol::Ready{slot.index});
     }
   }
 
@@ -637,6 +799,7 @@ class Client::Impl {
   transport::CurveClientKeys curve_;
   std::optional<FileLock> lock_;
   std::optional<BlobCache> cache_;  // <workdir>/cache: package archives by SHA-256
+  std::optional<Outbox> outbox_;    // <workdir>/outbox: results until acknowledged
   int wake_fd_ = -1;
   std::shared_ptr<spdlog::logger> log_;
   zmq::context_t context_;
@@ -644,14 +807,14 @@ class Client::Impl {
   bool welcomed_ = false;
   Clock::time_point last_heard_{};
   Clock::time_point last_sent_{};
-  Clock::time_point waiting_since_{};  // last sign that what we wait for is coming
   std::chrono::milliseconds heartbeat_{1000};
   int liveness_ = 5;
   std::chrono::milliseconds reconnect_delay_{5000};
   std::uint32_t chunk_size_ = 1u << 20;
   int window_ = 8;
-  std::optional<Current> current_;
-  std::unique_ptr<JobRunner> job_;
+  int usable_slots_ = 1;  // the slots the server fills (WELCOME.slots)
+  std::vector<Slot> slots_;
+  std::map<std::string, Download> downloads_;  // by blob
   std::atomic<bool> stop_requested_{false};
   std::atomic<std::uint64_t> completed_{0};
   std::atomic<std::uint64_t> fetched_{0};
@@ -677,5 +840,7 @@ std::uint64_t Client::completed_items() const noexcept { return impl_->completed
 std::uint64_t Client::payload_bytes_fetched() const noexcept { return impl_->fetched(); }
 std::uint64_t Client::result_bytes_sent() const noexcept { return impl_->uploaded(); }
 std::string Client::public_key() const { return impl_->public_key(); }
+int Client::slots() const noexcept { return impl_->slot_count(); }
+std::vector<std::string> Client::gpus() const { return impl_->gpus(); }
 
 }  // namespace conductor

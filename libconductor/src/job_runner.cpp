@@ -81,10 +81,15 @@ JobOutcome JobRunner::run_commands() {
   ProcessOptions options;
   options.working_directory = spec_.work_dir;
   options.environment = {{"CONDUCTOR_TYPE", spec_.processing_unit}};
+  options.environment.insert(options.environment.end(), spec_.environment.begin(),
+                             spec_.environment.end());
   options.should_stop = [&] { return is_cancelled() || monitor.is_aborted(); };
   options.on_line = [&](std::string_view line) {
     console << line << '\n';
-    if (spec_.echo_output) std::fprintf(stdout, "%.*s\n", static_cast<int>(line.size()), line.data());
+    if (spec_.echo_output) {
+      std::fprintf(stdout, "%s%.*s\n", spec_.echo_prefix.c_str(), static_cast<int>(line.size()),
+                   line.data());
+    }
     monitor.observe(line);
     {
       std::lock_guard lock(mutex_);

@@ -14,6 +14,7 @@
 #include <optional>
 #include <string>
 #include <thread>
+#include <utility>
 #include <vector>
 
 #include "conductor/version.hpp"
@@ -32,8 +33,11 @@ struct JobSpec {
   std::filesystem::path console_log;  // where every output line is kept
   std::filesystem::path result;       // the result archive to write
   std::string processing_unit;        // CONDUCTOR_TYPE for the commands
+  // Further variables for the commands: the slot's CUDA_VISIBLE_DEVICES and CONDUCTOR_SLOT.
+  std::vector<std::pair<std::string, std::string>> environment;
   std::chrono::milliseconds timeout{0};
   bool echo_output = true;            // also print the commands' lines on stdout
+  std::string echo_prefix;            // put before each echoed line ("[slot 1] ")
 };
 
 struct JobOutcome {

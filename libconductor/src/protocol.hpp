@@ -82,17 +82,33 @@ struct Empty {
   void msgpack_unpack(const msgpack::object&) {}
 };
 
+// Slots a client may run at once; HELLO.slots above this are cut to it.
+inline constexpr int kMaxSlots = 64;
+
+// An item a client still works on or holds an unacknowledged result of, and its slot.
+struct RunningItem {
+  std::string item;
+  std::string version;
+  int attempt = 0;
+  std::string type;  // "training" | "prediction"
+  int slot = 0;
+  MSGPACK_DEFINE_MAP(item, version, attempt, type, slot)
+};
+
 struct Hello {
   int protocol = kMajorVersion;
   std::string client_id;     // persistent per client installation; identifies it across reconnects
   std::string host, os, type, version;
-  // The item the client still works on or holds an unacknowledged result of; empty if none.
+  // The first of `running` (lowest slot), for servers that predate slots; empty if none.
   std::string running_item;
   std::string running_version;
   int running_attempt = 0;
   std::string running_type;  // "training" | "prediction"
+  int slots = 1;                     // items the client runs at once
+  std::vector<std::string> gpus;     // slot i runs on gpus[i]; empty on a CPU client
+  std::vector<RunningItem> running;  // every item it holds; empty from a client before slots
   MSGPACK_DEFINE_MAP(protocol, client_id, host, os, type, version, running_item, running_version,
-                     running_attempt, running_type)
+                     running_attempt, running_type, slots, gpus, running)
 };
 
 struct Welcome {
@@ -101,7 +117,14 @@ struct Welcome {
   int liveness = 5;
   std::uint32_t chunk_size = 1u << 20;
   int window = 8;
-  MSGPACK_DEFINE_MAP(session, heartbeat_ms, liveness, chunk_size, window)
+  int slots = 0;  // the slots the server fills for this client; 0: a server that predates slots
+  MSGPACK_DEFINE_MAP(session, heartbeat_ms, liveness, chunk_size, window, slots)
+};
+
+// A free slot asks for work.
+struct Ready {
+  int slot = 0;
+  MSGPACK_DEFINE_MAP(slot)
 };
 
 struct WireCommand {
@@ -124,8 +147,9 @@ struct Assign {
   // predictiondata.csv); empty when there is none.
   std::string inputs;
   std::uint64_t inputs_size = 0;
+  int slot = 0;  // the client's slot that runs it (the slot whose READY it answers)
   MSGPACK_DEFINE_MAP(item, attempt, type, version, commands, blob, blob_size, model_pattern,
-                     timeout_ms, inputs, inputs_size)
+                     timeout_ms, inputs, inputs_size, slot)
 };
 
 struct Fetch {
@@ -203,7 +227,19 @@ struct ErrorMessage {
   int code = 0;
   std::string message;
   bool fatal = false;
-  MSGPACK_DEFINE_MAP(code, message, fatal)
+  // What the refused message was about, when it named an item (RESULT, UPLOAD, FAILED) or an
+  // archive (FETCH): a client with several slots gives up only that one.
+  std::string item;
+  std::string blob;
+  MSGPACK_DEFINE_MAP(code, message, fatal, item, blob)
+};
+
+// The item and archive a message names, whatever its type (fields it lacks stay empty): what
+// an ERROR about it repeats.
+struct Subject {
+  std::string item;
+  std::string blob;
+  MSGPACK_DEFINE_MAP(item, blob)
 };
 
 // An operator command (docs/protocol.md lists commands, arguments and reply bodies).

@@ -191,15 +191,21 @@ void Server::Impl::handle(transport::Received& received) {
   if (zap_ && (!zap_->is_allowed(key) || (peer && peer->key != key))) {
     reply(routing, MessageType::kError,
           protocol::ErrorMessage{static_cast<int>(protocol::ErrorReply::kRefused),
-                                 "refused: this client's key is not authorized", true});
+                                 "refused: this client's key is not authorized", true, "", ""});
     return;
   }
+  protocol::Subject subject;  // repeated in an ERROR, so a client knows which slot it concerns
   try {
     if (received.oversized) {
       throw ProtocolError("message refused: more than " +
                           std::to_string(protocol::kMaxFrames) + " frames");
     }
     auto message = protocol::decode(frames, 1);
+    try {
+      subject = message.as<protocol::Subject>();
+    } catch (const ProtocolError&) {
+      // A header whose item is not a string is refused below all the same.
+    }
     if (message.type() == MessageType::kHello) {
       on_hello(routing, key, message.as<protocol::Hello>());
       return;
@@ -222,7 +228,7 @@ void Server::Impl::handle(transport::Received& received) {
     }
     switch (message.type()) {
       case MessageType::kHeartbeat: send(*peer, MessageType::kHeartbeat, protocol::Empty{}); break;
-      case MessageType::kReady: on_ready(*peer); break;
+      case MessageType::kReady: on_ready(*peer, message.as<protocol::Ready>()); break;
       case MessageType::kFetch: on_fetch(*peer, message.as<protocol::Fetch>()); break;
       case MessageType::kProgress: on_progress(*peer, message.as<protocol::Progress>()); break;
       case MessageType::kResult: on_result(*peer, message.as<protocol::ResultOffer>()); break;
@@ -237,12 +243,14 @@ void Server::Impl::handle(transport::Received& received) {
     std::string who = peer ? peer->host + " (" + peer->id + ")" : "an unidentified peer";
     warn("Refused a message from " + who + ": " + e.what());
     reply(routing, MessageType::kError,
-          protocol::ErrorMessage{static_cast<int>(protocol::ErrorReply::kMalformed), e.what(), false});
+          protocol::ErrorMessage{static_cast<int>(protocol::ErrorReply::kMalformed), e.what(),
+                                 false, subject.item, subject.blob});
   } catch (const std::exception& e) {
     // Anything else is our own failure to serve this one message; the loop goes on.
     error(std::string("Failed to handle a message: ") + e.what());
     reply(routing, MessageType::kError,
-          protocol::ErrorMessage{static_cast<int>(protocol::ErrorReply::kRefused), e.what(), false});
+          protocol::ErrorMessage{static_cast<int>(protocol::ErrorReply::kRefused), e.what(), false,
+                                 subject.item, subject.blob});
   }
 }
 
@@ -269,8 +277,13 @@ void Server::Impl::on_hello(const std::string& routing, const std::string& key,
   peer.os = hello.os.substr(0, 64);
   peer.type = hello.type.substr(0, 16);
   peer.version = hello.version.substr(0, 64);
+  peer.slots = std::clamp(hello.slots, 1, protocol::kMaxSlots);
+  peer.gpus.clear();
+  for (std::size_t i = 0; i < hello.gpus.size() && i < static_cast<std::size_t>(peer.slots); ++i) {
+    peer.gpus.push_back(hello.gpus[i].substr(0, 64));
+  }
   peer.last_seen = SteadyClock::now();
-  peer.waiting = false;
+  peer.waiting.clear();
   if (is_new) peer.order = next_order_++;
   by_routing_[routing] = peer.id;
 
@@ -280,63 +293,80 @@ void Server::Impl::on_hello(const std::string& routing, const std::string& key,
   welcome.liveness = options_.liveness;
   welcome.chunk_size = kChunkSize;
   welcome.window = kWindow;
+  welcome.slots = peer.slots;
   send(peer, MessageType::kWelcome, welcome);
   log(std::string(is_new ? "Client connected: " : "Client reconnected: ") + describe(peer));
   reattach(peer, hello);
 }
 
 void Server::Impl::reattach(Peer& peer, const protocol::Hello& hello) {
-  const ActiveItem* held = scheduler_.active_for_client(peer.id);
-  if (held && held->item.id != hello.running_item) {
+  std::vector<protocol::RunningItem> running = hello.running;
+  if (running.empty() && !hello.running_item.empty()) {
+    // A client that predates slots names its one item in the running_* fields.
+    running.push_back({hello.running_item, hello.running_version, hello.running_attempt,
+                       hello.running_type, 0});
+  }
+  std::set<std::string> named;
+  for (const auto& entry : running) named.insert(entry.item);
+  for (const ActiveItem* held : scheduler_.held_by(peer.id)) {
+    if (named.contains(held->item.id)) continue;
     std::string id = held->item.id;
-    scheduler_.release_client(peer.id);
+    scheduler_.release(id, peer.id);
     warn("Client " + peer.host + " no longer runs item " + id + "; queued again");
   }
-  if (hello.running_item.empty()) return;
-  auto now = SteadyClock::now();
-  if (scheduler_.reattach(hello.running_item, peer.id, now)) {
-    log("Client " + peer.host + " resumed item " + hello.running_item);
+  const auto now = SteadyClock::now();
+  for (const auto& entry : running) reattach_one(peer, entry, now);
+}
+
+void Server::Impl::reattach_one(Peer& peer, const protocol::RunningItem& running, TimePoint now) {
+  if (running.item.empty()) return;
+  const bool valid_slot = running.slot >= 0 && running.slot < peer.slots;
+  if (valid_slot && scheduler_.reattach(running.item, peer.id, now, running.slot)) {
+    log("Client " + peer.host + " resumed item " + running.item);
     return;
   }
-  if (!scheduler_.is_known(hello.running_item) && is_valid_item_id(hello.running_item) &&
-      adopt(peer, hello, now)) {
+  if (valid_slot && !scheduler_.is_known(running.item) && is_valid_item_id(running.item) &&
+      adopt(peer, running, now)) {
     return;
   }
   send(peer, MessageType::kCancel,
-       protocol::Cancel{hello.running_item, "the item was handed to another client or finished"});
+       protocol::Cancel{running.item, "the item was handed to another client or finished"});
 }
 
-bool Server::Impl::adopt(Peer& peer, const protocol::Hello& hello, TimePoint now) {
+bool Server::Impl::adopt(Peer& peer, const protocol::RunningItem& running, TimePoint now) {
   // Prediction requests do not survive a restart; only training work is taken over.
-  if (hello.running_type != "training") return false;
-  if (!versions_.contains(hello.running_version)) return false;
-  if (store_.has_model(hello.running_version, hello.running_item)) return false;
+  if (running.type != "training") return false;
+  if (!versions_.contains(running.version)) return false;
+  if (store_.has_model(running.version, running.item)) return false;
+  if (scheduler_.active_in_slot(peer.id, running.slot)) return false;
   for (const auto& queued : scheduler_.queue()) {
-    if (queued.type == WorkType::kTraining && queued.version == hello.running_version) {
+    if (queued.type == WorkType::kTraining && queued.version == running.version) {
       std::string replaced = queued.id;
       scheduler_.complete(replaced);
-      scheduler_.enqueue(WorkItem{hello.running_item, WorkType::kTraining, hello.running_version,
-                                  hello.running_attempt});
-      scheduler_.reattach(hello.running_item, peer.id, now);
-      log("Client " + peer.host + " resumed item " + hello.running_item + " of " +
-          hello.running_version + " from before a restart");
+      scheduler_.enqueue(WorkItem{running.item, WorkType::kTraining, running.version, running.attempt});
+      scheduler_.reattach(running.item, peer.id, now, running.slot);
+      log("Client " + peer.host + " resumed item " + running.item + " of " + running.version +
+          " from before a restart");
       return true;
     }
   }
   return false;
 }
 
-void Server::Impl::on_ready(Peer& peer) {
-  // READY while holding an item means its ASSIGN was lost or crossed this READY: the same
-  // ASSIGN again is safe (a client that has the item ignores it). A client that really lost
-  // its item says so in HELLO, which releases it.
-  if (const ActiveItem* held = scheduler_.active_for_client(peer.id)) {
+void Server::Impl::on_ready(Peer& peer, const protocol::Ready& ready) {
+  if (ready.slot < 0 || ready.slot >= peer.slots) {
+    throw ProtocolError("READY refused: slot " + std::to_string(ready.slot) + " is not one of the " +
+                        std::to_string(peer.slots) + " slot(s) this client announced");
+  }
+  // READY from a slot that holds an item means its ASSIGN was lost or crossed this READY: the
+  // same ASSIGN again is safe (a client that has the item ignores it). A client that really
+  // lost its item says so in HELLO, which releases it.
+  if (const ActiveItem* held = scheduler_.active_in_slot(peer.id, ready.slot)) {
     WorkItem item = held->item;
-    hand_out(peer, item, Handout::kRepeat);
+    hand_out(peer, item, ready.slot, Handout::kRepeat);
     return;
   }
-  peer.waiting = true;
-  peer.epoch = peer.total_epochs = 0;
+  peer.waiting.insert(ready.slot);
 }
 
 void Server::Impl::on_fetch(Peer& peer, const protocol::Fetch& fetch) {
@@ -350,7 +380,8 @@ void Server::Impl::on_fetch(Peer& peer, const protocol::Fetch& fetch) {
       fetch.offset >= blob->size) {
     send(peer, MessageType::kError,
          protocol::ErrorMessage{static_cast<int>(protocol::ErrorReply::kRefused),
-                                "FETCH refused: unknown blob or range outside it", false});
+                                "FETCH refused: unknown blob or range outside it", false, "",
+                                fetch.blob});
     return;
   }
   auto length = std::min<std::uint64_t>(fetch.length, blob->size - fetch.offset);
@@ -360,10 +391,14 @@ void Server::Impl::on_fetch(Peer& peer, const protocol::Fetch& fetch) {
 }
 
 void Server::Impl::on_progress(Peer& peer, const protocol::Progress& progress) {
-  const ActiveItem* held = scheduler_.active_for_client(peer.id);
-  if (!held || held->item.id != progress.item) return;  // stale: the item moved on
-  peer.epoch = progress.epoch;
-  peer.total_epochs = progress.total_epochs;
+  auto active = scheduler_.active().find(progress.item);
+  if (active == scheduler_.active().end() || active->second.client_id != peer.id) return;  // stale
+  // Epochs of items this client no longer holds are forgotten here, where new ones arrive.
+  std::erase_if(peer.epochs, [&](const auto& entry) {
+    auto held = scheduler_.active().find(entry.first);
+    return held == scheduler_.active().end() || held->second.client_id != peer.id;
+  });
+  peer.epochs[progress.item] = Epoch{progress.epoch, progress.total_epochs};
   receiver_->append_live_log(progress.item, progress.lines);
 }
 
@@ -490,13 +525,15 @@ void Server::Impl::finish_result(Peer& peer, const ResultReceiver::Finished& don
 
 void Server::Impl::on_failed(Peer& peer, const protocol::Failed& failed) {
   if (!is_valid_item_id(failed.item)) throw ProtocolError("FAILED refused: malformed item id");
-  const ActiveItem* held = scheduler_.active_for_client(peer.id);
-  if (held && held->item.id == failed.item && is_prediction(held->item)) {
-    WorkItem item = held->item;
+  auto active = scheduler_.active().find(failed.item);
+  const bool held = active != scheduler_.active().end() && active->second.client_id == peer.id;
+  if (held && is_prediction(active->second.item)) {
+    WorkItem item = active->second.item;
     scheduler_.complete(item.id);
     record_prediction(item, std::nullopt, failed.reason);
-  } else if (held && held->item.id == failed.item) {
-    record_failure(peer, held->item, failed.attempt, failed.reason, failed.log);
+  } else if (held) {
+    WorkItem item = active->second.item;
+    record_failure(peer, item, failed.attempt, failed.reason, failed.log);
   }
   send(peer, MessageType::kAck, protocol::Ack{failed.item, failed.attempt, "failure-recorded", ""});
 }
@@ -519,32 +556,50 @@ void Server::Impl::record_failure(Peer& peer, const WorkItem& item, int attempt,
 
 void Server::Impl::dispatch(TimePoint now) {
   if (scheduler_.queued_count() == 0) return;
-  std::vector<Peer*> connected;
-  for (auto& [id, peer] : peers_) connected.push_back(&peer);
-  std::sort(connected.begin(), connected.end(),
-            [](const Peer* a, const Peer* b) { return a->order < b->order; });
-  // The first clients in connection order are the reserve: prediction items only.
-  const ReservePolicy reserve(config_.reserve_nodes);
-  const std::size_t reserved = reserve.reserved_count(connected.size());
-  if (std::none_of(connected.begin(), connected.end(), [](const Peer* p) { return p->waiting; })) return;
+  // Each client takes what its processing unit can run; the first clients in connection order
+  // are the reserve, all of whose slots take prediction items only.
+  const auto clients = placement_clients();
+  if (std::none_of(clients.begin(), clients.end(), [](const ClientSlots& c) { return c.waiting > 0; })) {
+    return;
+  }
   // Items of a version still being packed wait; the others go out meanwhile.
   const std::set<std::string> packaged = packaged_queued_versions();
-  const auto is_packaged = [&](const WorkItem& item) { return packaged.contains(item.version); };
-  const auto only_predictions = [&](const WorkItem& item) {
-    return item.type == WorkType::kPrediction && is_packaged(item);
-  };
-  for (std::size_t i = 0; i < connected.size() && scheduler_.queued_count() > 0; ++i) {
-    Peer* peer = connected[i];
-    if (!peer->waiting) continue;
-    auto item = i < reserved ? scheduler_.assign(peer->id, now, only_predictions)
-                             : scheduler_.assign(peer->id, now, is_packaged);
-    if (!item) continue;
-    if (!hand_out(*peer, *item)) continue;
-    peer->waiting = false;
+  std::vector<FreeSlots> free;
+  for (const ClientSlots& client : clients) {
+    const Peer& peer = peers_.at(client.id);
+    if (peer.waiting.empty()) continue;
+    free.push_back({client.id, std::vector<int>(peer.waiting.begin(), peer.waiting.end()),
+                    [this, client, &packaged](const WorkItem& item) {
+                      return packaged.contains(item.version) &&
+                             may_take(client, item, requirement_of(item));
+                    }});
+  }
+  for (const auto& assignment : scheduler_.fill(free, now)) {
+    Peer& peer = peers_.at(assignment.client_id);
+    if (hand_out(peer, assignment.item, assignment.slot)) peer.waiting.erase(assignment.slot);
   }
 }
 
-bool Server::Impl::hand_out(Peer& peer, const WorkItem& item, Handout handout) {
+std::vector<ClientSlots> Server::Impl::placement_clients() const {
+  std::vector<const Peer*> ordered;
+  for (const auto& [id, peer] : peers_) ordered.push_back(&peer);
+  std::sort(ordered.begin(), ordered.end(), [](auto* a, auto* b) { return a->order < b->order; });
+  const std::size_t reserved = ReservePolicy(config_.reserve_nodes).reserved_count(ordered.size());
+  std::vector<ClientSlots> clients;
+  for (std::size_t i = 0; i < ordered.size(); ++i) {
+    const Peer& peer = *ordered[i];
+    clients.push_back({peer.id, peer.host, peer.type, peer.gpus, peer.slots,
+                       static_cast<int>(peer.waiting.size()), i < reserved});
+  }
+  return clients;
+}
+
+Requirement Server::Impl::requirement_of(const WorkItem& item) const {
+  auto version = versions_.find(item.version);
+  return version == versions_.end() ? Requirement::kAny : version->second.version.requirement;
+}
+
+bool Server::Impl::hand_out(Peer& peer, const WorkItem& item, int slot, Handout handout) {
   auto entry = versions_.find(item.version);
   if (entry == versions_.end()) {
     withdraw(item, "its version was removed");
@@ -555,7 +610,7 @@ bool Server::Impl::hand_out(Peer& peer, const WorkItem& item, Handout handout) {
   if (!blob) {
     // Packing (or unpackable since dispatch looked): a first hand-out goes back to the front of
     // the queue; a repeat waits for the client's next READY.
-    if (handout == Handout::kFirst) scheduler_.release_client(peer.id);
+    if (handout == Handout::kFirst) scheduler_.release(item.id, peer.id);
     return false;
   }
   protocol::Assign assign;
@@ -576,12 +631,15 @@ bool Server::Impl::hand_out(Peer& peer, const WorkItem& item, Handout handout) {
   auto timeout = item.type == WorkType::kTraining ? options_.training_timeout
                                                   : options_.prediction_timeout;
   assign.timeout_ms = timeout.count();
+  assign.slot = slot;
   send(peer, MessageType::kAssign, assign);
+  // "slot n" only for clients that run several items, so one-slot logs read as before.
+  const std::string where = peer.host + (peer.slots > 1 ? " slot " + std::to_string(slot) : "");
   if (handout == Handout::kRepeat) {
-    log("Item " + item.id + " of " + version.name + " sent again to " + peer.host);
+    log("Item " + item.id + " of " + version.name + " sent again to " + where);
   } else {
     log("Item " + item.id + " of " + version.name + " (attempt " + std::to_string(item.attempt) +
-        ") handed to " + peer.host);
+        ") handed to " + where);
   }
   return true;
 }
@@ -759,7 +817,13 @@ Server::Impl::Peer* Server::Impl::find_by_routing(const std::string& routing) {
 }
 
 std::string Server::Impl::describe(const Peer& peer) {
-  return peer.host + " (" + peer.id + ", " + peer.os + "/" + peer.type + "/" + peer.version + ")";
+  std::string slots = peer.slots > 1 ? ", " + std::to_string(peer.slots) + " slots" : "";
+  if (!peer.gpus.empty()) {
+    slots += ", GPUs";
+    for (std::size_t i = 0; i < peer.gpus.size(); ++i) slots += (i ? "," : " ") + peer.gpus[i];
+  }
+  return peer.host + " (" + peer.id + ", " + peer.os + "/" + peer.type + "/" + peer.version + slots +
+         ")";
 }
 
 void Server::Impl::publish_status() {
@@ -799,6 +863,12 @@ void Server::set_reserve(double fraction) {
 }
 void Server::set_target(const std::string& version, int target_models) {
   impl_->call([&] { impl_->set_target(version, target_models); });
+}
+void Server::set_requirement(const std::string& version, Requirement requirement) {
+  impl_->call([&] { impl_->set_requirement(version, requirement); });
+}
+Explanation Server::explain(const std::string& item_id) const {
+  return impl_->call([&] { return impl_->explain(item_id); });
 }
 void Server::add_version(const fs::path& folder, const std::string& name) {
   impl_->call([&] { impl_->add_version(folder, name, false); });

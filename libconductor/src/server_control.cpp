@@ -150,6 +150,15 @@ std::string Server::Impl::execute(const std::string& command,
     set_target(version, to_count(required(args, "target"), "target"));
     return json{{"version", version}, {"target", versions_.at(version).version.target_models}}.dump();
   }
+  if (command == "set-requirement") {
+    const auto& version = required(args, "version");
+    const auto& text = required(args, "requires");
+    auto requirement = parse_requirement(text);
+    if (!requirement) throw argument_error("requirement '" + text + "' refused: must be cpu, gpu or any");
+    set_requirement(version, *requirement);
+    return json{{"version", version}, {"requires", to_string(*requirement)}}.dump();
+  }
+  if (command == "explain") return explain_json(required(args, "item"));
   if (command == "add-version") {
     fs::path folder = required(args, "folder");
     add_version(folder, optional_arg(args, "name"), false);
@@ -181,8 +190,8 @@ std::string Server::Impl::execute(const std::string& command,
     return ensemble_json(*result).dump();
   }
   throw argument_error("command '" + command + "' refused: unknown (known: status, models, " +
-                       "set-reserve, set-target, add-version, remove-version, select, predict, " +
-                       "prediction)");
+                       "explain, set-reserve, set-target, set-requirement, add-version, " +
+                       "remove-version, select, predict, prediction)");
 }
 
 // ---- views -------------------------------------------------------------------------------
@@ -190,36 +199,43 @@ std::string Server::Impl::execute(const std::string& command,
 std::string Server::Impl::status_json() const {
   const auto now = SteadyClock::now();
   auto seconds = [&](TimePoint since) { return std::chrono::duration<double>(now - since).count(); };
-  std::vector<const Peer*> ordered;
-  for (const auto& [id, peer] : peers_) ordered.push_back(&peer);
-  std::sort(ordered.begin(), ordered.end(), [](auto* a, auto* b) { return a->order < b->order; });
-  const std::size_t reserved = ReservePolicy(config_.reserve_nodes).reserved_count(ordered.size());
   json clients = json::array();
-  for (std::size_t i = 0; i < ordered.size(); ++i) {
-    const Peer& peer = *ordered[i];
-    const ActiveItem* held = scheduler_.active_for_client(peer.id);
+  for (const ClientSlots& slots : placement_clients()) {
+    const Peer& peer = peers_.at(slots.id);
+    const auto held = scheduler_.held_by(peer.id);
+    json items = json::array();
+    for (const ActiveItem* active : held) {
+      auto epoch = peer.epochs.find(active->item.id);
+      const Epoch progress = epoch == peer.epochs.end() ? Epoch{} : epoch->second;
+      items.push_back({{"item", active->item.id}, {"item_type", to_string(active->item.type)},
+                       {"item_version", active->item.version}, {"slot", active->slot},
+                       {"epoch", progress.epoch}, {"total_epochs", progress.total}});
+    }
     json client = {{"id", peer.id},         {"host", peer.host},    {"os", peer.os},
                    {"type", peer.type},     {"version", peer.version},
-                   {"reserved", i < reserved},
-                   {"state", held ? "working" : peer.waiting ? "idle" : "busy"},
-                   {"epoch", held ? peer.epoch : 0}, {"total_epochs", held ? peer.total_epochs : 0}};
-    if (held) {
-      client["item"] = held->item.id;
-      client["item_type"] = to_string(held->item.type);
-      client["item_version"] = held->item.version;
+                   {"reserved", slots.reserved},
+                   {"state", !held.empty() ? "working" : !peer.waiting.empty() ? "idle" : "busy"},
+                   {"slots", peer.slots},   {"gpus", peer.gpus},
+                   {"busy_slots", held.size()}, {"waiting_slots", peer.waiting.size()},
+                   {"items", items},        {"epoch", 0}, {"total_epochs", 0}};
+    if (!held.empty()) {
+      // The first item also in the flat fields that readers of one-slot clients know.
+      for (const char* key : {"item", "item_type", "item_version", "epoch", "total_epochs"}) {
+        client[key] = items[0][key];
+      }
     }
     clients.push_back(client);
   }
   json queued = json::array();
   for (const auto& item : scheduler_.queue()) {
     queued.push_back({{"id", item.id}, {"type", to_string(item.type)}, {"version", item.version},
-                      {"attempt", item.attempt}});
+                      {"attempt", item.attempt}, {"requires", to_string(requirement_of(item))}});
   }
   json active = json::array();
   for (const auto& [id, entry] : scheduler_.active()) {
     auto host = peers_.contains(entry.client_id) ? peers_.at(entry.client_id).host : entry.client_id;
     active.push_back({{"id", id}, {"type", to_string(entry.item.type)}, {"version", entry.item.version},
-                      {"attempt", entry.item.attempt}, {"client", host},
+                      {"attempt", entry.item.attempt}, {"client", host}, {"slot", entry.slot},
                       {"running_seconds", seconds(entry.started)}});
   }
   json versions = json::array();
@@ -232,13 +248,50 @@ std::string Server::Impl::status_json() const {
                         {"target", entry.version.target_models},
                         {"stored", stored == stored_.end() ? 0 : stored->second},
                         {"queued", scheduler_.queued_count(name)},
-                        {"active", scheduler_.active_count(name)}});
+                        {"active", scheduler_.active_count(name)},
+                        {"requires", to_string(entry.version.requirement)}});
   }
   return json{{"clients", clients},   {"queued", queued},
               {"active", active},     {"versions", versions},
               {"reserve_nodes", config_.reserve_nodes},
               {"current_version", current},
               {"pending_predictions", predictions_.size()}}
+      .dump();
+}
+
+Explanation Server::Impl::explain(const std::string& item_prefix, WorkItem* item) const {
+  if (item_prefix.empty()) throw argument_error("argument 'item' is required");
+  // A full id, or its first characters as `conductorctl status` prints them.
+  std::vector<WorkItem> matches;
+  auto consider = [&](const WorkItem& candidate) {
+    if (candidate.id.starts_with(item_prefix)) matches.push_back(candidate);
+  };
+  for (const auto& queued : scheduler_.queue()) consider(queued);
+  for (const auto& [id, active] : scheduler_.active()) consider(active.item);
+  auto exact = std::find_if(matches.begin(), matches.end(),
+                            [&](const WorkItem& match) { return match.id == item_prefix; });
+  if (exact != matches.end()) matches = {*exact};
+  if (matches.empty()) {
+    throw argument_error("item '" + item_prefix + "' is not known: it is neither queued nor " +
+                         "running (finished, dropped, or never handed out)");
+  }
+  if (matches.size() > 1) {
+    throw argument_error("item '" + item_prefix + "' is ambiguous: " +
+                         std::to_string(matches.size()) + " items start with it");
+  }
+  PlacementView view{scheduler_, placement_clients(),
+                     [this](const WorkItem& queued) { return requirement_of(queued); },
+                     config_.reserve_nodes, SteadyClock::now(), std::chrono::system_clock::now()};
+  if (item) *item = matches.front();
+  return *explain_item(matches.front().id, view);
+}
+
+std::string Server::Impl::explain_json(const std::string& item_prefix) const {
+  WorkItem item;
+  Explanation explanation = explain(item_prefix, &item);
+  return json{{"item", item.id},         {"type", to_string(item.type)},
+              {"version", item.version}, {"attempt", item.attempt},
+              {"state", explanation.state}, {"reason", explanation.text}}
       .dump();
 }
 
@@ -294,26 +347,38 @@ void Server::Impl::set_reserve(double fraction) {
   log("Reserve nodes set to " + std::to_string(fraction));
 }
 
-void Server::Impl::set_target(const std::string& name, int target) {
+void Server::Impl::update_version(const std::string& name,
+                                  const std::function<void(Version&)>& change) {
   auto entry = versions_.find(name);
   if (entry == versions_.end()) throw argument_error("version '" + name + "' is not known");
-  if (target < 0) throw argument_error("target " + std::to_string(target) + " refused: must be >= 0");
   if (entry->second.is_local) {
     fs::path file = entry->second.folder / "version.xml";
     Version version = load_version_file(file);
-    version.target_models = target;
+    change(version);
     version.last_updated = format_timestamp(std::chrono::system_clock::now());
     save_version_file(version, file);
   } else {
     for (auto& version : config_.versions) {
-      if (version.name == name) version.target_models = target;
+      if (version.name == name) change(version);
     }
     if (config_.current_version && config_.current_version->name == name) {
-      config_.current_version->target_models = target;
+      change(*config_.current_version);
     }
     save_config();
   }
-  entry->second.version.target_models = target;
+  change(entry->second.version);
+}
+
+void Server::Impl::set_requirement(const std::string& name, Requirement requirement) {
+  update_version(name, [&](Version& version) { version.requirement = requirement; });
+  log("Version " + name + " now runs on " +
+      (requirement == Requirement::kAny ? std::string("any client")
+                                        : std::string(to_string(requirement)) + " clients only"));
+}
+
+void Server::Impl::set_target(const std::string& name, int target) {
+  if (target < 0) throw argument_error("target " + std::to_string(target) + " refused: must be >= 0");
+  update_version(name, [&](Version& version) { version.target_models = target; });
   // Lowering a target takes back the queued work beyond it at once, newest first (older items
   // may be a reconnecting client's work); raising it queues more.
   auto is_training = [&](const WorkItem& item) {

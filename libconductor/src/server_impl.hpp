@@ -23,6 +23,7 @@
 #include "conductor/asset_store.hpp"
 #include "conductor/config.hpp"
 #include "conductor/ensemble.hpp"
+#include "conductor/placement.hpp"
 #include "conductor/scheduler.hpp"
 #include "conductor/server.hpp"
 #include "background_worker.hpp"
@@ -95,6 +96,8 @@ class Server::Impl {
   std::string execute(const std::string& command, const std::map<std::string, std::string>& args);
   void set_reserve(double fraction);
   void set_target(const std::string& version, int target);
+  void set_requirement(const std::string& version, Requirement requirement);
+  Explanation explain(const std::string& item_prefix, WorkItem* item = nullptr) const;
   void add_version(const fs::path& folder, std::string name, bool move_folder);
   void remove_version(const std::string& version);
   void select_version(const std::string& version);
@@ -102,16 +105,21 @@ class Server::Impl {
   std::optional<EnsembleResult> prediction(const std::string& request_id) const;
 
  private:
+  struct Epoch {
+    int epoch = 0;
+    int total = 0;
+  };
   struct Peer {
     std::string id;
     std::string routing;
     std::string host, os, type, version;
-    std::uint64_t order = 0;  // connection order, for the reserve-node rule
+    int slots = 1;                  // items it runs at once
+    std::vector<std::string> gpus;  // slot i runs on gpus[i]
+    std::uint64_t order = 0;        // connection order, for the reserve-node rule
     TimePoint last_seen;
-    bool waiting = false;     // sent READY and has no item yet
-    int epoch = 0;
-    int total_epochs = 0;
-    std::string key;          // CURVE public key it connected with; empty without CURVE
+    std::set<int> waiting;          // free slots that sent READY and have no item yet
+    std::map<std::string, Epoch> epochs;  // of its running items, by item id
+    std::string key;                // CURVE public key it connected with; empty without CURVE
   };
 
   // A prediction request in flight.
@@ -131,13 +139,14 @@ class Server::Impl {
   void handle(transport::Received& received);
   void on_hello(const std::string& routing, const std::string& key, const protocol::Hello& hello);
 
-  // A client that comes back keeps the item it is still working on, if nobody else got it.
+  // A client that comes back keeps the items it is still working on, if nobody else got them.
   void reattach(Peer& peer, const protocol::Hello& hello);
+  void reattach_one(Peer& peer, const protocol::RunningItem& running, TimePoint now);
 
   // After a server restart the queue holds new ids. An item a client still runs for a version
   // that needs models takes the place of one queued item, so no work is lost or doubled.
-  bool adopt(Peer& peer, const protocol::Hello& hello, TimePoint now);
-  void on_ready(Peer& peer);
+  bool adopt(Peer& peer, const protocol::RunningItem& running, TimePoint now);
+  void on_ready(Peer& peer, const protocol::Ready& ready);
   void on_fetch(Peer& peer, const protocol::Fetch& fetch);
   void on_progress(Peer& peer, const protocol::Progress& progress);
   void on_result(Peer& peer, const protocol::ResultOffer& offer);
@@ -153,12 +162,15 @@ class Server::Impl {
 
   void dispatch(TimePoint now);
   enum class Handout { kFirst, kRepeat };
-  bool hand_out(Peer& peer, const WorkItem& item, Handout handout = Handout::kFirst);
+  bool hand_out(Peer& peer, const WorkItem& item, int slot, Handout handout = Handout::kFirst);
   // The current pack of a version: nullptr while it is packed in the background, or when it
   // cannot be packed (then its queued items are withdrawn until the next check).
   const PackageBlob* package_of(const std::string& version);
   // Versions of queued items whose package is ready now (starts packing the others).
   std::set<std::string> packaged_queued_versions();
+  // The connected clients in connection order, as placement sees them.
+  std::vector<ClientSlots> placement_clients() const;
+  Requirement requirement_of(const WorkItem& item) const;
   enum class Count { kFromDisk, kInMemory };
   void reconcile(const std::string& why, Count count = Count::kFromDisk);
   void load_versions();
@@ -216,9 +228,13 @@ class Server::Impl {
   void control_reply(const std::string& routing, const std::string& request, bool ok,
                      const std::string& error, const std::string& body);
   std::string status_json() const;
+  std::string explain_json(const std::string& item_prefix) const;
   std::string models_json(const std::string& version) const;
   std::string current_version() const;
   void save_config();
+  // Changes a version where it is written down (its version.xml, or config.xml for a global
+  // one) and in memory.
+  void update_version(const std::string& name, const std::function<void(Version&)>& change);
   std::vector<std::string> ranked_models(const std::string& version,
                                          const PredictOptions& options) const;
   // A prediction item ended: with a value, or with a failure reason.

@@ -227,12 +227,21 @@ TEST_CASE("conductorctl status and models print the documented JSON fields and r
   CHECK(client["item_type"] == "training");
   CHECK(client["item_version"] == "v");
   const std::string item = client["item"];
+  // One slot (no GPU list was given or found) holding that item.
+  CHECK(client["slots"] == 1);
+  CHECK(client["gpus"] == json::array());
+  CHECK(client["busy_slots"] == 1);
+  CHECK(client["waiting_slots"] == 0);
+  REQUIRE(client["items"].size() == 1);
+  CHECK(client["items"][0] == json{{"item", item}, {"item_type", "training"}, {"item_version", "v"},
+                                   {"slot", 0}, {"epoch", 1}, {"total_epochs", 4}});
   REQUIRE(status["active"].size() == 1);
   const json& active = status["active"][0];
   CHECK(active["id"] == item);
   CHECK(active["type"] == "training");
   CHECK(active["version"] == "v");
   CHECK(active["client"] == "worker");
+  CHECK(active["slot"] == 0);
   CHECK(active["attempt"].is_number_integer());
   CHECK(active["running_seconds"].is_number());
   CHECK(status["queued"].empty());
@@ -246,7 +255,8 @@ TEST_CASE("conductorctl status and models print the documented JSON fields and r
                                       {"target", 3},
                                       {"stored", 2},
                                       {"queued", 0},
-                                      {"active", 1}});
+                                      {"active", 1},
+                                      {"requires", "any"}});
 
   // The readable form of the same state carries the same numbers.
   auto readable = cluster.ctl({"status"});

@@ -39,7 +39,7 @@ TEST_CASE("every header round-trips through encode and decode") {
   CHECK(decoded.blob_size == assign.blob_size);
   CHECK(decoded.timeout_ms == assign.timeout_ms);
 
-  Hello hello{kMajorVersion, "client-1", "host", "ubuntu", "gpu", "dev", "item-9", "v1", 3, "training"};
+  Hello hello{kMajorVersion, "client-1", "host", "ubuntu", "gpu", "dev", "item-9", "v1", 3, "training", 1, {}, {}};
   frames = encode(MessageType::kHello, hello);
   auto message = decode(frames);
   CHECK(message.type() == MessageType::kHello);
@@ -49,6 +49,70 @@ TEST_CASE("every header round-trips through encode and decode") {
   CHECK(back.running_item == "item-9");
   CHECK(back.running_attempt == 3);
   CHECK(back.running_type == "training");
+}
+
+TEST_CASE("HELLO lists every running item with its slot, and WELCOME, READY, ASSIGN name slots") {
+  Hello hello;
+  hello.client_id = "client-1";
+  hello.type = "gpu";
+  hello.slots = 3;
+  hello.gpus = {"0", "1", "GPU-8f3a"};
+  hello.running = {{"item-1", "v1", 0, "training", 0}, {"item-2", "v2", 4, "prediction", 2}};
+  auto frames = encode(MessageType::kHello, hello);
+  auto back = decode(frames).as<Hello>();
+  CHECK(back.slots == 3);
+  CHECK(back.gpus == std::vector<std::string>{"0", "1", "GPU-8f3a"});
+  REQUIRE(back.running.size() == 2);
+  CHECK(back.running[1].item == "item-2");
+  CHECK(back.running[1].version == "v2");
+  CHECK(back.running[1].attempt == 4);
+  CHECK(back.running[1].type == "prediction");
+  CHECK(back.running[1].slot == 2);
+
+  Welcome welcome;
+  welcome.slots = 3;
+  frames = encode(MessageType::kWelcome, welcome);
+  CHECK(decode(frames).as<Welcome>().slots == 3);
+  frames = encode(MessageType::kReady, Ready{2});
+  CHECK(decode(frames).as<Ready>().slot == 2);
+  Assign assign;
+  assign.slot = 1;
+  frames = encode(MessageType::kAssign, assign);
+  CHECK(decode(frames).as<Assign>().slot == 1);
+  ErrorMessage error{4, "FETCH refused", false, "", std::string(64, 'b')};
+  frames = encode(MessageType::kError, error);
+  auto refused = decode(frames).as<ErrorMessage>();
+  CHECK(refused.item.empty());
+  CHECK(refused.blob == std::string(64, 'b'));
+}
+
+TEST_CASE("messages of peers from before slots read as one slot, slot 0 and no subject") {
+  // What such a client sends: a HELLO with only the one-item fields, READY as an empty map.
+  msgpack::sbuffer buffer;
+  msgpack::packer<msgpack::sbuffer> packer(buffer);
+  packer.pack_map(2);
+  packer.pack(std::string("client_id"));
+  packer.pack(std::string("old-client"));
+  packer.pack(std::string("running_item"));
+  packer.pack(std::string("item-9"));
+  std::vector<zmq::message_t> frames;
+  frames.push_back(signature(MessageType::kHello));
+  frames.emplace_back(buffer.data(), buffer.size());
+  auto hello = decode(frames).as<Hello>();
+  CHECK(hello.slots == 1);
+  CHECK(hello.gpus.empty());
+  CHECK(hello.running.empty());
+  CHECK(hello.running_item == "item-9");
+
+  frames = encode(MessageType::kReady, Empty{});
+  CHECK(decode(frames).as<Ready>().slot == 0);
+  // And what such a server sends: WELCOME without slots (0: it fills one), ERROR without subject.
+  frames = encode(MessageType::kWelcome, Empty{});
+  CHECK(decode(frames).as<Welcome>().slots == 0);
+  frames = encode(MessageType::kError, Empty{});
+  auto error = decode(frames).as<ErrorMessage>();
+  CHECK(error.item.empty());
+  CHECK(error.blob.empty());
 }
 
 TEST_CASE("payload messages carry their bytes in a separate frame") {

@@ -1,6 +1,6 @@
-// Client: a worker that connects to a server, takes one work item at a time, runs its
-// commands and sends the resulting files back. Owns its DEALER socket (network thread) and
-// one job thread per item. Non-copyable; the destructor stops and joins. stop() is thread-safe
+// Client: a worker that connects to a server, takes work items (one per slot: several at once
+// when it has several slots), runs their commands and sends the resulting files back. Owns its
+// DEALER socket (network thread) and one job thread per running item. Non-copyable; the destructor stops and joins. stop() is thread-safe
 // and async-signal-safe; run() or start() is called once.
 #pragma once
 
@@ -9,7 +9,9 @@
 #include <filesystem>
 #include <memory>
 #include <string>
+#include <string_view>
 #include <thread>
+#include <vector>
 
 namespace conductor {
 
@@ -19,6 +21,14 @@ struct ClientOptions {
   std::string host_name;                // how the server names this client (default: host name)
   std::string os = "ubuntu";            // CONDUCTOR_OS
   std::string processing_unit = "cpu";  // CONDUCTOR_TYPE: cpu | gpu
+  // Items run at once, each in its own slot (own working folder, own job). 0: one on a CPU
+  // client, one per GPU on a GPU client; a GPU client takes no other number.
+  int slots = 0;
+  // A GPU client's GPUs, as CUDA_VISIBLE_DEVICES names them ("0", "1", or UUIDs): slot i runs
+  // its commands with CUDA_VISIBLE_DEVICES=gpus[i]. Empty: detect_gpus(); when that finds none
+  // either, one slot whose commands see the machine's GPUs as they are (the original's way).
+  // A CPU client has none.
+  std::vector<std::string> gpus;
   std::string container_version = "dev";  // CONDUCTOR_VERSION
   // Until the server's WELCOME states its own values.
   std::chrono::milliseconds heartbeat_interval{1000};
@@ -42,10 +52,21 @@ struct ClientOptions {
 // $HOME/ConductorClient.
 ClientOptions client_options_from_environment();
 
+// The GPUs this machine offers a GPU client: $CUDA_VISIBLE_DEVICES split at commas when it is
+// set and not empty, else the indexes `nvidia-smi -L` lists, else none (no nvidia-smi, or it
+// failed).
+std::vector<std::string> detect_gpus();
+
+// "0,1, 3" -> {"0", "1", "3"}: the GPUs of a CUDA_VISIBLE_DEVICES value or of --gpus. Blanks
+// around entries are dropped and empty entries skipped; entries may be indexes or UUIDs.
+std::vector<std::string> split_gpu_list(std::string_view text);
+
 class Client {
  public:
   // Validates the options and takes the working folder (locked against a second client).
-  // Throws Error(kArgument) for a malformed server address, IoError when the folder is
+  // Throws Error(kArgument) for a malformed server address, a processing unit other than cpu
+  // or gpu, slots outside 1..64, a GPU client with a slot count other than its GPU count (or
+  // with a GPU named twice), GPUs given to a CPU client; IoError when the folder is
   // unusable or already in use.
   explicit Client(ClientOptions options);
   ~Client();
@@ -53,7 +74,7 @@ class Client {
   Client& operator=(const Client&) = delete;
 
   // Works on the calling thread until stop(): connects, reconnects whenever the server is
-  // away, and takes items one at a time.
+  // away, and takes an item whenever a slot is free.
   void run();
   void start();  // run() on a background thread owned by this object
   // Stops the running item's processes and leaves. Thread-safe, async-signal-safe.
@@ -68,6 +89,9 @@ class Client {
   std::uint64_t result_bytes_sent() const noexcept;
   // This client's CURVE public key (Z85): what the server's authorized_keys must list.
   std::string public_key() const;
+  // How many items it runs at once, and (a GPU client) the GPU of each slot.
+  int slots() const noexcept;
+  std::vector<std::string> gpus() const;
 
  private:
   class Impl;

@@ -16,6 +16,8 @@
 
 #include "conductor/asset_store.hpp"
 #include "conductor/ensemble.hpp"
+#include "conductor/placement.hpp"
+#include "conductor/version.hpp"
 
 namespace conductor {
 
@@ -113,6 +115,9 @@ class Server {
   // cannot be written).
   void set_reserve(double fraction);
   void set_target(const std::string& version, int target_models);
+  // Which clients may run the version's items: any, CPU clients only or GPU clients only
+  // (<Requires> in its version.xml, or in config.xml for a global version).
+  void set_requirement(const std::string& version, Requirement requirement);
   // Copies `folder` (which must hold a valid version.xml) to assets/<name> as a local version;
   // `name` defaults to the folder's name. Refuses an existing name.
   void add_version(const std::filesystem::path& folder, const std::string& name = {});
@@ -126,6 +131,12 @@ class Server {
   // The ensemble once every model answered, failed or timed out; nullopt while it runs.
   // Throws Error(kArgument) for an unknown request id.
   std::optional<EnsembleResult> prediction(const std::string& request_id) const;
+  // Where the queued or active item `item_id` stands and why, in plain words: running on which
+  // client and slot, waiting for a silent client's lease, or what keeps it queued (no client
+  // can run it, every slot that could is busy, only reserve clients could). `item_id` may be an
+  // unambiguous prefix of the id, as `conductorctl status` shortens them. Throws
+  // Error(kArgument) when no queued or active item matches, or several do.
+  Explanation explain(const std::string& item_id) const;
   // The operator protocol's commands by name (as conductorctl sends them; docs/protocol.md):
   // returns the reply body (JSON), throws Error with the refusal.
   std::string control(const std::string& command, const std::map<std::string, std::string>& args);

@@ -37,6 +37,7 @@ struct VersionSpec {
   std::string train_script;                                  // contents of train.sh
   std::vector<std::pair<std::string, std::string>> payload;  // further input files
   std::string predict_script = {};                           // predict.sh; empty: no predictions
+  std::string requirement = {};                              // <Requires>: "gpu", "cpu"; empty: none
 };
 
 // <Created>...<TargetModels> of one version, in the original's XmlSerializer layout.
@@ -52,7 +53,8 @@ inline std::string version_body(const VersionSpec& spec, const std::string& inde
                                             indent + "    <FileName>/bin/sh</FileName>\n" + indent +
                                             "    <Arguments>predict.sh</Arguments>\n" + indent +
                                             "  </Command>\n" + indent + "</PredictionCommands>\n") +
-         indent + "<TargetModels>" + std::to_string(spec.target_models) + "</TargetModels>\n";
+         indent + "<TargetModels>" + std::to_string(spec.target_models) + "</TargetModels>\n" +
+         (spec.requirement.empty() ? "" : indent + "<Requires>" + spec.requirement + "</Requires>\n");
 }
 
 // train.sh, predict.sh and the further input files, into `folder`.
@@ -177,12 +179,32 @@ inline CtlRun run_ctl(const std::filesystem::path& folder, std::vector<std::stri
   return run;
 }
 
-// A server log line "Item <id> of <version> (attempt <n>) handed to <host>".
+// A server log line "Item <id> of <version> (attempt <n>) handed to <host>[ slot <s>]".
 struct Handout {
   std::string item;
   std::string version;
   int attempt = 0;
   std::string host;
+  int slot = 0;
+};
+
+// Writes `file` at scope exit (or at raise()), so that commands blocked until it exists are
+// released even when a check fails first.
+class FlagOnExit {
+ public:
+  explicit FlagOnExit(std::filesystem::path file) : file_(std::move(file)) {}
+  ~FlagOnExit() {
+    try {
+      raise();
+    } catch (...) {
+    }
+  }
+  FlagOnExit(const FlagOnExit&) = delete;
+  FlagOnExit& operator=(const FlagOnExit&) = delete;
+  void raise() const { write_file(file_, "go\n"); }
+
+ private:
+  std::filesystem::path file_;
 };
 
 class Cluster {
@@ -230,9 +252,11 @@ class Cluster {
     return run_ctl(root_.path(), std::move(arguments), {}, input, limit);
   }
 
-  // Starts a client named `name` with its own working folder, heartbeating every 200 ms.
+  // Starts a client named `name` with its own working folder, heartbeating every 200 ms, with
+  // `extra` options (--slots 3, say).
   ChildProcess& start_client(const std::string& name,
-                             std::vector<std::pair<std::string, std::string>> environment = {}) {
+                             std::vector<std::pair<std::string, std::string>> environment = {},
+                             const std::vector<std::string>& extra = {}) {
     REQUIRE(!endpoint_.empty());
     std::vector<std::string> argv = {kClientBin.string(),
                                      endpoint_,
@@ -242,6 +266,7 @@ class Cluster {
                                      name,
                                      "--heartbeat-ms",
                                      "200"};
+    argv.insert(argv.end(), extra.begin(), extra.end());
     std::filesystem::create_directories(root_ / "clients");
     auto& slot = clients_[name];
     REQUIRE_MESSAGE(slot == nullptr, "client " << name << " started twice");
@@ -259,12 +284,14 @@ class Cluster {
   std::string server_log() const { return read_file_if_present(log_file()); }
 
   std::vector<Handout> handouts() const {
-    static const std::regex kLine(R"(Item (\S+) of (\S+) \(attempt (\d+)\) handed to (\S+)$)");
+    static const std::regex kLine(
+        R"(Item (\S+) of (\S+) \(attempt (\d+)\) handed to (\S+)(?: slot (\d+))?$)");
     std::vector<Handout> result;
     for (const auto& line : split_lines(server_log())) {
       std::smatch match;
       if (std::regex_search(line, match, kLine)) {
-        result.push_back({match[1], match[2], std::stoi(match[3]), match[4]});
+        result.push_back({match[1], match[2], std::stoi(match[3]), match[4],
+                          match[5].matched ? std::stoi(match[5]) : 0});
       }
     }
     return result;

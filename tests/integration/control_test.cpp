@@ -19,6 +19,7 @@
 namespace fs = std::filesystem;
 using namespace std::chrono_literals;
 using conductor::test::Cluster;
+using conductor::test::FlagOnExit;
 using conductor::test::CtlRun;
 using conductor::test::deadline_in;
 using conductor::test::read_file;
@@ -68,22 +69,6 @@ int unused_port() {
   return ntohs(address.sin_port);
 }
 
-// Written at scope exit, so blocked training is released even when a check fails first.
-class FlagOnExit {
- public:
-  explicit FlagOnExit(fs::path file) : file_(std::move(file)) {}
-  ~FlagOnExit() {
-    try {
-      conductor::test::write_file(file_, "go\n");
-    } catch (...) {
-    }
-  }
-  FlagOnExit(const FlagOnExit&) = delete;
-  FlagOnExit& operator=(const FlagOnExit&) = delete;
-
- private:
-  fs::path file_;
-};
 
 }  // namespace
 

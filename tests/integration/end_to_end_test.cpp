@@ -22,6 +22,7 @@
 namespace fs = std::filesystem;
 using namespace std::chrono_literals;
 using conductor::test::Cluster;
+using conductor::test::FlagOnExit;
 using conductor::test::deadline_in;
 using conductor::test::Handout;
 using conductor::test::read_file;
@@ -67,23 +68,6 @@ std::optional<Handout> last_handout_of(const std::vector<Handout>& handouts,
   return last;
 }
 
-// Written at scope exit, so a blocked command is released even when a check fails first.
-class FlagOnExit {
- public:
-  explicit FlagOnExit(fs::path file) : file_(std::move(file)) {}
-  ~FlagOnExit() {
-    try {
-      raise();
-    } catch (...) {
-    }
-  }
-  FlagOnExit(const FlagOnExit&) = delete;
-  FlagOnExit& operator=(const FlagOnExit&) = delete;
-  void raise() const { conductor::test::write_file(file_, "go\n"); }
-
- private:
-  fs::path file_;
-};
 
 void check_log_format(const Cluster& cluster) {
   static const std::regex kLine(

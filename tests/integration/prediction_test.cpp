@@ -16,6 +16,7 @@
 namespace fs = std::filesystem;
 using namespace std::chrono_literals;
 using conductor::test::Cluster;
+using conductor::test::FlagOnExit;
 using conductor::test::deadline_in;
 using conductor::test::Handout;
 using conductor::test::VersionSpec;
@@ -45,22 +46,6 @@ std::string blocking_train_script(const fs::path& flag) {
          "echo 100 > model.h5\n";
 }
 
-// Written at scope exit, so blocked training is released even when a check fails first.
-class FlagOnExit {
- public:
-  explicit FlagOnExit(fs::path file) : file_(std::move(file)) {}
-  ~FlagOnExit() {
-    try {
-      conductor::test::write_file(file_, "go\n");
-    } catch (...) {
-    }
-  }
-  FlagOnExit(const FlagOnExit&) = delete;
-  FlagOnExit& operator=(const FlagOnExit&) = delete;
-
- private:
-  fs::path file_;
-};
 
 json parse_json(const conductor::test::CtlRun& run) {
   INFO("conductorctl stdout:\n" << run.out << "\nstderr:\n" << run.err);

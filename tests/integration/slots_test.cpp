@@ -1,0 +1,345 @@
+// Client slots and version requirements with the real apps on 127.0.0.1: several items at once
+// per client (CPU slots, one per GPU with its own CUDA_VISIBLE_DEVICES), items of a version that
+// requires a GPU only on GPU clients, `conductorctl explain`, and a client with several items
+// that goes silent or is killed. Overlap is proven with files the commands write, never with
+// timings; every wait is bounded.
+#include <doctest/doctest.h>
+#include <signal.h>
+#include <sys/stat.h>
+
+#include <chrono>
+#include <cstdlib>
+#include <functional>
+#include <nlohmann/json.hpp>
+#include <regex>
+#include <set>
+#include <string>
+#include <vector>
+
+#include "cluster.hpp"
+#include "support/child_process.hpp"
+#include "support/temp_dir.hpp"
+
+namespace fs = std::filesystem;
+using namespace std::chrono_literals;
+using conductor::test::Cluster;
+using conductor::test::CtlRun;
+using conductor::test::deadline_in;
+using conductor::test::FlagOnExit;
+using conductor::test::read_file_if_present;
+using conductor::test::split_lines;
+using conductor::test::VersionSpec;
+using conductor::test::wait_until;
+using json = nlohmann::json;
+
+namespace {
+
+// train.sh that appends "start slot=<CONDUCTOR_SLOT> gpu=<CUDA_VISIBLE_DEVICES> dir=<folder>" to
+// `runs` (outside every working folder), then waits until the line after `wait_for` exists:
+// either `runs` holds `starts` start lines (the items run side by side, or none ever ends) or
+// a flag file. Bounded, so that an orphaned copy never lingers. Then it writes model.h5, its
+// CUDA_VISIBLE_DEVICES into gpu.txt and its CONDUCTOR_TYPE into unit.txt, and appends "end".
+std::string recording_script(const fs::path& runs, const std::string& wait_for) {
+  const std::string log = "'" + runs.string() + "'";
+  return "echo \"Epoch 1/1\"\n"
+         "echo \"start slot=$CONDUCTOR_SLOT gpu=${CUDA_VISIBLE_DEVICES-unset} dir=$(pwd)\" >> " + log +
+         "\ni=0\nuntil " + wait_for + "; do\n  i=$((i+1)); [ $i -gt 600 ] && exit 4\n  sleep 0.1\ndone\n"
+         "printf '%s' \"${CUDA_VISIBLE_DEVICES-unset}\" > gpu.txt\n"
+         "printf '%s' \"$CONDUCTOR_TYPE\" > unit.txt\n"
+         "head -c 256 /dev/urandom > model.h5\n"
+         "echo \"end slot=$CONDUCTOR_SLOT\" >> " + log + "\n";
+}
+
+// Waits until `runs` holds `starts` start lines.
+std::string side_by_side(const fs::path& runs, int starts) {
+  return recording_script(runs, "[ \"$(grep -c '^start' '" + runs.string() + "')\" -ge " +
+                                    std::to_string(starts) + " ]");
+}
+
+// Waits until `flag` exists.
+std::string until_flag(const fs::path& runs, const fs::path& flag) {
+  return recording_script(runs, "[ -e '" + flag.string() + "' ]");
+}
+
+std::size_t count_prefix(const std::vector<std::string>& lines, const std::string& prefix) {
+  std::size_t n = 0;
+  for (const auto& line : lines) n += line.rfind(prefix, 0) == 0 ? 1 : 0;
+  return n;
+}
+
+// The value of `key=` in a "start ..." line of recording_script.
+std::string field(const std::string& line, const std::string& key) {
+  std::smatch match;
+  std::regex pattern(key + "=(\\S*)");
+  return std::regex_search(line, match, pattern) ? match[1].str() : "";
+}
+
+json parse_json(const CtlRun& run) {
+  INFO("conductorctl stdout:\n" << run.out << "\nstderr:\n" << run.err);
+  REQUIRE(run.status.exited_with(0));
+  REQUIRE(json::accept(run.out));
+  return json::parse(run.out);
+}
+
+bool contains(const std::string& text, const std::string& part) {
+  return text.find(part) != std::string::npos;
+}
+
+std::string model_file(const Cluster& cluster, const std::string& version, const std::string& id,
+                       const std::string& name) {
+  return read_file_if_present(cluster.version_dir(version) / "models" / id / name);
+}
+
+}  // namespace
+
+TEST_CASE("a CPU client with --slots 3 runs three items side by side, each in its own slot and folder") {
+  Cluster cluster("conductor-slots-cpu");
+  const fs::path runs = cluster.root() / "runs.log";
+  conductor::test::write_configuration(cluster.server_dir(), 0.0,
+                                       {VersionSpec{"v", 3, side_by_side(runs, 3), {}}});
+  cluster.start_server();
+  cluster.start_client("triple", {}, {"--slots", "3"});
+
+  REQUIRE_MESSAGE(wait_until(deadline_in(60s), [&] { return cluster.model_ids("v").size() == 3; }),
+                  cluster.diagnostics() << "--- runs.log\n" << read_file_if_present(runs));
+  const auto lines = split_lines(read_file_if_present(runs));
+  INFO("runs.log:\n" << read_file_if_present(runs));
+  REQUIRE(lines.size() == 6);
+  // Every item started before any ended: they ran at the same time.
+  CHECK(count_prefix({lines.begin(), lines.begin() + 3}, "start") == 3);
+  CHECK(count_prefix({lines.begin() + 3, lines.end()}, "end") == 3);
+  std::set<std::string> slots, folders;
+  for (int i = 0; i < 3; ++i) {
+    slots.insert(field(lines[static_cast<std::size_t>(i)], "slot"));
+    folders.insert(field(lines[static_cast<std::size_t>(i)], "dir"));
+  }
+  CHECK(slots == std::set<std::string>{"0", "1", "2"});
+  CHECK(folders.size() == 3);
+  // Each item was handed out once, to its own slot of the one client.
+  const auto handouts = cluster.handouts();
+  REQUIRE(handouts.size() == 3);
+  std::set<int> handed_slots;
+  for (const auto& handout : handouts) {
+    CHECK(handout.host == "triple");
+    CHECK(handout.attempt == 0);
+    handed_slots.insert(handout.slot);
+  }
+  CHECK(handed_slots == std::set<int>{0, 1, 2});
+
+  json status = parse_json(cluster.ctl({"status", "--json"}));
+  REQUIRE(status["clients"].size() == 1);
+  CHECK(status["clients"][0]["slots"] == 3);
+  CHECK(status["clients"][0]["type"] == "cpu");
+  CHECK(cluster.stop_all()->exited_with(0));
+}
+
+TEST_CASE("a GPU client runs one item per GPU at once, each seeing only its own GPU") {
+  Cluster cluster("conductor-slots-gpu");
+  const fs::path runs = cluster.root() / "runs.log";
+  conductor::test::write_configuration(
+      cluster.server_dir(), 0.0, {VersionSpec{"v", 2, side_by_side(runs, 2), {}, {}, "gpu"}});
+  cluster.start_server();
+  SUBCASE("GPUs from --gpus, over CUDA_VISIBLE_DEVICES") {
+    cluster.start_client("gpus", {{"CUDA_VISIBLE_DEVICES", "5,6"}}, {"--gpus", "0,1"});
+  }
+  SUBCASE("GPUs detected with nvidia-smi -L") {
+    // A stand-in nvidia-smi on PATH that lists two GPUs; no CUDA_VISIBLE_DEVICES to go by.
+    const fs::path bin = cluster.root() / "bin";
+    conductor::test::write_file(bin / "nvidia-smi",
+                                "#!/bin/sh\n[ \"$1\" = -L ] || exit 2\n"
+                                "echo 'GPU 0: Stand-in GPU (UUID: GPU-aaaa)'\n"
+                                "echo 'GPU 1: Stand-in GPU (UUID: GPU-bbbb)'\n");
+    REQUIRE(::chmod((bin / "nvidia-smi").c_str(), 0755) == 0);
+    const char* path = std::getenv("PATH");
+    cluster.start_client("gpus", {{"CONDUCTOR_TYPE", "gpu"},
+                                  {"CUDA_VISIBLE_DEVICES", ""},
+                                  {"PATH", bin.string() + ":" + (path ? path : "/usr/bin:/bin")}});
+  }
+
+  REQUIRE_MESSAGE(wait_until(deadline_in(60s), [&] { return cluster.model_ids("v").size() == 2; }),
+                  cluster.diagnostics() << "--- runs.log\n" << read_file_if_present(runs));
+  const auto lines = split_lines(read_file_if_present(runs));
+  INFO("runs.log:\n" << read_file_if_present(runs));
+  REQUIRE(lines.size() == 4);
+  CHECK(count_prefix({lines.begin(), lines.begin() + 2}, "start") == 2);
+  // Slot 0 runs on GPU 0 and slot 1 on GPU 1, and each model records the one GPU it saw.
+  for (int i = 0; i < 2; ++i) {
+    const auto& line = lines[static_cast<std::size_t>(i)];
+    CHECK(field(line, "gpu") == field(line, "slot"));
+  }
+  std::multiset<std::string> seen;
+  for (const auto& id : cluster.model_ids("v")) {
+    seen.insert(model_file(cluster, "v", id, "gpu.txt"));
+    CHECK(model_file(cluster, "v", id, "unit.txt") == "gpu");
+  }
+  CHECK(seen == std::multiset<std::string>{"0", "1"});
+
+  json status = parse_json(cluster.ctl({"status", "--json"}));
+  REQUIRE(status["clients"].size() == 1);
+  CHECK(status["clients"][0]["slots"] == 2);
+  CHECK(status["clients"][0]["gpus"] == json::array({"0", "1"}));
+  CHECK(cluster.stop_all()->exited_with(0));
+}
+
+TEST_CASE("an item of a version that requires gpu waits while only CPU clients are connected, "
+          "explain says why, and only a GPU client runs it") {
+  Cluster cluster("conductor-slots-requires");
+  const fs::path runs = cluster.root() / "runs.log";
+  const std::string quick = recording_script(runs, "true");
+  conductor::test::write_configuration(cluster.server_dir(), 0.0,
+                                       {VersionSpec{"needs-gpu", 2, quick, {}, {}, "gpu"},
+                                        VersionSpec{"plain", 1, quick, {}}});
+  cluster.start_server();
+  cluster.start_client("cpu-box", {}, {"--slots", "2"});
+
+  // The CPU client trains what it may and then waits with both slots free.
+  json status;
+  auto idle_with_gpu_work_queued = [&] {
+    status = parse_json(cluster.ctl({"status", "--json"}));
+    return cluster.model_ids("plain").size() == 1 && status["clients"].size() == 1 &&
+           status["clients"][0]["waiting_slots"] == 2 && status["queued"].size() == 2;
+  };
+  REQUIRE_MESSAGE(wait_until(deadline_in(60s), idle_with_gpu_work_queued),
+                  cluster.diagnostics() << status.dump(2));
+  const std::string item = status["queued"][0]["id"];
+  CHECK(status["queued"][0]["requires"] == "gpu");
+  CHECK(status["queued"][0]["version"] == "needs-gpu");
+
+  // explain, by the short id `status` prints, in words and as JSON.
+  auto told = cluster.ctl({"explain", item.substr(0, 8)});
+  INFO("explain:\n" << told.out << told.err);
+  CHECK(told.status.exited_with(0));
+  CHECK(contains(told.out, "Item " + item + " (training of needs-gpu, attempt 0)"));
+  CHECK(contains(told.out,
+                 "queued: version needs-gpu requires gpu; the only connected client has no GPU "
+                 "(position 1 of 2 in the queue)"));
+  json explained = parse_json(cluster.ctl({"explain", item, "--json"}));
+  CHECK(explained["item"] == item);
+  CHECK(explained["state"] == "queued");
+  CHECK(explained["version"] == "needs-gpu");
+  CHECK(contains(explained["reason"].get<std::string>(), "requires gpu"));
+  // `queue` lists the full ids.
+  auto queue = cluster.ctl({"queue"});
+  CHECK(queue.status.exited_with(0));
+  CHECK(contains(queue.out, item));
+
+  cluster.start_client("gpu-box", {}, {"--gpus", "0"});
+  REQUIRE_MESSAGE(wait_until(deadline_in(60s), [&] { return cluster.model_ids("needs-gpu").size() == 2; }),
+                  cluster.diagnostics());
+  for (const auto& handout : cluster.handouts()) {
+    CAPTURE(handout.item);
+    CHECK(handout.host == (handout.version == "needs-gpu" ? "gpu-box" : "cpu-box"));
+  }
+  for (const auto& id : cluster.model_ids("needs-gpu")) {
+    CHECK(model_file(cluster, "needs-gpu", id, "unit.txt") == "gpu");
+  }
+  CHECK(model_file(cluster, "plain", cluster.model_ids("plain").at(0), "unit.txt") == "cpu");
+
+  // A finished item is no longer explained.
+  auto finished = cluster.ctl({"explain", item});
+  CHECK(finished.status.exited_with(3));
+  CHECK(contains(finished.err, "is not known"));
+
+  // The requirement is an operator setting that persists.
+  auto set = cluster.ctl({"set-requirement", "plain", "cpu"});
+  CHECK(set.status.exited_with(0));
+  CHECK(contains(set.out, "Items of plain now run on cpu clients only"));
+  status = parse_json(cluster.ctl({"status", "--json"}));
+  for (const auto& version : status["versions"]) {
+    CHECK(version["requires"] == (version["name"] == "plain" ? "cpu" : "gpu"));
+  }
+  CHECK(contains(read_file_if_present(cluster.server_dir() / "config" / "config.xml"),
+                 "<Requires>cpu</Requires>"));
+  CHECK(cluster.ctl({"set-requirement", "plain", "tpu"}).status.exited_with(2));
+  CHECK(cluster.stop_all()->exited_with(0));
+}
+
+TEST_CASE("a client with 3 slots that goes silent and comes back within its lease keeps all 3 items") {
+  Cluster cluster("conductor-slots-silent");
+  const fs::path runs = cluster.root() / "runs.log";
+  const fs::path flag = cluster.root() / "release";
+  FlagOnExit release(flag);
+  conductor::test::write_configuration(cluster.server_dir(), 0.0,
+                                       {VersionSpec{"v", 3, until_flag(runs, flag), {}}});
+  // A lease far longer than the silence, so that coming back is what ends it.
+  cluster.start_server({"--lease-ms", "60000"});
+  auto& sleeper = cluster.start_client("sleeper", {}, {"--slots", "3"});
+  REQUIRE_MESSAGE(wait_until(deadline_in(60s),
+                             [&] { return count_prefix(split_lines(read_file_if_present(runs)), "start") == 3; }),
+                  cluster.diagnostics());
+
+  // Frozen, the client says nothing (its commands run on); the server drops it for silence.
+  sleeper.kill(SIGSTOP);
+  const bool dropped = wait_until(deadline_in(30s), [&] {
+    return contains(cluster.server_log(), "Client disconnected: sleeper");
+  });
+  sleeper.kill(SIGCONT);
+  REQUIRE_MESSAGE(dropped, cluster.diagnostics());
+  auto resumed = [&] {
+    std::size_t n = 0;
+    for (const auto& line : split_lines(cluster.server_log())) {
+      n += contains(line, "Client sleeper resumed item") ? 1 : 0;
+    }
+    return n;
+  };
+  REQUIRE_MESSAGE(wait_until(deadline_in(30s), [&] { return resumed() == 3; }), cluster.diagnostics());
+
+  release.raise();
+  REQUIRE_MESSAGE(wait_until(deadline_in(60s), [&] { return cluster.model_ids("v").size() == 3; }),
+                  cluster.diagnostics());
+  // Nothing was handed out twice: the three items finished under their first hand-out.
+  const auto handouts = cluster.handouts();
+  REQUIRE(handouts.size() == 3);
+  std::set<std::string> handed;
+  for (const auto& handout : handouts) {
+    CHECK(handout.attempt == 0);
+    handed.insert(handout.item);
+  }
+  const auto stored = cluster.model_ids("v");
+  CHECK(std::set<std::string>(stored.begin(), stored.end()) == handed);
+  CHECK(count_prefix(split_lines(read_file_if_present(runs)), "start") == 3);
+  CHECK(cluster.stop_all()->exited_with(0));
+}
+
+TEST_CASE("when a client with 3 slots is SIGKILLed mid-run, its 3 items are queued again and "
+          "finished once each by another client") {
+  Cluster cluster("conductor-slots-killed");
+  const fs::path runs = cluster.root() / "runs.log";
+  const fs::path flag = cluster.root() / "release";
+  FlagOnExit release(flag);
+  conductor::test::write_configuration(cluster.server_dir(), 0.0,
+                                       {VersionSpec{"v", 3, until_flag(runs, flag), {}}});
+  cluster.start_server();
+  cluster.start_client("victim", {}, {"--slots", "3"});
+  REQUIRE_MESSAGE(wait_until(deadline_in(60s),
+                             [&] { return count_prefix(split_lines(read_file_if_present(runs)), "start") == 3; }),
+                  cluster.diagnostics());
+  std::set<std::string> victims_items;
+  for (const auto& handout : cluster.handouts()) victims_items.insert(handout.item);
+  REQUIRE(victims_items.size() == 3);
+  cluster.start_client("rescuer", {}, {"--slots", "3"});
+
+  cluster.client("victim").kill(SIGKILL);
+  REQUIRE(cluster.client("victim").wait_for_exit(10s).has_value());
+  auto rescued = [&] {
+    std::set<std::string> items;
+    for (const auto& handout : cluster.handouts()) {
+      if (handout.host == "rescuer") items.insert(handout.item);
+    }
+    return items;
+  };
+  REQUIRE_MESSAGE(wait_until(deadline_in(60s), [&] { return rescued().size() == 3; }),
+                  cluster.diagnostics());
+  CHECK(rescued() == victims_items);
+  for (const auto& handout : cluster.handouts()) {
+    if (handout.host == "rescuer") CHECK(handout.attempt == 1);
+  }
+
+  release.raise();
+  REQUIRE_MESSAGE(wait_until(deadline_in(60s), [&] { return cluster.model_ids("v").size() == 3; }),
+                  cluster.diagnostics());
+  const auto stored = cluster.model_ids("v");
+  CHECK(std::set<std::string>(stored.begin(), stored.end()) == victims_items);
+  CHECK_FALSE(wait_until(deadline_in(1s), [&] { return cluster.model_ids("v").size() > 3; }));
+  CHECK(cluster.server().is_running());
+}

@@ -53,3 +53,23 @@ def test_parse_prediction_reads_the_console_line():
     assert conductor.parse_prediction("x\nPredictedBuffer=4\n",
                                       conductor.DEFAULT_PREDICTION_PATTERN) == 4.0
     assert conductor.parse_prediction("nothing", conductor.DEFAULT_PREDICTION_PATTERN) is None
+
+
+def test_version_requirement_round_trips_and_defaults_to_any(temp_dir):
+    version = conductor.Version(name="v", target_models=1, requirement=conductor.Requirement.GPU)
+    conductor.save_version_file(version, temp_dir / "version.xml")
+    assert "<Requires>gpu</Requires>" in (temp_dir / "version.xml").read_text()
+    assert conductor.load_version_file(temp_dir / "version.xml").requirement == \
+        conductor.Requirement.GPU
+    assert conductor.Version().requirement == conductor.Requirement.ANY
+
+
+def test_client_options_carry_slots_and_gpus(monkeypatch):
+    options = conductor.ClientOptions()
+    assert options.slots == 0 and options.gpus == []
+    options.slots = 3
+    options.gpus = ["0", "1"]
+    assert (options.slots, options.gpus) == (3, ["0", "1"])
+    assert conductor.split_gpu_list("0, 1,,GPU-8f") == ["0", "1", "GPU-8f"]
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "2,3")
+    assert conductor.detect_gpus() == ["2", "3"]

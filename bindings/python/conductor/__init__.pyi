@@ -57,6 +57,12 @@ class DatasetType(enum.Enum):
     GENERIC = 0
     CARGO2000 = 1
 
+class Requirement(enum.Enum):
+    """Which clients may run a version's items (<Requires>): any, CPU clients, GPU clients."""
+    ANY = 0
+    CPU = 1
+    GPU = 2
+
 class Command:
     """One executable and its arguments, split like a shell would but never run by one."""
     file_name: str
@@ -79,12 +85,14 @@ class Version:
     prediction_pattern: str
     """Regex whose first group is a prediction's value (default "PredictedBuffer=(\\S+)")."""
     prediction_output: str
+    requirement: Requirement
+    """Which clients may run its items (<Requires>, default ANY)."""
     def __init__(self, *, name: str = "", dataset_type: DatasetType = ...,
                  training_commands: Sequence[Command] = ...,
                  prediction_commands: Sequence[Command] = ..., target_models: int = 0,
                  model_pattern: str = ..., prediction_pattern: str = ...,
                  prediction_output: str = "", created: str = "", last_updated: str = "",
-                 status: str = "") -> None: ...
+                 status: str = "", requirement: Requirement = ...) -> None: ...
 
 class Configuration:
     """The contents of config/config.xml."""
@@ -257,6 +265,16 @@ class ServerStatus:
     @property
     def versions(self) -> list[VersionStatus]: ...
 
+class Explanation:
+    """Where an item stands and why (Server.explain)."""
+    @property
+    def state(self) -> str:
+        """"running", "leased", "queued" or "held"."""
+    @property
+    def text(self) -> str:
+        """One line of plain words, e.g. "queued: version v2 requires gpu; none of the 3
+        connected clients has a GPU (position 1 of 4 in the queue)"."""
+
 class Server:
     """The coordinator, embedded in this process; serves on a thread of its own.
 
@@ -295,6 +313,11 @@ class Server:
     def set_reserve(self, fraction: float) -> None:
         """Share of clients (0..1) kept free for prediction work; saved to config.xml."""
     def set_target(self, version: str, target_models: int) -> None: ...
+    def set_requirement(self, version: str, requirement: Requirement) -> None:
+        """Which clients may run the version's items; saved to its version.xml/config.xml."""
+    def explain(self, item_id: str) -> Explanation:
+        """Why the queued or active item waits, or where it runs. `item_id` may be a unique
+        prefix. Raises Error (ARGUMENT) when no item, or several, match."""
     def add_version(self, folder: _PathLike, name: str = "") -> None:
         """Copies `folder` (with its version.xml) to assets/<name> as a local version."""
     def remove_version(self, version: str) -> None:
@@ -332,6 +355,11 @@ class ClientOptions:
     host_name: str
     os: str
     processing_unit: str
+    """"cpu" or "gpu" (CONDUCTOR_TYPE)."""
+    slots: int
+    """Items run at once; 0: 1 on a CPU client, one per GPU on a GPU client."""
+    gpus: list[str]
+    """A GPU client's GPUs (CUDA_VISIBLE_DEVICES names), one slot each; []: detect_gpus()."""
     container_version: str
     heartbeat_interval: datetime.timedelta
     liveness: int
@@ -346,6 +374,11 @@ def client_options_from_environment() -> ClientOptions:
     """CONDUCTOR_HOST, CONDUCTOR_OS, CONDUCTOR_TYPE, CONDUCTOR_VERSION, CONDUCTOR_SERVER_KEY,
     the host name, and $CONDUCTOR_CLIENT_WORKDIR (else ~/ConductorClient) as working folder."""
 
+def detect_gpus() -> list[str]:
+    """$CUDA_VISIBLE_DEVICES split at commas, else the GPUs `nvidia-smi -L` lists, else []."""
+def split_gpu_list(text: str) -> list[str]:
+    """"0,1, 3" -> ["0", "1", "3"]."""
+
 def public_key_of(key_file: _PathLike) -> str:
     """The public key in `key_file`, making a fresh pair there when it is missing."""
 def default_server_key_file(server_workdir: _PathLike) -> Path: ...
@@ -354,7 +387,7 @@ def default_client_key_file(client_workdir: _PathLike) -> Path: ...
 def default_operator_key_file() -> Path: ...
 
 class Client:
-    """A worker, embedded in this process; takes one item at a time and runs its commands.
+    """A worker, embedded in this process; runs one item per slot (ClientOptions.slots).
 
     Client(options) or Client(**ClientOptions fields) over client_options_from_environment().
     Context manager: enter starts, exit closes. Raises Error (ARGUMENT) for a malformed server
@@ -362,7 +395,8 @@ class Client:
     """
     def __init__(self, options: Optional[ClientOptions] = None, *, server: str = ...,
                  workdir: Optional[_PathLike] = ..., host_name: str = ..., os: str = ...,
-                 processing_unit: str = ..., container_version: str = ...,
+                 processing_unit: str = ..., slots: int = ..., gpus: Sequence[str] = ...,
+                 container_version: str = ...,
                  heartbeat_interval: _Duration = ..., liveness: int = ...,
                  log_to_stdout: bool = ..., server_key: str = ...,
                  key_file: Optional[_PathLike] = ...) -> None: ...
@@ -379,6 +413,10 @@ class Client:
     def closed(self) -> bool: ...
     def completed_items(self) -> int:
         """Items whose result the server acknowledged as stored."""
+    def slots(self) -> int:
+        """How many items it runs at once."""
+    def gpus(self) -> list[str]:
+        """A GPU client's GPU per slot; [] otherwise."""
     def public_key(self) -> str:
         """This client's CURVE public key: what the server's authorized_keys must list."""
 

@@ -134,6 +134,18 @@ void bind_server(py::module_& m) {
           },
           py::arg("version"), py::arg("target_models"))
       .def(
+          "set_requirement",
+          [](PyServer& self, const std::string& version, Requirement requirement) {
+            without_gil(self.get(), [&](Server& s) { s.set_requirement(version, requirement); });
+          },
+          py::arg("version"), py::arg("requirement"))
+      .def(
+          "explain",
+          [](PyServer& self, const std::string& item_id) {
+            return without_gil(self.get(), [&](Server& s) { return s.explain(item_id); });
+          },
+          py::arg("item_id"))
+      .def(
           "add_version",
           [](PyServer& self, const fs::path& folder, const std::string& name) {
             without_gil(self.get(), [&](Server& s) { s.add_version(folder, name); });
@@ -181,7 +193,7 @@ void bind_server(py::module_& m) {
 void bind_client(py::module_& m) {
   py::class_<PyClient>(
       m, "Client",
-      "A worker: takes one work item at a time from a server and runs its commands. "
+      "A worker: takes work items from a server, one per slot, and runs their commands. "
       "Thread-safe; close() (or the context manager) stops and joins it.")
       .def(py::init([](ClientOptions options) {
              py::gil_scoped_release release;
@@ -202,6 +214,8 @@ void bind_client(py::module_& m) {
       .def("close", &PyClient::close)
       .def_property_readonly("closed", &PyClient::is_closed)
       .def("completed_items", [](PyClient& self) { return self.get()->completed_items(); })
+      .def("slots", [](PyClient& self) { return self.get()->slots(); })
+      .def("gpus", [](PyClient& self) { return self.get()->gpus(); })
       .def("public_key", [](PyClient& self) { return self.get()->public_key(); });
 }
 

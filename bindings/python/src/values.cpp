@@ -48,6 +48,10 @@ void bind_version(py::module_& m) {
   py::enum_<DatasetType>(m, "DatasetType", "How the evaluation reads a model's *results.csv.")
       .value("GENERIC", DatasetType::kGeneric)
       .value("CARGO2000", DatasetType::kCargo2000);
+  py::enum_<Requirement>(m, "Requirement", "Which clients may run a version's items (<Requires>).")
+      .value("ANY", Requirement::kAny)
+      .value("CPU", Requirement::kCpu)
+      .value("GPU", Requirement::kGpu);
 
   py::class_<Command>(m, "Command",
                       "One executable and its arguments (split like a shell, never run by one).")
@@ -69,7 +73,8 @@ void bind_version(py::module_& m) {
           py::init([](std::string name, DatasetType dataset_type, std::vector<Command> training,
                       std::vector<Command> prediction, int target_models, std::string model_pattern,
                       std::string prediction_pattern, std::string prediction_output,
-                      std::string created, std::string last_updated, std::string status) {
+                      std::string created, std::string last_updated, std::string status,
+                      Requirement requirement) {
             Version v;
             v.name = std::move(name);
             v.dataset_type = dataset_type;
@@ -82,6 +87,7 @@ void bind_version(py::module_& m) {
             v.created = std::move(created);
             v.last_updated = std::move(last_updated);
             v.status = std::move(status);
+            v.requirement = requirement;
             return v;
           }),
           py::kw_only(), py::arg("name") = "", py::arg("dataset_type") = defaults.dataset_type,
@@ -90,7 +96,7 @@ void bind_version(py::module_& m) {
           py::arg("model_pattern") = defaults.model_pattern,
           py::arg("prediction_pattern") = defaults.prediction_pattern,
           py::arg("prediction_output") = "", py::arg("created") = "", py::arg("last_updated") = "",
-          py::arg("status") = "")
+          py::arg("status") = "", py::arg("requirement") = defaults.requirement)
       .def_readwrite("name", &Version::name)
       .def_readwrite("created", &Version::created)
       .def_readwrite("last_updated", &Version::last_updated)
@@ -102,6 +108,7 @@ void bind_version(py::module_& m) {
       .def_readwrite("model_pattern", &Version::model_pattern)
       .def_readwrite("prediction_pattern", &Version::prediction_pattern)
       .def_readwrite("prediction_output", &Version::prediction_output)
+      .def_readwrite("requirement", &Version::requirement)
       .def(py::self == py::self)
       .def("__repr__", [](const Version& v) {
         return "Version(name=" + quoted(v.name) +
@@ -344,6 +351,13 @@ void bind_server_values(py::module_& m) {
       .def_readwrite("by", &PredictOptions::by)
       .def_readwrite("order", &PredictOptions::order);
   m.attr("PREDICTION_QUEUE_LIMIT") = kPredictionQueueLimit;
+
+  py::class_<Explanation>(m, "Explanation", "Where an item stands and why, in plain words.")
+      .def_readonly("state", &Explanation::state)
+      .def_readonly("text", &Explanation::text)
+      .def("__repr__", [](const Explanation& e) {
+        return "Explanation(state=" + quoted(e.state) + ", text=" + quoted(e.text) + ")";
+      });
 }
 
 void bind_client_values(py::module_& m) {
@@ -357,6 +371,8 @@ void bind_client_values(py::module_& m) {
       .def_readwrite("host_name", &ClientOptions::host_name)
       .def_readwrite("os", &ClientOptions::os)
       .def_readwrite("processing_unit", &ClientOptions::processing_unit)
+      .def_readwrite("slots", &ClientOptions::slots)
+      .def_readwrite("gpus", &ClientOptions::gpus)
       .def_readwrite("container_version", &ClientOptions::container_version)
       .def_readwrite("heartbeat_interval", &ClientOptions::heartbeat_interval)
       .def_readwrite("liveness", &ClientOptions::liveness)
@@ -370,6 +386,8 @@ void bind_client_values(py::module_& m) {
                ", host_name=" + quoted(o.host_name) + ")";
       });
   m.def("client_options_from_environment", &client_options_from_environment);
+  m.def("detect_gpus", &detect_gpus);
+  m.def("split_gpu_list", &split_gpu_list, py::arg("text"));
 
   m.def("public_key_of", &public_key_of, py::arg("key_file"));
   m.def("default_server_key_file", &default_server_key_file, py::arg("server_workdir"));

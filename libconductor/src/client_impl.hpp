@@ -1,0 +1,201 @@
+// Client::Impl: the client's state and its network thread. Private to libconductor; split over
+// client.cpp (options, connection, messages, the public Client) and client_slot.cpp (what each
+// slot does with its item: downloads, the job, the outcome). Everything here runs on the one
+// thread that calls run(), except stop() and the counters, which are atomic.
+#pragma once
+
+#include <spdlog/spdlog.h>
+#include <zmq.hpp>
+
+#include <atomic>
+#include <chrono>
+#include <cstdint>
+#include <filesystem>
+#include <map>
+#include <memory>
+#include <optional>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "conductor/client.hpp"
+#include "conductor/error.hpp"
+#include "conductor/sha256.hpp"
+#include "blob_cache.hpp"
+#include "file_io.hpp"
+#include "job_runner.hpp"
+#include "outbox.hpp"
+#include "protocol.hpp"
+#include "transport.hpp"
+
+namespace conductor {
+
+namespace fs = std::filesystem;
+using protocol::MessageType;
+using Clock = std::chrono::steady_clock;
+
+class Client::Impl {
+ public:
+  explicit Impl(ClientOptions options);
+  ~Impl();
+  void run();
+  void stop() noexcept;
+
+  std::uint64_t completed() const noexcept { return completed_.load(); }
+  std::uint64_t fetched() const noexcept { return fetched_.load(); }
+  std::uint64_t uploaded() const noexcept { return uploaded_.load(); }
+  const std::string& public_key() const noexcept { return curve_.public_key; }
+  int slot_count() const noexcept { return options_.slots; }
+  const std::vector<std::string>& gpus() const noexcept { return options_.gpus; }
+
+ private:
+  // One archive being fetched chunk by chunk into the cache; slots that need the same archive
+  // wait for the one download.
+  struct Download {
+    std::string blob;
+    std::uint64_t size = 0;
+    ChunkFile file;
+    Sha256 hash;
+    std::uint64_t received = 0;
+    std::uint64_t requested = 0;
+  };
+  // What a slot holds: the item, the archive it waits for, its result.
+  struct Current {
+    protocol::Assign assign;
+    std::vector<std::pair<std::string, std::uint64_t>> blobs;  // what the job unpacks, in order
+    std::string fetching;               // the blob being downloaded for it; empty when none
+    std::optional<JobOutcome> outcome;  // set when the job ended; sent until acknowledged
+    fs::path result;
+  };
+  // One item at a time, in its own working folder, on its own GPU (a GPU client).
+  struct Slot {
+    int index = 0;
+    std::string gpu;  // CUDA_VISIBLE_DEVICES for its commands; empty on a CPU client
+    std::optional<Current> current;
+    std::unique_ptr<JobRunner> job;
+    Clock::time_point waiting_since{};  // last sign that what it waits for is coming
+  };
+
+  // " (slot 1)" in log lines of a client with several slots; nothing with one.
+  std::string tag(const Slot& slot) const {
+    return slots_.size() > 1 ? " (slot " + std::to_string(slot.index) + ")" : "";
+  }
+
+  std::string gpu_list() const;
+  void stop_jobs();
+
+  Slot* slot_holding(const std::string& item) {
+    for (Slot& slot : slots_) {
+      if (slot.current && slot.current->assign.item == item) return &slot;
+    }
+    return nullptr;
+  }
+
+  // Slots past what the server fills stay idle (a server that predates slots fills one).
+  bool is_usable(const Slot& slot) const { return slot.index < usable_slots_; }
+
+  // ---- connection ----------------------------------------------------------------------
+
+  void connect();
+  void say_hello();
+  void keep_alive();
+
+  // A message lost on a live connection (a peer's full queue drops it; heartbeats still flow)
+  // would leave a download, a result or a hand-out waiting forever: after `liveness` intervals
+  // without an answer the slot asks again. The requests are idempotent on the server.
+  void ask_again_if_stalled(Slot& slot);
+
+  // ---- messages ------------------------------------------------------------------------
+
+  void handle(transport::Received& received);
+
+  // Runs a step of `slot`'s item; a damaged archive or a full disk fails that item here, and
+  // the client goes on.
+  template <typename Step>
+  void guarded(Slot& slot, Step&& step) {
+    try {
+      step();
+    } catch (const ProtocolError&) {
+      throw;
+    } catch (const std::exception& e) {
+      log_->error("Item failed on this client{}: {}", tag(slot), e.what());
+      if (slot.current && !slot.current->outcome && !slot.job) fail(slot, e.what());
+    }
+  }
+
+  void on_welcome(const protocol::Welcome& welcome);
+  void on_assign(const protocol::Assign& assign);
+
+  // Every slot's archives stay in the cache while it holds its item.
+  void mark_blobs_in_use();
+
+  // Starts (or joins) the download of the first archive of the slot's item that is not cached;
+  // starts the job when every archive is there.
+  void fetch_next_blob(Slot& slot);
+  void request_chunks(Download& d);
+  void on_chunk(protocol::Message& message);
+
+  // The last byte arrived: the archive goes into the cache, and every slot waiting for it
+  // moves on (or fails, when it arrived damaged). `blob` is a copy: the download that holds
+  // the caller's string goes away.
+  void finish_download(std::string blob);
+
+  // Gives up downloads the server refused (all of them when it did not say which), failing the
+  // items that wait for them.
+  void give_up_downloads(const std::string& blob, const std::string& why);
+  void start_job(Slot& slot);
+  void forward_job_progress(Slot& slot);
+  void report_outcome(Slot& slot);
+  void fail(Slot& slot, const std::string& reason);
+  void on_pull(const protocol::Pull& pull);
+  void on_ack(const protocol::Ack& ack);
+  void on_cancel(const protocol::Cancel& cancel);
+  void on_error(const protocol::ErrorMessage& error);
+
+  // Takes up a result this client (or an earlier run of it) finished but never got
+  // acknowledged, unless another slot holds it.
+  void take_up_kept_result(Slot& slot);
+
+  // The slot lets go of its item, then offers the next kept result or asks for work.
+  void discard(Slot& slot);
+
+  // ---- sending ---------------------------------------------------------------------------
+
+  template <typename T>
+  void send(MessageType type, const T& header, std::optional<zmq::message_t> payload = std::nullopt) {
+    auto frames = protocol::encode(type, header, std::move(payload));
+    // A message that cannot be queued is lost; the state machine sends what matters again
+    // after the next WELCOME.
+    transport::send(*socket_, frames);
+    last_sent_ = Clock::now();
+  }
+
+  ClientOptions options_;
+  std::string endpoint_;
+  std::string client_id_;
+  transport::CurveClientKeys curve_;
+  std::optional<FileLock> lock_;
+  std::optional<BlobCache> cache_;  // <workdir>/cache: package archives by SHA-256
+  std::optional<Outbox> outbox_;    // <workdir>/outbox: results until acknowledged
+  int wake_fd_ = -1;
+  std::shared_ptr<spdlog::logger> log_;
+  zmq::context_t context_;
+  std::optional<zmq::socket_t> socket_;
+  bool welcomed_ = false;
+  Clock::time_point last_heard_{};
+  Clock::time_point last_sent_{};
+  std::chrono::milliseconds heartbeat_{1000};
+  int liveness_ = 5;
+  std::chrono::milliseconds reconnect_delay_{5000};
+  std::uint32_t chunk_size_ = 1u << 20;
+  int window_ = 8;
+  int usable_slots_ = 1;  // the slots the server fills (WELCOME.slots)
+  std::vector<Slot> slots_;
+  std::map<std::string, Download> downloads_;  // by blob
+  std::atomic<bool> stop_requested_{false};
+  std::atomic<std::uint64_t> completed_{0};
+  std::atomic<std::uint64_t> fetched_{0};
+  std::atomic<std::uint64_t> uploaded_{0};
+};
+
+}  // namespace conductor

@@ -1,0 +1,326 @@
+// Client::Impl, part two: what a slot does with its item. An ASSIGN fills a free slot; the slot
+// fetches the archives it lacks (a download another slot started is shared), runs the job,
+// reports the outcome and drops the item on ACK or CANCEL, then takes up a kept result or asks
+// for work again. Runs on the client's network thread like the rest of Impl.
+#include <unistd.h>
+
+#include <algorithm>
+
+#include "client_impl.hpp"
+
+namespace conductor {
+
+void Client::Impl::on_assign(const protocol::Assign& assign) {
+  auto is_blob_id = [](const std::string& id) {
+    return id.size() == 64 && id.find_first_not_of("0123456789abcdef") == std::string::npos;
+  };
+  if (!is_blob_id(assign.blob) || (!assign.inputs.empty() && !is_blob_id(assign.inputs)) ||
+      assign.item.empty() || assign.item.size() > 64 ||
+      assign.item.find_first_not_of("0123456789abcdef-") != std::string::npos) {
+    throw ProtocolError("ASSIGN refused: malformed item or blob id");
+  }
+  if (slot_holding(assign.item)) return;  // sent again for a READY that crossed it
+  if (assign.slot < 0 || assign.slot >= static_cast<int>(slots_.size())) {
+    throw ProtocolError("ASSIGN refused: slot " + std::to_string(assign.slot) +
+                        " is not one of this client's " + std::to_string(slots_.size()));
+  }
+  Slot& slot = slots_[static_cast<std::size_t>(assign.slot)];
+  if (slot.current) {
+    log_->warn("Server offered item {} while item {} is still held{}; ignored", assign.item,
+               slot.current->assign.item, tag(slot));
+    return;
+  }
+  slot.current.emplace();
+  Current& c = *slot.current;
+  c.assign = assign;
+  slot.waiting_since = Clock::now();
+  c.blobs.emplace_back(assign.blob, assign.blob_size);
+  if (!assign.inputs.empty()) c.blobs.emplace_back(assign.inputs, assign.inputs_size);
+  mark_blobs_in_use();
+  log_->info("Item {} of {} ({}, attempt {}){}: {} command(s)", assign.item, assign.version,
+             assign.type, assign.attempt, tag(slot), assign.commands.size());
+  guarded(slot, [&] { fetch_next_blob(slot); });
+}
+
+void Client::Impl::mark_blobs_in_use() {
+  std::vector<std::string> in_use;
+  for (const Slot& slot : slots_) {
+    if (!slot.current) continue;
+    for (const auto& [blob, size] : slot.current->blobs) in_use.push_back(blob);
+  }
+  cache_->set_in_use(in_use);
+}
+
+void Client::Impl::fetch_next_blob(Slot& slot) {
+  Current& c = *slot.current;
+  for (const auto& [blob, size] : c.blobs) {
+    if (cache_->find(blob)) continue;
+    c.fetching = blob;
+    if (!downloads_.contains(blob)) {
+      auto& d = downloads_.emplace(blob, Download{blob, size, ChunkFile(cache_->reserve(blob, size)),
+                                                  Sha256{}, 0, 0})
+                    .first->second;
+      request_chunks(d);
+    }
+    return;
+  }
+  start_job(slot);
+}
+
+void Client::Impl::request_chunks(Download& d) {
+  if (d.size == 0) {
+    finish_download(d.blob);
+    return;
+  }
+  const std::uint64_t window_bytes = static_cast<std::uint64_t>(window_) * chunk_size_;
+  while (d.requested < d.size && d.requested - d.received < window_bytes) {
+    auto length = static_cast<std::uint32_t>(std::min<std::uint64_t>(chunk_size_, d.size - d.requested));
+    send(MessageType::kFetch, protocol::Fetch{d.blob, d.requested, length});
+    d.requested += length;
+  }
+}
+
+void Client::Impl::on_chunk(protocol::Message& message) {
+  auto chunk = message.as<protocol::Chunk>();
+  auto it = downloads_.find(chunk.blob);
+  if (it == downloads_.end()) return;
+  Download& d = it->second;
+  if (chunk.offset != d.received) return;  // a leftover from before a reconnect
+  const auto& payload = *message.payload();
+  if (d.received + payload.size() > d.size) {
+    throw ProtocolError("CHUNK refused: data beyond the archive's announced size");
+  }
+  try {
+    d.file.write_at(d.received, payload.data(), payload.size());
+  } catch (const Error& e) {
+    give_up_downloads(d.blob, e.what());  // a full disk: the items that need it fail
+    return;
+  }
+  d.hash.update(payload.data(), payload.size());
+  d.received += payload.size();
+  fetched_ += payload.size();
+  for (Slot& slot : slots_) {
+    if (slot.current && slot.current->fetching == d.blob) slot.waiting_since = Clock::now();
+  }
+  if (d.received == d.size) {
+    finish_download(d.blob);
+  } else {
+    request_chunks(d);
+  }
+}
+
+void Client::Impl::finish_download(std::string blob) {
+  auto it = downloads_.find(blob);
+  const std::string actual = it->second.hash.finish_hex();
+  downloads_.erase(it);
+  std::string problem;
+  if (actual != blob) {
+    cache_->abandon(blob);
+    problem = "arrived damaged (sha256 " + actual + ", expected " + blob + ")";
+  } else {
+    try {
+      cache_->commit(blob);
+    } catch (const Error& e) {
+      problem = std::string("could not be kept: ") + e.what();
+    }
+  }
+  for (Slot& slot : slots_) {
+    if (!slot.current || slot.current->fetching != blob) continue;
+    slot.current->fetching.clear();
+    if (!problem.empty()) {
+      fail(slot, "archive of item " + slot.current->assign.item + " " + problem);
+    } else {
+      guarded(slot, [&] { fetch_next_blob(slot); });
+    }
+  }
+}
+
+void Client::Impl::give_up_downloads(const std::string& blob, const std::string& why) {
+  std::vector<std::string> refused;
+  for (const auto& [id, download] : downloads_) {
+    if (blob.empty() || id == blob) refused.push_back(id);
+  }
+  for (const auto& id : refused) {
+    downloads_.erase(id);
+    cache_->abandon(id);
+    for (Slot& slot : slots_) {
+      if (!slot.current || slot.current->fetching != id) continue;
+      slot.current->fetching.clear();
+      fail(slot, "package could not be fetched: " + why);
+    }
+  }
+}
+
+void Client::Impl::start_job(Slot& slot) {
+  Current& c = *slot.current;
+  JobSpec spec;
+  spec.item = c.assign.item;
+  spec.attempt = c.assign.attempt;
+  spec.version = c.assign.version;
+  for (const auto& command : c.assign.commands) spec.commands.push_back({command.file_name, command.arguments, {}});
+  for (const auto& [blob, size] : c.blobs) spec.packages.push_back(cache_->path_of(blob));
+  spec.work_dir = options_.workdir / "work" / std::to_string(slot.index);
+  spec.console_log = options_.workdir / "logs" / (c.assign.item + ".log");
+  spec.result = outbox_->archive_path(c.assign.item, c.assign.attempt);
+  spec.processing_unit = options_.processing_unit;
+  spec.environment = {{"CONDUCTOR_SLOT", std::to_string(slot.index)}};
+  if (!slot.gpu.empty()) spec.environment.emplace_back("CUDA_VISIBLE_DEVICES", slot.gpu);
+  spec.timeout = std::chrono::milliseconds(std::max<std::int64_t>(c.assign.timeout_ms, 0));
+  spec.echo_output = options_.log_to_stdout;
+  if (slots_.size() > 1) spec.echo_prefix = "[slot " + std::to_string(slot.index) + "] ";
+  c.result = spec.result;
+  slot.job = std::make_unique<JobRunner>(std::move(spec), [this] {
+    std::uint64_t one = 1;
+    [[maybe_unused]] auto n = ::write(wake_fd_, &one, sizeof one);
+  });
+}
+
+void Client::Impl::forward_job_progress(Slot& slot) {
+  if (!slot.job) return;
+  const Current& c = *slot.current;
+  int epoch = 0, total = 0;
+  auto lines = slot.job->take_lines(epoch, total);
+  if (!lines.empty() && welcomed_ && !slot.job->is_cancelled()) {
+    // Batches stay well inside the header limit: at most 1000 lines and 1 MiB each.
+    protocol::Progress progress{c.assign.item, c.assign.attempt, epoch, total, {}};
+    std::size_t bytes = 0;
+    for (auto& line : lines) {
+      if (line.size() > protocol::kMaxLineBytes) line.resize(protocol::kMaxLineBytes);
+      if (progress.lines.size() == 1000 || bytes + line.size() > (1u << 20)) {
+        send(MessageType::kProgress, progress);
+        progress.lines.clear();
+        bytes = 0;
+      }
+      bytes += line.size();
+      progress.lines.push_back(std::move(line));
+    }
+    send(MessageType::kProgress, progress);
+  }
+  auto outcome = slot.job->outcome();
+  if (!outcome) return;
+  slot.job.reset();
+  if (outcome->cancelled) {
+    log_->info("Item {} cancelled", c.assign.item);
+    discard(slot);
+    return;
+  }
+  slot.current->outcome = std::move(outcome);
+  const JobOutcome& o = *slot.current->outcome;
+  if (o.succeeded) {
+    outbox_->keep(KeptResult{c.assign.item, c.assign.attempt, c.assign.version, c.assign.type,
+                             c.result, o});
+    log_->info("Item {} finished in {:.1f} s{}; sending {} bytes", c.assign.item, o.duration,
+               tag(slot), o.size);
+  } else {
+    log_->warn("Item {} failed{}: {}", c.assign.item, tag(slot), o.reason);
+  }
+  if (welcomed_) report_outcome(slot);
+}
+
+void Client::Impl::report_outcome(Slot& slot) {
+  slot.waiting_since = Clock::now();
+  const Current& c = *slot.current;
+  const JobOutcome& o = *c.outcome;
+  if (o.succeeded) {
+    send(MessageType::kResult, protocol::ResultOffer{c.assign.item, c.assign.attempt, o.size,
+                                                     o.sha256, o.duration, o.epochs, o.last_epoch});
+  } else {
+    std::string tail = o.log_tail.size() > protocol::kMaxLogBytes
+                           ? o.log_tail.substr(o.log_tail.size() - protocol::kMaxLogBytes)
+                           : o.log_tail;
+    send(MessageType::kFailed, protocol::Failed{c.assign.item, c.assign.attempt, o.reason, tail, o.duration});
+  }
+}
+
+void Client::Impl::fail(Slot& slot, const std::string& reason) {
+  slot.current->outcome = JobOutcome{};
+  slot.current->outcome->reason = reason;
+  if (welcomed_) report_outcome(slot);
+}
+
+void Client::Impl::on_pull(const protocol::Pull& pull) {
+  Slot* slot = slot_holding(pull.item);
+  if (!slot || !slot->current->outcome || !slot->current->outcome->succeeded) return;
+  const Current& c = *slot->current;
+  const auto size = c.outcome->size;
+  if (pull.offset >= size || pull.length == 0 || pull.length > protocol::kMaxPayloadBytes) {
+    throw ProtocolError("PULL refused: range outside the result");
+  }
+  auto length = std::min<std::uint64_t>(pull.length, size - pull.offset);
+  slot->waiting_since = Clock::now();
+  zmq::message_t payload(length);
+  read_at(c.result, pull.offset, payload.data(), length);
+  uploaded_ += length;
+  send(MessageType::kUpload, protocol::Upload{pull.item, c.assign.attempt, pull.offset},
+       std::move(payload));
+}
+
+void Client::Impl::on_ack(const protocol::Ack& ack) {
+  Slot* slot = slot_holding(ack.item);
+  if (!slot) return;
+  if (ack.status == "stored") {
+    ++completed_;
+    log_->info("Item {} stored by the server", ack.item);
+  } else if (ack.status == "rejected") {
+    log_->warn("Item {} rejected by the server: {}", ack.item, ack.reason);
+  } else {
+    log_->info("Item {}: {}", ack.item, ack.status);
+  }
+  discard(*slot);
+}
+
+void Client::Impl::on_cancel(const protocol::Cancel& cancel) {
+  Slot* slot = slot_holding(cancel.item);
+  if (!slot) return;
+  log_->info("Server cancelled item {}: {}", cancel.item, cancel.reason);
+  if (slot->job) {
+    slot->job->cancel();  // the job thread ends soon; forward_job_progress() cleans up
+    return;
+  }
+  discard(*slot);
+}
+
+void Client::Impl::take_up_kept_result(Slot& slot) {
+  std::set<std::string> held;
+  for (const Slot& other : slots_) {
+    if (other.current) held.insert(other.current->assign.item);
+  }
+  auto kept = outbox_->take_up(held);
+  if (!kept) return;
+  Current c;
+  c.assign.item = kept->item;
+  c.assign.attempt = kept->attempt;
+  c.assign.version = kept->version;
+  c.assign.type = kept->type;
+  c.result = kept->archive;
+  c.outcome = std::move(kept->outcome);
+  slot.current = std::move(c);
+  log_->info("Resuming the unacknowledged result of item {}{}", slot.current->assign.item, tag(slot));
+}
+
+void Client::Impl::discard(Slot& slot) {
+  if (!slot.current) return;
+  std::error_code ec;
+  if (!slot.current->result.empty()) outbox_->discard(slot.current->result);
+  fs::remove(options_.workdir / "logs" / (slot.current->assign.item + ".log"), ec);
+  const std::string fetching = slot.current->fetching;
+  slot.current.reset();
+  const bool still_wanted = std::any_of(slots_.begin(), slots_.end(), [&](const Slot& other) {
+    return other.current && other.current->fetching == fetching;
+  });
+  if (!fetching.empty() && !still_wanted) {
+    downloads_.erase(fetching);
+    cache_->abandon(fetching);
+  }
+  mark_blobs_in_use();
+  take_up_kept_result(slot);
+  if (!welcomed_) return;
+  if (slot.current) {
+    report_outcome(slot);
+  } else if (is_usable(slot)) {
+    slot.waiting_since = Clock::now();
+    send(MessageType::kReady, protocol::Ready{slot.index});
+  }
+}
+
+}  // namespace conductor

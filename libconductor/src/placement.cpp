@@ -62,19 +62,13 @@ std::string explain_queued(const WorkItem& item, std::size_t position, const Pla
     capable.push_back(&client);
     if (may_take(client, item, requirement)) eligible.push_back(&client);
   }
-  const std::string needs = "version " + item.version + " requires " + to_string(requirement);
-  if (capable.empty() && requirement == Requirement::kGpu) {
-    return "queued: " + needs + "; " +
-           (connected == 1 ? "the only connected client has no GPU"
-                           : "none of the " + std::to_string(connected) +
-                                 " connected clients has a GPU") +
-           where;
-  }
   if (capable.empty()) {
-    return "queued: " + needs + "; " +
-           (connected == 1 ? "the only connected client is not a CPU client"
-                           : "none of the " + std::to_string(connected) +
-                                 " connected clients is a CPU client") +
+    const bool gpu = requirement == Requirement::kGpu;
+    return "queued: version " + item.version + " requires " + to_string(requirement) + "; " +
+           (connected == 1 ? std::string("the only connected client ") +
+                                 (gpu ? "has no GPU" : "is not a CPU client")
+                           : "none of the " + std::to_string(connected) + " connected clients " +
+                                 (gpu ? "has a GPU" : "is a CPU client")) +
            where;
   }
   if (eligible.empty()) {

@@ -12,6 +12,7 @@
 #include <filesystem>
 #include <map>
 #include <memory>
+#include <nlohmann/json.hpp>
 #include <optional>
 #include <random>
 #include <regex>
@@ -177,6 +178,18 @@ inline CtlRun run_ctl(const std::filesystem::path& folder, std::vector<std::stri
   REQUIRE_MESSAGE(status.has_value(), "conductorctl still runs after " << limit.count() << " ms");
   run.status = *status;
   return run;
+}
+
+// The JSON conductorctl printed (--json); fails the test unless it exited 0 with JSON.
+inline nlohmann::json parse_json(const CtlRun& run) {
+  INFO("conductorctl stdout:\n" << run.out << "\nstderr:\n" << run.err);
+  REQUIRE(run.status.exited_with(0));
+  REQUIRE(nlohmann::json::accept(run.out));
+  return nlohmann::json::parse(run.out);
+}
+
+inline bool contains(const std::string& text, const std::string& part) {
+  return text.find(part) != std::string::npos;
 }
 
 // A server log line "Item <id> of <version> (attempt <n>) handed to <host>[ slot <s>]".

@@ -19,9 +19,10 @@
 namespace fs = std::filesystem;
 using namespace std::chrono_literals;
 using conductor::test::Cluster;
-using conductor::test::FlagOnExit;
-using conductor::test::CtlRun;
+using conductor::test::contains;
 using conductor::test::deadline_in;
+using conductor::test::FlagOnExit;
+using conductor::test::parse_json;
 using conductor::test::read_file;
 using conductor::test::VersionSpec;
 using conductor::test::wait_until;
@@ -35,17 +36,6 @@ head -c 256 /dev/urandom > model.h5
 )";
 
 const std::vector<std::pair<std::string, std::string>> kPayload = {{"data.csv", "x,y\n1,2\n"}};
-
-json parse_json(const CtlRun& run) {
-  INFO("conductorctl stdout:\n" << run.out << "\nstderr:\n" << run.err);
-  REQUIRE(run.status.exited_with(0));
-  REQUIRE(json::accept(run.out));
-  return json::parse(run.out);
-}
-
-bool contains(const std::string& text, const std::string& part) {
-  return text.find(part) != std::string::npos;
-}
 
 const json* find_version(const json& status, const std::string& name) {
   for (const auto& version : status.at("versions")) {

@@ -22,8 +22,8 @@
 namespace fs = std::filesystem;
 using namespace std::chrono_literals;
 using conductor::test::Cluster;
-using conductor::test::FlagOnExit;
 using conductor::test::deadline_in;
+using conductor::test::FlagOnExit;
 using conductor::test::Handout;
 using conductor::test::read_file;
 using conductor::test::read_file_if_present;

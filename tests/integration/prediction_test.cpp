@@ -16,9 +16,10 @@
 namespace fs = std::filesystem;
 using namespace std::chrono_literals;
 using conductor::test::Cluster;
-using conductor::test::FlagOnExit;
 using conductor::test::deadline_in;
+using conductor::test::FlagOnExit;
 using conductor::test::Handout;
+using conductor::test::parse_json;
 using conductor::test::VersionSpec;
 using conductor::test::wait_until;
 using json = nlohmann::json;
@@ -46,13 +47,6 @@ std::string blocking_train_script(const fs::path& flag) {
          "echo 100 > model.h5\n";
 }
 
-
-json parse_json(const conductor::test::CtlRun& run) {
-  INFO("conductorctl stdout:\n" << run.out << "\nstderr:\n" << run.err);
-  REQUIRE(run.status.exited_with(0));
-  REQUIRE(json::accept(run.out));
-  return json::parse(run.out);
-}
 
 std::map<std::string, double> values_by_model(const json& result) {
   std::map<std::string, double> values;

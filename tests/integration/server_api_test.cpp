@@ -17,6 +17,7 @@
 
 namespace fs = std::filesystem;
 using namespace std::chrono_literals;
+using conductor::test::contains;
 using conductor::test::deadline_in;
 using conductor::test::read_file;
 using conductor::test::VersionSpec;
@@ -51,10 +52,6 @@ conductor::Error refusal(Call&& call) {
   }
   FAIL("expected a conductor::Error");
   return conductor::Error(conductor::ErrorCode::kArgument, "");
-}
-
-bool contains(const std::string& text, const std::string& part) {
-  return text.find(part) != std::string::npos;
 }
 
 std::set<std::string> failed_models(const conductor::EnsembleResult& result) {

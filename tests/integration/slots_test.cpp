@@ -23,9 +23,10 @@
 namespace fs = std::filesystem;
 using namespace std::chrono_literals;
 using conductor::test::Cluster;
-using conductor::test::CtlRun;
+using conductor::test::contains;
 using conductor::test::deadline_in;
 using conductor::test::FlagOnExit;
+using conductor::test::parse_json;
 using conductor::test::read_file_if_present;
 using conductor::test::split_lines;
 using conductor::test::VersionSpec;
@@ -72,17 +73,6 @@ std::string field(const std::string& line, const std::string& key) {
   std::smatch match;
   std::regex pattern(key + "=(\\S*)");
   return std::regex_search(line, match, pattern) ? match[1].str() : "";
-}
-
-json parse_json(const CtlRun& run) {
-  INFO("conductorctl stdout:\n" << run.out << "\nstderr:\n" << run.err);
-  REQUIRE(run.status.exited_with(0));
-  REQUIRE(json::accept(run.out));
-  return json::parse(run.out);
-}
-
-bool contains(const std::string& text, const std::string& part) {
-  return text.find(part) != std::string::npos;
 }
 
 std::string model_file(const Cluster& cluster, const std::string& version, const std::string& id,

@@ -331,6 +331,7 @@ void Client::Impl::on_welcome(const protocol::Welcome& welcome) {
   chunk_size_ = std::clamp<std::uint32_t>(welcome.chunk_size, 4096, protocol::kMaxPayloadBytes);
   window_ = std::clamp(welcome.window, 1, 64);
   usable_slots_ = welcome.slots > 0 ? std::min(welcome.slots, options_.slots) : 1;
+  server_names_subjects_ = welcome.slots > 0;
   log_->info("Connected to {}", endpoint_);
   if (usable_slots_ < options_.slots) {
     log_->warn("The server fills {} of this client's {} slots", usable_slots_, options_.slots);
@@ -354,20 +355,20 @@ void Client::Impl::on_error(const protocol::ErrorMessage& error) {
   log_->warn("Server reported an error: {}", error.message);
   // The server refused what we sent about a result (a RESULT, an UPLOAD chunk): it will never
   // acknowledge it. Letting go is safe: READY makes the server queue the item again. A server
-  // that does not say which item it means refused the one outcome it knows of.
+  // that predates slots does not say which item it means: it refused the one outcome it knows.
+  const bool unnamed = error.item.empty() && error.blob.empty() && !server_names_subjects_;
   bool gave_up = false;
   for (Slot& slot : slots_) {
     if (!slot.current || !slot.current->outcome || slot.job) continue;
-    if (!error.item.empty() && slot.current->assign.item != error.item) continue;
+    if (!unnamed && slot.current->assign.item != error.item) continue;
     log_->warn("Giving up item {}; the server will hand it out again", slot.current->assign.item);
     discard(slot);
     gave_up = true;
   }
   if (gave_up) return;
-  // A package the server no longer has cannot be fetched: give the item back.
-  // A server that does not say which archive it means refused the one being fetched.
-  if (error.code == static_cast<int>(protocol::ErrorReply::kRefused) &&
-      (!error.blob.empty() || error.item.empty())) {
+  // A package the server no longer has cannot be fetched: give the item back (without a name
+  // from the server, the download in progress).
+  if (error.code == static_cast<int>(protocol::ErrorReply::kRefused) && (!error.blob.empty() || unnamed)) {
     give_up_downloads(error.blob, error.message);
   }
   if (error.fatal) connect();

@@ -190,6 +190,7 @@ class Client::Impl {
   std::uint32_t chunk_size_ = 1u << 20;
   int window_ = 8;
   int usable_slots_ = 1;  // the slots the server fills (WELCOME.slots)
+  bool server_names_subjects_ = false;  // it knows slots, so its ERRORs name item or blob
   std::vector<Slot> slots_;
   std::map<std::string, Download> downloads_;  // by blob
   std::atomic<bool> stop_requested_{false};

@@ -7,10 +7,15 @@
 #include <signal.h>
 #include <sys/stat.h>
 
+#include <zmq.hpp>
+#include <zmq_addon.hpp>
+
 #include <chrono>
 #include <cstdlib>
 #include <functional>
+#include <iterator>
 #include <nlohmann/json.hpp>
+#include <optional>
 #include <regex>
 #include <set>
 #include <string>
@@ -80,7 +85,138 @@ std::string model_file(const Cluster& cluster, const std::string& version, const
   return read_file_if_present(cluster.version_dir(version) / "models" / id / name);
 }
 
+// A client as it was before slots, speaking CWP/1 by hand: HELLO without slots, READY as an
+// empty map, the held item in the running_* fields.
+class ClientBeforeSlots {
+ public:
+  explicit ClientBeforeSlots(const std::string& endpoint) : socket_(context_, zmq::socket_type::dealer) {
+    socket_.set(zmq::sockopt::linger, 0);
+    socket_.connect(endpoint);
+  }
+
+  void send(std::uint8_t type, const json& header) {
+    const char signature[] = {'C', 'W', 'P', 1, static_cast<char>(type)};
+    const auto bytes = json::to_msgpack(header);
+    socket_.send(zmq::buffer(signature, sizeof signature), zmq::send_flags::sndmore);
+    socket_.send(zmq::buffer(bytes), zmq::send_flags::none);
+  }
+
+  // The next message of `type` within `limit` (others are skipped), as its header.
+  std::optional<json> receive(std::uint8_t type, std::chrono::milliseconds limit = 10s) {
+    const auto deadline = deadline_in(limit);
+    while (std::chrono::steady_clock::now() < deadline) {
+      zmq::pollitem_t items[] = {{socket_.handle(), 0, ZMQ_POLLIN, 0}};
+      zmq::poll(items, 1, std::chrono::milliseconds(100));
+      if (!(items[0].revents & ZMQ_POLLIN)) continue;
+      std::vector<zmq::message_t> frames;
+      REQUIRE(zmq::recv_multipart(socket_, std::back_inserter(frames)));
+      REQUIRE(frames.size() >= 2);
+      if (frames[0].data<std::uint8_t>()[4] != type) continue;
+      return json::from_msgpack(frames[1].to_string());
+    }
+    return std::nullopt;
+  }
+
+ private:
+  zmq::context_t context_;
+  zmq::socket_t socket_;
+};
+
+constexpr std::uint8_t kHello = 0x01, kHeartbeat = 0x02, kReady = 0x03, kWelcome = 0x41,
+                       kAssign = 0x43, kCancel = 0x47;
+
 }  // namespace
+
+TEST_CASE("a client from before slots is served as before: one slot, its item taken back on HELLO") {
+  Cluster cluster("conductor-slots-old-client");
+  conductor::test::write_configuration(cluster.server_dir(), 0.0,
+                                       {VersionSpec{"v", 2, "sleep 30\n", {}}});
+  // This hand-made client sends no heartbeats: a long lease keeps its item while it is silent.
+  cluster.start_server({"--lease-ms", "60000"});
+  const json hello = {{"protocol", 1}, {"client_id", "old-1"}, {"host", "old"}, {"type", "cpu"}};
+  std::string item;
+  {
+    ClientBeforeSlots old(cluster.endpoint());
+    old.send(kHello, hello);
+    auto welcome = old.receive(kWelcome);
+    REQUIRE(welcome.has_value());
+    CHECK(welcome->value("slots", -1) == 1);
+    old.send(kReady, json::object());
+    auto assign = old.receive(kAssign);
+    REQUIRE_MESSAGE(assign.has_value(), cluster.diagnostics());
+    item = assign->at("item").get<std::string>();
+    CHECK(assign->value("slot", -1) == 0);
+    // READY again (an ASSIGN it lost, say): the same item, not a second one.
+    old.send(kReady, json::object());
+    auto again = old.receive(kAssign);
+    REQUIRE(again.has_value());
+    CHECK(again->at("item") == item);
+  }
+  // Back on a new connection, naming its item the old way: taken back, nothing cancelled.
+  ClientBeforeSlots back(cluster.endpoint());
+  json reconnect = hello;
+  reconnect.update({{"running_item", item}, {"running_version", "v"}, {"running_attempt", 0},
+                    {"running_type", "training"}});
+  back.send(kHello, reconnect);
+  REQUIRE(back.receive(kWelcome).has_value());
+  REQUIRE_MESSAGE(wait_until(deadline_in(10s),
+                             [&] { return contains(cluster.server_log(), "Client old resumed item " + item); }),
+                  cluster.diagnostics());
+  CHECK_FALSE(back.receive(kCancel, 1s).has_value());
+  json status = parse_json(cluster.ctl({"status", "--json"}));
+  REQUIRE(status["active"].size() == 1);
+  CHECK(status["active"][0]["id"] == item);
+  CHECK(status["active"][0]["slot"] == 0);
+}
+
+TEST_CASE("a client with 3 slots asks a server from before slots for one item at a time") {
+  conductor::test::TempDir root("conductor-slots-old-server");
+  // The old server, by hand: a ROUTER that answers HELLO with a WELCOME without `slots`.
+  zmq::context_t context;
+  zmq::socket_t router(context, zmq::socket_type::router);
+  router.set(zmq::sockopt::linger, 0);
+  router.bind("tcp://127.0.0.1:*");
+  const std::string endpoint = router.get(zmq::sockopt::last_endpoint);
+  conductor::test::ChildProcess client(conductor::test::ChildOptions{
+      {conductor::test::kClientBin.string(), endpoint, "--workdir", (root.path() / "client").string(),
+       "--name", "new", "--heartbeat-ms", "200", "--slots", "3"},
+      root.path() / "client.out", {}, {}});
+
+  auto reply = [&](const zmq::message_t& routing, std::uint8_t type, const json& header) {
+    const char signature[] = {'C', 'W', 'P', 1, static_cast<char>(type)};
+    const auto bytes = json::to_msgpack(header);
+    router.send(zmq::buffer(routing.data(), routing.size()), zmq::send_flags::sndmore);
+    router.send(zmq::buffer(signature, sizeof signature), zmq::send_flags::sndmore);
+    router.send(zmq::buffer(bytes), zmq::send_flags::none);
+  };
+  std::vector<json> readies;
+  bool welcomed = false;
+  const auto deadline = deadline_in(3s);  // READY comes at once, and again after 1 s of nothing
+  while (std::chrono::steady_clock::now() < deadline) {
+    zmq::pollitem_t items[] = {{router.handle(), 0, ZMQ_POLLIN, 0}};
+    zmq::poll(items, 1, std::chrono::milliseconds(50));
+    if (!(items[0].revents & ZMQ_POLLIN)) continue;
+    std::vector<zmq::message_t> frames;
+    REQUIRE(zmq::recv_multipart(router, std::back_inserter(frames)));
+    REQUIRE(frames.size() == 3);
+    const auto type = frames[1].data<std::uint8_t>()[4];
+    const json header = json::from_msgpack(frames[2].to_string());
+    if (type == kHello) {
+      CHECK(header.at("slots") == 3);
+      reply(frames[0], kWelcome, {{"session", "s"}, {"heartbeat_ms", 200}, {"liveness", 5}});
+      welcomed = true;
+    } else if (type == kReady) {
+      readies.push_back(header);
+    } else if (type == kHeartbeat) {
+      reply(frames[0], kHeartbeat, json::object());
+    }
+  }
+  INFO("client output:\n" << client.output());
+  CHECK(welcomed);
+  REQUIRE_FALSE(readies.empty());
+  for (const auto& ready : readies) CHECK(ready.value("slot", 0) == 0);
+  CHECK(conductor::test::contains(client.output(), "The server fills 1 of this client's 3 slots"));
+}
 
 TEST_CASE("a CPU client with --slots 3 runs three items side by side, each in its own slot and folder") {
   Cluster cluster("conductor-slots-cpu");

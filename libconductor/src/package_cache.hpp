@@ -40,6 +40,9 @@ class PackageCache {
   // A pack by id, or nullptr: what FETCH may read.
   const PackageBlob* find(const std::string& sha256) const;
 
+  // Whether `version` is being packed in the background right now.
+  bool is_packing(const std::string& version) const { return packing_.contains(version); }
+
  private:
   struct Entry {
     std::string fingerprint;

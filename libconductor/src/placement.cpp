@@ -81,6 +81,10 @@ std::string explain_queued(const WorkItem& item, std::size_t position, const Pla
                                       " clients able to run it take") +
            " prediction items only (reserve nodes " + fraction + ")" + where;
   }
+  if (view.is_packing && view.is_packing(item)) {
+    return "queued: version " + item.version + " is being packed; its items go out once the " +
+           "package is ready" + where;
+  }
   const int slots = std::accumulate(eligible.begin(), eligible.end(), 0,
                                     [](int sum, const ClientSlots* c) { return sum + c->slots; });
   const int free = std::accumulate(eligible.begin(), eligible.end(), 0,

@@ -279,9 +279,13 @@ Explanation Server::Impl::explain(const std::string& item_prefix, WorkItem* item
     throw argument_error("item '" + item_prefix + "' is ambiguous: " +
                          std::to_string(matches.size()) + " items start with it");
   }
-  PlacementView view{scheduler_, placement_clients(),
+  PlacementView view{scheduler_,
+                     placement_clients(),
                      [this](const WorkItem& queued) { return requirement_of(queued); },
-                     config_.reserve_nodes, SteadyClock::now(), std::chrono::system_clock::now()};
+                     [this](const WorkItem& queued) { return cache_->is_packing(queued.version); },
+                     config_.reserve_nodes,
+                     SteadyClock::now(),
+                     std::chrono::system_clock::now()};
   if (item) *item = matches.front();
   return *explain_item(matches.front().id, view);
 }

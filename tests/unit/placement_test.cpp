@@ -31,12 +31,16 @@ Explanation explain(const Scheduler& scheduler, const std::string& item,
                     double reserve_fraction = 0.2) {
   const std::map<std::string, Requirement> requirements = {{"g", Requirement::kGpu},
                                                            {"c", Requirement::kCpu}};
-  PlacementView view{scheduler, std::move(clients),
+  PlacementView view{scheduler,
+                     std::move(clients),
                      [&](const WorkItem& work) {
                        auto it = requirements.find(work.version);
                        return it == requirements.end() ? Requirement::kAny : it->second;
                      },
-                     reserve_fraction, now, kWallStart + (now - kStart)};
+                     [](const WorkItem& work) { return work.version == "packing"; },
+                     reserve_fraction,
+                     now,
+                     kWallStart + (now - kStart)};
   auto explanation = explain_item(item, view);
   REQUIRE(explanation.has_value());
   return *explanation;
@@ -119,6 +123,14 @@ TEST_CASE("explain names free slots that are about to take the item") {
         "ahead of it take them (position 2 of 2 in the queue)");
 }
 
+TEST_CASE("explain says an item waits for its version's package while it is packed") {
+  auto scheduler = make_scheduler();
+  scheduler.reconcile({{"packing", 1, 0}});
+  CHECK(explain(scheduler, "item-1", {client("c1", "cpu", 2, 2)}).text ==
+        "queued: version packing is being packed; its items go out once the package is ready "
+        "(position 1 of 1 in the queue)");
+}
+
 TEST_CASE("explain says a training item is held while only reserve clients could run it") {
   auto scheduler = make_scheduler();
   scheduler.reconcile({{"g", 1, 0}});
@@ -168,7 +180,7 @@ TEST_CASE("explain says an item waits for its silent client until the lease ends
 
 TEST_CASE("explain knows nothing of an item that is neither queued nor active") {
   auto scheduler = make_scheduler();
-  PlacementView view{scheduler, {}, [](const WorkItem&) { return Requirement::kAny; }, 0, kStart,
-                     kWallStart};
+  PlacementView view{scheduler, {}, [](const WorkItem&) { return Requirement::kAny; }, {}, 0,
+                     kStart, kWallStart};
   CHECK_FALSE(explain_item("item-1", view).has_value());
 }

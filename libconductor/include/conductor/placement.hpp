@@ -46,6 +46,9 @@ struct PlacementView {
   std::vector<ClientSlots> clients;  // the connected clients, in connection order
   // The requirement of an item's version (kAny when the version is gone).
   std::function<Requirement(const WorkItem&)> requirement_of;
+  // Whether an item's version is still being packed (its items wait for the package); empty:
+  // never.
+  std::function<bool(const WorkItem&)> is_packing;
   double reserve_fraction = 0;
   TimePoint now;                                   // the scheduler's clock
   std::chrono::system_clock::time_point wall_now;  // the same moment, for printed times

@@ -55,9 +55,12 @@ std::optional<WorkItem> Scheduler::assign(const std::string& client_id, TimePoin
 std::vector<Assignment> Scheduler::fill(const std::vector<FreeSlots>& clients, TimePoint now) {
   std::vector<Assignment> made;
   std::vector<std::size_t> next(clients.size(), 0);  // each client's next free slot
+  // The queue only shrinks while filling: a client that found nothing it accepts never will.
+  std::vector<bool> done(clients.size(), false);
   for (bool handed_out = true; handed_out && !queue_.empty();) {
     handed_out = false;
     for (std::size_t i = 0; i < clients.size() && !queue_.empty(); ++i) {
+      if (done[i]) continue;
       const FreeSlots& client = clients[i];
       // A slot that is not free after all (a caller's stale view) is skipped, not filled twice.
       while (next[i] < client.slots.size() && active_in_slot(client.client_id, client.slots[next[i]])) {
@@ -66,7 +69,10 @@ std::vector<Assignment> Scheduler::fill(const std::vector<FreeSlots>& clients, T
       if (next[i] >= client.slots.size()) continue;
       const int slot = client.slots[next[i]];
       auto item = assign(client.client_id, now, client.accepts, slot);
-      if (!item) continue;
+      if (!item) {
+        done[i] = true;
+        continue;
+      }
       ++next[i];
       made.push_back({std::move(*item), client.client_id, slot});
       handed_out = true;

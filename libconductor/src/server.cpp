@@ -564,15 +564,25 @@ void Server::Impl::dispatch(TimePoint now) {
   }
   // Items of a version still being packed wait; the others go out meanwhile.
   const std::set<std::string> packaged = packaged_queued_versions();
+  auto accepts = [this, &packaged](const ClientSlots& client) {
+    return [this, client, &packaged](const WorkItem& item) {
+      return packaged.contains(item.version) && may_take(client, item, requirement_of(item));
+    };
+  };
+  // Clients of one type and reserve status take the same items: the queue is searched once per
+  // such kind, not once per client (many idle CPU clients beside GPU-only work, say).
+  std::map<std::pair<std::string, bool>, bool> kind_has_work;
   std::vector<FreeSlots> free;
   for (const ClientSlots& client : clients) {
     const Peer& peer = peers_.at(client.id);
     if (peer.waiting.empty()) continue;
+    auto [kind, is_new] = kind_has_work.try_emplace({client.type, client.reserved}, false);
+    if (is_new) {
+      kind->second = std::any_of(scheduler_.queue().begin(), scheduler_.queue().end(), accepts(client));
+    }
+    if (!kind->second) continue;
     free.push_back({client.id, std::vector<int>(peer.waiting.begin(), peer.waiting.end()),
-                    [this, client, &packaged](const WorkItem& item) {
-                      return packaged.contains(item.version) &&
-                             may_take(client, item, requirement_of(item));
-                    }});
+                    accepts(client)});
   }
   for (const auto& assignment : scheduler_.fill(free, now)) {
     Peer& peer = peers_.at(assignment.client_id);

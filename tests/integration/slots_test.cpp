@@ -73,6 +73,27 @@ std::size_t count_prefix(const std::vector<std::string>& lines, const std::strin
   return n;
 }
 
+// The start lines recording_script wrote so far.
+std::size_t starts(const fs::path& runs) {
+  return count_prefix(split_lines(read_file_if_present(runs)), "start");
+}
+
+// Waits until version "v" holds `items` models of side_by_side items and checks that they ran at
+// the same time: all `items` started before any ended. Returns the start lines.
+std::vector<std::string> side_by_side_starts(const Cluster& cluster, const fs::path& runs, int items) {
+  REQUIRE_MESSAGE(
+      wait_until(deadline_in(60s),
+                 [&] { return cluster.model_ids("v").size() == static_cast<std::size_t>(items); }),
+      cluster.diagnostics() << "--- runs.log\n" << read_file_if_present(runs));
+  const auto lines = split_lines(read_file_if_present(runs));
+  INFO("runs.log:\n" << read_file_if_present(runs));
+  REQUIRE(lines.size() == 2 * static_cast<std::size_t>(items));
+  const std::vector<std::string> started(lines.begin(), lines.begin() + items);
+  CHECK(count_prefix(started, "start") == static_cast<std::size_t>(items));
+  CHECK(count_prefix({lines.begin() + items, lines.end()}, "end") == static_cast<std::size_t>(items));
+  return started;
+}
+
 // The value of `key=` in a "start ..." line of recording_script.
 std::string field(const std::string& line, const std::string& key) {
   std::smatch match;
@@ -85,6 +106,27 @@ std::string model_file(const Cluster& cluster, const std::string& version, const
   return read_file_if_present(cluster.version_dir(version) / "models" / id / name);
 }
 
+// Sends one CWP/1 message by hand: [routing id (a ROUTER's)][signature][msgpack header].
+void send_cwp(zmq::socket_t& socket, std::uint8_t type, const json& header,
+              const zmq::message_t* routing = nullptr) {
+  if (routing) socket.send(zmq::buffer(routing->data(), routing->size()), zmq::send_flags::sndmore);
+  const char signature[] = {'C', 'W', 'P', 1, static_cast<char>(type)};
+  const auto bytes = json::to_msgpack(header);
+  socket.send(zmq::buffer(signature, sizeof signature), zmq::send_flags::sndmore);
+  socket.send(zmq::buffer(bytes), zmq::send_flags::none);
+}
+
+// The frames of the next message within `limit`; nullopt when none came.
+std::optional<std::vector<zmq::message_t>> receive_frames(zmq::socket_t& socket,
+                                                          std::chrono::milliseconds limit) {
+  zmq::pollitem_t items[] = {{socket.handle(), 0, ZMQ_POLLIN, 0}};
+  zmq::poll(items, 1, limit);
+  if (!(items[0].revents & ZMQ_POLLIN)) return std::nullopt;
+  std::vector<zmq::message_t> frames;
+  REQUIRE(zmq::recv_multipart(socket, std::back_inserter(frames)));
+  return frames;
+}
+
 // A client as it was before slots, speaking CWP/1 by hand: HELLO without slots, READY as an
 // empty map, the held item in the running_* fields.
 class ClientBeforeSlots {
@@ -94,25 +136,17 @@ class ClientBeforeSlots {
     socket_.connect(endpoint);
   }
 
-  void send(std::uint8_t type, const json& header) {
-    const char signature[] = {'C', 'W', 'P', 1, static_cast<char>(type)};
-    const auto bytes = json::to_msgpack(header);
-    socket_.send(zmq::buffer(signature, sizeof signature), zmq::send_flags::sndmore);
-    socket_.send(zmq::buffer(bytes), zmq::send_flags::none);
-  }
+  void send(std::uint8_t type, const json& header) { send_cwp(socket_, type, header); }
 
   // The next message of `type` within `limit` (others are skipped), as its header.
   std::optional<json> receive(std::uint8_t type, std::chrono::milliseconds limit = 10s) {
     const auto deadline = deadline_in(limit);
     while (std::chrono::steady_clock::now() < deadline) {
-      zmq::pollitem_t items[] = {{socket_.handle(), 0, ZMQ_POLLIN, 0}};
-      zmq::poll(items, 1, std::chrono::milliseconds(100));
-      if (!(items[0].revents & ZMQ_POLLIN)) continue;
-      std::vector<zmq::message_t> frames;
-      REQUIRE(zmq::recv_multipart(socket_, std::back_inserter(frames)));
-      REQUIRE(frames.size() >= 2);
-      if (frames[0].data<std::uint8_t>()[4] != type) continue;
-      return json::from_msgpack(frames[1].to_string());
+      auto frames = receive_frames(socket_, 100ms);
+      if (!frames) continue;
+      REQUIRE(frames->size() == 2);
+      if ((*frames)[0].data<std::uint8_t>()[4] != type) continue;
+      return json::from_msgpack((*frames)[1].to_string());
     }
     return std::nullopt;
   }
@@ -182,33 +216,24 @@ TEST_CASE("a client with 3 slots asks a server from before slots for one item at
        "--name", "new", "--heartbeat-ms", "200", "--slots", "3"},
       root.path() / "client.out", {}, {}});
 
-  auto reply = [&](const zmq::message_t& routing, std::uint8_t type, const json& header) {
-    const char signature[] = {'C', 'W', 'P', 1, static_cast<char>(type)};
-    const auto bytes = json::to_msgpack(header);
-    router.send(zmq::buffer(routing.data(), routing.size()), zmq::send_flags::sndmore);
-    router.send(zmq::buffer(signature, sizeof signature), zmq::send_flags::sndmore);
-    router.send(zmq::buffer(bytes), zmq::send_flags::none);
-  };
   std::vector<json> readies;
   bool welcomed = false;
   const auto deadline = deadline_in(3s);  // READY comes at once, and again after 1 s of nothing
   while (std::chrono::steady_clock::now() < deadline) {
-    zmq::pollitem_t items[] = {{router.handle(), 0, ZMQ_POLLIN, 0}};
-    zmq::poll(items, 1, std::chrono::milliseconds(50));
-    if (!(items[0].revents & ZMQ_POLLIN)) continue;
-    std::vector<zmq::message_t> frames;
-    REQUIRE(zmq::recv_multipart(router, std::back_inserter(frames)));
+    auto received = receive_frames(router, 50ms);
+    if (!received) continue;
+    auto& frames = *received;
     REQUIRE(frames.size() == 3);
     const auto type = frames[1].data<std::uint8_t>()[4];
     const json header = json::from_msgpack(frames[2].to_string());
     if (type == kHello) {
       CHECK(header.at("slots") == 3);
-      reply(frames[0], kWelcome, {{"session", "s"}, {"heartbeat_ms", 200}, {"liveness", 5}});
+      send_cwp(router, kWelcome, {{"session", "s"}, {"heartbeat_ms", 200}, {"liveness", 5}}, &frames[0]);
       welcomed = true;
     } else if (type == kReady) {
       readies.push_back(header);
     } else if (type == kHeartbeat) {
-      reply(frames[0], kHeartbeat, json::object());
+      send_cwp(router, kHeartbeat, json::object(), &frames[0]);
     }
   }
   INFO("client output:\n" << client.output());
@@ -226,18 +251,10 @@ TEST_CASE("a CPU client with --slots 3 runs three items side by side, each in it
   cluster.start_server();
   cluster.start_client("triple", {}, {"--slots", "3"});
 
-  REQUIRE_MESSAGE(wait_until(deadline_in(60s), [&] { return cluster.model_ids("v").size() == 3; }),
-                  cluster.diagnostics() << "--- runs.log\n" << read_file_if_present(runs));
-  const auto lines = split_lines(read_file_if_present(runs));
-  INFO("runs.log:\n" << read_file_if_present(runs));
-  REQUIRE(lines.size() == 6);
-  // Every item started before any ended: they ran at the same time.
-  CHECK(count_prefix({lines.begin(), lines.begin() + 3}, "start") == 3);
-  CHECK(count_prefix({lines.begin() + 3, lines.end()}, "end") == 3);
   std::set<std::string> slots, folders;
-  for (int i = 0; i < 3; ++i) {
-    slots.insert(field(lines[static_cast<std::size_t>(i)], "slot"));
-    folders.insert(field(lines[static_cast<std::size_t>(i)], "dir"));
+  for (const auto& line : side_by_side_starts(cluster, runs, 3)) {
+    slots.insert(field(line, "slot"));
+    folders.insert(field(line, "dir"));
   }
   CHECK(slots == std::set<std::string>{"0", "1", "2"});
   CHECK(folders.size() == 3);
@@ -282,15 +299,8 @@ TEST_CASE("a GPU client runs one item per GPU at once, each seeing only its own 
                                   {"PATH", bin.string() + ":" + (path ? path : "/usr/bin:/bin")}});
   }
 
-  REQUIRE_MESSAGE(wait_until(deadline_in(60s), [&] { return cluster.model_ids("v").size() == 2; }),
-                  cluster.diagnostics() << "--- runs.log\n" << read_file_if_present(runs));
-  const auto lines = split_lines(read_file_if_present(runs));
-  INFO("runs.log:\n" << read_file_if_present(runs));
-  REQUIRE(lines.size() == 4);
-  CHECK(count_prefix({lines.begin(), lines.begin() + 2}, "start") == 2);
   // Slot 0 runs on GPU 0 and slot 1 on GPU 1, and each model records the one GPU it saw.
-  for (int i = 0; i < 2; ++i) {
-    const auto& line = lines[static_cast<std::size_t>(i)];
+  for (const auto& line : side_by_side_starts(cluster, runs, 2)) {
     CHECK(field(line, "gpu") == field(line, "slot"));
   }
   std::multiset<std::string> seen;
@@ -391,7 +401,7 @@ TEST_CASE("a client with 3 slots that goes silent and comes back within its leas
   cluster.start_server({"--lease-ms", "60000"});
   auto& sleeper = cluster.start_client("sleeper", {}, {"--slots", "3"});
   REQUIRE_MESSAGE(wait_until(deadline_in(60s),
-                             [&] { return count_prefix(split_lines(read_file_if_present(runs)), "start") == 3; }),
+                             [&] { return starts(runs) == 3; }),
                   cluster.diagnostics());
 
   // Frozen, the client says nothing (its commands run on); the server drops it for silence.
@@ -423,7 +433,7 @@ TEST_CASE("a client with 3 slots that goes silent and comes back within its leas
   }
   const auto stored = cluster.model_ids("v");
   CHECK(std::set<std::string>(stored.begin(), stored.end()) == handed);
-  CHECK(count_prefix(split_lines(read_file_if_present(runs)), "start") == 3);
+  CHECK(starts(runs) == 3);
   CHECK(cluster.stop_all()->exited_with(0));
 }
 
@@ -438,7 +448,7 @@ TEST_CASE("when a client with 3 slots is SIGKILLed mid-run, its 3 items are queu
   cluster.start_server();
   cluster.start_client("victim", {}, {"--slots", "3"});
   REQUIRE_MESSAGE(wait_until(deadline_in(60s),
-                             [&] { return count_prefix(split_lines(read_file_if_present(runs)), "start") == 3; }),
+                             [&] { return starts(runs) == 3; }),
                   cluster.diagnostics());
   std::set<std::string> victims_items;
   for (const auto& handout : cluster.handouts()) victims_items.insert(handout.item);

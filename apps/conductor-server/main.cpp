@@ -1,6 +1,7 @@
 // conductor-server: serves the versions of a working folder to conductor-clients.
-// Exit codes: 0 stopped by a signal, 1 unexpected error, 2 bad arguments, 3 broken
-// configuration, 4 endpoint cannot be bound, 5 working folder unusable.
+// Exit codes: 0 stopped by a signal, 1 unexpected error, 2 bad arguments (also a malformed
+// --http address), 3 broken configuration, 4 endpoint (or HTTP address) cannot be bound,
+// 5 working folder unusable.
 #include <CLI/CLI.hpp>
 
 #include <csignal>
@@ -22,6 +23,7 @@ void on_signal(int) {
 
 int exit_code_for(const conductor::Error& e) {
   switch (e.code()) {
+    case conductor::ErrorCode::kArgument: return 2;
     case conductor::ErrorCode::kConfig: return 3;
     case conductor::ErrorCode::kTransport: return 4;
     case conductor::ErrorCode::kIo: return 5;
@@ -30,6 +32,7 @@ int exit_code_for(const conductor::Error& e) {
 }
 
 void write_endpoint_file(const std::filesystem::path& file, const std::string& endpoint) {
+  if (file.empty()) return;
   auto tmp = file;
   tmp += ".tmp";
   std::ofstream(tmp) << endpoint << '\n';
@@ -41,7 +44,7 @@ void write_endpoint_file(const std::filesystem::path& file, const std::string& e
 int main(int argc, char** argv) {
   CLI::App app{"Conductor server: keeps every version trained to its target."};
   conductor::ServerOptions options;
-  std::filesystem::path endpoint_file;
+  std::filesystem::path endpoint_file, http_endpoint_file;
   double training_timeout = 0, prediction_timeout = 0, check_interval = 0;
   int heartbeat_ms = static_cast<int>(options.heartbeat_interval.count());
   bool quiet = false, secure = false, insecure = false, print_key = false;
@@ -63,6 +66,12 @@ int main(int argc, char** argv) {
       ->check(CLI::Range(0, 86400000));
   app.add_option("--check-interval", check_interval, "Seconds between version checks (default 3600)")
       ->check(CLI::PositiveNumber);
+  auto* http = app.add_option("--http", options.http,
+                 "Serve /metrics, /api/status and a dashboard on [HOST:]PORT (127.0.0.1 unless a "
+                 "host is given; port 0 picks one; no authentication)");
+  app.add_option("--http-endpoint-file", http_endpoint_file,
+                 "Write the HTTP endpoint (http://host:port) here once listening")
+      ->needs(http);
   app.add_flag("--quiet", quiet, "Log to config/log.txt only");
   auto* secure_flag = app.add_flag("--secure", secure, "CurveZMQ even on a loopback endpoint");
   app.add_flag("--insecure", insecure, "No CurveZMQ even on a public endpoint (warns)")->excludes(secure_flag);
@@ -98,7 +107,8 @@ int main(int argc, char** argv) {
     g_server = &server;
     std::signal(SIGINT, on_signal);
     std::signal(SIGTERM, on_signal);
-    if (!endpoint_file.empty()) write_endpoint_file(endpoint_file, server.endpoint());
+    write_endpoint_file(endpoint_file, server.endpoint());
+    write_endpoint_file(http_endpoint_file, server.http_endpoint());
     server.run();
     g_server = nullptr;
     return 0;

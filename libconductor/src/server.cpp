@@ -61,6 +61,7 @@ Server::Impl::Impl(ServerOptions options)
       store_.root().string() + ", " + std::to_string(versions_.size()) + " version(s)");
   reconcile("start-up");
   publish_status();  // status() is meaningful before the first turn of the loop
+  start_http();
 }
 
 void Server::Impl::run() {
@@ -122,6 +123,11 @@ void Server::Impl::serve_timers(TimePoint& next_reconcile) {
     }
     for (const auto& [item, reason] : scheduler_.expire(now)) {
       const bool lost = reason == RequeueReason::kClientLost;
+      if (lost) {
+        metrics_.count_lease_expiry(to_string(item.type));
+      } else {
+        metrics_.count_failure(to_string(item.type), FailureReason::kTimedOut);
+      }
       // A prediction that timed out, or lost three clients, is a failure: its request completes.
       if (is_prediction(item) && (!lost || item.attempt >= 3)) {
         scheduler_.complete(item.id);
@@ -141,6 +147,7 @@ void Server::Impl::serve_timers(TimePoint& next_reconcile) {
     }
     dispatch(now);
     publish_status();
+    publish_http();
   }
 }
 
@@ -201,6 +208,7 @@ void Server::Impl::handle(transport::Received& received) {
                           std::to_string(protocol::kMaxFrames) + " frames");
     }
     auto message = protocol::decode(frames, 1);
+    if (message.type() == MessageType::kUpload) metrics_.bytes_received += message.payload()->size();
     try {
       subject = message.as<protocol::Subject>();
     } catch (const ProtocolError&) {
@@ -387,6 +395,7 @@ void Server::Impl::on_fetch(Peer& peer, const protocol::Fetch& fetch) {
   auto length = std::min<std::uint64_t>(fetch.length, blob->size - fetch.offset);
   zmq::message_t payload(length);
   read_at(blob->file, fetch.offset, payload.data(), length);
+  metrics_.bytes_sent += length;
   send(peer, MessageType::kChunk, protocol::Chunk{fetch.blob, fetch.offset}, std::move(payload));
 }
 
@@ -464,6 +473,11 @@ void Server::Impl::finish_result(Peer& peer, const ResultReceiver::Finished& don
     if (!done.staged.empty()) fs::remove_all(done.staged, ec);
     auto holder = scheduler_.complete(item.id);
     if (holder && !holder->empty() && *holder != peer.id) cancel_on(*holder, item.id, "another client delivered it");
+    if (value) {
+      metrics_.count_completed(to_string(item.type), done.offer.duration);
+    } else {
+      metrics_.count_failure(to_string(item.type), FailureReason::kRejected);
+    }
     record_prediction(item, value, failure);
     send(peer, MessageType::kAck, protocol::Ack{item.id, done.offer.attempt, value ? "stored" : "rejected", failure});
     return;
@@ -479,6 +493,7 @@ void Server::Impl::finish_result(Peer& peer, const ResultReceiver::Finished& don
   meta.processing_unit = peer.type;
   meta.container_version = peer.version;
   if (!done.error.empty()) {
+    metrics_.count_failure(to_string(item.type), FailureReason::kRejected);
     record_failure(peer, item, done.offer.attempt, "result refused: " + done.error, done.console_log);
     send(peer, MessageType::kAck, protocol::Ack{item.id, done.offer.attempt, "rejected", done.error});
     return;
@@ -502,6 +517,7 @@ void Server::Impl::finish_result(Peer& peer, const ResultReceiver::Finished& don
       auto holder = scheduler_.complete(item.id);
       if (holder && !holder->empty() && *holder != peer.id) cancel_on(*holder, item.id, "another client delivered it");
       int stored = ++stored_[item.version];
+      metrics_.count_completed(to_string(item.type), done.offer.duration);
       log("Model " + item.id + " of " + item.version + " stored from " + peer.host + " (" +
           std::to_string(stored) + "/" + std::to_string(version->second.version.target_models) +
           ")");
@@ -515,6 +531,7 @@ void Server::Impl::finish_result(Peer& peer, const ResultReceiver::Finished& don
       send(peer, MessageType::kAck, protocol::Ack{item.id, done.offer.attempt, "duplicate", ""});
       break;
     case CommitStatus::kRejected:
+      metrics_.count_failure(to_string(item.type), FailureReason::kRejected);
       record_failure(peer, item, done.offer.attempt, "result rejected: " + outcome.reason,
                      done.console_log);
       send(peer, MessageType::kAck,
@@ -527,6 +544,7 @@ void Server::Impl::on_failed(Peer& peer, const protocol::Failed& failed) {
   if (!is_valid_item_id(failed.item)) throw ProtocolError("FAILED refused: malformed item id");
   auto active = scheduler_.active().find(failed.item);
   const bool held = active != scheduler_.active().end() && active->second.client_id == peer.id;
+  if (held) metrics_.count_failure(to_string(active->second.item.type), FailureReason::kFailed);
   if (held && is_prediction(active->second.item)) {
     WorkItem item = active->second.item;
     scheduler_.complete(item.id);
@@ -903,6 +921,7 @@ std::string Server::control(const std::string& command, const std::map<std::stri
   return impl_->call([&] { return impl_->execute(command, args); });
 }
 std::string Server::endpoint() const { return impl_->endpoint(); }
+std::string Server::http_endpoint() const { return impl_->http_url(); }
 std::string Server::public_key() const { return impl_->public_key(); }
 const fs::path& Server::workdir() const { return impl_->workdir(); }
 ServerStatus Server::status() const { return impl_->status(); }

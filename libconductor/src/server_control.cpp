@@ -64,6 +64,14 @@ bool lower_is_better(const std::string& metric) {
   return std::regex_search(metric, error_like);
 }
 
+// Host names, failure reasons and metric names come from clients: a stray byte that is not
+// UTF-8 is replaced instead of failing the whole reply.
+std::string reply_text(const json& body) {
+  return body.dump(-1, ' ', false, json::error_handler_t::replace);
+}
+
+}  // namespace
+
 json ensemble_json(const EnsembleResult& result) {
   json values = json::array();
   for (const auto& v : result.values) values.push_back({{"model", v.model_id}, {"value", v.value}});
@@ -76,8 +84,6 @@ json ensemble_json(const EnsembleResult& result) {
           {"stddev", result.stddev},   {"min", result.min},
           {"max", result.max}};
 }
-
-}  // namespace
 
 // ---- protocol ----------------------------------------------------------------------------
 
@@ -187,7 +193,7 @@ std::string Server::Impl::execute(const std::string& command,
   if (command == "prediction") {
     auto result = prediction(required(args, "request"));
     if (!result) return json{{"complete", false}}.dump();
-    return ensemble_json(*result).dump();
+    return reply_text(ensemble_json(*result));
   }
   throw argument_error("command '" + command + "' refused: unknown (known: status, models, " +
                        "explain, set-reserve, set-target, set-requirement, add-version, " +
@@ -197,6 +203,10 @@ std::string Server::Impl::execute(const std::string& command,
 // ---- views -------------------------------------------------------------------------------
 
 std::string Server::Impl::status_json() const {
+  return reply_text(status_view());
+}
+
+json Server::Impl::status_view() const {
   const auto now = SteadyClock::now();
   auto seconds = [&](TimePoint since) { return std::chrono::duration<double>(now - since).count(); };
   json clients = json::array();
@@ -214,7 +224,7 @@ std::string Server::Impl::status_json() const {
     json client = {{"id", peer.id},         {"host", peer.host},    {"os", peer.os},
                    {"type", peer.type},     {"version", peer.version},
                    {"reserved", slots.reserved},
-                   {"state", !held.empty() ? "working" : !peer.waiting.empty() ? "idle" : "busy"},
+                   {"state", client_state(peer)},
                    {"slots", peer.slots},   {"gpus", peer.gpus},
                    {"busy_slots", held.size()}, {"waiting_slots", peer.waiting.size()},
                    {"items", items},        {"epoch", 0}, {"total_epochs", 0}};
@@ -255,8 +265,7 @@ std::string Server::Impl::status_json() const {
               {"active", active},     {"versions", versions},
               {"reserve_nodes", config_.reserve_nodes},
               {"current_version", current},
-              {"pending_predictions", predictions_.size()}}
-      .dump();
+              {"pending_predictions", predictions_.size()}};
 }
 
 Explanation Server::Impl::explain(const std::string& item_prefix, WorkItem* item) const {
@@ -317,7 +326,7 @@ std::string Server::Impl::models_json(const std::string& version) const {
     }
     models.push_back(model);
   }
-  return json{{"version", version}, {"models", models}}.dump();
+  return reply_text(json{{"version", version}, {"models", models}});
 }
 
 std::string Server::Impl::current_version() const {

@@ -1,7 +1,8 @@
 // Server::Impl: the server's state and its network thread. Private to libconductor; split over
-// server.cpp (worker protocol, scheduling, peers) and server_control.cpp (operator commands,
-// predictions). Everything here runs on the one thread that calls run(), except what the
-// public Server says is thread-safe (stop, status, submit).
+// server.cpp (worker protocol, scheduling, peers), server_control.cpp (operator commands,
+// predictions) and server_http.cpp (snapshots for the HTTP endpoint). Everything here runs on
+// the one thread that calls run(), except what the public Server says is thread-safe (stop,
+// status, submit) and the HTTP endpoint's own threads, which see only published snapshots.
 #pragma once
 
 #include <atomic>
@@ -29,10 +30,12 @@
 #include "background_worker.hpp"
 #include "curve.hpp"
 #include "file_io.hpp"
+#include "http_endpoint.hpp"
 #include "package_cache.hpp"
 #include "protocol.hpp"
 #include "result_receiver.hpp"
 #include "server_log.hpp"
+#include "server_metrics.hpp"
 #include "transport.hpp"
 
 namespace conductor {
@@ -47,6 +50,9 @@ inline constexpr std::string_view kOperatorPrefix = "ctl:";
 // An upload that moved nothing for this long (or the lease, when longer) is abandoned.
 inline constexpr std::chrono::minutes kUploadIdleLimit{10};
 
+// An ensemble result as the "prediction" command answers it (server_control.cpp).
+nlohmann::json ensemble_json(const EnsembleResult& result);
+
 class Server::Impl {
  public:
   explicit Impl(ServerOptions options);
@@ -55,6 +61,7 @@ class Server::Impl {
   const std::string& endpoint() const { return endpoint_; }
   const std::string& public_key() const { return public_key_; }
   const fs::path& workdir() const { return store_.root(); }
+  const std::string& http_url() const;
 
   ServerStatus status() const {
     std::lock_guard lock(status_mutex_);
@@ -229,6 +236,7 @@ class Server::Impl {
                      const std::string& error, const std::string& body);
   std::string status_json() const;
   std::string explain_json(const std::string& item_prefix) const;
+  nlohmann::json status_view() const;  // the body of status_json()
   std::string models_json(const std::string& version) const;
   std::string current_version() const;
   void save_config();
@@ -245,6 +253,16 @@ class Server::Impl {
   void finish_prediction_request(const std::string& request);
   void expire_predictions(TimePoint now);
   bool is_prediction(const WorkItem& item) const { return prediction_items_.contains(item.id); }
+
+  // ---- HTTP endpoint and metrics (server_http.cpp) ----------------------------------------
+  void start_http();
+  // Publishes a snapshot when a request waits for one (or `force`): once per loop turn at most.
+  enum class Publish { kWhenWanted, kNow };
+  void publish_http(Publish when = Publish::kWhenWanted);
+  MetricsSnapshot metrics_snapshot() const;
+  nlohmann::json http_status_view() const;
+  // "idle" (sent READY, waits for work), "working" (holds an item), "busy" (neither).
+  const char* client_state(const Peer& peer) const;
 
   // ---- log -------------------------------------------------------------------------------
 
@@ -290,9 +308,12 @@ class Server::Impl {
   std::mutex stored_mutex_;
   std::condition_variable stored_ready_;
   std::deque<StoredModel> stored_models_;                    // not yet taken by next_stored_model
+  ServerMetrics metrics_;
+  const std::chrono::system_clock::time_point started_at_ = std::chrono::system_clock::now();
+  // Its threads read only published snapshots, never the members above.
+  std::unique_ptr<HttpEndpoint> http_;
   // Last: destroyed first, so no job or completion outlives what it uses (cache_, receiver_).
   BackgroundWorker worker_;
-
 };
 
 }  // namespace conductor

@@ -16,6 +16,8 @@ ServerLog::ServerLog(const std::filesystem::path& file, bool to_stdout) {
   } catch (const spdlog::spdlog_ex& e) {
     throw IoError("cannot open server log '" + file.string() + "': " + e.what());
   }
+  recent_ = std::make_shared<spdlog::sinks::ringbuffer_sink_mt>(kRecentLines);
+  sinks.push_back(recent_);
   if (to_stdout) sinks.push_back(std::make_shared<spdlog::sinks::stdout_sink_mt>());
   logger_ = std::make_shared<spdlog::logger>("conductor-server", sinks.begin(), sinks.end());
   // Level names are not part of the original's format; warnings and errors say so in the text.
@@ -33,6 +35,14 @@ void ServerLog::warn(const LogCounts& counts, std::string_view message) {
 
 void ServerLog::error(const LogCounts& counts, std::string_view message) {
   write(spdlog::level::err, counts, message);
+}
+
+std::vector<std::string> ServerLog::recent_lines() const {
+  auto lines = recent_->last_formatted();
+  for (auto& line : lines) {
+    while (!line.empty() && (line.back() == '\n' || line.back() == '\r')) line.pop_back();
+  }
+  return lines;
 }
 
 void ServerLog::write(spdlog::level::level_enum level, const LogCounts& counts,

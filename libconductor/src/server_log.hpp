@@ -1,15 +1,19 @@
 // ServerLog: the server's log in the original's line format,
 //   [<UTC timestamp>] [CL:<clients> QW:<queued> AW:<active>] <message>
-// printed to stdout and appended to config/log.txt. Owns its spdlog logger (not registered
-// globally, so several servers can live in one process). Used only by the server thread.
+// printed to stdout and appended to config/log.txt; the latest lines are also kept in memory
+// for the dashboard. Owns its spdlog logger (not registered globally, so several servers can
+// live in one process). Used only by the server thread.
 #pragma once
 
+#include <spdlog/sinks/ringbuffer_sink.h>
 #include <spdlog/spdlog.h>
 
 #include <cstddef>
 #include <filesystem>
 #include <memory>
+#include <string>
 #include <string_view>
+#include <vector>
 
 namespace conductor {
 
@@ -28,9 +32,14 @@ class ServerLog {
   void warn(const LogCounts& counts, std::string_view message);
   void error(const LogCounts& counts, std::string_view message);
 
+  // The latest lines as written (at most kRecentLines), oldest first, without line ends.
+  std::vector<std::string> recent_lines() const;
+  static constexpr std::size_t kRecentLines = 100;
+
  private:
   void write(spdlog::level::level_enum level, const LogCounts& counts, std::string_view message);
   std::shared_ptr<spdlog::logger> logger_;
+  std::shared_ptr<spdlog::sinks::ringbuffer_sink_mt> recent_;
 };
 
 }  // namespace conductor

@@ -229,13 +229,16 @@ class ServerOptions:
     """None: <workdir>/config/server.key, made when missing."""
     authorized_keys: Optional[Path]
     """None: <workdir>/config/authorized_keys (one client public key a line)."""
+    http: str
+    """Read-only HTTP endpoint (/metrics, /api/status, dashboard /): "PORT" (on 127.0.0.1),
+    "HOST:PORT" or "[IPv6]:PORT"; port 0 picks a free one; "" (default): off."""
     def __init__(self, *, workdir: Optional[_PathLike] = None, bind: str = "tcp://*:8080",
                  heartbeat_interval: _Duration = ..., liveness: int = 5,
                  training_timeout: _Duration = ..., prediction_timeout: _Duration = ...,
                  reconcile_interval: _Duration = ..., lease_grace: _Duration = 0,
                  log_to_stdout: bool = True, security: ServerOptions.Security = ...,
                  key_file: Optional[_PathLike] = None,
-                 authorized_keys: Optional[_PathLike] = None) -> None: ...
+                 authorized_keys: Optional[_PathLike] = None, http: str = "") -> None: ...
 
 def default_server_workdir(explicit_dir: Optional[_PathLike] = None) -> Path:
     """explicit_dir, else $CONDUCTOR_WORKDIR, else ./workdir under RUNTIMEENV=docker, else
@@ -305,6 +308,8 @@ class Server:
     def closed(self) -> bool: ...
     def endpoint(self) -> str:
         """The bound endpoint, port resolved: "tcp://127.0.0.1:41234"."""
+    def http_endpoint(self) -> str:
+        """The HTTP endpoint, port resolved: "http://127.0.0.1:41235"; "" without `http`."""
     def public_key(self) -> str:
         """The CURVE public key (Z85) clients need as server_key; "" without CURVE."""
     def workdir(self) -> Path: ...

@@ -115,6 +115,7 @@ void bind_server(py::module_& m) {
       .def("close", &PyServer::close)
       .def_property_readonly("closed", &PyServer::is_closed)
       .def("endpoint", [](PyServer& self) { return self.get()->endpoint(); })
+      .def("http_endpoint", [](PyServer& self) { return self.get()->http_endpoint(); })
       .def("public_key", [](PyServer& self) { return self.get()->public_key(); })
       .def("workdir", [](PyServer& self) { return self.get()->workdir(); })
       .def("status",

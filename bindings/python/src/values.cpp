@@ -248,7 +248,7 @@ void bind_server_values(py::module_& m) {
                        std::chrono::milliseconds reconcile_interval,
                        std::chrono::milliseconds lease_grace, bool log_to_stdout,
                        ServerOptions::Security security, std::optional<fs::path> key_file,
-                       std::optional<fs::path> authorized_keys) {
+                       std::optional<fs::path> authorized_keys, std::string http) {
              ServerOptions o;
              o.workdir = workdir.value_or(fs::path{});
              o.bind = std::move(bind);
@@ -262,6 +262,7 @@ void bind_server_values(py::module_& m) {
              o.security = security;
              o.key_file = key_file.value_or(fs::path{});
              o.authorized_keys = authorized_keys.value_or(fs::path{});
+             o.http = std::move(http);
              return o;
            }),
            py::kw_only(), py::arg("workdir") = py::none(), py::arg("bind") = defaults.bind,
@@ -273,7 +274,7 @@ void bind_server_values(py::module_& m) {
            py::arg("lease_grace") = defaults.lease_grace,
            py::arg("log_to_stdout") = defaults.log_to_stdout,
            py::arg("security") = defaults.security, py::arg("key_file") = py::none(),
-           py::arg("authorized_keys") = py::none())
+           py::arg("authorized_keys") = py::none(), py::arg("http") = defaults.http)
       .def_property("workdir", optional_path_getter(&ServerOptions::workdir),
                     optional_path_setter(&ServerOptions::workdir))
       .def_readwrite("bind", &ServerOptions::bind)
@@ -289,6 +290,7 @@ void bind_server_values(py::module_& m) {
                     optional_path_setter(&ServerOptions::key_file))
       .def_property("authorized_keys", optional_path_getter(&ServerOptions::authorized_keys),
                     optional_path_setter(&ServerOptions::authorized_keys))
+      .def_readwrite("http", &ServerOptions::http)
       .def("__repr__", [](const ServerOptions& o) {
         return "ServerOptions(workdir=" +
                (o.workdir.empty() ? std::string("None") : quoted(o.workdir.string())) +

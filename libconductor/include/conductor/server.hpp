@@ -1,7 +1,8 @@
 // Server: the coordinator. Owns the working folder (AssetStore), the scheduler and the
 // ROUTER socket; one network thread does all of it (see docs/architecture.md).
-// Non-copyable; the destructor stops and joins. stop(), endpoint() and status() are
-// thread-safe; run() and start() are called once.
+// Non-copyable; the destructor stops and joins. stop(), endpoint(), http_endpoint() and
+// status() are thread-safe; run() and start() are called once. With ServerOptions::http the
+// server also answers HTTP on threads of its own, from snapshots the network thread publishes.
 #pragma once
 
 #include <chrono>
@@ -39,6 +40,10 @@ struct ServerOptions {
   Security security = Security::kAuto;
   std::filesystem::path key_file;         // default <workdir>/config/server.key (made if missing)
   std::filesystem::path authorized_keys;  // default <workdir>/config/authorized_keys
+  // Read-only HTTP endpoint: Prometheus /metrics, /api/status (JSON) and a live dashboard at
+  // /. "PORT" (on 127.0.0.1), "HOST:PORT" or "[IPv6]:PORT"; port 0 picks a free one. Empty:
+  // off. It has no authentication: an address beyond loopback is served with a warning.
+  std::string http;
 };
 
 // --workdir, else $CONDUCTOR_WORKDIR, else ./workdir when RUNTIMEENV=docker, else
@@ -85,9 +90,10 @@ inline constexpr std::size_t kPredictionQueueLimit = 400;
 
 class Server {
  public:
-  // Loads (or creates) config/config.xml and every version, cleans the spool and binds.
-  // Throws ConfigError for a broken config or version file (the file is left untouched),
-  // TransportError when the endpoint cannot be bound, IoError when the folder is unusable.
+  // Loads (or creates) config/config.xml and every version, cleans the spool and binds (the
+  // HTTP address too, when set). Throws ConfigError for a broken config or version file (the
+  // file is left untouched), TransportError when an endpoint cannot be bound, IoError when the
+  // folder is unusable, Error(kArgument) for a malformed HTTP address.
   explicit Server(ServerOptions options);
   ~Server();
   Server(const Server&) = delete;
@@ -102,6 +108,8 @@ class Server {
 
   // The bound endpoint with the port resolved, e.g. "tcp://0.0.0.0:8080".
   std::string endpoint() const;
+  // The HTTP endpoint as "http://HOST:PORT", port resolved; empty without ServerOptions::http.
+  std::string http_endpoint() const;
   // The server's CURVE public key (Z85), empty when it runs without CURVE.
   std::string public_key() const;
   const std::filesystem::path& workdir() const;

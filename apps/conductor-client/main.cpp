@@ -25,7 +25,7 @@ int main(int argc, char** argv) {
   conductor::ClientOptions options = conductor::client_options_from_environment();
   std::string workdir;
   int heartbeat_ms = static_cast<int>(options.heartbeat_interval.count());
-  bool quiet = false, print_key = false;
+  bool quiet = false, print_key = false, plain = false;
   app.add_option("host", options.server, "Server as host:port or tcp://host:port (else $CONDUCTOR_HOST)");
   app.add_option("--workdir", workdir, "Working folder (else $CONDUCTOR_CLIENT_WORKDIR or $HOME/ConductorClient)");
   app.add_option("--name", options.host_name, "Name shown by the server (default: host name)");
@@ -40,6 +40,7 @@ int main(int argc, char** argv) {
   app.add_option("--slots", options.slots, "Items a CPU client runs at once (default 1)")
       ->check(CLI::Range(1, 64));
   app.add_flag("--quiet", quiet, "Print nothing but errors");
+  app.add_flag("--plain", plain, "Plain log lines even on a terminal (no progress bars)");
   app.add_option("--server-key", options.server_key,
                  "The server's CurveZMQ public key (else $CONDUCTOR_SERVER_KEY; none: plain TCP)");
   app.add_option("--key-file", options.key_file, "This client's key pair (default <workdir>/client.key)");
@@ -82,6 +83,9 @@ int main(int argc, char** argv) {
   options.heartbeat_interval = std::chrono::milliseconds(heartbeat_ms);
   options.cache_bytes = cache_mb << 20;
   options.log_to_stdout = !quiet;
+  // On a terminal a bar per item; in a pipe or file the same lines without it.
+  options.display = plain ? conductor::ClientOptions::Display::kPlain
+                          : conductor::ClientOptions::Display::kAuto;
   try {
     conductor::Client client(options);
     g_client = &client;

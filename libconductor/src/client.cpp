@@ -5,7 +5,6 @@
 #include <sys/file.h>
 #include <unistd.h>
 
-#include <spdlog/sinks/stdout_sinks.h>
 #include <spdlog/spdlog.h>
 
 #include <algorithm>
@@ -134,7 +133,12 @@ Client::Impl::Impl(ClientOptions options)
   }
   const std::string slot_warning = settle_slots(options_);
   std::vector<spdlog::sink_ptr> sinks;
-  if (options_.log_to_stdout) sinks.push_back(std::make_shared<spdlog::sinks::stdout_sink_mt>());
+  if (options_.log_to_stdout) {
+    const bool may_draw = options_.display == ClientOptions::Display::kAuto;
+    console_ = std::make_shared<ClientConsole>(
+        may_draw ? ClientConsole::detect(STDOUT_FILENO) : ClientConsole::Mode::kPlain, stdout);
+    sinks.push_back(std::make_shared<ConsoleSink>(console_));
+  }
   log_ = std::make_shared<spdlog::logger>("conductor-client", sinks.begin(), sinks.end());
   log_->set_pattern("[%Y-%m-%dT%H:%M:%S.%eZ] %v", spdlog::pattern_time_type::utc);
   log_->flush_on(spdlog::level::info);
@@ -196,6 +200,7 @@ void Client::Impl::run() {
     for (Slot& slot : slots_) forward_job_progress(slot);
     keep_alive();
     for (Slot& slot : slots_) ask_again_if_stalled(slot);
+    if (console_) console_->refresh();
   }
   stop_jobs();
   if (welcomed_) send(MessageType::kBye, protocol::Empty{});

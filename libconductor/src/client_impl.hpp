@@ -22,6 +22,7 @@
 #include "conductor/error.hpp"
 #include "conductor/sha256.hpp"
 #include "blob_cache.hpp"
+#include "client_console.hpp"
 #include "file_io.hpp"
 #include "job_runner.hpp"
 #include "outbox.hpp"
@@ -66,6 +67,10 @@ class Client::Impl {
     std::string fetching;               // the blob being downloaded for it; empty when none
     std::optional<JobOutcome> outcome;  // set when the job ended; sent until acknowledged
     fs::path result;
+    // What the terminal's progress bar shows (show_progress).
+    Clock::time_point received_at = Clock::now();
+    int epoch = 0, total_epochs = 0;
+    std::uint64_t uploaded = 0;
   };
   // One item at a time, in its own working folder, on its own GPU (a GPU client).
   struct Slot {
@@ -159,6 +164,10 @@ class Client::Impl {
   // The slot lets go of its item, then offers the next kept result or asks for work.
   void discard(Slot& slot);
 
+  // The slot's bar on a terminal: bytes while downloading and uploading, epochs (or the
+  // elapsed time) while running.
+  void show_progress(const Slot& slot);
+
   // ---- sending ---------------------------------------------------------------------------
 
   template <typename T>
@@ -178,6 +187,7 @@ class Client::Impl {
   std::optional<BlobCache> cache_;  // <workdir>/cache: package archives by SHA-256
   std::optional<Outbox> outbox_;    // <workdir>/outbox: results until acknowledged
   int wake_fd_ = -1;
+  std::shared_ptr<ClientConsole> console_;  // with log_to_stdout: stdout, plain or with bars
   std::shared_ptr<spdlog::logger> log_;
   zmq::context_t context_;
   std::optional<zmq::socket_t> socket_;

@@ -62,6 +62,7 @@ void Client::Impl::fetch_next_blob(Slot& slot) {
                     .first->second;
       request_chunks(d);
     }
+    show_progress(slot);
     return;
   }
   start_job(slot);
@@ -100,7 +101,9 @@ void Client::Impl::on_chunk(protocol::Message& message) {
   d.received += payload.size();
   fetched_ += payload.size();
   for (Slot& slot : slots_) {
-    if (slot.current && slot.current->fetching == d.blob) slot.waiting_since = Clock::now();
+    if (!slot.current || slot.current->fetching != d.blob) continue;
+    slot.waiting_since = Clock::now();
+    show_progress(slot);
   }
   if (d.received == d.size) {
     finish_download(d.blob);
@@ -166,13 +169,19 @@ void Client::Impl::start_job(Slot& slot) {
   spec.environment = {{"CONDUCTOR_SLOT", std::to_string(slot.index)}};
   if (!slot.gpu.empty()) spec.environment.emplace_back("CUDA_VISIBLE_DEVICES", slot.gpu);
   spec.timeout = std::chrono::milliseconds(std::max<std::int64_t>(c.assign.timeout_ms, 0));
-  spec.echo_output = options_.log_to_stdout;
-  if (slots_.size() > 1) spec.echo_prefix = "[slot " + std::to_string(slot.index) + "] ";
+  if (console_) {
+    // Several slots: each echoed line says whose it is.
+    const std::string prefix = slots_.size() > 1 ? "[slot " + std::to_string(slot.index) + "] " : "";
+    spec.echo = [console = console_, prefix](std::string_view line) {
+      console->line(prefix.empty() ? std::string(line) : prefix + std::string(line));
+    };
+  }
   c.result = spec.result;
   slot.job = std::make_unique<JobRunner>(std::move(spec), [this] {
     std::uint64_t one = 1;
     [[maybe_unused]] auto n = ::write(wake_fd_, &one, sizeof one);
   });
+  show_progress(slot);
 }
 
 void Client::Impl::forward_job_progress(Slot& slot) {
@@ -180,6 +189,11 @@ void Client::Impl::forward_job_progress(Slot& slot) {
   const Current& c = *slot.current;
   int epoch = 0, total = 0;
   auto lines = slot.job->take_lines(epoch, total);
+  if (epoch != slot.current->epoch || total != slot.current->total_epochs) {
+    slot.current->epoch = epoch;
+    slot.current->total_epochs = total;
+    show_progress(slot);
+  }
   if (!lines.empty() && welcomed_ && !slot.job->is_cancelled()) {
     // Batches stay well inside the header limit: at most 1000 lines and 1 MiB each.
     protocol::Progress progress{c.assign.item, c.assign.attempt, epoch, total, {}};
@@ -219,6 +233,7 @@ void Client::Impl::forward_job_progress(Slot& slot) {
 
 void Client::Impl::report_outcome(Slot& slot) {
   slot.waiting_since = Clock::now();
+  show_progress(slot);
   const Current& c = *slot.current;
   const JobOutcome& o = *c.outcome;
   if (o.succeeded) {
@@ -251,6 +266,8 @@ void Client::Impl::on_pull(const protocol::Pull& pull) {
   zmq::message_t payload(length);
   read_at(c.result, pull.offset, payload.data(), length);
   uploaded_ += length;
+  slot->current->uploaded = std::max(slot->current->uploaded, pull.offset + length);
+  show_progress(*slot);
   send(MessageType::kUpload, protocol::Upload{pull.item, c.assign.attempt, pull.offset},
        std::move(payload));
 }
@@ -300,6 +317,7 @@ void Client::Impl::take_up_kept_result(Slot& slot) {
 
 void Client::Impl::discard(Slot& slot) {
   if (!slot.current) return;
+  if (console_) console_->remove(slot.current->assign.item);
   std::error_code ec;
   if (!slot.current->result.empty()) outbox_->discard(slot.current->result);
   fs::remove(options_.workdir / "logs" / (slot.current->assign.item + ".log"), ec);
@@ -321,6 +339,31 @@ void Client::Impl::discard(Slot& slot) {
     slot.waiting_since = Clock::now();
     send(MessageType::kReady, protocol::Ready{slot.index});
   }
+}
+
+void Client::Impl::show_progress(const Slot& slot) {
+  if (!console_ || console_->mode() == ClientConsole::Mode::kPlain || !slot.current) return;
+  const Current& c = *slot.current;
+  ItemProgress progress;
+  progress.label = (slots_.size() > 1 ? "[slot " + std::to_string(slot.index) + "] " : "") +
+                   c.assign.item.substr(0, 8) + " " + c.assign.type + " " + c.assign.version;
+  progress.started = c.received_at;
+  if (auto download = downloads_.find(c.fetching); download != downloads_.end()) {
+    progress.phase = ItemProgress::Phase::kDownloading;
+    progress.done_bytes = download->second.received;
+    progress.total_bytes = download->second.size;
+  } else if (slot.job) {
+    progress.epoch = c.epoch;
+    progress.total_epochs = c.total_epochs;
+  } else if (c.outcome && c.outcome->succeeded) {
+    progress.phase = ItemProgress::Phase::kUploading;
+    progress.done_bytes = c.uploaded;
+    progress.total_bytes = c.outcome->size;
+  } else {
+    console_->remove(c.assign.item);
+    return;
+  }
+  console_->show(c.assign.item, progress);
 }
 
 }  // namespace conductor

@@ -86,10 +86,7 @@ JobOutcome JobRunner::run_commands() {
   options.should_stop = [&] { return is_cancelled() || monitor.is_aborted(); };
   options.on_line = [&](std::string_view line) {
     console << line << '\n';
-    if (spec_.echo_output) {
-      std::fprintf(stdout, "%s%.*s\n", spec_.echo_prefix.c_str(), static_cast<int>(line.size()),
-                   line.data());
-    }
+    if (spec_.echo) spec_.echo(line);
     monitor.observe(line);
     {
       std::lock_guard lock(mutex_);

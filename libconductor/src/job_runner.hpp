@@ -13,6 +13,7 @@
 #include <mutex>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <thread>
 #include <utility>
 #include <vector>
@@ -36,8 +37,8 @@ struct JobSpec {
   // Further variables for the commands: the slot's CUDA_VISIBLE_DEVICES and CONDUCTOR_SLOT.
   std::vector<std::pair<std::string, std::string>> environment;
   std::chrono::milliseconds timeout{0};
-  bool echo_output = true;            // also print the commands' lines on stdout
-  std::string echo_prefix;            // put before each echoed line ("[slot 1] ")
+  // Called on the job thread with each line the commands print; empty: lines are not echoed.
+  std::function<void(std::string_view)> echo;
 };
 
 struct JobOutcome {

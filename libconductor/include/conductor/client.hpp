@@ -34,6 +34,11 @@ struct ClientOptions {
   std::chrono::milliseconds heartbeat_interval{1000};
   int liveness = 5;
   bool log_to_stdout = true;
+  // How the log and the commands' output are printed (with log_to_stdout): kPlain, line by
+  // line; kAuto, the same lines plus a progress bar per item, redrawn in place, when stdout is
+  // a terminal. kPlain by default: a program that embeds clients owns its terminal.
+  enum class Display { kPlain, kAuto };
+  Display display = Display::kPlain;
   // The server's CURVE public key (Z85, 40 characters; $CONDUCTOR_SERVER_KEY). Set it to talk
   // to a server that runs with CURVE; empty means plain TCP.
   std::string server_key;

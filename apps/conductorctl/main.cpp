@@ -4,6 +4,7 @@
 // server refused) or a prediction not complete within --wait.
 #include <CLI/CLI.hpp>
 #include <nlohmann/json.hpp>
+#include <unistd.h>
 
 #include <chrono>
 #include <cstdlib>
@@ -12,14 +13,16 @@
 #include <iostream>
 #include <iterator>
 #include <map>
-#include <optional>
+#include <memory>
 #include <stdexcept>
 #include <string>
 
 #include "conductor/controller.hpp"
 #include "conductor/error.hpp"
 #include "conductor/keys.hpp"
+#include "conductor/terminal.hpp"
 #include "output.hpp"
+#include "watch.hpp"
 
 namespace {
 
@@ -28,7 +31,8 @@ struct CtlOptions {
   double timeout = 10;
   std::string server_key;  // --server-key, else $CONDUCTOR_SERVER_KEY; empty: no CURVE
   std::filesystem::path key_file;  // the operator's key pair; empty: default_operator_key_file()
-  bool json = false, print_key = false;
+  bool json = false, print_key = false, watch = false;
+  double interval = 1;  // status --watch
   std::string command;  // the subcommand
   std::string version, fraction, folder, name, rows_file, by, order, item, requirement;
   int target = 0, top = 0;
@@ -68,15 +72,26 @@ std::string read_rows(const std::string& file) {
   return rows;
 }
 
-// Runs the subcommand and returns the server's reply body.
-std::string run(const CtlOptions& o) {
-  const std::string rows = o.command == "predict" ? read_rows(o.rows_file) : "";
-  std::optional<conductor::Controller> controller;
+std::unique_ptr<conductor::Controller> connect(const CtlOptions& o) {
   try {
-    controller.emplace(o.server, ms(o.timeout), o.server_key, o.key_file);
+    return std::make_unique<conductor::Controller>(o.server, ms(o.timeout), o.server_key, o.key_file);
   } catch (const conductor::Error& e) {
     throw UsageError(e.what());  // a malformed address
   }
+}
+
+// status --watch: views until Ctrl-C.
+void watch(const CtlOptions& o) {
+  auto controller = connect(o);
+  conductor::ctl::WatchOptions options{ms(o.interval), o.json,
+                                       conductor::is_interactive_terminal(STDOUT_FILENO), o.server};
+  conductor::ctl::watch_status([&] { return controller->call("status"); }, options, std::cout);
+}
+
+// Runs the subcommand and returns the server's reply body.
+std::string run(const CtlOptions& o) {
+  const std::string rows = o.command == "predict" ? read_rows(o.rows_file) : "";
+  auto controller = connect(o);
   if (o.command == "add-version") return controller->add_version(o.folder, o.name);
   std::map<std::string, std::string> args;
   if (!o.version.empty()) args["version"] = o.version;
@@ -125,7 +140,12 @@ int main(int argc, char** argv) {
     command->add_option("VERSION", o.version)->required();
     return command;
   };
-  app.add_subcommand("status", "Clients, queued and active items, versions");
+  auto* status = app.add_subcommand("status", "Clients, queued and active items, versions");
+  auto* watch_flag = status->add_flag("--watch", o.watch,
+                                      "Show the status again every --interval until Ctrl-C; on a "
+                                      "terminal in place, with a progress bar per version");
+  status->add_option("--interval", o.interval, "Seconds between views (default 1)")
+      ->check(kSeconds)->needs(watch_flag);
   app.add_subcommand("queue", "Every queued and active item with its full id");
   app.add_subcommand("explain", "Why ITEM (an id or its first characters) waits, or where it runs")
       ->add_option("ITEM", o.item)->required();
@@ -170,6 +190,10 @@ int main(int argc, char** argv) {
     if (app.get_subcommands().empty()) throw UsageError("a subcommand is required (see --help)");
     o.command = app.get_subcommands().front()->get_name();
     if (o.server.empty()) throw UsageError("no server given: pass HOST or set CONDUCTOR_HOST");
+    if (o.watch) {
+      watch(o);
+      return 0;
+    }
     auto body = nlohmann::json::parse(run(o));
     if (o.json) {
       std::cout << body.dump(2) << '\n';

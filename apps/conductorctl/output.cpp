@@ -6,6 +6,8 @@
 #include <map>
 #include <set>
 
+#include "conductor/terminal.hpp"
+
 namespace conductor::ctl {
 
 using json = nlohmann::json;
@@ -43,26 +45,9 @@ std::string format_number(double value) {
 
 namespace {
 
-// 12.3s under a minute, else 4m05s or 2h03m04s: training runs for days.
-std::string format_seconds(double seconds) {
-  char text[48];
-  if (seconds < 60) {
-    std::snprintf(text, sizeof text, "%.1fs", seconds);
-    return text;
-  }
-  const long long total = std::llround(seconds);
-  if (total < 3600) {
-    std::snprintf(text, sizeof text, "%lldm%02llds", total / 60, total % 60);
-  } else {
-    std::snprintf(text, sizeof text, "%lldh%02lldm%02llds", total / 3600, total / 60 % 60,
-                  total % 60);
-  }
-  return text;
-}
-
 std::string seconds_of(const nlohmann::json& object, const char* key) {
   auto it = object.find(key);
-  return it != object.end() && it->is_number() ? format_seconds(it->get<double>()) : "";
+  return it != object.end() && it->is_number() ? format_duration(it->get<double>()) : "";
 }
 
 // Ids are UUIDs; eight characters tell them apart on one screen.
@@ -119,7 +104,7 @@ void print_items(const json& body, std::ostream& out, Listing listing) {
   if (!active_table.empty()) active_table.print(out);
 }
 
-void print_status(const json& body, std::ostream& out) {
+void print_clients(const json& body, std::ostream& out) {
   const json& clients = list(body, "clients");
   out << "Clients: " << clients.size() << " (reserve nodes " << text(body, "reserve_nodes")
       << ")\n";
@@ -147,8 +132,10 @@ void print_status(const json& body, std::ostream& out) {
     }
   }
   if (!client_table.empty()) client_table.print(out);
+}
 
-  out << "\nVersions (current: " << text(body, "current_version") << ")\n";
+void print_versions(const json& body, std::ostream& out) {
+  out << "Versions (current: " << text(body, "current_version") << ")\n";
   Table version_table({"NAME", "LOCAL", "CURRENT", "STORED/TARGET", "QUEUED", "ACTIVE", "REQUIRES"});
   for (const auto& version : list(body, "versions")) {
     version_table.add_row({text(version, "name"), text(version, "local"), text(version, "current"),
@@ -157,10 +144,35 @@ void print_status(const json& body, std::ostream& out) {
                            text(version, "requires")});
   }
   version_table.print(out);
+}
 
+// One bar per version: stored models of the target.
+void print_version_bars(const json& body, std::ostream& out, std::size_t width) {
+  out << "Versions (current: " << text(body, "current_version") << ")\n";
+  std::size_t name_width = 0;
+  for (const auto& version : list(body, "versions")) {
+    name_width = std::max(name_width, text(version, "name").size());
+  }
+  for (const auto& version : list(body, "versions")) {
+    const double stored = version.value("stored", 0.0);
+    const double target = version.value("target", 0.0);
+    const std::string name = text(version, "name");
+    const std::string numbers = "  " + text(version, "stored") + "/" + text(version, "target") +
+                                " stored, " + text(version, "active") + " active, " +
+                                text(version, "queued") + " queued";
+    // The bar takes what the name and the numbers leave, within reason.
+    const std::size_t used = name_width + 2 + numbers.size();
+    const std::size_t bar = std::clamp<std::size_t>(width > used ? width - used : 0, 12, 40);
+    out << name << std::string(name_width - name.size() + 2, ' ')
+        << progress_bar(target > 0 ? stored / target : 1.0, bar) << numbers << "\n";
+  }
+}
+
+// The queue's summary line, the head of the queue and the active items.
+void print_work(const json& body, std::ostream& out) {
   std::map<std::string, std::size_t> queued_by_type;
   for (const auto& item : list(body, "queued")) ++queued_by_type[text(item, "type")];
-  out << "\nQueue: " << list(body, "queued").size() << " queued";
+  out << "Queue: " << list(body, "queued").size() << " queued";
   std::string separator = " (";
   for (const auto& [type, count] : queued_by_type) {
     out << separator << count << " " << type;
@@ -174,6 +186,14 @@ void print_status(const json& body, std::ostream& out) {
   if (queued > kQueuedShown) {
     out << "(" << queued - kQueuedShown << " more queued; `conductorctl queue` lists all)\n";
   }
+}
+
+void print_status(const json& body, std::ostream& out) {
+  print_clients(body, out);
+  out << "\n";
+  print_versions(body, out);
+  out << "\n";
+  print_work(body, out);
 }
 
 void print_queue(const json& body, std::ostream& out) {
@@ -239,6 +259,14 @@ void print_prediction(const json& body, std::ostream& out) {
 }
 
 }  // namespace
+
+void print_watch_view(const json& body, std::ostream& out, std::size_t width) {
+  print_version_bars(body, out, width);
+  out << "\n";
+  print_clients(body, out);
+  out << "\n";
+  print_work(body, out);
+}
 
 void print_readable(const std::string& command, const json& body, std::ostream& out) {
   if (command == "status") {

@@ -32,4 +32,9 @@ std::string format_number(double value);
 // fields have the wrong types.
 void print_readable(const std::string& command, const nlohmann::json& body, std::ostream& out);
 
+// `status --watch`'s view of a status body: a progress bar per version (stored of target
+// models), then the clients and the queue as print_readable prints them. Lines of the bars fit
+// in `width` columns.
+void print_watch_view(const nlohmann::json& body, std::ostream& out, std::size_t width);
+
 }  // namespace conductor::ctl

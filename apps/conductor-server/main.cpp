@@ -107,8 +107,9 @@ int main(int argc, char** argv) {
     g_server = &server;
     std::signal(SIGINT, on_signal);
     std::signal(SIGTERM, on_signal);
-    write_endpoint_file(endpoint_file, server.endpoint());
+    // The HTTP file first: whoever waits for --endpoint-file then finds both.
     write_endpoint_file(http_endpoint_file, server.http_endpoint());
+    write_endpoint_file(endpoint_file, server.endpoint());
     server.run();
     g_server = nullptr;
     return 0;

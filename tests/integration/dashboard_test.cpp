@@ -20,6 +20,7 @@ using namespace std::chrono_literals;
 using conductor::test::all_working_at;
 using conductor::test::api_status;
 using conductor::test::Cluster;
+using conductor::test::count_of;
 using conductor::test::deadline_in;
 using conductor::test::ReleaseOnExit;
 using conductor::test::VersionSpec;
@@ -68,12 +69,6 @@ std::string row_of(const std::string& dom, const std::string& attribute, const s
   const auto start = dom.find("<tr " + attribute + "=\"" + value + "\"");
   if (start == std::string::npos) return "<missing>";
   return dom.substr(start, dom.find("</tr>", start) - start);
-}
-
-std::size_t count_of(const std::string& text, const std::string& part) {
-  std::size_t count = 0;
-  for (auto at = text.find(part); at != std::string::npos; at = text.find(part, at + 1)) ++count;
-  return count;
 }
 
 }  // namespace

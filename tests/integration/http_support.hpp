@@ -20,6 +20,13 @@
 
 namespace conductor::test {
 
+// How many times `part` occurs in `text` (overlaps included).
+inline std::size_t count_of(const std::string& text, const std::string& part) {
+  std::size_t count = 0;
+  for (auto at = text.find(part); at != std::string::npos; at = text.find(part, at + 1)) ++count;
+  return count;
+}
+
 // Starts the cluster's server with --http 127.0.0.1:0 and returns its "http://127.0.0.1:PORT",
 // read from --http-endpoint-file.
 inline std::string start_server_with_http(Cluster& cluster, std::vector<std::string> extra = {}) {

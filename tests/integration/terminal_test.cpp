@@ -21,6 +21,7 @@ namespace fs = std::filesystem;
 using namespace std::chrono_literals;
 using conductor::test::ChildProcess;
 using conductor::test::Cluster;
+using conductor::test::count_of;
 using conductor::test::deadline_in;
 using conductor::test::PtyProcess;
 using conductor::test::ReleaseOnExit;
@@ -29,12 +30,6 @@ using conductor::test::wait_until;
 using json = nlohmann::json;
 
 namespace {
-
-std::size_t count_of(const std::string& text, const std::string& part) {
-  std::size_t count = 0;
-  for (auto at = text.find(part); at != std::string::npos; at = text.find(part, at + 1)) ++count;
-  return count;
-}
 
 // A cluster whose version g wants 2 models, has 1, and whose one client holds the other at
 // epoch 2 of 4 until `go` exists.

@@ -38,7 +38,9 @@ class SpawnSetup {
   posix_spawnattr_t attributes;
 };
 
-std::vector<std::string> merged_environment(
+}  // namespace
+
+std::vector<std::string> environment_with(
     const std::vector<std::pair<std::string, std::string>>& additions) {
   std::map<std::string, std::string> variables;
   for (char** entry = environ; entry != nullptr && *entry != nullptr; ++entry) {
@@ -53,14 +55,12 @@ std::vector<std::string> merged_environment(
   return result;
 }
 
-std::vector<char*> pointers(std::vector<std::string>& strings) {
+std::vector<char*> c_pointers(std::vector<std::string>& strings) {
   std::vector<char*> result;
   for (auto& text : strings) result.push_back(text.data());
   result.push_back(nullptr);
   return result;
 }
-
-}  // namespace
 
 std::string ExitStatus::describe() const {
   if (signal != 0) return "killed by signal " + std::to_string(signal);
@@ -103,9 +103,9 @@ ChildProcess::ChildProcess(ChildOptions options) : options_(std::move(options)) 
   ::posix_spawnattr_setflags(&setup.attributes, POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF);
 
   std::vector<std::string> arguments = options_.argv;
-  std::vector<std::string> environment = merged_environment(options_.environment);
-  auto argv = pointers(arguments);
-  auto envp = pointers(environment);
+  std::vector<std::string> environment = environment_with(options_.environment);
+  auto argv = c_pointers(arguments);
+  auto envp = c_pointers(environment);
   int result = ::posix_spawn(&pid_, program.c_str(), &setup.actions, &setup.attributes, argv.data(),
                              envp.data());
   ::close(output);

@@ -66,6 +66,12 @@ class ChildProcess {
   std::optional<ExitStatus> status_;
 };
 
+// This process's environment with `additions` added (or replacing), as NAME=VALUE strings.
+std::vector<std::string> environment_with(
+    const std::vector<std::pair<std::string, std::string>>& additions);
+// execve-style pointers into `strings`, ending with nullptr; valid while `strings` lives.
+std::vector<char*> c_pointers(std::vector<std::string>& strings);
+
 using Deadline = std::chrono::steady_clock::time_point;
 
 inline Deadline deadline_in(std::chrono::milliseconds from_now) {

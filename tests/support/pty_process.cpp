@@ -8,46 +8,18 @@
 
 #include <cerrno>
 #include <cstring>
-#include <map>
 
 #include "conductor/error.hpp"
 
-extern char** environ;
-
 namespace conductor::test {
-
-namespace {
-
-std::vector<std::string> environment_with(
-    const std::vector<std::pair<std::string, std::string>>& additions) {
-  std::map<std::string, std::string> variables;
-  for (char** entry = environ; entry != nullptr && *entry != nullptr; ++entry) {
-    std::string text(*entry);
-    auto equals = text.find('=');
-    if (equals != std::string::npos) variables[text.substr(0, equals)] = text.substr(equals + 1);
-  }
-  for (const auto& [name, value] : additions) variables[name] = value;
-  std::vector<std::string> result;
-  for (const auto& [name, value] : variables) result.push_back(name + "=" + value);
-  return result;
-}
-
-std::vector<char*> pointers(std::vector<std::string>& strings) {
-  std::vector<char*> result;
-  for (auto& text : strings) result.push_back(text.data());
-  result.push_back(nullptr);
-  return result;
-}
-
-}  // namespace
 
 PtyProcess::PtyProcess(PtyOptions options) {
   if (options.argv.empty()) throw ProcessError("PtyProcess needs a program to start");
   // Everything the child needs is made before fork: after it, only exec-safe calls.
   std::vector<std::string> arguments = options.argv;
   std::vector<std::string> environment = environment_with(options.environment);
-  auto argv = pointers(arguments);
-  auto envp = pointers(environment);
+  auto argv = c_pointers(arguments);
+  auto envp = c_pointers(environment);
   winsize size{};
   size.ws_col = options.columns;
   size.ws_row = options.rows;

@@ -91,7 +91,7 @@ ClientConsole::~ClientConsole() {
   std::fflush(out_);
 }
 
-void ClientConsole::line(std::string_view text) noexcept {
+void ClientConsole::line(std::string_view text) {
   std::lock_guard lock(mutex_);
   erase_bars();
   std::fwrite(text.data(), 1, text.size(), out_);

@@ -47,8 +47,8 @@ class ClientConsole {
   ClientConsole& operator=(const ClientConsole&) = delete;
 
   Mode mode() const noexcept { return mode_; }
-  // Prints one line (without its line end). Never throws.
-  void line(std::string_view text) noexcept;
+  // Prints one line (without its line end).
+  void line(std::string_view text);
   // Sets the bar of `key` (an item id); in plain mode nothing is drawn.
   void show(const std::string& key, const ItemProgress& progress);
   void remove(const std::string& key);

@@ -40,6 +40,8 @@ std::string rendered_dom(const Cluster& cluster, const std::string& url) {
                                          "(scripts/install-deps installs it)");
   std::vector<std::string> argv = {kChromium.string(), "--headless", "--no-sandbox",
                                    "--disable-gpu", "--no-first-run", "--disable-extensions",
+                                   // Containers often give /dev/shm only 64 MiB.
+                                   "--disable-dev-shm-usage",
                                    "--user-data-dir=" + profile.string(),
                                    // Timers run on virtual time, so three polls take no
                                    // real seconds; fetches pause it until they are answered.

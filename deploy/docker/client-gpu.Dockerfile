@@ -19,7 +19,7 @@ RUN apt-get update \
  && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
       build-essential cmake pkg-config \
       libzmq3-dev cppzmq-dev libmsgpack-cxx-dev libtinyxml2-dev libarchive-dev libsodium-dev \
-      libssl-dev libzstd-dev libcli11-dev libspdlog-dev nlohmann-json3-dev \
+      libssl-dev libzstd-dev libcli11-dev libspdlog-dev nlohmann-json3-dev libcpp-httplib-dev \
  && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
 COPY . .

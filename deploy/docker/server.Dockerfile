@@ -10,7 +10,7 @@ RUN apt-get update \
  && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
       build-essential cmake pkg-config \
       libzmq3-dev cppzmq-dev libmsgpack-cxx-dev libtinyxml2-dev libarchive-dev libsodium-dev \
-      libssl-dev libzstd-dev libcli11-dev libspdlog-dev nlohmann-json3-dev \
+      libssl-dev libzstd-dev libcli11-dev libspdlog-dev nlohmann-json3-dev libcpp-httplib-dev \
  && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
 COPY . .
@@ -28,7 +28,8 @@ LABEL org.opencontainers.image.title="conductor-server" \
 # tini is PID 1: it forwards SIGTERM (the server stops cleanly) and reaps zombies.
 RUN apt-get update \
  && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
-      libzmq5 libsodium23 libarchive13 libtinyxml2-9 libspdlog1.10 libfmt9 libssl3 libzstd1 tini \
+      libzmq5 libsodium23 libarchive13 libtinyxml2-9 libspdlog1.10 libfmt9 libssl3 libzstd1 \
+      libcpp-httplib0.11 tini \
  && rm -rf /var/lib/apt/lists/*
 COPY --from=build /opt/conductor/bin/ /usr/local/bin/
 COPY deploy/docker/conductor-entrypoint deploy/docker/conductor-keys /usr/local/bin/

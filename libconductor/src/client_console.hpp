@@ -49,7 +49,8 @@ class ClientConsole {
   Mode mode() const noexcept { return mode_; }
   // Prints one line (without its line end).
   void line(std::string_view text);
-  // Sets the bar of `key` (an item id); in plain mode nothing is drawn.
+  // Sets the bar of `key`; bars are drawn in the order of their keys. In plain mode nothing
+  // is drawn.
   void show(const std::string& key, const ItemProgress& progress);
   void remove(const std::string& key);
   // Redraws the bars when they last moved a while ago (elapsed time, the activity bar).

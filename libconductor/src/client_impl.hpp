@@ -167,6 +167,10 @@ class Client::Impl {
   // The slot's bar on a terminal: bytes while downloading and uploading, epochs (or the
   // elapsed time) while running.
   void show_progress(const Slot& slot);
+  // Bars are drawn in the order of their keys: slot 0 first ("00", "01", ... up to kMaxSlots).
+  static std::string bar_key(const Slot& slot) {
+    return (slot.index < 10 ? "0" : "") + std::to_string(slot.index);
+  }
 
   // ---- sending ---------------------------------------------------------------------------
 

@@ -317,7 +317,7 @@ void Client::Impl::take_up_kept_result(Slot& slot) {
 
 void Client::Impl::discard(Slot& slot) {
   if (!slot.current) return;
-  if (console_) console_->remove(slot.current->assign.item);
+  if (console_) console_->remove(bar_key(slot));
   std::error_code ec;
   if (!slot.current->result.empty()) outbox_->discard(slot.current->result);
   fs::remove(options_.workdir / "logs" / (slot.current->assign.item + ".log"), ec);
@@ -360,10 +360,10 @@ void Client::Impl::show_progress(const Slot& slot) {
     progress.done_bytes = c.uploaded;
     progress.total_bytes = c.outcome->size;
   } else {
-    console_->remove(c.assign.item);
+    console_->remove(bar_key(slot));
     return;
   }
-  console_->show(c.assign.item, progress);
+  console_->show(bar_key(slot), progress);
 }
 
 }  // namespace conductor

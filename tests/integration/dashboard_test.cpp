@@ -81,54 +81,66 @@ TEST_CASE("the dashboard in headless Chromium shows clients, versions, queue, lo
   Cluster cluster("conductor-dashboard");
   const fs::path go = cluster.root() / "go";
   ReleaseOnExit release(go);
-  VersionSpec spec{"g", 3, conductor::test::held_training_script(go), {},
+  VersionSpec spec{"g", 4, conductor::test::held_training_script(go), {},
                    "echo 'PredictedBuffer=2.5'\n"};
   conductor::test::write_configuration(cluster.server_dir(), 0.0, {spec});
   conductor::test::store_model(cluster.server_dir(), "g", {{"model.h5", "seeded weights"}});
   const std::string url = conductor::test::start_server_with_http(cluster);
-  cluster.start_client("alpha");
+  cluster.start_client("alpha", {}, {"--slots", "2"});  // runs two items at once
   cluster.start_client("beta");
-  REQUIRE_MESSAGE(wait_until(deadline_in(30s), [&] { return all_working_at(api_status(url), 2, 2, 4); }),
+  REQUIRE_MESSAGE(wait_until(deadline_in(30s),
+                             [&] {
+                               auto status = api_status(url);
+                               return all_working_at(status, 2, 2, 4) && status["active"].size() == 3 &&
+                                      status["clients"][0]["items"].size() +
+                                              status["clients"][1]["items"].size() == 3 &&
+                                      status["clients"][0]["items"].back()["epoch"] == 2 &&
+                                      status["clients"][1]["items"].back()["epoch"] == 2;
+                             }),
                   cluster.diagnostics());
 
   std::string dom = rendered_dom(cluster, url);
   INFO("DOM:\n" << dom);
   CHECK(text_of_id(dom, "clients-count") == "2");
   CHECK(text_of_id(dom, "queued-count") == "0");
-  CHECK(text_of_id(dom, "active-count") == "2");
-  CHECK(text_of_id(dom, "models-count") == "1/3");
+  CHECK(text_of_id(dom, "active-count") == "3");
+  CHECK(text_of_id(dom, "models-count") == "1/4");
   const std::string version = row_of(dom, "data-version", "g");
-  CHECK(version.find("<td class=\"models number\">1/3</td>") != std::string::npos);
-  CHECK(std::regex_search(version, std::regex(R"(<progress max="3" value="1">)")));
-  CHECK(version.find("<td class=\"active number\">2</td>") != std::string::npos);
+  CHECK(version.find("<td class=\"models number\">1/4</td>") != std::string::npos);
+  CHECK(std::regex_search(version, std::regex(R"(<progress max="4" value="1">)")));
+  CHECK(version.find("<td class=\"active number\">3</td>") != std::string::npos);
   CHECK(version.find("current") != std::string::npos);
   CHECK(count_of(dom, "<td class=\"state state-working\">working</td>") == 2);
-  CHECK(count_of(dom, "<progress max=\"4\" value=\"2\">2/4</progress> 2/4") == 2);
+  CHECK(count_of(dom, "<progress max=\"4\" value=\"2\">2/4</progress> 2/4") == 3);  // every item
+  CHECK(dom.find("<td class=\"slots number\">2/2</td>") != std::string::npos);  // alpha
+  CHECK(dom.find("<td class=\"slots number\">1/1</td>") != std::string::npos);  // beta
+  CHECK(std::regex_search(dom, std::regex(R"(<td class="item">\[0\] \w{8} g<br>\[1\] \w{8} g</td>)")));
   CHECK(dom.find("<td class=\"host\">alpha</td>") != std::string::npos);
   CHECK(dom.find("<td class=\"host\">beta</td>") != std::string::npos);
-  CHECK(text_of_id(dom, "queue-summary").starts_with("0 queued, 2 active"));
+  CHECK(text_of_id(dom, "queue-summary").starts_with("0 queued, 3 active"));
   CHECK(text_of_id(dom, "log").find("handed to alpha") != std::string::npos);
   CHECK(dom.find("no predictions yet") != std::string::npos);
 
-  // Training ends; a prediction asks each of the three models.
+  // Training ends; a prediction asks each of the four models.
   conductor::test::write_file(go, "go\n");
-  REQUIRE_MESSAGE(wait_until(deadline_in(60s), [&] { return cluster.model_ids("g").size() == 3; }),
+  REQUIRE_MESSAGE(wait_until(deadline_in(60s), [&] { return cluster.model_ids("g").size() == 4; }),
                   cluster.diagnostics());
   const fs::path rows = conductor::test::write_file(cluster.root() / "rows.csv", "1,2\n");
   auto predict = cluster.ctl({"predict", rows.string(), "--wait", "60"});
   REQUIRE_MESSAGE(predict.status.exited_with(0), predict.err << cluster.diagnostics());
 
   dom = rendered_dom(cluster, url);
-  CHECK(text_of_id(dom, "models-count") == "3/3");
-  CHECK(row_of(dom, "data-version", "g").find("<td class=\"models number\">3/3</td>") !=
+  CHECK(text_of_id(dom, "models-count") == "4/4");
+  CHECK(row_of(dom, "data-version", "g").find("<td class=\"models number\">4/4</td>") !=
         std::string::npos);
   CHECK(count_of(dom, "<td class=\"state state-idle\">idle</td>") == 2);
   CHECK(text_of_id(dom, "queue-summary").starts_with("0 queued, 0 active"));
-  CHECK(dom.find("<td class=\"answers number\">3/3</td>") != std::string::npos);
+  CHECK(dom.find("<td class=\"slots number\">0/2</td>") != std::string::npos);
+  CHECK(dom.find("<td class=\"answers number\">4/4</td>") != std::string::npos);
   CHECK(dom.find("<td class=\"mean number\">2.5</td>") != std::string::npos);
   CHECK(dom.find("<td class=\"median number\">2.5</td>") != std::string::npos);
   CHECK(dom.find("<td class=\"failures number\">0</td>") != std::string::npos);
-  CHECK(text_of_id(dom, "log").find("(3/3)") != std::string::npos);
+  CHECK(text_of_id(dom, "log").find("(4/4)") != std::string::npos);
 }
 
 }  // TEST_SUITE("http")

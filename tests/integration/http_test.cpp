@@ -83,7 +83,8 @@ TEST_CASE("/metrics and /api/status show a training run as it goes and when it i
   CHECK(status["server"]["endpoint"] == cluster.endpoint());
   REQUIRE(status["versions"].size() == 1);
   CHECK(status["versions"][0] == json{{"name", "g"}, {"local", false}, {"current", true},
-                                      {"target", 3}, {"stored", 0}, {"queued", 1}, {"active", 2}});
+                                      {"target", 3}, {"stored", 0}, {"queued", 1}, {"active", 2},
+                                      {"requires", "any"}});
   CHECK(status["queued_count"] == 1);
   CHECK(status["queued"].size() == 1);
   CHECK(status["active"].size() == 2);

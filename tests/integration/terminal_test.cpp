@@ -8,6 +8,7 @@
 #include <chrono>
 #include <filesystem>
 #include <nlohmann/json.hpp>
+#include <regex>
 #include <string>
 #include <vector>
 
@@ -172,6 +173,37 @@ TEST_CASE("conductor-client draws a bar per item on a terminal and prints plain 
   CHECK(lines.find('\x1b') == std::string::npos);
   CHECK(lines.find("running [") == std::string::npos);
   CHECK(lines.find("Epoch 2/4\n") != std::string::npos);
+}
+
+TEST_CASE("conductor-client with two slots keeps one bar per slot on a terminal") {
+  Cluster cluster("conductor-client-tty-slots");
+  const fs::path go = cluster.root() / "go";
+  ReleaseOnExit release(go);
+  conductor::test::write_configuration(
+      cluster.server_dir(), 0.0, {conductor::test::held_version("g", 2, go)});
+  cluster.start_server();
+  PtyProcess tty({{conductor::test::kClientBin.string(), cluster.endpoint(), "--workdir",
+                   (cluster.root() / "tty").string(), "--name", "tty", "--heartbeat-ms", "200",
+                   "--slots", "2"},
+                  {{"TERM", "xterm"}}});
+  // The two bars stand one under the other (the terminal turns "\n" into "\r\n").
+  const std::regex two_bars(
+      R"(\[slot 0\] \w{8} training g  running \[#{10}\.{10}\] epoch 2/4, [^\r\n]*\r\n)"
+      R"(\[slot 1\] \w{8} training g  running \[#{10}\.{10}\] epoch 2/4)");
+  REQUIRE_MESSAGE(wait_until(deadline_in(30s), [&] { return std::regex_search(tty.output(), two_bars); }),
+                  tty.output() << cluster.diagnostics());
+  const std::string text = tty.output();
+  INFO(text);
+  CHECK(text.find("[slot 0] Epoch 2/4") != std::string::npos);  // echoed lines say whose they are
+  CHECK(text.find("[slot 1] Epoch 2/4") != std::string::npos);
+  CHECK(text.find("\r\x1b[K\x1b[1A\r\x1b[K") != std::string::npos);  // both bars erased for a line
+  conductor::test::write_file(go, "go\n");
+  REQUIRE_MESSAGE(wait_until(deadline_in(60s), [&] { return cluster.model_ids("g").size() == 2; }),
+                  cluster.diagnostics());
+  tty.type("\x03");
+  auto status = tty.wait_for_exit(15s);
+  REQUIRE(status.has_value());
+  CHECK(status->exited_with(0));
 }
 
 }  // TEST_SUITE("terminal")

@@ -74,20 +74,36 @@ function versionRow(version) {
   return tr;
 }
 
+// One line per item the client runs (a client with several slots runs several at once).
 function clientRow(client) {
   const tr = document.createElement('tr');
   tr.dataset.client = client.id;
-  const working = client.item !== undefined;
-  const epoch = document.createElement('td');
-  epoch.className = 'epoch';
-  if (working && client.total_epochs > 0) {
-    epoch.append(bar(client.epoch, client.total_epochs), ' ' + client.epoch + '/' + client.total_epochs);
-  } else {
-    epoch.textContent = working ? 'epoch unknown' : '-';
+  const items = Array.isArray(client.items) ? client.items : [];
+  const several = (client.slots || 1) > 1;
+  const itemCell = document.createElement('td');
+  itemCell.className = 'item';
+  const epochCell = document.createElement('td');
+  epochCell.className = 'epoch';
+  if (items.length === 0) {
+    itemCell.textContent = '-';
+    epochCell.textContent = '-';
   }
+  items.forEach((item, index) => {
+    if (index > 0) {
+      itemCell.appendChild(document.createElement('br'));
+      epochCell.appendChild(document.createElement('br'));
+    }
+    itemCell.append((several ? '[' + item.slot + '] ' : '') + shortId(item.item) + ' ' + item.item_version);
+    if (item.total_epochs > 0) {
+      epochCell.append(bar(item.epoch, item.total_epochs), ' ' + item.epoch + '/' + item.total_epochs);
+    } else {
+      epochCell.append('epoch unknown');
+    }
+  });
+  const slots = (client.busy_slots !== undefined ? client.busy_slots + '/' : '') + (client.slots || 1);
   tr.append(cell(client.host + (client.reserved ? ' (reserve)' : ''), 'host'), cell(client.type, 'type'),
-            cell(client.state, 'state state-' + client.state),
-            cell(working ? shortId(client.item) + ' ' + client.item_version : '-', 'item'), epoch);
+            cell(client.state, 'state state-' + client.state), cell(slots, 'slots number'), itemCell,
+            epochCell);
   return tr;
 }
 

@@ -17,6 +17,10 @@
 #include <stdexcept>
 #include <thread>
 
+#include "conductor/asset_store.hpp"
+#include "conductor/version.hpp"
+#include "random_id.hpp"
+
 extern char** environ;
 
 namespace conductor::bench {
@@ -73,7 +77,68 @@ void write_random_file(const fs::path& file, std::uint64_t size) {
   if (!out) throw std::runtime_error("cannot write " + file.string());
 }
 
-void write_server_config(const fs::path& server_dir, const std::vector<VersionFixture>& versions) {
+void write_csv_file(const fs::path& file, std::uint64_t size) {
+  fs::create_directories(file.parent_path());
+  std::ofstream out(file, std::ios::binary | std::ios::trunc);
+  static constexpr const char* kStatus[] = {"OK", "OK", "OK", "LATE", "OK", "RETRY"};
+  std::uint64_t state = 0x2545f4914f6cdd1dull;
+  auto next = [&] {
+    state ^= state << 13;
+    state ^= state >> 7;
+    state ^= state << 17;
+    return state;
+  };
+  std::string block;
+  char line[128];
+  for (std::uint64_t written = 0, row = 0; written < size;) {
+    block.clear();
+    while (block.size() < (1u << 20)) {
+      const std::uint64_t r = next();
+      const int n = std::snprintf(
+          line, sizeof line, "2024-01-%02d %02d:%02d:%02d,sensor-%04d,%d.%03d,%d.%02d,%s\n",
+          static_cast<int>(1 + row / 86400 % 28), static_cast<int>(row / 3600 % 24),
+          static_cast<int>(row / 60 % 60), static_cast<int>(row % 60), static_cast<int>(r % 500),
+          static_cast<int>(r >> 16 & 0xff), static_cast<int>(r >> 24 & 0x3ff) % 1000,
+          static_cast<int>(r >> 34 & 0x3f), static_cast<int>(r >> 40 & 0x7f) % 100,
+          kStatus[(r >> 48) % 6]);
+      block.append(line, static_cast<std::size_t>(n));
+      ++row;
+    }
+    const auto piece = std::min<std::uint64_t>(size - written, block.size());
+    out.write(block.data(), static_cast<std::streamsize>(piece));
+    written += piece;
+  }
+  if (!out) throw std::runtime_error("cannot write " + file.string());
+}
+
+void write_content_file(const fs::path& file, std::uint64_t size, Content content) {
+  if (content == Content::kCsv) {
+    write_csv_file(file, size);
+  } else {
+    write_random_file(file, size);
+  }
+}
+
+namespace {
+
+void write_commands(std::ostringstream& xml, const char* element,
+                    const std::vector<std::pair<std::string, std::string>>& commands) {
+  if (commands.empty()) {
+    xml << "      <" << element << " />\n";
+    return;
+  }
+  xml << "      <" << element << ">\n";
+  for (const auto& [file, arguments] : commands) {
+    xml << "        <Command>\n          <FileName>" << file << "</FileName>\n"
+        << "          <Arguments>" << arguments << "</Arguments>\n        </Command>\n";
+  }
+  xml << "      </" << element << ">\n";
+}
+
+}  // namespace
+
+void write_server_config(const fs::path& server_dir, const std::vector<VersionFixture>& versions,
+                         double reserve_nodes) {
   std::ostringstream xml;
   xml << "<?xml version=\"1.0\"?>\n<ConductorConfiguration>\n"
       << "  <Created>2024-01-02T03:04:05.0000000+00:00</Created>\n"
@@ -83,20 +148,60 @@ void write_server_config(const fs::path& server_dir, const std::vector<VersionFi
         << "      <Created>2024-01-02T03:04:05.0000000+00:00</Created>\n"
         << "      <LastUpdated>2024-01-02T03:04:05.0000000+00:00</LastUpdated>\n"
         << "      <Name>" << version.name << "</Name>\n"
-        << "      <DatasetType>Generic</DatasetType>\n      <Status />\n"
-        << "      <TrainingCommands>\n";
-    for (const auto& [file, arguments] : version.commands) {
-      xml << "        <Command>\n          <FileName>" << file << "</FileName>\n"
-          << "          <Arguments>" << arguments << "</Arguments>\n        </Command>\n";
-    }
-    xml << "      </TrainingCommands>\n      <PredictionCommands />\n"
-        << "      <TargetModels>" << version.target_models << "</TargetModels>\n"
+        << "      <DatasetType>Generic</DatasetType>\n      <Status />\n";
+    write_commands(xml, "TrainingCommands", version.commands);
+    write_commands(xml, "PredictionCommands", version.prediction_commands);
+    xml << "      <TargetModels>" << version.target_models << "</TargetModels>\n"
         << "      <ModelPattern>" << version.model_pattern << "</ModelPattern>\n"
         << "    </Version>\n";
     fs::create_directories(server_dir / "assets" / version.name);
   }
-  xml << "  </Versions>\n  <ReserveNodes>0</ReserveNodes>\n</ConductorConfiguration>\n";
+  xml << "  </Versions>\n  <ReserveNodes>" << reserve_nodes
+      << "</ReserveNodes>\n</ConductorConfiguration>\n";
   write_text(server_dir / "config" / "config.xml", xml.str());
+}
+
+namespace {
+
+std::string replace_all(std::string text, const std::string& from, const std::string& to) {
+  for (std::size_t at = 0; (at = text.find(from, at)) != std::string::npos; at += to.size()) {
+    text.replace(at, from.size(), to);
+  }
+  return text;
+}
+
+}  // namespace
+
+std::vector<std::string> seed_models(const fs::path& server_dir, const std::string& version,
+                                     int count, const std::function<std::string(int)>& model_content) {
+  std::vector<std::string> ids;
+  if (count <= 0) return ids;
+  AssetStore store(server_dir);
+  ids.push_back(random_uuid());
+  const fs::path staged = store.spool_dir() / "seed";
+  write_text(staged / "model.h5", model_content(0));
+  Version spec;
+  spec.name = version;
+  ModelMeta meta;
+  meta.item_id = ids.front();
+  meta.duration_seconds = 12.5;
+  meta.epochs = 10;
+  meta.node_name = "seeded";
+  meta.metrics = {{"accuracy", 0.9}, {"loss", 0.1}};
+  if (store.commit_model(spec, staged, meta, "seeded\n").status != CommitStatus::kStored) {
+    throw std::runtime_error("cannot seed a model in " + server_dir.string());
+  }
+  const fs::path models = store.version_dir(version) / "models";
+  std::ifstream in(models / ids.front() / "meta.xml");
+  const std::string meta_xml((std::istreambuf_iterator<char>(in)),
+                             std::istreambuf_iterator<char>());
+  for (int i = 1; i < count; ++i) {
+    ids.push_back(random_uuid());
+    write_text(models / ids.back() / "meta.xml", replace_all(meta_xml, ids.front(), ids.back()));
+    write_text(models / ids.back() / "model.h5", model_content(i));
+    write_text(models / ids.back() / "console.log", "seeded\n");
+  }
+  return ids;
 }
 
 bool wait_for(const std::function<bool()>& done, std::chrono::milliseconds limit,
@@ -144,6 +249,15 @@ void Child::stop(std::chrono::milliseconds limit) {
   pid_ = -1;
 }
 
+void Child::stop_all(std::vector<std::unique_ptr<Child>>& children) {
+  for (auto& child : children) {
+    if (child && child->pid_ > 0) ::kill(child->pid_, SIGTERM);
+  }
+  for (auto& child : children) {
+    if (child) child->stop();
+  }
+}
+
 double cpu_seconds(pid_t pid) {
   std::ifstream in("/proc/" + std::to_string(pid) + "/stat");
   std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
@@ -161,12 +275,30 @@ double cpu_seconds(pid_t pid) {
   return static_cast<double>(utime + stime) / static_cast<double>(::sysconf(_SC_CLK_TCK));
 }
 
-std::uint64_t resident_bytes(pid_t pid) {
+namespace {
+
+// A "<field>:   <n> kB" line of /proc/<pid>/status, in bytes; 0 when it is not there.
+std::uint64_t status_bytes(pid_t pid, const std::string& field) {
   std::ifstream in("/proc/" + std::to_string(pid) + "/status");
+  const std::string prefix = field + ":";
   for (std::string line; std::getline(in, line);) {
-    if (line.rfind("VmRSS:", 0) == 0) return std::stoull(line.substr(6)) * 1024;
+    if (line.rfind(prefix, 0) == 0) return std::stoull(line.substr(prefix.size())) * 1024;
   }
   return 0;
+}
+
+}  // namespace
+
+std::uint64_t resident_bytes(pid_t pid) { return status_bytes(pid, "VmRSS"); }
+
+std::uint64_t peak_resident_bytes(pid_t pid) { return status_bytes(pid, "VmHWM"); }
+
+void reset_peak_resident(pid_t pid) {
+  const std::string file = "/proc/" + std::to_string(pid) + "/clear_refs";
+  std::ofstream out(file);
+  out << "5";
+  out.flush();
+  if (!out) throw std::runtime_error("cannot reset the peak RSS through " + file);
 }
 
 int free_port() {
@@ -185,6 +317,26 @@ int free_port() {
 }
 
 fs::path self_path() { return fs::read_symlink("/proc/self/exe"); }
+
+std::vector<std::string> server_command(const fs::path& workdir, const std::string& bind,
+                                        const fs::path& endpoint_file) {
+  return {CONDUCTOR_SERVER_BIN, "--workdir",       workdir.string(),      "--bind", bind,
+          "--quiet",            "--endpoint-file", endpoint_file.string()};
+}
+
+std::string wait_for_endpoint_file(const fs::path& file) {
+  std::string endpoint;
+  if (!wait_for([&] { return static_cast<bool>(std::ifstream(file) >> endpoint); },
+                std::chrono::seconds(60))) {
+    throw std::runtime_error("the server wrote no " + file.string() + " within 60 s");
+  }
+  return endpoint;
+}
+
+std::vector<std::string> client_command(const std::string& endpoint, const fs::path& workdir,
+                                        const std::string& name) {
+  return {CONDUCTOR_CLIENT_BIN, endpoint, "--workdir", workdir.string(), "--name", name, "--quiet"};
+}
 
 void print_table(const std::vector<Row>& rows) {
   std::vector<Row> all = {{"benchmark", "conductor", "raw limit", "ratio", "goal", "met", "note"}};

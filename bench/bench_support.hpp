@@ -9,6 +9,7 @@
 #include <cstdint>
 #include <filesystem>
 #include <functional>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -36,17 +37,34 @@ class ScratchDir {
 void write_text(const std::filesystem::path& file, const std::string& text);
 // `size` bytes that no compressor shrinks (xorshift), written in 1 MiB pieces.
 void write_random_file(const std::filesystem::path& file, std::uint64_t size);
+// `size` bytes of CSV-like text (time stamp, sensor name, two measurements, a status per line,
+// the numbers pseudo-random): data that zstd shrinks, as training data often is.
+void write_csv_file(const std::filesystem::path& file, std::uint64_t size);
 
-// One training version for config.xml: `commands` are (file, arguments) pairs.
+// What a payload or result file holds: data no compressor shrinks, or compressible text.
+enum class Content { kRandom, kCsv };
+void write_content_file(const std::filesystem::path& file, std::uint64_t size, Content content);
+
+// One version for config.xml: commands are (file, arguments) pairs.
 struct VersionFixture {
   std::string name;
   int target_models = 0;
   std::vector<std::pair<std::string, std::string>> commands;
   std::string model_pattern = "*.h5";
+  std::vector<std::pair<std::string, std::string>> prediction_commands{};
 };
-// <server_dir>/config/config.xml with these global versions (their assets/<name> folders made).
+// <server_dir>/config/config.xml with these global versions (their assets/<name> folders made)
+// and `reserve_nodes` as the fraction of clients kept for predictions.
 void write_server_config(const std::filesystem::path& server_dir,
-                         const std::vector<VersionFixture>& versions);
+                         const std::vector<VersionFixture>& versions, double reserve_nodes = 0);
+
+// `count` stored models of `version` in a server folder that no server is using: one
+// committed the server's way (AssetStore), the rest copies of its meta.xml under new ids with
+// plain files, as a long-running server leaves them, made in seconds rather than an fsync per
+// model. Model i holds model.h5 with `model_content(i)`. Returns the ids in the order of i.
+std::vector<std::string> seed_models(const std::filesystem::path& server_dir,
+                                     const std::string& version, int count,
+                                     const std::function<std::string(int)>& model_content);
 
 // Polls `done` every `interval` until it holds or `limit` passes; returns whether it held.
 bool wait_for(const std::function<bool()>& done, std::chrono::milliseconds limit,
@@ -63,6 +81,8 @@ class Child {
   pid_t pid() const { return pid_; }
   // SIGTERM, then waits up to `limit` before SIGKILL.
   void stop(std::chrono::milliseconds limit = std::chrono::seconds(5));
+  // Sends SIGTERM to every child first, then stops each: many children end in parallel.
+  static void stop_all(std::vector<std::unique_ptr<Child>>& children);
 
  private:
   pid_t pid_ = -1;
@@ -72,11 +92,28 @@ class Child {
 double cpu_seconds(pid_t pid);
 // Resident set size in bytes (/proc/<pid>/status VmRSS).
 std::uint64_t resident_bytes(pid_t pid);
+// The peak resident set size in bytes (VmHWM) since the process started or since the last
+// reset_peak_resident().
+std::uint64_t peak_resident_bytes(pid_t pid);
+// Sets the process's VmHWM back to its current RSS (writes "5" to /proc/<pid>/clear_refs).
+void reset_peak_resident(pid_t pid);
 // A TCP port on 127.0.0.1 that was free a moment ago.
 int free_port();
 
 // This program's own path, so it can start itself as a helper process.
 std::filesystem::path self_path();
+
+// The conductor-server command line: working folder `workdir`, listening on `bind`, writing
+// the bound endpoint to `endpoint_file`, printing nothing.
+std::vector<std::string> server_command(const std::filesystem::path& workdir,
+                                        const std::string& bind,
+                                        const std::filesystem::path& endpoint_file);
+// The endpoint a server wrote to `file`; waits up to 60 s for it. Throws when none came.
+std::string wait_for_endpoint_file(const std::filesystem::path& file);
+// The conductor-client command line: a client named `name` in `workdir`, printing nothing.
+std::vector<std::string> client_command(const std::string& endpoint,
+                                        const std::filesystem::path& workdir,
+                                        const std::string& name);
 
 // One line of the result table.
 struct Row {

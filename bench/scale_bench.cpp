@@ -3,13 +3,11 @@
 #include <atomic>
 #include <csignal>
 #include <fstream>
-#include <random>
 #include <stdexcept>
 #include <thread>
 #include <zmq.hpp>
 
 #include "bench_support.hpp"
-#include "conductor/asset_store.hpp"
 #include "protocol.hpp"
 #include "transport.hpp"
 
@@ -21,7 +19,6 @@ using protocol::MessageType;
 
 namespace {
 
-const fs::path kServerBin = CONDUCTOR_SERVER_BIN;
 constexpr auto kHeartbeat = 1000ms;
 
 void send(zmq::socket_t& socket, MessageType type, const auto& header) {
@@ -124,20 +121,6 @@ IdleFigures measure_idle(pid_t server, const std::string& endpoint, int clients,
   return figures;
 }
 
-std::string wait_for_endpoint_file(const fs::path& file) {
-  std::string endpoint;
-  if (!wait_for([&] { return static_cast<bool>(std::ifstream(file) >> endpoint); }, 60s)) {
-    throw std::runtime_error("the server wrote no " + file.string() + " within 60 s");
-  }
-  return endpoint;
-}
-
-std::vector<std::string> server_command(const fs::path& workdir, const std::string& bind,
-                                        const fs::path& endpoint_file) {
-  return {kServerBin.string(), "--workdir",       workdir.string(),      "--bind", bind,
-          "--quiet",           "--endpoint-file", endpoint_file.string()};
-}
-
 // Starts the server on a fixed port and connects at once; the DEALER retries every
 // millisecond, so the answer comes as soon as the server serves.
 double seconds_until_answered(const fs::path& workdir, const fs::path& log) {
@@ -159,54 +142,6 @@ double seconds_until_answered(const fs::path& workdir, const fs::path& log) {
   server.stop();
   fs::remove(workdir / "endpoint");
   return seconds;
-}
-
-std::string random_id(std::mt19937_64& random) {
-  static constexpr char kHex[] = "0123456789abcdef";
-  std::string id;
-  for (int i = 0; i < 32; ++i) {
-    if (i == 8 || i == 12 || i == 16 || i == 20) id += '-';
-    id += kHex[random() % 16];
-  }
-  return id;
-}
-
-std::string replace_all(std::string text, const std::string& from, const std::string& to) {
-  for (std::size_t at = 0; (at = text.find(from, at)) != std::string::npos; at += to.size()) {
-    text.replace(at, from.size(), to);
-  }
-  return text;
-}
-
-// One model committed the server's way, then copied under new ids with plain files: a folder
-// as a long-running server leaves it, made in seconds instead of an fsync per model.
-void seed_models(const fs::path& server_dir, const std::string& version, int count) {
-  AssetStore store(server_dir);
-  std::mt19937_64 random(42);
-  const std::string template_id = random_id(random);
-  const fs::path staged = store.spool_dir() / "seed";
-  write_text(staged / "model.h5", "0123456789abcdef");
-  Version spec;
-  spec.name = version;
-  ModelMeta meta;
-  meta.item_id = template_id;
-  meta.duration_seconds = 12.5;
-  meta.epochs = 10;
-  meta.node_name = "seeded";
-  meta.metrics = {{"accuracy", 0.9}, {"loss", 0.1}};
-  if (store.commit_model(spec, staged, meta, "seeded\n").status != CommitStatus::kStored) {
-    throw std::runtime_error("cannot seed a model in " + server_dir.string());
-  }
-  const fs::path models = store.version_dir(version) / "models";
-  std::ifstream in(models / template_id / "meta.xml");
-  const std::string meta_xml((std::istreambuf_iterator<char>(in)),
-                             std::istreambuf_iterator<char>());
-  for (int i = 1; i < count; ++i) {
-    const std::string id = random_id(random);
-    write_text(models / id / "meta.xml", replace_all(meta_xml, template_id, id));
-    write_text(models / id / "model.h5", "0123456789abcdef");
-    write_text(models / id / "console.log", "seeded\n");
-  }
 }
 
 }  // namespace
@@ -263,7 +198,7 @@ RestartFigures restart_with_models(int models, int runs) {
   write_server_config(full, {{"many", models, {{"/usr/bin/touch", "model.h5"}}}});
   write_server_config(empty, {{"many", 0, {{"/usr/bin/touch", "model.h5"}}}});
   auto started = Clock::now();
-  seed_models(full, "many", models);
+  seed_models(full, "many", models, [](int) { return std::string("0123456789abcdef"); });
   figures.seed_seconds = seconds_since(started);
   started = Clock::now();
   std::size_t read = 0;

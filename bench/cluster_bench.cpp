@@ -2,6 +2,7 @@
 
 #include <fstream>
 #include <memory>
+#include <optional>
 #include <nlohmann/json.hpp>
 #include <set>
 #include <stdexcept>
@@ -75,10 +76,10 @@ std::vector<double> items_per_second(int clients, int windows, int window_items)
   return rates;
 }
 
-PayloadFigures payload_transfer(std::uint64_t payload_bytes, int runs) {
+PayloadFigures payload_transfer(std::uint64_t payload_bytes, int runs, Content content) {
   ScratchDir root("conductor-bench-payload");
   write_server_config(root / "server", {{"big", 1000, kTouchModel}});
-  write_random_file(root / "server" / "assets" / "big" / "data.bin", payload_bytes);
+  write_content_file(root / "server" / "assets" / "big" / "data.bin", payload_bytes, content);
   Server server(server_options(root / "server"));
   server.start();
   PayloadFigures figures;
@@ -104,6 +105,9 @@ PayloadFigures payload_transfer(std::uint64_t payload_bytes, int runs) {
           wait_for([&] { return fresh.payload_bytes_fetched() >= figures.archive_bytes; }, limit),
           "payload: a download did not finish");
       figures.download_seconds.push_back(seconds_since(started));
+      require(wait_for([&] { return fresh.completed_items() >= 1; }, limit, 200us),
+              "payload: the item of a fresh client did not finish");
+      figures.item_seconds.push_back(seconds_since(started));
     }
     fs::remove_all(folder);
   }
@@ -118,10 +122,55 @@ PayloadFigures payload_transfer(std::uint64_t payload_bytes, int runs) {
   return figures;
 }
 
-ResultFigures result_upload(std::uint64_t model_bytes, int runs) {
+namespace {
+
+// The outbox record (outbox/<item>-<attempt>.json) of a result not in `seen`, which the client
+// writes just before it offers the result; waits up to 10 minutes.
+fs::path next_outbox_record(const fs::path& client_dir, const std::set<std::string>& seen) {
+  fs::path record;
+  require(wait_for(
+              [&] {
+                std::error_code ec;
+                for (const auto& entry : fs::directory_iterator(client_dir / "outbox", ec)) {
+                  if (entry.path().extension() == ".json" &&
+                      !seen.contains(entry.path().filename().string())) {
+                    record = entry.path();
+                    return true;
+                  }
+                }
+                return false;
+              },
+              std::chrono::minutes(10), 200us),
+          "results: no result was offered");
+  return record;
+}
+
+// The archive size an outbox record announces (waits while the record is being written).
+std::uint64_t announced_size(const fs::path& record) {
+  std::uint64_t size = 0;
+  require(wait_for(
+              [&] {
+                try {
+                  size = nlohmann::json::parse(std::ifstream(record))
+                             .at("size")
+                             .get<std::uint64_t>();
+                  return true;
+                } catch (const std::exception&) {
+                  return false;
+                }
+              },
+              10s, 100us),
+          "results: unreadable " + record.string());
+  return size;
+}
+
+}  // namespace
+
+ResultFigures result_upload(std::uint64_t model_bytes, int runs, Content content) {
   ScratchDir root("conductor-bench-results");
-  write_server_config(root / "server", {{"upload", 1000, {{"/bin/cp", "seed.bin model.h5"}}}});
-  write_random_file(root / "server" / "assets" / "upload" / "seed.bin", model_bytes);
+  const fs::path seed = root / "seed.bin";
+  write_content_file(seed, model_bytes, content);
+  write_server_config(root / "server", {{"upload", 1000, {{"/bin/cp", seed.string() + " model.h5"}}}});
   Server server(server_options(root / "server"));
   server.start();
   const fs::path folder = root / "worker";
@@ -129,39 +178,15 @@ ResultFigures result_upload(std::uint64_t model_bytes, int runs) {
   worker.start();
   ResultFigures figures;
   std::set<std::string> seen;
+  std::optional<Clock::time_point> last_stored;
+  // Bytes sent before this item's upload: taken when the previous model was stored, long before
+  // the next result is packed, so a first chunk that goes out before the record is seen counts.
+  std::uint64_t sent_before = 0;
   for (int run = 0; run < runs; ++run) {
-    // The client writes outbox/<item>-<attempt>.json just before it offers the result.
-    fs::path record;
-    require(wait_for(
-                [&] {
-                  std::error_code ec;
-                  for (const auto& entry : fs::directory_iterator(folder / "outbox", ec)) {
-                    if (entry.path().extension() == ".json" &&
-                        !seen.contains(entry.path().filename().string())) {
-                      record = entry.path();
-                      return true;
-                    }
-                  }
-                  return false;
-                },
-                std::chrono::minutes(10), 200us),
-            "results: no result was offered");
+    const fs::path record = next_outbox_record(folder, seen);
     const auto offered = Clock::now();
-    const std::uint64_t sent_before = worker.result_bytes_sent();
     seen.insert(record.filename().string());
-    std::uint64_t size = 0;
-    require(
-        wait_for(
-            [&] {
-              try {
-                size = nlohmann::json::parse(std::ifstream(record)).at("size").get<std::uint64_t>();
-                return true;
-              } catch (const std::exception&) {
-                return false;
-              }
-            },
-            10s, 100us),
-        "results: unreadable " + record.string());
+    const std::uint64_t size = announced_size(record);
     figures.result_bytes = size;
     require(wait_for([&] { return worker.result_bytes_sent() - sent_before >= size; },
                      std::chrono::minutes(10), 200us),
@@ -170,6 +195,12 @@ ResultFigures result_upload(std::uint64_t model_bytes, int runs) {
     require(server.next_stored_model(std::chrono::minutes(10)).has_value(),
             "results: the model was not stored");
     figures.stored_seconds.push_back(seconds_since(offered));
+    const auto stored = Clock::now();
+    if (last_stored) {
+      figures.item_seconds.push_back(std::chrono::duration<double>(stored - *last_stored).count());
+    }
+    last_stored = stored;
+    sent_before = worker.result_bytes_sent();
   }
   return figures;
 }

@@ -10,6 +10,7 @@
 
 #include <atomic>
 #include <cstring>
+#include <latch>
 #include <stdexcept>
 #include <thread>
 #include <zmq.hpp>
@@ -92,6 +93,41 @@ double raw_spawn_rate(const std::vector<std::string>& argv, int parallel, double
   }
   for (auto& thread : threads) thread.join();
   return static_cast<double>(total.load()) / seconds_since(started);
+}
+
+double raw_parallel_spawn_seconds(const std::vector<std::string>& argv, int parallel) {
+  std::vector<char*> args;
+  for (const auto& argument : argv) args.push_back(const_cast<char*>(argument.c_str()));
+  args.push_back(nullptr);
+  posix_spawn_file_actions_t actions;
+  posix_spawn_file_actions_init(&actions);
+  posix_spawn_file_actions_addopen(&actions, 1, "/dev/null", O_WRONLY, 0);
+  posix_spawn_file_actions_adddup2(&actions, 1, 2);
+  std::latch ready(parallel + 1);
+  std::atomic<int> failures{0};
+  std::vector<std::thread> threads;
+  for (int i = 0; i < parallel; ++i) {
+    threads.emplace_back([&] {
+      ready.arrive_and_wait();
+      pid_t pid = 0;
+      if (::posix_spawn(&pid, args[0], &actions, nullptr, args.data(), environ) != 0) {
+        ++failures;
+        return;
+      }
+      int status = 0;
+      ::waitpid(pid, &status, 0);
+      if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) ++failures;
+    });
+  }
+  ready.arrive_and_wait();
+  const auto started = Clock::now();
+  for (auto& thread : threads) thread.join();
+  const double elapsed = seconds_since(started);
+  posix_spawn_file_actions_destroy(&actions);
+  if (failures > 0) {
+    throw std::runtime_error(std::to_string(failures.load()) + " runs of " + argv[0] + " failed");
+  }
+  return elapsed;
 }
 
 double raw_tcp_bytes_per_second(std::uint64_t bytes) {

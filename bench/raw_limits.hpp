@@ -17,6 +17,10 @@ double raw_zmq_round_trips(int peers, double seconds);
 // posix_spawn and waiting for it, again and again.
 double raw_spawn_rate(const std::vector<std::string>& argv, int parallel, double seconds);
 
+// Seconds from starting `parallel` runs of `argv` at once (one thread each: posix_spawn, then
+// waitpid; stdout and stderr to /dev/null) until the last one is reaped.
+double raw_parallel_spawn_seconds(const std::vector<std::string>& argv, int parallel);
+
 // Bytes per second from one thread to another through a loopback TCP connection, written in
 // 1 MiB pieces.
 double raw_tcp_bytes_per_second(std::uint64_t bytes);

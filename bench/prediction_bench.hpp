@@ -1,0 +1,23 @@
+// The prediction fan-out of issue 6: one ensemble request to a conductor::Server in this
+// process, answered by conductor-client processes that are all reserve clients (reserve
+// fraction 1.0), one stored model each. Throws std::runtime_error when the clients do not
+// connect, a request does not complete in time, or the ensemble holds a wrong value.
+#pragma once
+
+#include <vector>
+
+namespace conductor::bench {
+
+struct FanOutFigures {
+  std::vector<double> ensemble_seconds;  // Server::predict() called until prediction() is complete
+  std::vector<double> predict_seconds;   // Server::predict() called until it returned
+  std::vector<double> raw_seconds;       // the same command run `clients` at a time, no Conductor
+};
+
+// `clients` idle conductor-client processes and as many stored models whose prediction command
+// is `/bin/cat model-latest.h5` (the model file holds "PredictedBuffer=<n>"). Two untimed
+// requests first, so every client has the version's package cached; then `runs` timed ones,
+// each right after the raw limit of the same run.
+FanOutFigures prediction_fan_out(int clients, int runs);
+
+}  // namespace conductor::bench

@@ -89,6 +89,8 @@ std::vector<Row> dispatch_rows(const Settings& settings, const bench::ScratchDir
   show_runs("raw ZeroMQ lock-step round trips/s, 8 peers", raw, 0);
   auto spawn = repeat(runs, [&] { return bench::raw_spawn_rate(touch_command(scratch), 8, 1.0); });
   show_runs("raw spawn-and-wait of touch/s, 8 threads", spawn, 0);
+  auto files = repeat(runs, [&] { return bench::raw_file_creations_per_second(scratch.path(), 2000); });
+  show_runs("raw file creations/s in the temp folder", files, 0);
   auto items = bench::items_per_second(8, runs, 200);
   show_runs("items/s, 8 clients", items, 1);
   const double ratio = median(items) / median(raw);
@@ -96,7 +98,8 @@ std::vector<Row> dispatch_rows(const Settings& settings, const bench::ScratchDir
            bench::format_rate(median(items), "items/s"),
            bench::format_rate(median(raw), "round trips/s"), ratio_of(median(items), median(raw)),
            ">= 0.5", yes_no(ratio >= 0.5),
-           "spawning touch alone, 8 at a time: " + bench::format_rate(median(spawn), "/s")}};
+           "spawning touch alone, 8 at a time: " + bench::format_rate(median(spawn), "/s") +
+               "; file creations in the temp folder: " + bench::format_rate(median(files), "/s")}};
 }
 
 std::vector<Row> process_rows(const Settings& settings, const bench::ScratchDir& scratch) {
@@ -105,13 +108,16 @@ std::vector<Row> process_rows(const Settings& settings, const bench::ScratchDir&
   show_runs("raw spawn-and-wait of touch/s, 2 threads", raw, 0);
   auto truth = repeat(runs, [] { return bench::raw_spawn_rate({"/bin/true"}, 2, 1.0); });
   show_runs("raw spawn-and-wait of /bin/true/s, 2 threads", truth, 0);
+  auto files = repeat(runs, [&] { return bench::raw_file_creations_per_second(scratch.path(), 2000); });
+  show_runs("raw file creations/s in the temp folder", files, 0);
   auto items = bench::items_per_second(2, runs, 100);
   show_runs("items/s, 2 clients", items, 1);
   const double ratio = median(items) / median(raw);
   return {{"process items: 2 clients, `touch model.h5`",
            bench::format_rate(median(items), "items/s"), bench::format_rate(median(raw), "spawns/s"),
            ratio_of(median(items), median(raw)), ">= 0.7", yes_no(ratio >= 0.7),
-           "/bin/true spawned 2 at a time: " + bench::format_rate(median(truth), "/s")}};
+           "/bin/true spawned 2 at a time: " + bench::format_rate(median(truth), "/s") +
+               "; file creations in the temp folder: " + bench::format_rate(median(files), "/s")}};
 }
 
 std::vector<Row> payload_rows(const Settings& settings) {
@@ -207,8 +213,11 @@ std::vector<Row> scale_rows(const Settings& settings) {
            yes_no(bytes < 200e6), ""}};
 }
 
-std::vector<Row> fan_out_rows(const Settings& settings) {
+std::vector<Row> fan_out_rows(const Settings& settings, const bench::ScratchDir& scratch) {
   const int clients = settings.fan_out_clients;
+  auto files = repeat(settings.runs,
+                      [&] { return bench::raw_file_creations_per_second(scratch.path(), 2000); });
+  show_runs("raw file creations/s in the temp folder", files, 0);
   auto figures = bench::prediction_fan_out(clients, settings.runs);
   show_runs("raw: the command spawned " + std::to_string(clients) + " at a time, ms",
             [&] {
@@ -226,6 +235,12 @@ std::vector<Row> fan_out_rows(const Settings& settings) {
   show_runs("predict() until complete, ms", ensemble_ms, 1);
   show_runs("predict() returning, ms", predict_ms, 1);
   show_runs("beyond the raw commands (same run), ms", beyond_ms, 1);
+  std::string windows = "  timed windows, CLOCK_MONOTONIC s:";
+  for (std::size_t i = 0; i < figures.started_at.size(); ++i) {
+    windows += " " + format(figures.started_at[i], 6) + "," +
+               format(figures.started_at[i] + figures.ensemble_seconds[i], 6);
+  }
+  std::fprintf(stderr, "%s\n", windows.c_str());
   const double beyond = median(beyond_ms);
   return {{"scale: prediction fan-out to " + std::to_string(clients) + " reserve clients",
            format(median(ensemble_ms), 1) + " ms",
@@ -234,7 +249,8 @@ std::vector<Row> fan_out_rows(const Settings& settings) {
            "-", "< 50 ms beyond", yes_no(beyond < 50),
            "beyond the commands: " + format(beyond, 1) + " ms (median of per-run differences); " +
                "predict() returned after " + format(median(predict_ms), 1) +
-               " ms; client processes, `/bin/cat model-latest.h5`"}};
+               " ms; client processes, `/bin/cat model-latest.h5`; file creations in the "
+               "temp folder: " + bench::format_rate(median(files), "/s")}};
 }
 
 std::vector<Row> memory_rows(const Settings& settings) {
@@ -340,7 +356,7 @@ int main(int argc, char** argv) {
       {"payload", [&] { return payload_rows(settings); }},
       {"results", [&] { return results_rows(settings, scratch); }},
       {"scale", [&] { return scale_rows(settings); }},
-      {"fanout", [&] { return fan_out_rows(settings); }},
+      {"fanout", [&] { return fan_out_rows(settings, scratch); }},
       {"memory", [&] { return memory_rows(settings); }},
       {"restart", [&] { return restart_rows(settings); }},
   };

@@ -183,6 +183,25 @@ double sha256_bytes_per_second(std::uint64_t bytes) {
   return static_cast<double>(bytes) / seconds_since(started);
 }
 
+double raw_file_creations_per_second(const fs::path& folder, int count) {
+  const fs::path dir = folder / "creations";
+  fs::create_directories(dir);
+  const auto started = Clock::now();
+  for (int i = 0; i < count; ++i) {
+    const fs::path file = dir / std::to_string(i);
+    int fd = ::open(file.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    if (fd < 0) throw std::runtime_error("cannot create " + file.string());
+    if (::write(fd, "x", 1) != 1) {
+      ::close(fd);
+      throw std::runtime_error("cannot write " + file.string());
+    }
+    ::close(fd);
+  }
+  const double elapsed = seconds_since(started);
+  fs::remove_all(dir);
+  return count / elapsed;
+}
+
 double durable_write_bytes_per_second(const fs::path& folder, std::uint64_t bytes) {
   const fs::path file = folder / "durable-write.bin";
   std::vector<char> piece(1u << 20, 'z');

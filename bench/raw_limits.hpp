@@ -28,6 +28,11 @@ double raw_tcp_bytes_per_second(std::uint64_t bytes);
 // SHA-256 (conductor::Sha256) of a buffer in memory, bytes per second.
 double sha256_bytes_per_second(std::uint64_t bytes);
 
+// Files created per second under `folder`: `count` new one-byte files, each created, written and
+// closed, then all deleted (not timed). The cost the file system puts on every file an item
+// makes; on an ext4 without a journal it grows with the inodes deleted shortly before.
+double raw_file_creations_per_second(const std::filesystem::path& folder, int count);
+
 // Writes `bytes` to a new file under `folder` and fsyncs it: the disk's durable write speed.
 double durable_write_bytes_per_second(const std::filesystem::path& folder, std::uint64_t bytes);
 

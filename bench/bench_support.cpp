@@ -119,6 +119,8 @@ void write_content_file(const fs::path& file, std::uint64_t size, Content conten
   }
 }
 
+const char* to_string(Content content) { return content == Content::kCsv ? "csv" : "random"; }
+
 namespace {
 
 void write_commands(std::ostringstream& xml, const char* element,
@@ -336,6 +338,13 @@ std::string wait_for_endpoint_file(const fs::path& file) {
 std::vector<std::string> client_command(const std::string& endpoint, const fs::path& workdir,
                                         const std::string& name) {
   return {CONDUCTOR_CLIENT_BIN, endpoint, "--workdir", workdir.string(), "--name", name, "--quiet"};
+}
+
+void print_perf_window(const std::string& what, Clock::time_point begin, Clock::time_point end) {
+  auto seconds = [](Clock::time_point at) {
+    return std::chrono::duration<double>(at.time_since_epoch()).count();
+  };
+  std::fprintf(stderr, "  perf window %s: %.6f,%.6f\n", what.c_str(), seconds(begin), seconds(end));
 }
 
 void print_table(const std::vector<Row>& rows) {

@@ -44,6 +44,7 @@ void write_csv_file(const std::filesystem::path& file, std::uint64_t size);
 // What a payload or result file holds: data no compressor shrinks, or compressible text.
 enum class Content { kRandom, kCsv };
 void write_content_file(const std::filesystem::path& file, std::uint64_t size, Content content);
+const char* to_string(Content content);  // "random", "csv"
 
 // One version for config.xml: commands are (file, arguments) pairs.
 struct VersionFixture {
@@ -114,6 +115,11 @@ std::string wait_for_endpoint_file(const std::filesystem::path& file);
 std::vector<std::string> client_command(const std::string& endpoint,
                                         const std::filesystem::path& workdir,
                                         const std::string& name);
+
+// "  perf window <what>: <begin>,<end>" on stderr, in seconds of CLOCK_MONOTONIC (steady_clock):
+// recorded with `perf record -k CLOCK_MONOTONIC`, `perf report --time "<begin>,<end> ..."` then
+// shows exactly the timed part of a benchmark.
+void print_perf_window(const std::string& what, Clock::time_point begin, Clock::time_point end);
 
 // One line of the result table.
 struct Row {

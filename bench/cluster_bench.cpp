@@ -65,6 +65,7 @@ std::vector<double> items_per_second(int clients, int windows, int window_items)
     require(server.next_stored_model(60s).has_value(), "dispatch: no model stored for 60 s");
     stored.push_back(Clock::now());
   }
+  print_perf_window("items", stored[warm_up - 1], stored.back());
   workers.clear();
   server.stop();
   std::vector<double> rates;
@@ -105,6 +106,7 @@ PayloadFigures payload_transfer(std::uint64_t payload_bytes, int runs, Content c
           wait_for([&] { return fresh.payload_bytes_fetched() >= figures.archive_bytes; }, limit),
           "payload: a download did not finish");
       figures.download_seconds.push_back(seconds_since(started));
+      print_perf_window(std::string("download, ") + to_string(content), started, Clock::now());
       require(wait_for([&] { return fresh.completed_items() >= 1; }, limit, 200us),
               "payload: the item of a fresh client did not finish");
       figures.item_seconds.push_back(seconds_since(started));
@@ -192,6 +194,7 @@ ResultFigures result_upload(std::uint64_t model_bytes, int runs, Content content
                      std::chrono::minutes(10), 200us),
             "results: the upload did not finish");
     figures.upload_seconds.push_back(seconds_since(offered));
+    print_perf_window(std::string("upload, ") + to_string(content), offered, Clock::now());
     require(server.next_stored_model(std::chrono::minutes(10)).has_value(),
             "results: the model was not stored");
     figures.stored_seconds.push_back(seconds_since(offered));

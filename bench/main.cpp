@@ -235,12 +235,6 @@ std::vector<Row> fan_out_rows(const Settings& settings, const bench::ScratchDir&
   show_runs("predict() until complete, ms", ensemble_ms, 1);
   show_runs("predict() returning, ms", predict_ms, 1);
   show_runs("beyond the raw commands (same run), ms", beyond_ms, 1);
-  std::string windows = "  timed windows, CLOCK_MONOTONIC s:";
-  for (std::size_t i = 0; i < figures.started_at.size(); ++i) {
-    windows += " " + format(figures.started_at[i], 6) + "," +
-               format(figures.started_at[i] + figures.ensemble_seconds[i], 6);
-  }
-  std::fprintf(stderr, "%s\n", windows.c_str());
   const double beyond = median(beyond_ms);
   return {{"scale: prediction fan-out to " + std::to_string(clients) + " reserve clients",
            format(median(ensemble_ms), 1) + " ms",

@@ -100,12 +100,11 @@ FanOutFigures prediction_fan_out(int clients, int runs) {
     figures.raw_seconds.push_back(raw_parallel_spawn_seconds(command, clients));
     std::this_thread::sleep_for(100ms);
     const auto started = Clock::now();
-    figures.started_at.push_back(
-        std::chrono::duration<double>(started.time_since_epoch()).count());
     const std::string request = server.predict(kRows, options);
     figures.predict_seconds.push_back(seconds_since(started));
     const EnsembleResult result = wait_for_ensemble(server, request);
     figures.ensemble_seconds.push_back(seconds_since(started));
+    print_perf_window("fan-out request", started, Clock::now());
     check_values(result, expected);
   }
   Child::stop_all(fleet);

@@ -12,9 +12,6 @@ struct FanOutFigures {
   std::vector<double> ensemble_seconds;  // Server::predict() called until prediction() is complete
   std::vector<double> predict_seconds;   // Server::predict() called until it returned
   std::vector<double> raw_seconds;       // the same command run `clients` at a time, no Conductor
-  // When each timed request started, in seconds of CLOCK_MONOTONIC (steady_clock): with
-  // `perf record -k CLOCK_MONOTONIC`, `perf report --time` can cut out exactly these windows.
-  std::vector<double> started_at;
 };
 
 // `clients` idle conductor-client processes and as many stored models whose prediction command

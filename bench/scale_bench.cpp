@@ -116,6 +116,7 @@ IdleFigures measure_idle(pid_t server, const std::string& endpoint, int clients,
     const auto started = Clock::now();
     std::this_thread::sleep_for(std::chrono::duration<double>(window_seconds));
     figures.cpu_percent.push_back(100 * (cpu_seconds(server) - before) / seconds_since(started));
+    print_perf_window("idle clients", started, Clock::now());
   }
   figures.resident_bytes = resident_bytes(server);
   return figures;

@@ -126,12 +126,15 @@ std::vector<Row> payload_rows(const Settings& settings) {
   show_runs("raw loopback TCP GB/s", in_gb(raw), 3);
   auto hash = repeat(runs, [&] { return bench::sha256_bytes_per_second(settings.big); });
   show_runs("SHA-256 GB/s", in_gb(hash), 3);
-  auto random = bench::payload_transfer(settings.big, runs, bench::Content::kRandom);
-  show_runs("random data: download seconds", random.download_seconds, 3);
-  show_runs("random data: fresh client's item seconds", random.item_seconds, 3);
-  auto csv = bench::payload_transfer(settings.big, runs, bench::Content::kCsv);
-  show_runs("CSV text: download seconds", csv.download_seconds, 3);
-  show_runs("CSV text: fresh client's item seconds", csv.item_seconds, 3);
+  auto transfer = [&](bench::Content content) {
+    auto figures = bench::payload_transfer(settings.big, runs, content);
+    const std::string data = bench::to_string(content);
+    show_runs(data + ": download seconds", figures.download_seconds, 3);
+    show_runs(data + ": fresh client's item seconds", figures.item_seconds, 3);
+    return figures;
+  };
+  const auto random = transfer(bench::Content::kRandom);
+  const auto csv = transfer(bench::Content::kCsv);
 
   const double rate = median(rates(static_cast<double>(random.archive_bytes), random.download_seconds));
   // What the user gets from compressible data: file bytes delivered per second of download.
@@ -169,14 +172,16 @@ std::vector<Row> results_rows(const Settings& settings, const bench::ScratchDir&
   });
   show_runs("durable write GB/s", in_gb(disk), 3);
   // One more item than runs, so that there are `runs` item-to-item periods.
-  auto random = bench::result_upload(settings.big, runs + 1, bench::Content::kRandom);
-  show_runs("random data: upload seconds", random.upload_seconds, 3);
-  show_runs("random data: offer to stored seconds", random.stored_seconds, 3);
-  show_runs("random data: item-to-item seconds", random.item_seconds, 3);
-  auto csv = bench::result_upload(settings.big, runs + 1, bench::Content::kCsv);
-  show_runs("CSV text: upload seconds", csv.upload_seconds, 3);
-  show_runs("CSV text: offer to stored seconds", csv.stored_seconds, 3);
-  show_runs("CSV text: item-to-item seconds", csv.item_seconds, 3);
+  auto upload = [&](bench::Content content) {
+    auto figures = bench::result_upload(settings.big, runs + 1, content);
+    const std::string data = bench::to_string(content);
+    show_runs(data + ": upload seconds", figures.upload_seconds, 3);
+    show_runs(data + ": offer to stored seconds", figures.stored_seconds, 3);
+    show_runs(data + ": item-to-item seconds", figures.item_seconds, 3);
+    return figures;
+  };
+  const auto random = upload(bench::Content::kRandom);
+  const auto csv = upload(bench::Content::kCsv);
 
   const double rate = median(rates(static_cast<double>(random.result_bytes), random.upload_seconds));
   const double csv_rate = median(rates(static_cast<double>(settings.big), csv.upload_seconds));

@@ -231,14 +231,16 @@ std::vector<Row> fan_out_rows(const Settings& settings, const bench::ScratchDir&
               return ms;
             }(),
             1);
-  std::vector<double> ensemble_ms, predict_ms, beyond_ms;
+  std::vector<double> ensemble_ms, predict_ms, beyond_ms, call_ms;
   for (std::size_t i = 0; i < figures.ensemble_seconds.size(); ++i) {
     ensemble_ms.push_back(figures.ensemble_seconds[i] * 1000);
     predict_ms.push_back(figures.predict_seconds[i] * 1000);
+    call_ms.push_back(figures.call_seconds[i] * 1000);
     beyond_ms.push_back((figures.ensemble_seconds[i] - figures.raw_seconds[i]) * 1000);
   }
   show_runs("predict() until complete, ms", ensemble_ms, 1);
   show_runs("predict() returning, ms", predict_ms, 1);
+  show_runs("an operator call (control \"status\") to the idle server, ms", call_ms, 1);
   show_runs("beyond the raw commands (same run), ms", beyond_ms, 1);
   const double beyond = median(beyond_ms);
   return {{"scale: prediction fan-out to " + std::to_string(clients) + " reserve clients",
@@ -248,7 +250,7 @@ std::vector<Row> fan_out_rows(const Settings& settings, const bench::ScratchDir&
            "-", "< 50 ms beyond", yes_no(beyond < 50),
            "beyond the commands: " + format(beyond, 1) + " ms (median of per-run differences); " +
                "predict() returned after " + format(median(predict_ms), 1) +
-               " ms; client processes, `/bin/cat model-latest.h5`; file creations in the "
+               " ms, a status call after " + format(median(call_ms), 1) + " ms; client processes, `/bin/cat model-latest.h5`; file creations in the "
                "temp folder: " + bench::format_rate(median(files), "/s")}};
 }
 

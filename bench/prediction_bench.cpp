@@ -99,6 +99,9 @@ FanOutFigures prediction_fan_out(int clients, int runs) {
     std::this_thread::sleep_for(300ms);  // every client back to idle (READY sent)
     figures.raw_seconds.push_back(raw_parallel_spawn_seconds(command, clients));
     std::this_thread::sleep_for(100ms);
+    const auto asked = Clock::now();
+    (void)server.control("status", {});
+    figures.call_seconds.push_back(seconds_since(asked));
     const auto started = Clock::now();
     const std::string request = server.predict(kRows, options);
     figures.predict_seconds.push_back(seconds_since(started));

@@ -12,6 +12,7 @@ struct FanOutFigures {
   std::vector<double> ensemble_seconds;  // Server::predict() called until prediction() is complete
   std::vector<double> predict_seconds;   // Server::predict() called until it returned
   std::vector<double> raw_seconds;       // the same command run `clients` at a time, no Conductor
+  std::vector<double> call_seconds;      // an operator call ("status") to the idle server
 };
 
 // `clients` idle conductor-client processes and as many stored models whose prediction command

@@ -34,7 +34,8 @@ struct ResultFigures {
   std::vector<double> item_seconds;    // one stored model to the next: copy, pack, upload, store
 };
 // Items whose command copies a `model_bytes` file of `content` (outside the version, so items
-// fetch no payload) to model.h5, so each result is that big before packing.
+// fetch no payload) to model.h5, so each result is that big before packing. One warm-up item,
+// then `runs` measured ones (each also gives the period since the one before).
 ResultFigures result_upload(std::uint64_t model_bytes, int runs, Content content);
 
 }  // namespace conductor::bench

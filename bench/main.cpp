@@ -171,9 +171,8 @@ std::vector<Row> results_rows(const Settings& settings, const bench::ScratchDir&
     return bench::durable_write_bytes_per_second(scratch.path(), settings.big);
   });
   show_runs("durable write GB/s", in_gb(disk), 3);
-  // One more item than runs, so that there are `runs` item-to-item periods.
   auto upload = [&](bench::Content content) {
-    auto figures = bench::result_upload(settings.big, runs + 1, content);
+    auto figures = bench::result_upload(settings.big, runs, content);
     const std::string data = bench::to_string(content);
     show_runs(data + ": upload seconds", figures.upload_seconds, 3);
     show_runs(data + ": offer to stored seconds", figures.stored_seconds, 3);

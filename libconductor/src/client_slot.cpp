@@ -30,7 +30,9 @@ void Client::Impl::on_assign(const protocol::Assign& assign) {
                slot.current->assign.item, tag(slot));
     return;
   }
-  slot.current.emplace();
+  // Assigned, not emplace()d: clang 14 judges the nested aggregate not default-constructible
+  // inside optional's constraints (its member initializers are parsed late).
+  slot.current = Current{};
   Current& c = *slot.current;
   c.assign = assign;
   slot.waiting_since = Clock::now();

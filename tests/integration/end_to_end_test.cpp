@@ -219,8 +219,7 @@ TEST_CASE("a large version and large results pass through the server's backgroun
   // 12 MiB of payload and 12 MiB per result: both above the sizes the server packs and
   // unpacks on its network thread, so both go through the background worker.
   std::mt19937 random(7);
-  std::string data(12u << 20, '\0');
-  for (auto& byte : data) byte = static_cast<char>(random());
+  const std::string data = conductor::test::random_bytes(random, 12u << 20);
   const std::string data_sha = conductor::sha256_hex(data);
   // The command proves its input arrived whole, then returns it as the model.
   const std::string script = "echo \"" + data_sha + "  data.bin\" | sha256sum -c - || exit 9\n"

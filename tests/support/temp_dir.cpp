@@ -3,6 +3,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cstdint>
 #include <cstdlib>
 #include <fstream>
 #include <iterator>
@@ -126,6 +127,18 @@ fs::path test_data_dir() {
 #else
   return fs::path(__FILE__).parent_path().parent_path() / "data";
 #endif
+}
+
+std::string pseudo_random(std::size_t size) {
+  std::string bytes(size, '\0');
+  std::uint64_t state = 0x9e3779b97f4a7c15ull;
+  for (auto& byte : bytes) {
+    state ^= state << 13;
+    state ^= state >> 7;
+    state ^= state << 17;
+    byte = static_cast<char>(state >> 32);
+  }
+  return bytes;
 }
 
 }  // namespace conductor::test

@@ -41,6 +41,9 @@ std::string read_file_if_present(const std::filesystem::path& file);
 // Writes the bytes, creating missing parent folders, and returns `file`, so a fixture can be
 // written and handed on in one expression. Throws IoError on failure.
 std::filesystem::path write_file(const std::filesystem::path& file, std::string_view bytes);
+
+// `size` bytes that no compressor shrinks (xorshift), the same on every call.
+std::string pseudo_random(std::size_t size);
 // Names of the entries directly in `folder`, sorted; empty when the folder does not exist.
 std::vector<std::string> list_names(const std::filesystem::path& folder);
 // How many entries `folder` holds directly. Unlike list_names, a folder that is missing or

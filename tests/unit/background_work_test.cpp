@@ -5,11 +5,8 @@
 #include <poll.h>
 
 #include <atomic>
-#include <cstdint>
-#include <cstring>
 #include <filesystem>
 #include <optional>
-#include <random>
 #include <stdexcept>
 #include <string>
 #include <thread>
@@ -45,13 +42,7 @@ void run_next_completions(BackgroundWorker& worker) {
 // so the pack stays as large (zstd does not pay).
 void write_large_version(const fs::path& folder) {
   write_file(folder / "train.py", "print('train')\n");
-  std::mt19937_64 random(3);
-  std::string data(PackageCache::kInlinePackBytes + 8, '\0');
-  for (std::size_t i = 0; i + 8 <= data.size(); i += 8) {
-    const std::uint64_t word = random();
-    std::memcpy(data.data() + i, &word, 8);
-  }
-  write_file(folder / "data.bin", data);
+  write_file(folder / "data.bin", conductor::test::pseudo_random(PackageCache::kInlinePackBytes + 8));
 }
 
 }  // namespace

@@ -9,7 +9,6 @@
 
 #include <algorithm>
 #include <filesystem>
-#include <random>
 #include <memory>
 #include <string>
 #include <vector>
@@ -25,21 +24,10 @@ using conductor::Compression;
 using conductor::ExtractLimits;
 using conductor::PackageError;
 using conductor::PackOptions;
+using conductor::test::pseudo_random;
 using conductor::test::read_file;
 using conductor::test::TempDir;
 using conductor::test::write_file;
-
-std::string pseudo_random(std::size_t size) {
-  std::string bytes(size, '\0');
-  std::uint64_t state = 0x9e3779b97f4a7c15ull;
-  for (auto& byte : bytes) {
-    state ^= state << 13;
-    state ^= state >> 7;
-    state ^= state << 17;
-    byte = static_cast<char>(state >> 32);
-  }
-  return bytes;
-}
 
 bool is_empty_folder(const fs::path& path) { return fs::is_empty(path); }
 
@@ -250,9 +238,7 @@ TEST_CASE("pack with kAuto compresses training data but not random bytes or tiny
   for (int i = 0; i < 40000; ++i) csv += std::to_string(i) + "," + std::to_string(i % 97) + ".25\n";
   write_file(dir.path() / "text" / "data.csv", csv);
   write_file(dir.path() / "text" / "train.py", "print('train')\n");
-  std::mt19937 random(11);
-  std::string noise(1u << 20, '\0');
-  for (auto& byte : noise) byte = static_cast<char>(random());
+  const std::string noise = pseudo_random(1u << 20);
   write_file(dir.path() / "noise" / "model.h5", noise);
   write_file(dir.path() / "noise" / "notes.txt", std::string(4096, 'a'));  // compressible, but a small share
   write_file(dir.path() / "tiny" / "a.txt", "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa");

@@ -371,7 +371,7 @@ void Server::Impl::on_ready(Peer& peer, const protocol::Ready& ready) {
   // lost its item says so in HELLO, which releases it.
   if (const ActiveItem* held = scheduler_.active_in_slot(peer.id, ready.slot)) {
     WorkItem item = held->item;
-    hand_out(peer, item, ready.slot, Handout::kRepeat);
+    hand_out(peer, item, ready.slot, package_of(item.version), Handout::kRepeat);
     return;
   }
   peer.waiting.insert(ready.slot);
@@ -581,7 +581,7 @@ void Server::Impl::dispatch(TimePoint now) {
     return;
   }
   // Items of a version still being packed wait; the others go out meanwhile.
-  const std::set<std::string> packaged = packaged_queued_versions();
+  const std::map<std::string, const PackageBlob*> packaged = packaged_queued_versions();
   auto accepts = [this, &packaged](const ClientSlots& client) {
     return [this, client, &packaged](const WorkItem& item) {
       return packaged.contains(item.version) && may_take(client, item, requirement_of(item));
@@ -604,7 +604,9 @@ void Server::Impl::dispatch(TimePoint now) {
   }
   for (const auto& assignment : scheduler_.fill(free, now)) {
     Peer& peer = peers_.at(assignment.client_id);
-    if (hand_out(peer, assignment.item, assignment.slot)) peer.waiting.erase(assignment.slot);
+    if (hand_out(peer, assignment.item, assignment.slot, packaged.at(assignment.item.version))) {
+      peer.waiting.erase(assignment.slot);
+    }
   }
 }
 
@@ -627,17 +629,17 @@ Requirement Server::Impl::requirement_of(const WorkItem& item) const {
   return version == versions_.end() ? Requirement::kAny : version->second.version.requirement;
 }
 
-bool Server::Impl::hand_out(Peer& peer, const WorkItem& item, int slot, Handout handout) {
+bool Server::Impl::hand_out(Peer& peer, const WorkItem& item, int slot, const PackageBlob* blob,
+                            Handout handout) {
   auto entry = versions_.find(item.version);
   if (entry == versions_.end()) {
     withdraw(item, "its version was removed");
     return false;
   }
   const Version& version = entry->second.version;
-  const PackageBlob* blob = package_of(version.name);
   if (!blob) {
-    // Packing (or unpackable since dispatch looked): a first hand-out goes back to the front of
-    // the queue; a repeat waits for the client's next READY.
+    // Still packing (or unpackable): a first hand-out goes back to the front of the queue; a
+    // repeat waits for the client's next READY.
     if (handout == Handout::kFirst) scheduler_.release(item.id, peer.id);
     return false;
   }
@@ -727,12 +729,12 @@ const PackageBlob* Server::Impl::package_of(const std::string& version) {
   }
 }
 
-std::set<std::string> Server::Impl::packaged_queued_versions() {
+std::map<std::string, const PackageBlob*> Server::Impl::packaged_queued_versions() {
   std::set<std::string> wanted;
   for (const auto& item : scheduler_.queue()) wanted.insert(item.version);
-  std::set<std::string> packaged;
+  std::map<std::string, const PackageBlob*> packaged;
   for (const auto& version : wanted) {
-    if (package_of(version)) packaged.insert(version);
+    if (const PackageBlob* blob = package_of(version)) packaged.emplace(version, blob);
   }
   return packaged;
 }

@@ -169,12 +169,15 @@ class Server::Impl {
 
   void dispatch(TimePoint now);
   enum class Handout { kFirst, kRepeat };
-  bool hand_out(Peer& peer, const WorkItem& item, int slot, Handout handout = Handout::kFirst);
+  // `blob`: the version's current pack (package_of); nullptr while it is still packed.
+  bool hand_out(Peer& peer, const WorkItem& item, int slot, const PackageBlob* blob,
+                Handout handout = Handout::kFirst);
   // The current pack of a version: nullptr while it is packed in the background, or when it
   // cannot be packed (then its queued items are withdrawn until the next check).
   const PackageBlob* package_of(const std::string& version);
-  // Versions of queued items whose package is ready now (starts packing the others).
-  std::set<std::string> packaged_queued_versions();
+  // The ready pack of each version with queued items (starts packing the others): taken once
+  // per dispatch, so each hand-out need not list the version folder again.
+  std::map<std::string, const PackageBlob*> packaged_queued_versions();
   // The connected clients in connection order, as placement sees them.
   std::vector<ClientSlots> placement_clients() const;
   Requirement requirement_of(const WorkItem& item) const;

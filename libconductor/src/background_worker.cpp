@@ -1,23 +1,11 @@
 #include "background_worker.hpp"
 
-#include <sys/eventfd.h>
-
-#include <cerrno>
-#include <cstdint>
-#include <cstring>
 #include <exception>
 
-#include "conductor/error.hpp"
 
 namespace conductor {
 
-BackgroundWorker::BackgroundWorker() : wake_(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK)) {
-  if (!wake_.is_open()) {
-    throw IoError(std::string("cannot make the background worker's eventfd: ") +
-                  std::strerror(errno));
-  }
-  thread_ = std::thread([this] { work(); });
-}
+BackgroundWorker::BackgroundWorker() : thread_([this] { work(); }) {}
 
 BackgroundWorker::~BackgroundWorker() {
   {
@@ -38,9 +26,7 @@ void BackgroundWorker::submit(Job job) {
 }
 
 void BackgroundWorker::run_completions() {
-  std::uint64_t count = 0;
-  // Non-blocking: EAGAIN only says nothing was signalled since the last read.
-  [[maybe_unused]] const ssize_t got = ::read(wake_.get(), &count, sizeof count);
+  wake_.drain();
   for (;;) {
     Completion completion;
     {
@@ -74,8 +60,7 @@ void BackgroundWorker::work() {
       if (stopping_) return;
       if (completion) completions_.push_back(std::move(completion));
     }
-    const std::uint64_t one = 1;
-    [[maybe_unused]] const ssize_t put = ::write(wake_.get(), &one, sizeof one);
+    wake_.signal();
   }
 }
 

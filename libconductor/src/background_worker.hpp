@@ -12,7 +12,7 @@
 #include <mutex>
 #include <thread>
 
-#include "file_io.hpp"
+#include "wakeup.hpp"
 
 namespace conductor {
 
@@ -37,7 +37,7 @@ class BackgroundWorker {
   void run_completions();
 
   // An eventfd, readable while completions wait.
-  int wake_fd() const noexcept { return wake_.get(); }
+  int wake_fd() const noexcept { return wake_.fd(); }
 
  private:
   void work();
@@ -47,7 +47,7 @@ class BackgroundWorker {
   std::deque<Job> jobs_;                 // guarded by mutex_
   std::deque<Completion> completions_;   // guarded by mutex_
   bool stopping_ = false;                // guarded by mutex_
-  UniqueFd wake_;
+  Wakeup wake_{"the background worker"};
   std::thread thread_;
 };
 

@@ -1,7 +1,6 @@
 #include "client_impl.hpp"
 
 #include <fcntl.h>
-#include <sys/eventfd.h>
 #include <sys/file.h>
 #include <unistd.h>
 
@@ -9,7 +8,6 @@
 
 #include <algorithm>
 #include <atomic>
-#include <cerrno>
 #include <cstdlib>
 #include <cstring>
 #include <fstream>
@@ -166,8 +164,6 @@ Client::Impl::Impl(ClientOptions options)
                           std::chrono::milliseconds(30000));
   liveness_ = std::clamp(options_.liveness, 2, 100);
   reconnect_delay_ = heartbeat_ * liveness_;
-  wake_fd_ = ::eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
-  if (wake_fd_ < 0) throw IoError(std::string("cannot create eventfd: ") + std::strerror(errno));
   slots_.resize(static_cast<std::size_t>(options_.slots));
   for (std::size_t i = 0; i < slots_.size(); ++i) {
     slots_[i].index = static_cast<int>(i);
@@ -177,7 +173,6 @@ Client::Impl::Impl(ClientOptions options)
 
 Client::Impl::~Impl() {
   stop_jobs();
-  if (wake_fd_ >= 0) ::close(wake_fd_);
 }
 
 void Client::Impl::run() {
@@ -187,12 +182,9 @@ void Client::Impl::run() {
   connect();
   while (!stop_requested_.load()) {
     zmq::pollitem_t items[] = {{socket_->handle(), 0, ZMQ_POLLIN, 0},
-                               {nullptr, wake_fd_, ZMQ_POLLIN, 0}};
+                               {nullptr, wake_.fd(), ZMQ_POLLIN, 0}};
     if (!transport::poll(items, 2, heartbeat_ / 2)) continue;  // interrupted by a signal
-    if (items[1].revents & ZMQ_POLLIN) {
-      std::uint64_t count = 0;
-      [[maybe_unused]] auto n = ::read(wake_fd_, &count, sizeof count);
-    }
+    wake_.drain();
     while (auto received = transport::receive(*socket_, protocol::kMaxFrames)) {
       last_heard_ = Clock::now();
       handle(*received);
@@ -209,8 +201,7 @@ void Client::Impl::run() {
 
 void Client::Impl::stop() noexcept {
   stop_requested_.store(true);
-  std::uint64_t one = 1;
-  [[maybe_unused]] auto n = ::write(wake_fd_, &one, sizeof one);
+  wake_.signal();
 }
 
 std::string Client::Impl::gpu_list() const {

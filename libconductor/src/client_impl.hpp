@@ -28,6 +28,7 @@
 #include "outbox.hpp"
 #include "protocol.hpp"
 #include "transport.hpp"
+#include "wakeup.hpp"
 
 namespace conductor {
 
@@ -190,7 +191,7 @@ class Client::Impl {
   std::optional<FileLock> lock_;
   std::optional<BlobCache> cache_;  // <workdir>/cache: package archives by SHA-256
   std::optional<Outbox> outbox_;    // <workdir>/outbox: results until acknowledged
-  int wake_fd_ = -1;
+  Wakeup wake_{"the client's network thread"};  // job progress and stop() end the poll
   std::shared_ptr<ClientConsole> console_;  // with log_to_stdout: stdout, plain or with bars
   std::shared_ptr<spdlog::logger> log_;
   zmq::context_t context_;

@@ -179,10 +179,7 @@ void Client::Impl::start_job(Slot& slot) {
     };
   }
   c.result = spec.result;
-  slot.job = std::make_unique<JobRunner>(std::move(spec), [this] {
-    std::uint64_t one = 1;
-    [[maybe_unused]] auto n = ::write(wake_fd_, &one, sizeof one);
-  });
+  slot.job = std::make_unique<JobRunner>(std::move(spec), [this] { wake_.signal(); });
   show_progress(slot);
 }
 

@@ -70,8 +70,10 @@ void Server::Impl::run() {
   while (!stop_requested_.load()) {
     zmq::pollitem_t items[] = {{router_.handle(), 0, ZMQ_POLLIN, 0},
                                {nullptr, worker_.wake_fd(), ZMQ_POLLIN, 0},
+                               {nullptr, wake_.fd(), ZMQ_POLLIN, 0},
                                {zap_ ? zap_->socket().handle() : nullptr, 0, ZMQ_POLLIN, 0}};
-    if (!transport::poll(items, zap_ ? 3 : 2, 50ms)) continue;  // interrupted by a signal
+    if (!transport::poll(items, zap_ ? 4 : 3, 50ms)) continue;  // interrupted by a signal
+    wake_.drain();  // before run_tasks(): a task queued after this wakes the next poll
     if (zap_) zap_->serve();
     // Drain everything that is waiting before judging liveness, so a slow turn of this
     // loop never makes a client that kept sending look dead.

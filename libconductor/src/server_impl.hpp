@@ -37,6 +37,7 @@
 #include "server_log.hpp"
 #include "server_metrics.hpp"
 #include "transport.hpp"
+#include "wakeup.hpp"
 
 namespace conductor {
 
@@ -57,7 +58,11 @@ class Server::Impl {
  public:
   explicit Impl(ServerOptions options);
   void run();
-  void stop() { stop_requested_.store(true); }
+  // Async-signal-safe: conductor-server calls it from its SIGINT/SIGTERM handler.
+  void stop() {
+    stop_requested_.store(true);
+    wake_.signal();
+  }
   const std::string& endpoint() const { return endpoint_; }
   const std::string& public_key() const { return public_key_; }
   const fs::path& workdir() const { return store_.root(); }
@@ -94,6 +99,7 @@ class Server::Impl {
         }
       });
     }
+    wake_.signal();
     return future.get();
   }
   void mark_serving();
@@ -249,6 +255,14 @@ class Server::Impl {
   std::vector<std::string> ranked_models(const std::string& version,
                                          const PredictOptions& options) const;
   // A prediction item ended: with a value, or with a failure reason.
+  // Packs one model's prediction inputs into `archive`. Touches only files: runs on the
+  // background worker. Throws Error or filesystem_error.
+  static PackageBlob pack_prediction_inputs(const fs::path& model_dir, const fs::path& data,
+                                            const fs::path& archive);
+  // On the network thread, once a model's inputs are packed (or failed): queues its item.
+  void queue_prediction_item(const std::string& request, const std::string& version,
+                             const std::string& model, const std::optional<PackageBlob>& inputs,
+                             const std::string& failure);
   void record_prediction(const WorkItem& item, std::optional<double> value,
                          const std::string& failure);
   std::optional<double> read_prediction(const Version& version,
@@ -305,8 +319,11 @@ class Server::Impl {
   std::mutex tasks_mutex_;
   bool serving_ = false;  // guarded by tasks_mutex_
   std::deque<std::function<void()>> tasks_;
+  // Readable while a task or a stop request waits: the network thread's poll ends at once.
+  Wakeup wake_{"the server's network thread"};
   std::map<std::string, PendingPrediction> predictions_;     // by request id
   std::map<std::string, PredictionItem> prediction_items_;   // by item id
+  std::size_t inputs_packing_ = 0;  // prediction items whose inputs the worker still packs
   std::deque<EnsembleResult> finished_predictions_;          // the latest, newest last
   std::mutex stored_mutex_;
   std::condition_variable stored_ready_;

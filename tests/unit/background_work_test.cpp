@@ -1,6 +1,6 @@
-// The server's slow file work off its network thread: BackgroundWorker itself, and the two
-// users, PackageCache (large versions packed in the background) and ResultReceiver (large
-// results extracted in the background).
+// The server's slow file work off its network thread: BackgroundWorker itself, the Wakeup
+// that ends the network thread's poll, and the two users, PackageCache (large versions packed
+// in the background) and ResultReceiver (large results extracted in the background).
 #include <doctest/doctest.h>
 #include <poll.h>
 
@@ -19,6 +19,7 @@
 #include "conductor/sha256.hpp"
 #include "package_cache.hpp"
 #include "result_receiver.hpp"
+#include "wakeup.hpp"
 #include "support/temp_dir.hpp"
 
 namespace {
@@ -91,6 +92,26 @@ TEST_CASE("a background worker's destructor drops queued jobs and waits for the 
   CHECK(after_join < 100);
   std::this_thread::sleep_for(std::chrono::milliseconds(20));
   CHECK(ran.load() == after_join);  // joined: nothing runs any more
+}
+
+TEST_CASE("a wakeup is readable from its signal until it is drained, from any thread") {
+  const conductor::Wakeup wakeup("a test");
+  auto readable = [&] {
+    pollfd fd{wakeup.fd(), POLLIN, 0};
+    return ::poll(&fd, 1, 0) == 1;
+  };
+  CHECK_FALSE(readable());
+  wakeup.signal();
+  wakeup.signal();  // several signals before a drain wake once
+  CHECK(readable());
+  wakeup.drain();
+  CHECK_FALSE(readable());
+  std::thread([&] { wakeup.signal(); }).join();
+  pollfd fd{wakeup.fd(), POLLIN, 0};
+  CHECK(::poll(&fd, 1, 30000) == 1);
+  wakeup.drain();
+  wakeup.drain();  // draining an unsignalled wakeup neither blocks nor fails
+  CHECK_FALSE(readable());
 }
 
 TEST_CASE("a package cache packs a small version at once and a large one in the background") {

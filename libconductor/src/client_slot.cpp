@@ -167,6 +167,7 @@ void Client::Impl::start_job(Slot& slot) {
   spec.work_dir = options_.workdir / "work" / std::to_string(slot.index);
   spec.console_log = options_.workdir / "logs" / (c.assign.item + ".log");
   spec.result = outbox_->archive_path(c.assign.item, c.assign.attempt);
+  spec.durable = c.assign.type != "prediction";
   spec.processing_unit = options_.processing_unit;
   spec.environment = {{"CONDUCTOR_SLOT", std::to_string(slot.index)}};
   if (!slot.gpu.empty()) spec.environment.emplace_back("CUDA_VISIBLE_DEVICES", slot.gpu);

@@ -55,7 +55,8 @@ class Controller::Impl {
         fs::remove(path, ec);
       }
     } cleanup{archive};
-    pack_directory(folder, archive, kNonPayloadFolders, {.compression = Compression::kAuto});
+    pack_directory(folder, archive, kNonPayloadFolders,
+                   {.compression = Compression::kAuto, .sync = false});  // removed when sent
     const auto size = fs::file_size(archive);
     std::string version = name.empty() ? folder.lexically_normal().filename().string() : name;
     if (version.empty()) version = folder.lexically_normal().parent_path().filename().string();

@@ -33,6 +33,10 @@ struct JobSpec {
   std::filesystem::path work_dir;     // emptied and filled from the package
   std::filesystem::path console_log;  // where every output line is kept
   std::filesystem::path result;       // the result archive to write
+  // fsync the result before it takes its name. A training model is kept until the server
+  // acknowledges it, across the client's restarts; a prediction's answer is only worth its
+  // request's deadline, and is computed again if a crash loses it.
+  bool durable = true;
   std::string processing_unit;        // CONDUCTOR_TYPE for the commands
   // Further variables for the commands: the slot's CUDA_VISIBLE_DEVICES and CONDUCTOR_SLOT.
   std::vector<std::pair<std::string, std::string>> environment;

@@ -473,7 +473,7 @@ PackStats pack(const std::vector<PackEntry>& entries, const fs::path& archive_pa
     }
   }
   // Flushed before the rename, so a crash cannot leave a complete name over incomplete data.
-  if (::fsync(out.get()) != 0 || out.close() != 0) {
+  if ((options.sync && ::fsync(out.get()) != 0) || out.close() != 0) {
     throw IoError("cannot flush " + quoted(part_path) + ": " + errno_text());
   }
   std::error_code error;

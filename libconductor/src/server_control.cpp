@@ -502,8 +502,8 @@ std::string Server::Impl::predict(const std::string& csv_rows, const PredictOpti
   if (version.prediction_commands.empty()) {
     throw argument_error("prediction refused: version '" + name + "' has no PredictionCommands");
   }
-  if (scheduler_.queued_count() >= kPredictionQueueLimit) {
-    throw argument_error("prediction refused: " + std::to_string(scheduler_.queued_count()) +
+  if (const auto queued = scheduler_.queued_count() + inputs_packing_; queued >= kPredictionQueueLimit) {
+    throw argument_error("prediction refused: " + std::to_string(queued) +
                          " items are queued (limit " + std::to_string(kPredictionQueueLimit) + ")");
   }
   auto models = ranked_models(name, options);
@@ -512,47 +512,89 @@ std::string Server::Impl::predict(const std::string& csv_rows, const PredictOpti
   const std::string request = random_uuid();
   const fs::path folder = store_.spool_dir() / "predictions" / request;
   fs::create_directories(folder);
-  const fs::path data = folder / "predictiondata.csv";
-  std::ofstream(data, std::ios::binary) << csv_rows;
-  std::vector<std::pair<std::string, PackageBlob>> inputs;
-  for (const auto& model : models) {
-    // The model's files, its first model file again as model-latest<ext> (the name the
-    // original's prediction scripts open), and the rows.
-    fs::path model_dir = store_.version_dir(name) / "models" / model;
-    std::vector<PackEntry> entries;
-    std::optional<PackEntry> latest;
-    const auto files = list_files(model_dir);
-    auto has = [&](const std::string& name) {
-      return std::any_of(files.begin(), files.end(), [&](const PackEntry& f) { return f.name == name; });
-    };
-    for (auto file : files) {
-      // The request's rows win over a file of the same name; meta and log stay on the server.
-      if (file.name == "meta.xml" || file.name == "console.log" || file.name == "predictiondata.csv") continue;
-      if (!latest && file.name.find('/') == std::string::npos &&
-          std::regex_match(file.name, std::regex(".*\\.h5")) &&
-          !has("model-latest" + fs::path(file.name).extension().string())) {
-        latest = PackEntry{file.source, "model-latest" + fs::path(file.name).extension().string()};
-      }
-      entries.push_back(std::move(file));
-    }
-    if (latest) entries.push_back(*latest);
-    entries.push_back({data, "predictiondata.csv"});
-    fs::path archive = folder / (model + ".tar");
-    pack(entries, archive, {.compression = Compression::kAuto});
-    PackageBlob blob{sha256_file(archive), archive, fs::file_size(archive)};
-    inputs.emplace_back(model, std::move(blob));
-  }
-  for (auto& [model, blob] : inputs) {
-    WorkItem item{random_uuid(), WorkType::kPrediction, name, 0};
-    prediction_items_[item.id] = PredictionItem{request, model, std::move(blob)};
-    scheduler_.enqueue(item);
-  }
   predictions_.emplace(request, PendingPrediction{Ensemble(request, name, models),
                                                   SteadyClock::now() + options_.prediction_timeout,
                                                   folder});
+  // The inputs are packed on the background worker, one model per job, so this returns at once
+  // and the network thread keeps serving; each model's item is queued as soon as its inputs
+  // exist, so the first clients start while the rest are still being packed. Jobs run in
+  // submission order: the rows are written before any model needs them.
+  const fs::path data = folder / "predictiondata.csv";
+  worker_.submit([this, request, data, csv_rows]() -> BackgroundWorker::Completion {
+    std::ofstream out(data, std::ios::binary);
+    out << csv_rows;
+    out.close();
+    if (out) return {};
+    // Each model's job then fails to read the rows and records the failure.
+    return [this, request, data] { warn("Prediction " + request + ": cannot write " + data.string()); };
+  });
+  inputs_packing_ += models.size();
+  for (const auto& model : models) {
+    worker_.submit([this, request, name, model, data,
+                    model_dir = store_.version_dir(name) / "models" / model,
+                    archive = folder / (model + ".tar")]() -> BackgroundWorker::Completion {
+      std::optional<PackageBlob> blob;
+      std::string failure;
+      try {
+        blob = pack_prediction_inputs(model_dir, data, archive);
+      } catch (const Error& e) {
+        failure = std::string("its inputs could not be packed: ") + e.what();
+      } catch (const std::filesystem::filesystem_error& e) {
+        failure = std::string("its inputs could not be packed: ") + e.what();
+      }
+      return [this, request, name, model, blob = std::move(blob), failure] {
+        queue_prediction_item(request, name, model, blob, failure);
+      };
+    });
+  }
   log("Prediction " + request + " for " + name + ": " + std::to_string(models.size()) +
       " model(s) queued");
   return request;
+}
+
+PackageBlob Server::Impl::pack_prediction_inputs(const fs::path& model_dir, const fs::path& data,
+                                                 const fs::path& archive) {
+  // The model's files, its first model file again as model-latest<ext> (the name the
+  // original's prediction scripts open), and the rows.
+  std::vector<PackEntry> entries;
+  std::optional<PackEntry> latest;
+  const auto files = list_files(model_dir);
+  auto has = [&](const std::string& name) {
+    return std::any_of(files.begin(), files.end(), [&](const PackEntry& f) { return f.name == name; });
+  };
+  for (auto file : files) {
+    // The request's rows win over a file of the same name; meta and log stay on the server.
+    if (file.name == "meta.xml" || file.name == "console.log" || file.name == "predictiondata.csv") continue;
+    if (!latest && file.name.find('/') == std::string::npos && file.name.ends_with(".h5") &&
+        !has("model-latest" + fs::path(file.name).extension().string())) {
+      latest = PackEntry{file.source, "model-latest" + fs::path(file.name).extension().string()};
+    }
+    entries.push_back(std::move(file));
+  }
+  if (latest) entries.push_back(*latest);
+  entries.push_back({data, "predictiondata.csv"});
+  // Not synced: a prediction's inputs are thrown away with its request, and the spool is
+  // cleared at start-up.
+  pack(entries, archive, {.compression = Compression::kAuto, .sync = false});
+  return PackageBlob{sha256_file(archive), archive, fs::file_size(archive)};
+}
+
+void Server::Impl::queue_prediction_item(const std::string& request, const std::string& version,
+                                         const std::string& model,
+                                         const std::optional<PackageBlob>& inputs,
+                                         const std::string& failure) {
+  --inputs_packing_;
+  auto pending = predictions_.find(request);
+  if (pending == predictions_.end()) return;  // it ended (deadline, version removed) meanwhile
+  if (!inputs) {
+    warn("Prediction of model " + model + " for request " + request + " failed: " + failure);
+    pending->second.ensemble.record_failure(model, failure);
+    if (pending->second.ensemble.is_complete()) finish_prediction_request(request);
+    return;
+  }
+  WorkItem item{random_uuid(), WorkType::kPrediction, version, 0};
+  prediction_items_[item.id] = PredictionItem{request, model, *inputs};
+  scheduler_.enqueue(item);
 }
 
 std::optional<EnsembleResult> Server::Impl::prediction(const std::string& request_id) const {

@@ -361,6 +361,19 @@ TEST_CASE("pack replaces an existing archive") {
   CHECK(read_file(out / "f") == "new");
 }
 
+TEST_CASE("pack without sync writes the same archive, under its name, with no .part left") {
+  TempDir dir;
+  const fs::path root = dir.make("version");
+  const SampleTree tree(root);
+  const fs::path synced = dir.path() / "synced.tar";
+  const fs::path unsynced = dir.path() / "unsynced.tar";
+  conductor::pack_directory(root, synced, kExcluded);
+  const auto stats = conductor::pack_directory(root, unsynced, kExcluded, {.sync = false});
+  CHECK(stats.bytes_out == fs::file_size(unsynced));
+  CHECK(read_file(unsynced) == read_file(synced));
+  CHECK_FALSE(fs::exists(dir.path() / "unsynced.tar.part"));
+}
+
 TEST_CASE("extraction refuses entries that escape or are not files or folders") {
   TempDir dir;
   const fs::path archive = dir.path() / "evil.tar";

@@ -38,6 +38,10 @@ inline constexpr double kWorthwhileRatio = 0.8;
 struct PackOptions {
   Compression compression = Compression::kNone;
   int level = 3;  // zstd level; ignored for kNone
+  // fsync the archive before it takes its name, so a crash cannot leave a complete name over
+  // incomplete data. Off for throw-away archives (a spool that is cleared at start-up, inputs
+  // that are packed again when lost): on ext4 the fsync costs more than packing a small archive.
+  bool sync = true;
 };
 
 struct PackStats {

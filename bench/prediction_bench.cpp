@@ -25,16 +25,8 @@ constexpr const char* kRows = "feature,value\n1,2\n";
 std::string model_file(int index) { return "PredictedBuffer=" + std::to_string(index) + "\n"; }
 
 EnsembleResult wait_for_ensemble(const Server& server, const std::string& request) {
-  std::optional<EnsembleResult> result;
-  // Each prediction() call waits for a turn of the server's loop, so polling this often
-  // always keeps one call waiting without adding load of its own.
-  const bool done = wait_for(
-      [&] {
-        result = server.prediction(request);
-        return result.has_value();
-      },
-      std::chrono::minutes(2), 100us);
-  if (!done) throw std::runtime_error("fan-out: request " + request + " incomplete after 2 min");
+  auto result = server.wait_for_prediction(request, std::chrono::minutes(2));
+  if (!result) throw std::runtime_error("fan-out: request " + request + " incomplete after 2 min");
   return *result;
 }
 

@@ -24,7 +24,6 @@
 #include <optional>
 #include <random>
 #include <string>
-#include <thread>
 #include <vector>
 
 namespace fs = std::filesystem;
@@ -135,11 +134,10 @@ int run(const fs::path& version_dir, const std::vector<HeldOut>& held_out, int m
       requests.push_back(server.predict(held_out[requests.size()].pixels, predict_options));
     }
     std::optional<conductor::EnsembleResult> result;
-    while (!(result = server.prediction(requests[i]))) {
+    while (!(result = server.wait_for_prediction(requests[i], 100ms))) {
       check_interrupt();
       if (std::chrono::steady_clock::now() > deadline)
         throw std::runtime_error("predictions did not complete in time");
-      std::this_thread::sleep_for(50ms);
     }
     std::vector<int> votes;
     for (const auto& value : result->values) {

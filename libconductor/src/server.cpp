@@ -174,6 +174,13 @@ std::optional<StoredModel> Server::Impl::next_stored_model(std::chrono::millisec
   return model;
 }
 
+bool Server::Impl::wait_until_finished(const std::string& request_id, TimePoint deadline) {
+  std::unique_lock lock(finished_mutex_);
+  return finished_ready_.wait_until(lock, deadline, [&] {
+    return std::find(finished_ids_.begin(), finished_ids_.end(), request_id) != finished_ids_.end();
+  });
+}
+
 void Server::Impl::mark_serving() {
   std::lock_guard lock(tasks_mutex_);
   serving_ = true;
@@ -916,6 +923,13 @@ std::string Server::predict(const std::string& csv_rows, const PredictOptions& o
 }
 std::optional<EnsembleResult> Server::prediction(const std::string& request_id) const {
   return impl_->call([&] { return impl_->prediction(request_id); });
+}
+std::optional<EnsembleResult> Server::wait_for_prediction(const std::string& request_id,
+                                                          std::chrono::milliseconds timeout) const {
+  const auto deadline = SteadyClock::now() + timeout;
+  if (auto result = prediction(request_id)) return result;  // throws for an unknown id
+  if (!impl_->wait_until_finished(request_id, deadline)) return std::nullopt;
+  return prediction(request_id);
 }
 std::optional<StoredModel> Server::next_stored_model(std::chrono::milliseconds timeout) {
   return impl_->next_stored_model(timeout);

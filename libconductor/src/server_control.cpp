@@ -665,6 +665,12 @@ void Server::Impl::finish_prediction_request(const std::string& request) {
   log(summary.str());
   finished_predictions_.push_back(std::move(result));
   while (finished_predictions_.size() > kFinishedPredictionsKept) finished_predictions_.pop_front();
+  {
+    std::lock_guard lock(finished_mutex_);
+    finished_ids_.push_back(request);
+    while (finished_ids_.size() > kFinishedPredictionsKept) finished_ids_.pop_front();
+  }
+  finished_ready_.notify_all();
 }
 
 void Server::Impl::expire_predictions(TimePoint now) {

@@ -103,6 +103,8 @@ class Server::Impl {
     return future.get();
   }
   void mark_serving();
+  // Thread-safe: true once `request_id` completed (among the latest kept), false at `deadline`.
+  bool wait_until_finished(const std::string& request_id, TimePoint deadline);
   std::optional<StoredModel> next_stored_model(std::chrono::milliseconds timeout);  // start(): calls made from now on wait for the network thread
 
   // ---- operator commands (server_control.cpp) ------------------------------------------
@@ -325,6 +327,9 @@ class Server::Impl {
   std::map<std::string, PredictionItem> prediction_items_;   // by item id
   std::size_t inputs_packing_ = 0;  // prediction items whose inputs the worker still packs
   std::deque<EnsembleResult> finished_predictions_;          // the latest, newest last
+  std::mutex finished_mutex_;
+  std::condition_variable finished_ready_;
+  std::deque<std::string> finished_ids_;  // guarded by finished_mutex_: their request ids
   std::mutex stored_mutex_;
   std::condition_variable stored_ready_;
   std::deque<StoredModel> stored_models_;                    // not yet taken by next_stored_model

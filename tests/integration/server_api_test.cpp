@@ -86,6 +86,30 @@ TEST_CASE("a prediction is refused with a clear reason while 400 items are queue
   CHECK(contains(refusal([&] { server.predict(kRows); }).what(), "400 items are queued"));
 }
 
+TEST_CASE("wait_for_prediction returns once the request completes, nullopt before, and refuses an unknown id") {
+  conductor::test::TempDir root("conductor-api-wait");
+  const fs::path workdir = root / "server";
+  conductor::test::write_configuration(workdir, 0.0, {predicting_version("waited", 0)});
+  const std::set<std::string> models = {conductor::test::store_model(workdir, "waited", {{"model.h5", "1"}}),
+                                        conductor::test::store_model(workdir, "waited", {{"model.h5", "2"}})};
+  auto options = options_for(workdir);
+  // No client answers: the request completes at its deadline, every model failed.
+  options.prediction_timeout = 3s;
+  conductor::Server server(options);
+  server.start();
+  const std::string request = server.predict(kRows);
+  CHECK_FALSE(server.wait_for_prediction(request, 50ms).has_value());
+  const auto result = server.wait_for_prediction(request, 60s);
+  REQUIRE(result.has_value());
+  CHECK(result->request_id == request);
+  CHECK(result->values.empty());
+  CHECK(failed_models(*result) == models);
+  // Complete: answered at once, however short the wait.
+  CHECK(server.wait_for_prediction(request, 0ms).has_value());
+  auto unknown = refusal([&] { server.wait_for_prediction("no-such-request", 10ms); });
+  CHECK(unknown.code() == conductor::ErrorCode::kArgument);
+}
+
 TEST_CASE("a top-k prediction asks exactly the best k models by the named metric") {
   conductor::test::TempDir root("conductor-api-topk");
   const fs::path workdir = root / "server";

@@ -44,6 +44,10 @@ def test_invalid_argument_raises_error_itself_with_argument_code(start_server):
     assert "no-such-version" in str(raised.value)
     with pytest.raises(conductor.Error, match="unknown|not known"):
         server.prediction("no-such-request")
+    with pytest.raises(conductor.Error, match="unknown|not known"):
+        server.wait_for_prediction("no-such-request", 0.01)
+    with pytest.raises(conductor.Error, match="unknown|not known"):
+        server.wait_prediction("no-such-request", timeout=1)
 
 
 def test_second_server_on_one_folder_raises_io_error(start_server, temp_dir):

@@ -206,12 +206,12 @@ class Server(_Runnable, _conductor.Server):
         when `timeout` seconds pass first, Error for an unknown request id."""
         deadline = _deadline(timeout)
         while True:
-            result = self.prediction(request_id)
+            # Returns the moment the request completes; the slices let Ctrl-C through.
+            result = self.wait_for_prediction(request_id, _slice(deadline))
             if result is not None:
                 return result
             if deadline is not None and time.monotonic() >= deadline:
                 raise TimeoutError(f"prediction {request_id} not complete after {timeout} s")
-            time.sleep(_slice(deadline))
 
     def stored_models(self, count=None, timeout=None):
         """Yields each model the server accepts, in arrival order (as next_stored_model()):

@@ -342,6 +342,10 @@ class Server:
     def wait_prediction(self, request_id: str, timeout: Optional[float] = None) -> EnsembleResult: ...
     def prediction(self, request_id: str) -> Optional[EnsembleResult]:
         """The result once complete; None while it runs. Raises Error for an unknown id."""
+    def wait_for_prediction(self, request_id: str,
+                            timeout: _Duration) -> Optional[EnsembleResult]:
+        """prediction(), waiting up to `timeout` for completion; returns as soon as it
+        completes, None when the time runs out first."""
     def control(self, command: str, args: Mapping[str, str] = ...) -> str:
         """An operator command by name (docs/protocol.md); returns the JSON reply body."""
     def next_stored_model(self, timeout: _Duration) -> Optional[StoredModel]:

@@ -177,6 +177,13 @@ void bind_server(py::module_& m) {
           },
           py::arg("request_id"))
       .def(
+          "wait_for_prediction",
+          [](PyServer& self, const std::string& request_id, std::chrono::milliseconds timeout) {
+            return without_gil(self.get(),
+                               [&](Server& s) { return s.wait_for_prediction(request_id, timeout); });
+          },
+          py::arg("request_id"), py::arg("timeout"))
+      .def(
           "control",
           [](PyServer& self, const std::string& command,
              const std::map<std::string, std::string>& args) {

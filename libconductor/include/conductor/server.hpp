@@ -139,6 +139,11 @@ class Server {
   // The ensemble once every model answered, failed or timed out; nullopt while it runs.
   // Throws Error(kArgument) for an unknown request id.
   std::optional<EnsembleResult> prediction(const std::string& request_id) const;
+  // prediction(), waiting up to `timeout` for the request to complete: returns as soon as it
+  // does (no polling), nullopt when the time runs out first. Throws Error(kArgument) for an
+  // unknown request id. Thread-safe.
+  std::optional<EnsembleResult> wait_for_prediction(const std::string& request_id,
+                                                    std::chrono::milliseconds timeout) const;
   // Where the queued or active item `item_id` stands and why, in plain words: running on which
   // client and slot, waiting for a silent client's lease, or what keeps it queued (no client
   // can run it, every slot that could is busy, only reserve clients could). `item_id` may be an

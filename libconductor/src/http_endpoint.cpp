@@ -44,7 +44,8 @@ HttpAddress parse_http_address(const std::string& address) {
   return {host, std::stoi(port)};
 }
 
-HttpEndpoint::HttpEndpoint(const std::string& address) : server_(std::make_unique<httplib::Server>()) {
+HttpEndpoint::HttpEndpoint(const std::string& address, std::chrono::milliseconds stalled_after)
+    : server_(std::make_unique<httplib::Server>()), stalled_after_(stalled_after) {
   const HttpAddress where = parse_http_address(address);
   const bool v6 = where.host.find(':') != std::string::npos;
   const std::string host = v6 ? "[" + where.host + "]" : where.host;
@@ -91,6 +92,7 @@ void HttpEndpoint::publish(std::shared_ptr<const HttpSnapshot> snapshot) {
   {
     std::lock_guard lock(mutex_);
     snapshot_ = std::move(snapshot);
+    published_at_ = std::chrono::steady_clock::now();
     ++generation_;
     wanted_.store(false);
   }
@@ -103,6 +105,12 @@ std::shared_ptr<const HttpSnapshot> HttpEndpoint::fresh_snapshot() {
   wanted_.store(true);
   published_.wait_for(lock, kSnapshotWait, [&] { return generation_ != asked_at; });
   return snapshot_;
+}
+
+std::optional<std::chrono::steady_clock::duration> HttpEndpoint::snapshot_age() {
+  std::lock_guard lock(mutex_);
+  if (generation_ == 0 || !snapshot_) return std::nullopt;
+  return std::chrono::steady_clock::now() - published_at_;
 }
 
 void HttpEndpoint::route() {
@@ -129,9 +137,27 @@ void HttpEndpoint::route() {
                                       : "{}";
     res.set_content(body, "application/json");
   });
+  // For probes: cheap, and 200 only while the network thread still turns. The request asks
+  // for a snapshot as the others do, so a turning thread answers it within one loop turn.
+  server_->Get("/healthz", [this](const httplib::Request&, httplib::Response& res) {
+    fresh_snapshot();
+    const auto age = snapshot_age();
+    if (!age) {
+      res.status = 503;
+      res.set_content("starting: the server has not served yet\n", "text/plain; charset=utf-8");
+    } else if (*age > stalled_after_) {
+      res.status = 503;
+      const auto seconds = std::chrono::duration_cast<std::chrono::seconds>(*age).count();
+      res.set_content("stalled: the server's network thread answered nothing for " +
+                          std::to_string(seconds) + " s\n",
+                      "text/plain; charset=utf-8");
+    } else {
+      res.set_content("ok\n", "text/plain; charset=utf-8");
+    }
+  });
   server_->set_error_handler([](const httplib::Request& req, httplib::Response& res) {
     if (res.status == 404) {
-      res.set_content("not found: " + req.path + " (try /, /metrics or /api/status)\n",
+      res.set_content("not found: " + req.path + " (try /, /metrics, /api/status or /healthz)\n",
                       "text/plain; charset=utf-8");
     }
   });

@@ -32,7 +32,7 @@ json counts_json(const Map& counts) {
 void Server::Impl::start_http() {
   if (options_.http.empty()) return;
   http_ = std::make_unique<HttpEndpoint>(options_.http);
-  log("HTTP endpoint on " + http_->url() + " (dashboard /, /metrics, /api/status)");
+  log("HTTP endpoint on " + http_->url() + " (dashboard /, /metrics, /api/status, /healthz)");
   if (http_->is_public()) {
     warn("HTTP endpoint " + http_->url() + " is reachable beyond this machine WITHOUT "
          "authentication: anyone who reaches it reads client names, versions, item ids and the "

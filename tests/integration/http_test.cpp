@@ -98,6 +98,10 @@ TEST_CASE("/metrics and /api/status show a training run as it goes and when it i
   CHECK(metrics["conductor_items_active{type=\"training\"}"] == 2);
   CHECK(metrics["conductor_items_queued{type=\"training\"}"] == 1);
   CHECK(metrics["conductor_items_leased{type=\"training\"}"] == 0);
+  // Probes ask /healthz while clients work: the network thread turns, so it is healthy.
+  auto health = conductor::test::http_get(url, "/healthz");
+  CHECK(health.status == 200);
+  CHECK(health.body == "ok\n");
   CHECK(metrics["conductor_version_models_stored{version=\"g\"}"] == 0);
   CHECK(metrics["conductor_version_models_target{version=\"g\"}"] == 3);
   CHECK(metrics["conductor_items_completed_total{type=\"training\"}"] == 0);

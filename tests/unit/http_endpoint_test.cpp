@@ -5,8 +5,10 @@
 #include <doctest/doctest.h>
 #include <httplib.h>
 
+#include <chrono>
 #include <future>
 #include <string>
+#include <thread>
 
 #include "conductor/error.hpp"
 
@@ -96,7 +98,7 @@ TEST_CASE("the HTTP endpoint serves metrics, status and the dashboard from the l
   auto missing = get(endpoint, "/admin");
   REQUIRE(missing);
   CHECK(missing->status == 404);
-  CHECK(missing->body == "not found: /admin (try /, /metrics or /api/status)\n");
+  CHECK(missing->body == "not found: /admin (try /, /metrics, /api/status or /healthz)\n");
 
   // A newer snapshot replaces the old one for every later request.
   endpoint.publish(snapshot_with(4));
@@ -125,6 +127,35 @@ TEST_CASE("without a fresh snapshot a request is answered from the last one") {
   // Nobody publishes: the answer comes after HttpEndpoint::kSnapshotWait, from the old one.
   CHECK(json::parse(get(endpoint, "/api/status")->body)["versions"][0]["stored"] == 5);
   CHECK(endpoint.is_snapshot_wanted());
+}
+
+TEST_CASE("/healthz is 503 before the first snapshot, 200 while snapshots come, 503 once they stop") {
+  using namespace std::chrono_literals;
+  HttpEndpoint endpoint("127.0.0.1:0", 600ms);
+  auto starting = get(endpoint, "/healthz");
+  REQUIRE(starting);
+  CHECK(starting->status == 503);
+  CHECK(starting->body == "starting: the server has not served yet\n");
+
+  endpoint.publish(snapshot_with(1));
+  auto healthy = get(endpoint, "/healthz");
+  REQUIRE(healthy);
+  CHECK(healthy->status == 200);
+  CHECK(healthy->body == "ok\n");
+  CHECK(healthy->get_header_value("Content-Type") == "text/plain; charset=utf-8");
+  CHECK(healthy->get_header_value("Cache-Control") == "no-store");
+
+  // Nobody plays the network thread any more: once the last snapshot is older than the
+  // limit, the probe fails and says why.
+  std::this_thread::sleep_for(700ms);
+  auto stalled = get(endpoint, "/healthz");
+  REQUIRE(stalled);
+  CHECK(stalled->status == 503);
+  CHECK(stalled->body.starts_with("stalled: the server's network thread answered nothing for "));
+  CHECK(endpoint.is_snapshot_wanted());  // the probe asked for one, as a scrape does
+
+  endpoint.publish(snapshot_with(2));  // the thread turns again
+  CHECK(get(endpoint, "/healthz")->status == 200);
 }
 
 TEST_CASE("text that is not UTF-8 in the status does not fail the answer") {

@@ -1,6 +1,7 @@
 // conductor-client: takes work items from a conductor-server, one per slot (--slots, or one per
 // GPU), runs them and sends the results back; reconnects by itself. Exit codes: 0 stopped by a signal, 1 unexpected
-// error, 2 bad arguments, 5 working folder unusable or in use.
+// error, 2 bad arguments (also a key file named by a flag or variable that is missing or
+// unusable), 5 working folder unusable or in use.
 #include <CLI/CLI.hpp>
 
 #include <csignal>
@@ -41,9 +42,20 @@ int main(int argc, char** argv) {
       ->check(CLI::Range(1, 64));
   app.add_flag("--quiet", quiet, "Print nothing but errors");
   app.add_flag("--plain", plain, "Plain log lines even on a terminal (no progress bars)");
-  app.add_option("--server-key", options.server_key,
-                 "The server's CurveZMQ public key (else $CONDUCTOR_SERVER_KEY; none: plain TCP)");
-  app.add_option("--key-file", options.key_file, "This client's key pair (default <workdir>/client.key)");
+  conductor::KeyFlags keys;
+  auto* server_key = app.add_option("--server-key", keys.server_key,
+                                    "The server's CurveZMQ public key (else --server-key-file, "
+                                    "$CONDUCTOR_SERVER_KEY, $CONDUCTOR_SERVER_KEY_FILE; none: plain TCP)");
+  app.add_option("--server-key-file", keys.server_key_file,
+                 "File whose first word is the server's public key (a mounted ConfigMap)")
+      ->excludes(server_key);
+  auto* key_file = app.add_option("--key-file", keys.key_file,
+                                  "This client's key pair, created when missing (else --key-pair, "
+                                  "$CONDUCTOR_KEY_PAIR_FILE, <workdir>/client.key)");
+  app.add_option("--key-pair", keys.key_pair,
+                 "An existing key pair, never created (a mounted Secret: owner and group may "
+                 "read it, others not)")
+      ->excludes(key_file);
   app.add_flag("--print-key", print_key, "Print this client's public key (creating it) and exit");
   std::uint64_t cache_mb = options.cache_bytes >> 20;
   app.add_option("--cache-mb", cache_mb, "MiB of package archives kept for later items (LRU)")
@@ -57,6 +69,13 @@ int main(int argc, char** argv) {
   // The commands' lines are echoed as they come, also into pipes and log collectors.
   std::setvbuf(stdout, nullptr, _IOLBF, 0);
   if (!workdir.empty()) options.workdir = workdir;
+  try {
+    options.server_key = conductor::resolve_server_key(keys);
+    options.key_file = conductor::resolve_key_pair(keys);
+  } catch (const conductor::Error& e) {
+    std::fprintf(stderr, "conductor-client: %s\n", e.what());
+    return 2;
+  }
   if (print_key) {
     try {
       std::printf("%s\n", conductor::public_key_of(options.key_file.empty()

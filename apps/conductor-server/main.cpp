@@ -1,6 +1,7 @@
 // conductor-server: serves the versions of a working folder to conductor-clients.
 // Exit codes: 0 stopped by a signal, 1 unexpected error, 2 bad arguments (also a malformed
-// --http address), 3 broken configuration, 4 endpoint (or HTTP address) cannot be bound,
+// --http address, a --key-pair or $CONDUCTOR_KEY_PAIR_FILE that does not exist), 3 broken
+// configuration (also a key file others may read), 4 endpoint (or HTTP address) cannot be bound,
 // 5 working folder unusable.
 #include <CLI/CLI.hpp>
 
@@ -75,7 +76,14 @@ int main(int argc, char** argv) {
   app.add_flag("--quiet", quiet, "Log to config/log.txt only");
   auto* secure_flag = app.add_flag("--secure", secure, "CurveZMQ even on a loopback endpoint");
   app.add_flag("--insecure", insecure, "No CurveZMQ even on a public endpoint (warns)")->excludes(secure_flag);
-  app.add_option("--key-file", options.key_file, "Server key pair (default <workdir>/config/server.key)");
+  conductor::KeyFlags keys;
+  auto* key_file = app.add_option("--key-file", keys.key_file,
+                                  "Server key pair, created when missing (else --key-pair, "
+                                  "$CONDUCTOR_KEY_PAIR_FILE, <workdir>/config/server.key)");
+  app.add_option("--key-pair", keys.key_pair,
+                 "An existing server key pair, never created (a mounted Secret: owner and group "
+                 "may read it, others not)")
+      ->excludes(key_file);
   app.add_option("--authorized-keys", options.authorized_keys,
                  "Client public keys allowed in (default <workdir>/config/authorized_keys)");
   app.add_flag("--print-key", print_key, "Print the server's public key (creating it) and exit");
@@ -95,6 +103,12 @@ int main(int argc, char** argv) {
   options.lease_grace = milliseconds(lease_ms);
   using Security = conductor::ServerOptions::Security;
   options.security = secure ? Security::kCurve : insecure ? Security::kInsecure : Security::kAuto;
+  try {
+    options.key_file = conductor::resolve_key_pair(keys);
+  } catch (const conductor::Error& e) {
+    std::fprintf(stderr, "conductor-server: %s\n", e.what());
+    return 2;
+  }
   try {
     if (print_key) {
       auto workdir = conductor::default_server_workdir(options.workdir);

@@ -1,6 +1,7 @@
 // conductorctl: steers a running conductor-server over its own endpoint (the original's
 // "frontend"). Exit codes: 0 ok, 1 unexpected error (also an unusable key file), 2 bad
-// arguments, 3 refused by the server, 6 no reply from the server (also: a CURVE handshake the
+// arguments (also a key file named by --server-key-file, --key-pair or their variables that
+// is missing or unreadable), 3 refused by the server, 6 no reply from the server (also: a CURVE handshake the
 // server refused) or a prediction not complete within --wait.
 #include <CLI/CLI.hpp>
 #include <nlohmann/json.hpp>
@@ -29,7 +30,8 @@ namespace {
 struct CtlOptions {
   std::string server;  // --server or HOST, else $CONDUCTOR_HOST
   double timeout = 10;
-  std::string server_key;  // --server-key, else $CONDUCTOR_SERVER_KEY; empty: no CURVE
+  conductor::KeyFlags keys;  // as given; resolved into server_key and key_file
+  std::string server_key;          // empty: no CURVE
   std::filesystem::path key_file;  // the operator's key pair; empty: default_operator_key_file()
   bool json = false, print_key = false, watch = false;
   double interval = 1;  // status --watch
@@ -131,10 +133,19 @@ int main(int argc, char** argv) {
   app.add_option("--timeout", o.timeout, "Seconds to wait for each reply (default 10)")
       ->check(kSeconds);
   app.add_flag("--json", o.json, "Print the server's reply as JSON, for scripts");
-  app.add_option("--server-key", o.server_key, "The server's CurveZMQ public key (else "
-                 "$CONDUCTOR_SERVER_KEY; none: plain TCP)");
-  app.add_option("--key-file", o.key_file, "Operator key pair (else $CONDUCTOR_KEY_FILE, else "
-                 "~/.config/conductor/operator.key)");
+  auto* server_key = app.add_option("--server-key", o.keys.server_key,
+                                    "The server's CurveZMQ public key (else --server-key-file, "
+                                    "$CONDUCTOR_SERVER_KEY, $CONDUCTOR_SERVER_KEY_FILE; none: plain TCP)");
+  app.add_option("--server-key-file", o.keys.server_key_file,
+                 "File whose first word is the server's public key")
+      ->excludes(server_key);
+  auto* key_file = app.add_option("--key-file", o.keys.key_file,
+                                  "Operator key pair, created when missing (else --key-pair, "
+                                  "$CONDUCTOR_KEY_PAIR_FILE, $CONDUCTOR_KEY_FILE, "
+                                  "~/.config/conductor/operator.key)");
+  app.add_option("--key-pair", o.keys.key_pair,
+                 "An existing operator key pair, never created (owner and group may read it)")
+      ->excludes(key_file);
   app.add_flag("--print-key", o.print_key, "Print the operator's public key (creating it), exit");
   auto with_version = [&](CLI::App* command) {
     command->add_option("VERSION", o.version)->required();
@@ -178,8 +189,12 @@ int main(int argc, char** argv) {
     return app.exit(e) == 0 ? 0 : 2;  // --help is not an error; everything else is exit 2
   }
   if (const char* host = std::getenv("CONDUCTOR_HOST"); o.server.empty() && host) o.server = host;
-  if (const char* key = std::getenv("CONDUCTOR_SERVER_KEY"); o.server_key.empty() && key) {
-    o.server_key = key;
+  try {
+    o.server_key = conductor::resolve_server_key(o.keys);
+    o.key_file = conductor::resolve_key_pair(o.keys);
+  } catch (const conductor::Error& e) {
+    std::cerr << "conductorctl: " << e.what() << '\n';
+    return 2;
   }
   try {
     if (o.print_key) {

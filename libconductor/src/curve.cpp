@@ -2,6 +2,7 @@
 
 #include <sys/stat.h>
 
+#include <cstdio>
 #include <cstdlib>
 #include <fstream>
 #include <sstream>
@@ -44,10 +45,19 @@ KeyPair load_or_create_keypair(const fs::path& file) {
     fs::rename(tmp, file);
     return pair;
   }
+  // Owner and group may read it: Kubernetes mounts a Secret owned by root and readable
+  // through the pod's fsGroup (0440, 0640). Every user of the machine may not.
   struct stat info{};
-  if (::stat(file.c_str(), &info) == 0 && (info.st_mode & (S_IRWXG | S_IRWXO)) != 0) {
-    throw ConfigError(file.string() + ":1: key file refused: readable by others than its owner "
-                      "(chmod 600 it)");
+  if (::stat(file.c_str(), &info) == 0 && (info.st_mode & (S_IROTH | S_IWOTH)) != 0) {
+    char mode[8];
+    std::snprintf(mode, sizeof mode, "%04o", static_cast<unsigned>(info.st_mode & 07777));
+    std::error_code ec;
+    const std::string link = fs::is_symlink(file, ec) ? " (a link to " + fs::canonical(file, ec).string() + ")" : "";
+    const char* what = (info.st_mode & S_IROTH) && (info.st_mode & S_IWOTH) ? "read and write"
+                       : (info.st_mode & S_IROTH)                            ? "read"
+                                                                             : "write";
+    throw ConfigError(file.string() + ":1: key file refused: mode " + mode + link +
+                      " lets every user " + what + " it (chmod o-rw it; owner and group may read it)");
   }
   std::ifstream in(file);
   if (!in) throw IoError("cannot read key file '" + file.string() + "'");

@@ -20,8 +20,9 @@ struct KeyPair {
 };
 
 // Reads `file`, or creates it with a fresh pair (mode 0600, atomically) when it is missing.
-// Throws IoError, or ConfigError naming the file and line when it is malformed or readable
-// by others than its owner.
+// Throws IoError, or ConfigError naming the file and line when it is malformed, or naming the
+// file and its mode when every user may read or write it (owner and group may: a Kubernetes
+// Secret under fsGroup is 0440 or 0640).
 KeyPair load_or_create_keypair(const std::filesystem::path& file);
 
 bool is_z85_key(const std::string& text);

@@ -777,10 +777,13 @@ void Server::Impl::setup_security() {
   KeyPair keys = load_or_create_keypair(key_file);
   public_key_ = keys.public_key;
   curve_secret_ = keys.secret_key;
-  std::ofstream(key_file.parent_path() / "server.pub") << keys.public_key << '\n';
+  // Beside the key pair for whoever hands it to clients; not where that folder is read-only
+  // (a mounted Secret).
+  const fs::path public_file = key_file.parent_path() / "server.pub";
+  const bool wrote_public = static_cast<bool>(std::ofstream(public_file) << keys.public_key << '\n');
   zap_ = std::make_unique<ZapHandler>(context_, allowed);
-  log("CURVE on: server public key " + public_key_ + " (also in " +
-      (key_file.parent_path() / "server.pub").string() + "); " +
+  log("CURVE on: server public key " + public_key_ +
+      (wrote_public ? " (also in " + public_file.string() + ")" : std::string{}) + "; " +
       std::to_string(zap_->allowed().size()) + " client key(s) allowed by " + allowed.string());
   if (zap_->allowed().empty()) {
     warn("No client key is authorized yet: add clients' public keys (conductor-client --print-key) "

@@ -3,6 +3,7 @@ run as local processes (containers.py) that train models over CurveZMQ."""
 
 import json
 import subprocess
+from pathlib import Path
 
 import kubernetes as k8s
 from containers import wait_for
@@ -93,11 +94,16 @@ def pod_volume(host, kustomization, pod, source):
         kind, name, settings = ("Secret", source["secret"]["secretName"], source["secret"]) \
             if "secret" in source else ("ConfigMap", source["configMap"]["name"], source["configMap"])
         folder = host.folder / "objects" / name
-        if not folder.exists():
-            folder.mkdir(parents=True)
+        if not folder.exists():  # kubelet's layout: KEY -> ..data/KEY, ..data -> ..<timestamp>/
+            data = folder / "..2024_05_01_10_00_00.123"
+            data.mkdir(parents=True)
             for key, file in kustomization.named(kind, name).keys.items():
-                (folder / key).write_bytes(file.read_bytes())
-                (folder / key).chmod(settings.get("defaultMode", 0o644) | 0o040)
+                (data / key).write_bytes(file.read_bytes())
+                (data / key).chmod(settings.get("defaultMode", 0o644) | 0o040)
+                (folder / key).symlink_to(Path("..data") / key)
+            (folder / "..data").symlink_to(data.name, target_is_directory=True)
+            for read_only in (data, folder):  # mounted read-only
+                read_only.chmod(0o555)
         return folder
     folder = host.folder / "pods" / pod / source["name"]
     folder.mkdir(parents=True, exist_ok=True)
@@ -146,9 +152,10 @@ def test_the_pods_train_models_over_curve_as_local_processes(host, kustomization
     train_quickstart(endpoint, server, clients, conductorctl,
                               server.path("/conductor/workdir") / "assets" / "quickstart" / "models",
                               str(ROOT / "examples" / "quickstart"))
-    assert "CURVE on" in server.output()
-    # The Secret's key pair went to the memory volume at XDG_RUNTIME_DIR, private.
-    [private] = server.path("/run/conductor").glob("conductor-keys.*/server.key")
-    assert private.stat().st_mode & 0o777 == 0o600
+    # The server read its key pair from the Secret as mounted (group-readable, through ..data).
+    public = next(line.split()[1] for line in
+                  (kustomization.folder / "keys" / "server" / "server.key").read_text().splitlines()
+                  if line.startswith("public "))
+    assert f"CURVE on: server public key {public}" in server.output()
     for container in clients + [server]:
         assert container.stop() == 0, container.output()

@@ -4,6 +4,7 @@ entry point, runtime-packages; and shellcheck over all of them."""
 import os
 import stat
 import subprocess
+from pathlib import Path
 
 import pytest
 
@@ -110,29 +111,75 @@ def test_the_entrypoint_refuses_an_unusable_server_key_file_and_runs_nothing(app
     assert not marker.exists()
 
 
-def test_the_entrypoint_makes_a_secret_key_pair_private_for_the_apps(apps, tmp_path):
+def secret_volume(folder, files, mode=0o440):
+    """A Secret as kubelet mounts it: FOLDER/NAME -> ..data/NAME, ..data -> ..<timestamp>/,
+    each file `mode` (defaultMode 0440, read through the pod's fsGroup)."""
+    data = folder / "..2024_05_01_10_00_00.123"
+    data.mkdir(parents=True)
+    for name, content in files.items():
+        (data / name).write_bytes(content)
+        (data / name).chmod(mode)
+        (folder / name).symlink_to(Path("..data") / name)
+    (folder / "..data").symlink_to(data.name, target_is_directory=True)
+    return folder
+
+
+@pytest.mark.parametrize("program, key_file", [("conductor-client", "client/client.key"),
+                                               ("conductor-server", "server/server.key"),
+                                               ("conductorctl", "operator/operator.key")])
+def test_the_apps_read_a_secret_key_pair_named_by_conductor_key_pair_file(apps, tmp_path, program, key_file):
     keys = make_keys(apps, tmp_path / "keys")
-    secret = tmp_path / "secret" / "client.key"  # as a Secret volume under fsGroup: 0440
-    secret.parent.mkdir()
-    secret.write_bytes((keys / "client" / "client.key").read_bytes())
-    secret.chmod(0o440)
-    expected = public_key(apps, "conductor-client", keys / "client" / "client.key")
-
-    refused = run(["conductor-client", "--print-key", "--key-file", secret], apps)
-    assert refused.returncode != 0 and "readable by others" in refused.stderr  # why the copy
-
-    runtime = tmp_path / "run"
-    runtime.mkdir()
-    env = {"CONDUCTOR_KEY_PAIR_FILE": secret, "XDG_RUNTIME_DIR": runtime}
-    result = run([ENTRYPOINT, "conductor-client", "--print-key"], apps, env)
+    secret = secret_volume(tmp_path / "secret", {"node.key": (keys / key_file).read_bytes()})
+    expected = public_key(apps, program, keys / key_file)
+    env = {"CONDUCTOR_KEY_PAIR_FILE": secret / "node.key", "HOME": tmp_path}
+    for argv in ([program, "--print-key"], [ENTRYPOINT, program, "--print-key"]):
+        result = run(argv, apps, env)
+        assert (result.returncode, result.stdout.strip()) == (0, expected), result.stderr
+    # A flag wins over the variable.
+    result = run([program, "--print-key", "--key-pair", keys / key_file], apps,
+                 {"CONDUCTOR_KEY_PAIR_FILE": tmp_path / "none.key"})
     assert (result.returncode, result.stdout.strip()) == (0, expected), result.stderr
-    [folder] = runtime.iterdir()
-    assert mode(folder) == 0o700 and mode(folder / "client.key") == 0o600
-    assert (folder / "client.key").read_bytes() == secret.read_bytes()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["keys", "secret"]  # no copies made
 
-    # Anything else (conductorctl) gets the copy as CONDUCTOR_KEY_FILE.
-    result = run([ENTRYPOINT, "sh", "-c", 'stat -c %a "$CONDUCTOR_KEY_FILE"'], apps, env)
-    assert (result.returncode, result.stdout.strip()) == (0, "600")
+
+def test_the_apps_refuse_a_key_pair_every_user_may_read_naming_file_and_mode(apps, tmp_path):
+    keys = make_keys(apps, tmp_path / "keys")
+    secret = secret_volume(tmp_path / "secret", {"client.key": (keys / "client" / "client.key").read_bytes()},
+                           mode=0o444)
+    result = run(["conductor-client", "--print-key"], apps, {"CONDUCTOR_KEY_PAIR_FILE": secret / "client.key"})
+    assert result.returncode != 0
+    assert f"{secret / 'client.key'}:1: key file refused: mode 0444" in result.stderr, result.stderr
+
+
+@pytest.mark.parametrize("program", ["conductor-server", "conductor-client", "conductorctl"])
+def test_the_apps_refuse_a_missing_key_pair_file_with_exit_2_and_create_none(apps, tmp_path, program):
+    missing = tmp_path / "secret" / "node.key"
+    result = run([ENTRYPOINT, program, "--print-key"], apps, {"CONDUCTOR_KEY_PAIR_FILE": missing})
+    assert result.returncode == 2, result.stderr
+    assert f"CONDUCTOR_KEY_PAIR_FILE: key pair file '{missing}' does not exist" in result.stderr
+    assert not missing.exists()
+
+
+@pytest.mark.parametrize("program", ["conductor-client", "conductorctl"])
+@pytest.mark.parametrize("content, complaint", [(None, "cannot read the server key file"),
+                                                ("\n# none\n", "holds no key")])
+def test_the_apps_refuse_an_unusable_server_key_file_with_exit_2(apps, tmp_path, program, content, complaint):
+    key_file = tmp_path / "server.pub"
+    if content is not None:
+        key_file.write_text(content)
+    result = run([ENTRYPOINT, program, "--print-key", "--key-file", tmp_path / "node.key"], apps,
+                 {"CONDUCTOR_SERVER_KEY_FILE": key_file, "HOME": tmp_path})
+    assert result.returncode == 2, result.stderr
+    assert "CONDUCTOR_SERVER_KEY_FILE: " in result.stderr and complaint in result.stderr
+    assert str(key_file) in result.stderr
+
+
+def test_the_entrypoint_hands_a_key_pair_to_other_programs_as_conductor_key_file(apps, tmp_path):
+    keys = make_keys(apps, tmp_path / "keys")
+    secret = secret_volume(tmp_path / "secret", {"operator.key": (keys / "operator" / "operator.key").read_bytes()})
+    result = run([ENTRYPOINT, "sh", "-c", 'printf %s "$CONDUCTOR_KEY_FILE"'], apps,
+                 {"CONDUCTOR_KEY_PAIR_FILE": secret / "operator.key"})
+    assert (result.returncode, result.stdout) == (0, str(secret / "operator.key"))
 
 
 def test_the_entrypoint_refuses_an_unreadable_key_pair_file(apps, tmp_path):

@@ -146,3 +146,55 @@ TEST_CASE("revoking a key takes effect without a restart: the client is dropped 
   CHECK(cluster.server().is_running());
   CHECK(cluster.handouts().size() == 1);  // nobody else is allowed, so nobody got it again
 }
+
+namespace {
+
+// `files` laid out as kubelet mounts a Secret or ConfigMap under `folder`: each NAME a link to
+// ..data/NAME, ..data a link to a timestamped folder, the files `mode`.
+void mount_like_kubelet(const fs::path& folder, const std::vector<std::pair<std::string, std::string>>& files,
+                        fs::perms mode) {
+  const fs::path data = folder / "..2024_05_01_10_00_00.123";
+  fs::create_directories(data);
+  for (const auto& [name, content] : files) {
+    write_file(data / name, content);
+    fs::permissions(data / name, mode, fs::perm_options::replace);
+    fs::create_symlink(fs::path("..data") / name, folder / name);
+  }
+  fs::create_directory_symlink(data.filename(), folder / "..data");
+}
+
+}  // namespace
+
+TEST_CASE("a client with only CONDUCTOR_HOST, _SERVER_KEY_FILE and _KEY_PAIR_FILE gets work from a CURVE server") {
+  Cluster cluster("conductor-env-keys");
+  conductor::test::write_configuration(cluster.server_dir(), 0.0, {version("mounted", 2)});
+  fs::create_directories(cluster.root() / "made");
+  const std::string worker = client_key(cluster.root() / "made");  // made/client.key
+  const std::string key = server_key(cluster.server_dir());
+  write_file(cluster.server_dir() / "config" / "authorized_keys", worker + " workers\n");
+  cluster.start_server({"--secure"});
+
+  // As a pod gets them: the key pair from a Secret (0440 through fsGroup), the server's
+  // public key from a ConfigMap, both links into ..data/.
+  const fs::path secret = cluster.root() / "mounts" / "client-key";
+  const fs::path config_map = cluster.root() / "mounts" / "server-public-key";
+  mount_like_kubelet(secret, {{"client.key", read_file(cluster.root() / "made" / "client.key")}},
+                     fs::perms(0440));
+  mount_like_kubelet(config_map, {{"server.pub", key + "\n"}}, fs::perms(0644));
+  const fs::path workdir = cluster.root() / "clients" / "mounted";
+  ChildProcess client(ChildOptions{{kClientBin.string(), "--workdir", workdir.string(), "--name",
+                                    "env-only", "--heartbeat-ms", "200"},
+                                   cluster.root() / "env-only.out",
+                                   {{"CONDUCTOR_HOST", cluster.endpoint()},
+                                    {"CONDUCTOR_SERVER_KEY", ""},
+                                    {"CONDUCTOR_SERVER_KEY_FILE", (config_map / "server.pub").string()},
+                                    {"CONDUCTOR_KEY_PAIR_FILE", (secret / "client.key").string()}},
+                                   {}});
+  bool done = wait_until(deadline_in(30s), [&] { return cluster.model_ids("mounted").size() == 2; });
+  INFO(cluster.diagnostics() << "\nclient: " << client.output());
+  REQUIRE(done);
+  for (const auto& handout : cluster.handouts()) CHECK(handout.host == "env-only");
+  CHECK(log_mentions(cluster, "Client connected: env-only"));
+  // It used the mounted pair and made no key of its own.
+  CHECK_FALSE(fs::exists(workdir / "client.key"));
+}

@@ -50,6 +50,7 @@ ENV RUNTIMEENV=docker \
 WORKDIR /conductor
 USER 10001:10001
 VOLUME ["/conductor/workdir"]
-EXPOSE 8080
+# 8080: the ZeroMQ endpoint; 9090: the HTTP endpoint when started with --http 0.0.0.0:9090.
+EXPOSE 8080 9090
 ENTRYPOINT ["/usr/bin/tini", "--", "/usr/local/bin/conductor-entrypoint"]
 CMD ["conductor-server"]

@@ -13,6 +13,8 @@ import shutil
 import signal
 import subprocess
 import time
+import urllib.error
+import urllib.request
 from pathlib import Path
 
 from project import DOCKER, ROOT, bin_dir
@@ -166,3 +168,25 @@ def wait_for(condition, timeout, what):
             return value
         time.sleep(0.2)
     raise AssertionError(f"not within {timeout} s: {what}")
+
+
+def loopback_http(args, endpoint_file):
+    """`args` of a conductor-server with its --http address (0.0.0.0:PORT in deploy/) moved to
+    a free port of 127.0.0.1, which it writes to `endpoint_file`: the one departure a local run
+    needs, as --bind's. Fails when the args have no --http to move."""
+    args = [str(a) for a in args]
+    for i, word in enumerate(args):
+        if word == "--http" and i + 1 < len(args):
+            return args[:i + 1] + ["127.0.0.1:0"] + args[i + 2:] + ["--http-endpoint-file", str(endpoint_file)]
+        if word.startswith("--http="):
+            return args[:i] + ["--http=127.0.0.1:0"] + args[i + 1:] + ["--http-endpoint-file", str(endpoint_file)]
+    raise AssertionError(f"conductor-server without --http: {args}")
+
+
+def http_get(url, timeout=10):
+    """(status, body) of a GET, as a kubelet probe or Prometheus scrape makes it."""
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as answer:
+            return answer.status, answer.read().decode(errors="replace")
+    except urllib.error.HTTPError as error:
+        return error.code, error.read().decode(errors="replace")

@@ -2,10 +2,11 @@
 adds the quickstart version and asks for two models; a CPU and a GPU client train them over
 CurveZMQ, each reporting what its image says it is."""
 
+import re
 import socket
 import xml.etree.ElementTree as ElementTree
 
-from containers import wait_for
+from containers import http_get, wait_for
 
 MODELS = 2
 
@@ -16,6 +17,22 @@ def probe_port(endpoint, times=3):
     for _ in range(times):
         with socket.create_connection((host, int(port)), timeout=5):
             pass
+
+
+def check_http(url, probe_paths, metrics_path="/metrics", completed=None):
+    """GETs what the kubelet's probes and Prometheus would from the server's HTTP endpoint at
+    `url`: every probe path answers 200, the scrape path Prometheus text with conductor_
+    metrics; with `completed`, that many training items are counted as completed."""
+    for path in probe_paths:
+        status, body = http_get(url + path)
+        assert status == 200, (path, status, body)
+    status, body = http_get(url + metrics_path)
+    assert status == 200, (metrics_path, status, body)
+    samples = dict(line.rsplit(" ", 1) for line in body.splitlines() if line and not line.startswith("#"))
+    assert any(re.match(r"conductor_\w+", name) for name in samples), body[:500]
+    if completed is not None:
+        assert float(samples['conductor_items_completed_total{type="training"}']) == completed, body
+    return samples
 
 
 def read_meta(folder):

@@ -7,6 +7,7 @@ import textwrap
 import pytest
 
 import compose as compose_checks
+import http_checks
 import kubernetes as k8s
 from dockerfile_checks import copy_problems, program_problems, runtime_problems
 from dockerfiles import DockerIgnore, parse_dockerfile
@@ -73,9 +74,9 @@ KUBERNETES_MISTAKES = [
      lambda k: workload(k, "Service", "conductor-server")["spec"]["ports"][0].update({"targetPort": 8081}),
      "targetPort 8081 is no container port"),
     ("a probe on a port the container lacks", k8s.check_service_ports,
-     lambda k: container(workload(k, "StatefulSet", "conductor-server"))["livenessProbe"]["tcpSocket"].update(
-         {"port": "http"}),
-     "livenessProbe port http"),
+     lambda k: container(workload(k, "StatefulSet", "conductor-server"))["livenessProbe"]["httpGet"].update(
+         {"port": "metrics"}),
+     "livenessProbe port metrics"),
     ("an argument with an undefined variable", k8s.check_variable_expansion,
      lambda k: container(workload(k, "Deployment", "conductor-client"))["args"].append("$(CACHE_SIZE)"),
      "$(CACHE_SIZE)"),
@@ -83,11 +84,62 @@ KUBERNETES_MISTAKES = [
      lambda k: next(v for v in container(workload(k, "Deployment", "conductor-client"))["env"]
                     if v["name"] == "CONDUCTOR_KEY_PAIR_FILE").update({"value": "/etc/conductor/client-key/key"}),
      "/etc/conductor/client-key/key is no key of Secret conductor-client-key"),
+    ("a server without --http", http_checks.check_kubernetes_http,
+     lambda k: set_http(k, None),
+     "conductor-server runs without --http"),
+    ("--http on loopback only", http_checks.check_kubernetes_http,
+     lambda k: set_http(k, "127.0.0.1:9090"),
+     "--http 127.0.0.1:9090 listens on loopback only"),
+    ("--http on a port the container does not declare", http_checks.check_kubernetes_http,
+     lambda k: set_http(k, "0.0.0.0:9091"),
+     "--http port 9091 is no containerPort"),
+    ("a probe on the ZeroMQ port instead of --http's", http_checks.check_kubernetes_http,
+     lambda k: container(workload(k, "StatefulSet", "conductor-server"))["readinessProbe"]["httpGet"].update(
+         {"port": "cwp"}),
+     "readinessProbe httpGet port cwp is container port 8080, not the --http port 9090"),
+    ("a probe still on tcpSocket", http_checks.check_kubernetes_http,
+     lambda k: container(workload(k, "StatefulSet", "conductor-server")).update(
+         {"livenessProbe": {"tcpSocket": {"port": "cwp"}}}),
+     "livenessProbe is no httpGet"),
+    ("a probe path the server does not serve", http_checks.check_kubernetes_http,
+     lambda k: container(workload(k, "StatefulSet", "conductor-server"))["startupProbe"]["httpGet"].update(
+         {"path": "/health"}),
+     "startupProbe path /health is not served"),
+    ("a scrape annotation on the wrong port", http_checks.check_kubernetes_http,
+     lambda k: workload(k, "StatefulSet", "conductor-server")["spec"]["template"]["metadata"]["annotations"].update(
+         {"prometheus.io/port": "8080"}),
+     "prometheus.io/port is '8080', expected '9090'"),
+    ("no scrape annotation", http_checks.check_kubernetes_http,
+     lambda k: workload(k, "StatefulSet", "conductor-server")["spec"]["template"]["metadata"].pop("annotations"),
+     "prometheus.io/scrape is None"),
+    ("a Service without the metrics port", http_checks.check_kubernetes_http,
+     lambda k: workload(k, "Service", "conductor-server")["spec"].update(
+         {"ports": [p for p in workload(k, "Service", "conductor-server")["spec"]["ports"] if p["name"] != "http"]}),
+     "no Service port reaches the --http port 9090"),
     ("a generator file that nothing makes", k8s.check_generated_sources,
      lambda k: next(g for g in k.generated if g.name == "conductor-client-key").keys.update(
          {"client.pem": k.folder / "keys" / "client" / "client.pem"}),
      "client.pem does not exist"),
 ]
+
+
+def set_http(k, value):
+    """The server's --http argument set to `value`, or removed with None."""
+    args = container(workload(k, "StatefulSet", "conductor-server"))["args"]
+    i = args.index("--http")
+    if value is None:
+        del args[i:i + 2]
+    else:
+        args[i + 1] = value
+
+
+def set_compose_http(c, value):
+    command = c.spec["services"]["server"]["command"]
+    i = command.index("--http")
+    if value is None:
+        del command[i:i + 2]
+    else:
+        command[i + 1] = value
 
 
 @pytest.mark.parametrize("mistake, check, change, report", KUBERNETES_MISTAKES,
@@ -115,6 +167,16 @@ COMPOSE_MISTAKES = [
      lambda c: c.spec["services"]["client"]["environment"].update(
          {"CONDUCTOR_KEY_PAIR_FILE": "/conductor/keys/client/worker.key"}),
      "/conductor/keys/client/worker.key is not among the files of volume client-keys"),
+    ("a server without --http", http_checks.check_compose_http,
+     lambda c: set_compose_http(c, None),
+     "service server: conductor-server runs without --http"),
+    ("--http on loopback only", http_checks.check_compose_http,
+     lambda c: set_compose_http(c, "9090"),
+     "--http 9090 listens on loopback only"),
+    ("a published port that is not --http's", http_checks.check_compose_http,
+     lambda c: c.spec["services"]["server"].update(
+         {"ports": ["8080:8080", "127.0.0.1:9090:9091"]}),
+     "publishes no port to the --http port 9090"),
 ]
 
 
@@ -160,6 +222,24 @@ def test_dockerignore_follows_dockers_rules():
     assert ignore.excludes("deploy/k8s/keys/server/server.pub")  # inside an excluded folder
     assert ignore.excludes("docs/tmp1") and not ignore.excludes("docs/tmp12")
     assert not ignore.excludes("docs/deployment.md")
+
+
+def test_a_server_image_that_does_not_expose_the_http_port_is_reported(tmp_path):
+    dockerfile = dockerfile_with(tmp_path, """\
+        FROM debian:12-slim
+        EXPOSE 8080
+        """)
+    assert http_checks.check_exposed(dockerfile, [8080, 9090]) == ["test.Dockerfile: EXPOSE lacks port 9090"]
+    assert http_checks.exposed_ports(dockerfile_with(tmp_path, "FROM x\nEXPOSE 8080/tcp 9090\n")) == {8080, 9090}
+
+
+def test_loopback_http_moves_the_http_address_and_fails_without_one(tmp_path):
+    from containers import loopback_http
+    assert loopback_http(["conductor-server", "--http", "0.0.0.0:9090", "--quiet"], tmp_path / "f") == [
+        "conductor-server", "--http", "127.0.0.1:0", "--quiet", "--http-endpoint-file", str(tmp_path / "f")]
+    assert loopback_http(["conductor-server", "--http=0.0.0.0:9090"], "f")[1] == "--http=127.0.0.1:0"
+    with pytest.raises(AssertionError, match="without --http"):
+        loopback_http(["conductor-server"], "f")
 
 
 def test_an_unknown_apt_package_is_reported():

@@ -5,9 +5,10 @@ conductorctl through the ctl service, all with the commands and environment the 
 import json
 
 import compose as checks
-from containers import wait_for
+import http_checks
+from containers import loopback_http, wait_for
 from project import IMAGES, image_name, image_tag, project_version
-from scenario import train_quickstart
+from scenario import MODELS, check_http, train_quickstart
 
 
 def test_every_check_passes(compose, keys):
@@ -15,6 +16,12 @@ def test_every_check_passes(compose, keys):
     assert checks.check_volumes(compose) == []
     assert checks.check_dependencies(compose) == []
     assert checks.check_file_references(compose, checks.keys_service_volumes(compose, keys)) == []
+    assert http_checks.check_compose_http(compose) == []
+
+
+def test_the_server_image_exposes_the_ports_compose_and_the_manifests_use(compose, dockerfiles):
+    _, http_port = http_checks.split_address(http_checks.http_flag(compose.services["server"]["command"]))
+    assert http_checks.check_exposed(dockerfiles["conductor-server"], [8080, http_port]) == []
 
 
 def test_services_use_the_images_built_from_their_dockerfiles(compose):
@@ -64,14 +71,17 @@ def test_the_services_train_models_over_curve_as_local_processes(host, compose, 
     assert run_service(host, compose, dockerfiles, "keys", "2").run(timeout=60)[0] == 0
     assert {p: p.read_bytes() for p in (host.folder / "volumes").rglob("*") if p.is_file()} == before
 
-    endpoint_file = host.folder / "endpoint"
-    # The only departures from compose.yaml: loopback instead of the service name `server`, and
-    # CURVE asked for explicitly because a loopback endpoint would otherwise go without it.
-    server_args = compose.services["server"]["command"] + [
+    endpoint_file, http_file = host.folder / "endpoint", host.folder / "http-endpoint"
+    # The only departures from compose.yaml: loopback instead of the service name `server` and
+    # the published ports (--bind, --http on free ports), and CURVE asked for explicitly
+    # because a loopback endpoint would otherwise go without it.
+    server_args = loopback_http(compose.services["server"]["command"], http_file) + [
         "--bind", "tcp://127.0.0.1:*", "--secure", "--endpoint-file", str(endpoint_file)]
     server = run_service(host, compose, dockerfiles, "server", args=server_args).start()
     endpoint = wait_for(lambda: endpoint_file.exists() and endpoint_file.read_text().strip(), 30,
                         f"the server's endpoint ({server.output()})")
+    http = http_file.read_text().strip()  # written before the endpoint file
+    check_http(http, ["/healthz", "/api/status", "/"], completed=0)  # the dashboard and metrics
     runs = iter(range(1, 1000))
 
     def conductorctl(*words):
@@ -86,5 +96,6 @@ def test_the_services_train_models_over_curve_as_local_processes(host, compose, 
     train_quickstart(endpoint, server, clients, conductorctl,
                      host.folder / "volumes" / "workdir" / "assets" / "quickstart" / "models",
                      "/usr/local/share/conductor/examples/quickstart")  # in the server image
+    check_http(http, ["/healthz"], completed=MODELS)
     for container in clients + [server]:
         assert container.stop() == 0, container.output()

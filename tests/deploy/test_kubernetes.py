@@ -5,14 +5,15 @@ import json
 import subprocess
 from pathlib import Path
 
+import http_checks
 import kubernetes as k8s
-from containers import wait_for
-from scenario import train_quickstart
+from containers import loopback_http, wait_for
+from scenario import MODELS, check_http, train_quickstart
 from project import IMAGES, ROOT, image_name, project_version
 
 CHECKS = [k8s.check_required_fields, k8s.check_selectors, k8s.check_references,
           k8s.check_service_ports, k8s.check_variable_expansion, k8s.check_mounted_files,
-          k8s.check_generated_sources]
+          k8s.check_generated_sources, http_checks.check_kubernetes_http]
 
 
 def pod_containers(kustomization):
@@ -110,9 +111,9 @@ def pod_volume(host, kustomization, pod, source):
     return folder
 
 
-def run_pod(host, kustomization, dockerfiles, kind, name, extra_args=(), env=None):
+def run_pod(host, kustomization, dockerfiles, kind, name, extra_args=(), env=None, rewrite=None):
     """The first pod of a workload as a local process; $(VAR) in its args expanded from its
-    env and envFrom, as the kubelet does."""
+    env and envFrom, as the kubelet does; `rewrite` changes the expanded args."""
     workload = kustomization.named(kind, name)
     spec = workload["spec"]["template"]["spec"]
     container = spec["containers"][0]
@@ -123,20 +124,29 @@ def run_pod(host, kustomization, dockerfiles, kind, name, extra_args=(), env=Non
     mounts = {m["mountPath"]: pod_volume(host, kustomization, pod, sources[m["name"]])
               for m in container["volumeMounts"]}
     defined = k8s.container_env(kustomization, container)
-    args = [k8s.expand(word, defined) for word in container["args"]] + list(extra_args)
+    args = [k8s.expand(word, defined) for word in container["args"]]
+    args = (rewrite(args) if rewrite else args) + list(extra_args)
     environment = {**{k: v for k, v in defined.items() if v is not None}, **(env or {})}
     return host.container(pod, dockerfiles[image_name(container["image"])], mounts, environment, args)
 
 
 def test_the_pods_train_models_over_curve_as_local_processes(host, kustomization, dockerfiles, apps):
-    endpoint_file = host.folder / "endpoint"
-    # The only departures from the manifests: loopback instead of the Service, and CURVE asked
-    # for explicitly because a loopback endpoint would otherwise go without it.
+    endpoint_file, http_file = host.folder / "endpoint", host.folder / "http-endpoint"
+    # The only departures from the manifests: loopback instead of the Service and the pod's
+    # address (--bind, --http on free ports), and CURVE asked for explicitly because a
+    # loopback endpoint would otherwise go without it.
     server = run_pod(host, kustomization, dockerfiles, "StatefulSet", "conductor-server",
-                     ["--bind", "tcp://127.0.0.1:*", "--secure", "--endpoint-file", str(endpoint_file)])
+                     ["--bind", "tcp://127.0.0.1:*", "--secure", "--endpoint-file", str(endpoint_file)],
+                     rewrite=lambda args: loopback_http(args, http_file))
     server.start()
     endpoint = wait_for(lambda: endpoint_file.exists() and endpoint_file.read_text().strip(), 30,
                         f"the server's endpoint ({server.output()})")
+    http = http_file.read_text().strip()  # written before the endpoint file
+    workload = kustomization.named("StatefulSet", "conductor-server")
+    spec = workload["spec"]["template"]
+    probes = [spec["spec"]["containers"][0][p]["httpGet"]["path"] for p in http_checks.PROBES]
+    scrape = spec["metadata"]["annotations"]["prometheus.io/path"]
+    check_http(http, probes, scrape, completed=0)  # the kubelet's probes, a scrape
     keys = kustomization.folder / "keys" / "operator"
 
     def conductorctl(*words):
@@ -157,5 +167,6 @@ def test_the_pods_train_models_over_curve_as_local_processes(host, kustomization
                   (kustomization.folder / "keys" / "server" / "server.key").read_text().splitlines()
                   if line.startswith("public "))
     assert f"CURVE on: server public key {public}" in server.output()
+    check_http(http, probes, scrape, completed=MODELS)
     for container in clients + [server]:
         assert container.stop() == 0, container.output()

@@ -358,6 +358,11 @@ class Server:
 # --- client -----------------------------------------------------------------------------------
 
 class ClientOptions:
+    class Display(enum.Enum):
+        """PLAIN: the log and the commands' output line by line. AUTO: the same lines plus a
+        progress bar per item, redrawn in place, when stdout is a terminal."""
+        PLAIN = 0
+        AUTO = 1
     server: str
     """"host:port" or "tcp://host:port"."""
     workdir: Optional[Path]
@@ -373,6 +378,8 @@ class ClientOptions:
     heartbeat_interval: datetime.timedelta
     liveness: int
     log_to_stdout: bool
+    display: ClientOptions.Display
+    """PLAIN by default: a program that embeds clients owns its terminal."""
     server_key: str
     """The server's CURVE public key; "" for plain TCP."""
     key_file: Optional[Path]
@@ -407,8 +414,8 @@ class Client:
                  processing_unit: str = ..., slots: int = ..., gpus: Sequence[str] = ...,
                  container_version: str = ...,
                  heartbeat_interval: _Duration = ..., liveness: int = ...,
-                 log_to_stdout: bool = ..., server_key: str = ...,
-                 key_file: Optional[_PathLike] = ...) -> None: ...
+                 log_to_stdout: bool = ..., display: ClientOptions.Display = ...,
+                 server_key: str = ..., key_file: Optional[_PathLike] = ...) -> None: ...
     def __enter__(self) -> Client: ...
     def __exit__(self, *exc_info: Any) -> bool: ...
     def start(self) -> None: ...

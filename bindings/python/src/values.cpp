@@ -363,9 +363,14 @@ void bind_server_values(py::module_& m) {
 }
 
 void bind_client_values(py::module_& m) {
-  py::class_<ClientOptions>(
+  py::class_<ClientOptions> client_options(
       m, "ClientOptions",
-      "How a Client works; client_options_from_environment() gives the defaults.")
+      "How a Client works; client_options_from_environment() gives the defaults.");
+  py::enum_<ClientOptions::Display>(client_options, "Display",
+                                    "How the log and the commands' output are printed.")
+      .value("PLAIN", ClientOptions::Display::kPlain)
+      .value("AUTO", ClientOptions::Display::kAuto);
+  client_options
       .def(py::init<>())
       .def_readwrite("server", &ClientOptions::server)
       .def_property("workdir", optional_path_getter(&ClientOptions::workdir),
@@ -379,6 +384,7 @@ void bind_client_values(py::module_& m) {
       .def_readwrite("heartbeat_interval", &ClientOptions::heartbeat_interval)
       .def_readwrite("liveness", &ClientOptions::liveness)
       .def_readwrite("log_to_stdout", &ClientOptions::log_to_stdout)
+      .def_readwrite("display", &ClientOptions::display)
       .def_readwrite("server_key", &ClientOptions::server_key)
       .def_property("key_file", optional_path_getter(&ClientOptions::key_file),
                     optional_path_setter(&ClientOptions::key_file))

@@ -73,3 +73,26 @@ def test_client_options_carry_slots_and_gpus(monkeypatch):
     assert conductor.split_gpu_list("0, 1,,GPU-8f") == ["0", "1", "GPU-8f"]
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "2,3")
     assert conductor.detect_gpus() == ["2", "3"]
+
+
+def test_client_options_from_environment_read_the_key_files(monkeypatch, temp_dir):
+    pair = temp_dir / "client.key"
+    public = conductor.public_key_of(pair)  # creates the pair, mode 0600
+    server_pub = temp_dir / "server.pub"
+    server_pub.write_text("# the server's public key\n" + public + "\n")
+    for name in ("CONDUCTOR_SERVER_KEY", "CONDUCTOR_SERVER_KEY_FILE", "CONDUCTOR_KEY_PAIR_FILE"):
+        monkeypatch.delenv(name, raising=False)
+    assert conductor.client_options_from_environment().server_key == ""
+    monkeypatch.setenv("CONDUCTOR_SERVER_KEY_FILE", str(server_pub))
+    monkeypatch.setenv("CONDUCTOR_KEY_PAIR_FILE", str(pair))
+    options = conductor.client_options_from_environment()
+    assert options.server_key == public
+    assert options.key_file == pair
+    # A named key pair is never created: a Secret that was not mounted is an error, by name.
+    monkeypatch.setenv("CONDUCTOR_KEY_PAIR_FILE", str(temp_dir / "missing.key"))
+    try:
+        conductor.client_options_from_environment()
+    except conductor.Error as e:
+        assert "CONDUCTOR_KEY_PAIR_FILE" in str(e) and "missing.key" in str(e)
+    else:
+        raise AssertionError("a missing CONDUCTOR_KEY_PAIR_FILE was accepted")

@@ -387,8 +387,11 @@ class ClientOptions:
     def __init__(self) -> None: ...
 
 def client_options_from_environment() -> ClientOptions:
-    """CONDUCTOR_HOST, CONDUCTOR_OS, CONDUCTOR_TYPE, CONDUCTOR_VERSION, CONDUCTOR_SERVER_KEY,
-    the host name, and $CONDUCTOR_CLIENT_WORKDIR (else ~/ConductorClient) as working folder."""
+    """CONDUCTOR_HOST, CONDUCTOR_OS, CONDUCTOR_TYPE, CONDUCTOR_VERSION, the server's key from
+    CONDUCTOR_SERVER_KEY else the file CONDUCTOR_SERVER_KEY_FILE, the key pair file
+    CONDUCTOR_KEY_PAIR_FILE (which must exist), the host name, and $CONDUCTOR_CLIENT_WORKDIR
+    (else ~/ConductorClient) as working folder. Raises IoError or ConfigError naming the
+    variable and file when a named key file is missing or unusable."""
 
 def detect_gpus() -> list[str]:
     """$CUDA_VISIBLE_DEVICES split at commas, else the GPUs `nvidia-smi -L` lists, else []."""

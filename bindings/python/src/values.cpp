@@ -393,7 +393,15 @@ void bind_client_values(py::module_& m) {
                (o.workdir.empty() ? std::string("None") : quoted(o.workdir.string())) +
                ", host_name=" + quoted(o.host_name) + ")";
       });
-  m.def("client_options_from_environment", &client_options_from_environment);
+  // The apps' key variables too (CONDUCTOR_SERVER_KEY_FILE, CONDUCTOR_KEY_PAIR_FILE), read
+  // here rather than in the C++ function: a Python call may raise, the apps read them after
+  // their flags.
+  m.def("client_options_from_environment", [] {
+    ClientOptions options = client_options_from_environment();
+    options.server_key = resolve_server_key({});
+    options.key_file = resolve_key_pair({});
+    return options;
+  });
   m.def("detect_gpus", &detect_gpus);
   m.def("split_gpu_list", &split_gpu_list, py::arg("text"));
 

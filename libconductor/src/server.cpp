@@ -417,7 +417,11 @@ void Server::Impl::on_progress(Peer& peer, const protocol::Progress& progress) {
     return held == scheduler_.active().end() || held->second.client_id != peer.id;
   });
   peer.epochs[progress.item] = Epoch{progress.epoch, progress.total_epochs};
-  receiver_->append_live_log(progress.item, progress.lines);
+  // Only training has a live console to follow: a prediction's lines reach the server in its
+  // result moments later, and one file per answering model is most of a fan-out's cost.
+  if (active->second.item.type == WorkType::kTraining) {
+    receiver_->append_live_log(progress.item, progress.lines);
+  }
 }
 
 void Server::Impl::on_result(Peer& peer, const protocol::ResultOffer& offer) {
@@ -780,7 +784,8 @@ void Server::Impl::setup_security() {
   // Beside the key pair for whoever hands it to clients; not where that folder is read-only
   // (a mounted Secret).
   const fs::path public_file = key_file.parent_path() / "server.pub";
-  const bool wrote_public = static_cast<bool>(std::ofstream(public_file) << keys.public_key << '\n');
+  const bool wrote_public =
+      static_cast<bool>(std::ofstream(public_file) << keys.public_key << '\n');
   zap_ = std::make_unique<ZapHandler>(context_, allowed);
   log("CURVE on: server public key " + public_key_ +
       (wrote_public ? " (also in " + public_file.string() + ")" : std::string{}) + "; " +

@@ -215,6 +215,40 @@ TEST_CASE("an item held by a client that is SIGKILLed is finished by another und
   CHECK(cluster.server().is_running());
 }
 
+TEST_CASE("a running training item's console is followed in spool/live until its model is stored") {
+  Cluster cluster("conductor-e2e-live");
+  const fs::path flag = cluster.root() / "release";
+  FlagOnExit release(flag);
+  const std::string script = "echo 'Epoch 1/2'\necho 'first line of the run'\ni=0\nwhile [ ! -e '" +
+                             flag.string() +
+                             "' ]; do\n  i=$((i+1)); [ $i -gt 600 ] && exit 4\n  sleep 0.1\n"
+                             "done\nhead -c 64 /dev/urandom > model.h5\n";
+  conductor::test::write_configuration(cluster.server_dir(), 0.0,
+                                       {VersionSpec{"followed", 1, script, {}}});
+  cluster.start_server();
+  cluster.start_client("worker");
+  REQUIRE_MESSAGE(wait_until(deadline_in(30s), [&] { return !cluster.handouts().empty(); }),
+                  cluster.diagnostics());
+  const fs::path live =
+      cluster.server_dir() / "spool" / "live" / (cluster.handouts().front().item + ".log");
+  REQUIRE_MESSAGE(wait_until(deadline_in(30s),
+                             [&] {
+                               return read_file_if_present(live).find("first line of the run") !=
+                                      std::string::npos;
+                             }),
+                  cluster.diagnostics());
+  CHECK(read_file(live).find("Epoch 1/2") != std::string::npos);
+
+  release.raise();
+  REQUIRE_MESSAGE(
+      wait_until(deadline_in(30s), [&] { return cluster.model_ids("followed").size() == 1; }),
+      cluster.diagnostics());
+  CHECK_FALSE(fs::exists(live));
+  const fs::path stored =
+      cluster.version_dir("followed") / "models" / cluster.model_ids("followed").front();
+  CHECK(read_file(stored / "console.log").find("first line of the run") != std::string::npos);
+}
+
 TEST_CASE("a large version and large results pass through the server's background worker intact") {
   // 12 MiB of payload and 12 MiB per result: both above the sizes the server packs and
   // unpacks on its network thread, so both go through the background worker.

@@ -2,7 +2,6 @@
 
 #include <exception>
 
-
 namespace conductor {
 
 BackgroundWorker::BackgroundWorker() : thread_([this] { work(); }) {}

@@ -1,10 +1,7 @@
-#include "client_impl.hpp"
-
 #include <fcntl.h>
+#include <spdlog/spdlog.h>
 #include <sys/file.h>
 #include <unistd.h>
-
-#include <spdlog/spdlog.h>
 
 #include <algorithm>
 #include <atomic>
@@ -13,6 +10,7 @@
 #include <fstream>
 #include <set>
 
+#include "client_impl.hpp"
 #include "conductor/keys.hpp"
 #include "curve.hpp"
 #include "random_id.hpp"
@@ -171,9 +169,7 @@ Client::Impl::Impl(ClientOptions options)
   }
 }
 
-Client::Impl::~Impl() {
-  stop_jobs();
-}
+Client::Impl::~Impl() { stop_jobs(); }
 
 void Client::Impl::run() {
   log_->info("Conductor client {} ({}) working in {}, server {}, {} slot(s){}", options_.host_name,

@@ -5,7 +5,6 @@
 #pragma once
 
 #include <spdlog/spdlog.h>
-#include <zmq.hpp>
 
 #include <atomic>
 #include <chrono>
@@ -17,12 +16,13 @@
 #include <string>
 #include <utility>
 #include <vector>
+#include <zmq.hpp>
 
+#include "blob_cache.hpp"
+#include "client_console.hpp"
 #include "conductor/client.hpp"
 #include "conductor/error.hpp"
 #include "conductor/sha256.hpp"
-#include "blob_cache.hpp"
-#include "client_console.hpp"
 #include "file_io.hpp"
 #include "job_runner.hpp"
 #include "outbox.hpp"

@@ -52,12 +52,14 @@ KeyPair load_or_create_keypair(const fs::path& file) {
     char mode[8];
     std::snprintf(mode, sizeof mode, "%04o", static_cast<unsigned>(info.st_mode & 07777));
     std::error_code ec;
-    const std::string link = fs::is_symlink(file, ec) ? " (a link to " + fs::canonical(file, ec).string() + ")" : "";
+    const std::string link =
+        fs::is_symlink(file, ec) ? " (a link to " + fs::canonical(file, ec).string() + ")" : "";
     const char* what = (info.st_mode & S_IROTH) && (info.st_mode & S_IWOTH) ? "read and write"
-                       : (info.st_mode & S_IROTH)                            ? "read"
-                                                                             : "write";
+                       : (info.st_mode & S_IROTH)                           ? "read"
+                                                                            : "write";
     throw ConfigError(file.string() + ":1: key file refused: mode " + mode + link +
-                      " lets every user " + what + " it (chmod o-rw it; owner and group may read it)");
+                      " lets every user " + what +
+                      " it (chmod o-rw it; owner and group may read it)");
   }
   std::ifstream in(file);
   if (!in) throw IoError("cannot read key file '" + file.string() + "'");

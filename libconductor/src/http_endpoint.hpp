@@ -1,8 +1,8 @@
 // HttpEndpoint: the server's read-only HTTP face (cpp-httplib): Prometheus /metrics,
 // /api/status as JSON, /healthz for probes, and the dashboard page (/, /dashboard.js,
-// /dashboard.css, embedded in the library). Owns the listening socket, one thread that accepts and a small pool that
-// answers. It never touches the server's state: the network thread publishes an HttpSnapshot
-// (copied values) when a request asks for one, and requests read the latest snapshot.
+// /dashboard.css, embedded in the library). Owns the listening socket, one thread that accepts and
+// a small pool that answers. It never touches the server's state: the network thread publishes an
+// HttpSnapshot (copied values) when a request asks for one, and requests read the latest snapshot.
 // publish() and is_snapshot_wanted() are thread-safe; the destructor stops and joins.
 #pragma once
 
@@ -12,11 +12,10 @@
 #include <cstdint>
 #include <memory>
 #include <mutex>
+#include <nlohmann/json.hpp>
 #include <optional>
 #include <string>
 #include <thread>
-
-#include <nlohmann/json.hpp>
 
 #include "server_metrics.hpp"
 

@@ -138,7 +138,8 @@ JobOutcome JobRunner::run_commands() {
   fs::create_directories(spec_.result.parent_path());
   // zstd level 1: on this thread compression delays the upload; level 3 cost 0.5-0.9 s more per
   // 256 MiB of CSV for a few percent of size (docs/performance.md).
-  pack(outputs, spec_.result, {.compression = Compression::kAuto, .level = 1, .sync = spec_.durable});
+  pack(outputs, spec_.result,
+       {.compression = Compression::kAuto, .level = 1, .sync = spec_.durable});
   outcome.size = fs::file_size(spec_.result);
   outcome.sha256 = sha256_file(spec_.result);
   outcome.succeeded = true;

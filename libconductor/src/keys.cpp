@@ -1,12 +1,13 @@
 // Where the apps' keys come from (keys.hpp): flags first, then the environment, and the
 // server's public key read from a file. Key pairs themselves are read in curve.cpp.
+#include "conductor/keys.hpp"
+
 #include <cstdlib>
 #include <fstream>
 #include <sstream>
 #include <system_error>
 
 #include "conductor/error.hpp"
-#include "conductor/keys.hpp"
 #include "curve.hpp"
 
 namespace conductor {
@@ -57,7 +58,8 @@ std::string read_server_key_file(const fs::path& file) {
 
 std::string resolve_server_key(const KeyFlags& flags) {
   if (!flags.server_key.empty()) return flags.server_key;
-  if (!flags.server_key_file.empty()) return server_key_from(flags.server_key_file, "--server-key-file");
+  if (!flags.server_key_file.empty())
+    return server_key_from(flags.server_key_file, "--server-key-file");
   if (auto key = env("CONDUCTOR_SERVER_KEY"); !key.empty()) return key;
   if (auto file = env("CONDUCTOR_SERVER_KEY_FILE"); !file.empty()) {
     return server_key_from(file, "CONDUCTOR_SERVER_KEY_FILE");

@@ -502,7 +502,8 @@ std::string Server::Impl::predict(const std::string& csv_rows, const PredictOpti
   if (version.prediction_commands.empty()) {
     throw argument_error("prediction refused: version '" + name + "' has no PredictionCommands");
   }
-  if (const auto queued = scheduler_.queued_count() + inputs_packing_; queued >= kPredictionQueueLimit) {
+  if (const auto queued = scheduler_.queued_count() + inputs_packing_;
+      queued >= kPredictionQueueLimit) {
     throw argument_error("prediction refused: " + std::to_string(queued) +
                          " items are queued (limit " + std::to_string(kPredictionQueueLimit) + ")");
   }
@@ -512,9 +513,9 @@ std::string Server::Impl::predict(const std::string& csv_rows, const PredictOpti
   const std::string request = random_uuid();
   const fs::path folder = store_.spool_dir() / "predictions" / request;
   fs::create_directories(folder);
-  predictions_.emplace(request, PendingPrediction{Ensemble(request, name, models),
-                                                  SteadyClock::now() + options_.prediction_timeout,
-                                                  folder});
+  predictions_.emplace(request,
+                       PendingPrediction{Ensemble(request, name, models),
+                                         SteadyClock::now() + options_.prediction_timeout, folder});
   // The inputs are packed on the background worker, one model per job, so this returns at once
   // and the network thread keeps serving; each model's item is queued as soon as its inputs
   // exist, so the first clients start while the rest are still being packed. Jobs run in
@@ -526,7 +527,9 @@ std::string Server::Impl::predict(const std::string& csv_rows, const PredictOpti
     out.close();
     if (out) return {};
     // Each model's job then fails to read the rows and records the failure.
-    return [this, request, data] { warn("Prediction " + request + ": cannot write " + data.string()); };
+    return [this, request, data] {
+      warn("Prediction " + request + ": cannot write " + data.string());
+    };
   });
   inputs_packing_ += models.size();
   for (const auto& model : models) {
@@ -560,11 +563,13 @@ PackageBlob Server::Impl::pack_prediction_inputs(const fs::path& model_dir, cons
   std::optional<PackEntry> latest;
   const auto files = list_files(model_dir);
   auto has = [&](const std::string& name) {
-    return std::any_of(files.begin(), files.end(), [&](const PackEntry& f) { return f.name == name; });
+    return std::any_of(files.begin(), files.end(),
+                       [&](const PackEntry& f) { return f.name == name; });
   };
   for (auto file : files) {
     // The request's rows win over a file of the same name; meta and log stay on the server.
-    if (file.name == "meta.xml" || file.name == "console.log" || file.name == "predictiondata.csv") continue;
+    if (file.name == "meta.xml" || file.name == "console.log" || file.name == "predictiondata.csv")
+      continue;
     if (!latest && file.name.find('/') == std::string::npos && file.name.ends_with(".h5") &&
         !has("model-latest" + fs::path(file.name).extension().string())) {
       latest = PackEntry{file.source, "model-latest" + fs::path(file.name).extension().string()};

@@ -21,13 +21,13 @@
 #include <type_traits>
 #include <vector>
 
+#include "background_worker.hpp"
 #include "conductor/asset_store.hpp"
 #include "conductor/config.hpp"
 #include "conductor/ensemble.hpp"
 #include "conductor/placement.hpp"
 #include "conductor/scheduler.hpp"
 #include "conductor/server.hpp"
-#include "background_worker.hpp"
 #include "curve.hpp"
 #include "file_io.hpp"
 #include "http_endpoint.hpp"

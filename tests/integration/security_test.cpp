@@ -151,7 +151,8 @@ namespace {
 
 // `files` laid out as kubelet mounts a Secret or ConfigMap under `folder`: each NAME a link to
 // ..data/NAME, ..data a link to a timestamped folder, the files `mode`.
-void mount_like_kubelet(const fs::path& folder, const std::vector<std::pair<std::string, std::string>>& files,
+void mount_like_kubelet(const fs::path& folder,
+                        const std::vector<std::pair<std::string, std::string>>& files,
                         fs::perms mode) {
   const fs::path data = folder / "..2024_05_01_10_00_00.123";
   fs::create_directories(data);
@@ -165,7 +166,9 @@ void mount_like_kubelet(const fs::path& folder, const std::vector<std::pair<std:
 
 }  // namespace
 
-TEST_CASE("a client with only CONDUCTOR_HOST, _SERVER_KEY_FILE and _KEY_PAIR_FILE gets work from a CURVE server") {
+TEST_CASE(
+    "a client with only CONDUCTOR_HOST, _SERVER_KEY_FILE and _KEY_PAIR_FILE gets work from a CURVE "
+    "server") {
   Cluster cluster("conductor-env-keys");
   conductor::test::write_configuration(cluster.server_dir(), 0.0, {version("mounted", 2)});
   fs::create_directories(cluster.root() / "made");
@@ -182,15 +185,17 @@ TEST_CASE("a client with only CONDUCTOR_HOST, _SERVER_KEY_FILE and _KEY_PAIR_FIL
                      fs::perms(0440));
   mount_like_kubelet(config_map, {{"server.pub", key + "\n"}}, fs::perms(0644));
   const fs::path workdir = cluster.root() / "clients" / "mounted";
-  ChildProcess client(ChildOptions{{kClientBin.string(), "--workdir", workdir.string(), "--name",
-                                    "env-only", "--heartbeat-ms", "200"},
-                                   cluster.root() / "env-only.out",
-                                   {{"CONDUCTOR_HOST", cluster.endpoint()},
-                                    {"CONDUCTOR_SERVER_KEY", ""},
-                                    {"CONDUCTOR_SERVER_KEY_FILE", (config_map / "server.pub").string()},
-                                    {"CONDUCTOR_KEY_PAIR_FILE", (secret / "client.key").string()}},
-                                   {}});
-  bool done = wait_until(deadline_in(30s), [&] { return cluster.model_ids("mounted").size() == 2; });
+  ChildProcess client(
+      ChildOptions{{kClientBin.string(), "--workdir", workdir.string(), "--name", "env-only",
+                    "--heartbeat-ms", "200"},
+                   cluster.root() / "env-only.out",
+                   {{"CONDUCTOR_HOST", cluster.endpoint()},
+                    {"CONDUCTOR_SERVER_KEY", ""},
+                    {"CONDUCTOR_SERVER_KEY_FILE", (config_map / "server.pub").string()},
+                    {"CONDUCTOR_KEY_PAIR_FILE", (secret / "client.key").string()}},
+                   {}});
+  bool done =
+      wait_until(deadline_in(30s), [&] { return cluster.model_ids("mounted").size() == 2; });
   INFO(cluster.diagnostics() << "\nclient: " << client.output());
   REQUIRE(done);
   for (const auto& handout : cluster.handouts()) CHECK(handout.host == "env-only");

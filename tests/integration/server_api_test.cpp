@@ -86,12 +86,15 @@ TEST_CASE("a prediction is refused with a clear reason while 400 items are queue
   CHECK(contains(refusal([&] { server.predict(kRows); }).what(), "400 items are queued"));
 }
 
-TEST_CASE("wait_for_prediction returns once the request completes, nullopt before, and refuses an unknown id") {
+TEST_CASE(
+    "wait_for_prediction returns once the request completes, nullopt before, and refuses an "
+    "unknown id") {
   conductor::test::TempDir root("conductor-api-wait");
   const fs::path workdir = root / "server";
   conductor::test::write_configuration(workdir, 0.0, {predicting_version("waited", 0)});
-  const std::set<std::string> models = {conductor::test::store_model(workdir, "waited", {{"model.h5", "1"}}),
-                                        conductor::test::store_model(workdir, "waited", {{"model.h5", "2"}})};
+  const std::set<std::string> models = {
+      conductor::test::store_model(workdir, "waited", {{"model.h5", "1"}}),
+      conductor::test::store_model(workdir, "waited", {{"model.h5", "2"}})};
   auto options = options_for(workdir);
   // No client answers: the request completes at its deadline, every model failed.
   options.prediction_timeout = 3s;

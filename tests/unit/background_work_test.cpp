@@ -19,8 +19,8 @@
 #include "conductor/sha256.hpp"
 #include "package_cache.hpp"
 #include "result_receiver.hpp"
-#include "wakeup.hpp"
 #include "support/temp_dir.hpp"
+#include "wakeup.hpp"
 
 namespace {
 

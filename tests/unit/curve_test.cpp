@@ -55,12 +55,11 @@ TEST_CASE("a key file every user may read or write is refused with its name and 
     INFO("mode " << static_cast<int>(mode));
     fs::permissions(file, mode, fs::perm_options::replace);
     CHECK_THROWS_WITH_AS(load_or_create_keypair(file),
-                         contains(file.string() + ":1: key file refused: " + message),
-                         ConfigError);
+                         contains(file.string() + ":1: key file refused: " + message), ConfigError);
   }
   // Owner and group may read it (and the group write it): a Secret under fsGroup.
-  for (fs::perms mode : {fs::perms(0600), fs::perms(0400), fs::perms(0440), fs::perms(0640),
-                         fs::perms(0660)}) {
+  for (fs::perms mode :
+       {fs::perms(0600), fs::perms(0400), fs::perms(0440), fs::perms(0640), fs::perms(0660)}) {
     INFO("mode " << static_cast<int>(mode));
     fs::permissions(file, mode, fs::perm_options::replace);
     CHECK(load_or_create_keypair(file).secret_key == made.secret_key);
@@ -83,11 +82,11 @@ TEST_CASE("a key pair mounted as Kubernetes mounts a Secret is read through its 
   CHECK(public_key_of(mount / "client.key") == made.public_key);
   // A link to a file every user may read is refused, naming both.
   fs::permissions(target, fs::perms(0444), fs::perm_options::replace);
-  CHECK_THROWS_WITH_AS(load_or_create_keypair(mount / "client.key"),
-                       contains((mount / "client.key").string() +
-                                         ":1: key file refused: mode 0444 (a link to " +
-                                         fs::canonical(target).string() + ")"),
-                       ConfigError);
+  CHECK_THROWS_WITH_AS(
+      load_or_create_keypair(mount / "client.key"),
+      contains((mount / "client.key").string() + ":1: key file refused: mode 0444 (a link to " +
+               fs::canonical(target).string() + ")"),
+      ConfigError);
 }
 
 TEST_CASE("a malformed key file is refused with file and line") {
@@ -169,16 +168,19 @@ TEST_CASE("a server key file gives the first word of its first line that is no c
   const std::string key = load_or_create_keypair(dir / "server.key").public_key;
   write_file(dir / "server.pub", key + "\n");
   CHECK(read_server_key_file(dir / "server.pub") == key);
-  write_file(dir / "label.pub", "\n# the server of the lab\n  " + key + " conductor-server-0");  // no final newline
+  write_file(dir / "label.pub",
+             "\n# the server of the lab\n  " + key + " conductor-server-0");  // no final newline
   CHECK(read_server_key_file(dir / "label.pub") == key);
 
   write_file(dir / "empty.pub", "\n# nothing\n");
   CHECK_THROWS_WITH_AS(read_server_key_file(dir / "empty.pub"),
-                       doctest::Contains("empty.pub: the server key file holds no key"), ConfigError);
-  write_file(dir / "bad.pub", "# a key\nnot-a-key\n");
-  CHECK_THROWS_WITH_AS(read_server_key_file(dir / "bad.pub"),
-                       doctest::Contains("bad.pub:2: 'not-a-key' is not a 40-character Z85 public key"),
+                       doctest::Contains("empty.pub: the server key file holds no key"),
                        ConfigError);
+  write_file(dir / "bad.pub", "# a key\nnot-a-key\n");
+  CHECK_THROWS_WITH_AS(
+      read_server_key_file(dir / "bad.pub"),
+      doctest::Contains("bad.pub:2: 'not-a-key' is not a 40-character Z85 public key"),
+      ConfigError);
   CHECK_THROWS_WITH_AS(read_server_key_file(dir / "none.pub"),
                        doctest::Contains("none.pub': it does not exist"), IoError);
 }
@@ -205,7 +207,7 @@ TEST_CASE("the server key comes from the flags first, then CONDUCTOR_SERVER_KEY,
     CHECK(resolve_server_key({given, {}, {}, {}}) == given);
     CHECK_THROWS_WITH_AS(resolve_server_key({}),
                          contains("CONDUCTOR_SERVER_KEY_FILE: cannot read the server key file '" +
-                                           (dir / "missing.pub").string() + "'"),
+                                  (dir / "missing.pub").string() + "'"),
                          IoError);
     CHECK_THROWS_WITH_AS(resolve_server_key({{}, dir / "missing.pub", {}, {}}),
                          doctest::Contains("--server-key-file: cannot read"), IoError);
@@ -214,7 +216,9 @@ TEST_CASE("the server key comes from the flags first, then CONDUCTOR_SERVER_KEY,
   }
 }
 
-TEST_CASE("the key pair comes from --key-file or --key-pair, then CONDUCTOR_KEY_PAIR_FILE, and must exist unless --key-file") {
+TEST_CASE(
+    "the key pair comes from --key-file or --key-pair, then CONDUCTOR_KEY_PAIR_FILE, and must "
+    "exist unless --key-file") {
   TempDir dir;
   load_or_create_keypair(dir / "flag.key");
   load_or_create_keypair(dir / "env.key");
@@ -222,15 +226,15 @@ TEST_CASE("the key pair comes from --key-file or --key-pair, then CONDUCTOR_KEY_
   CHECK(resolve_key_pair({{}, {}, dir / "new.key", {}}) == dir / "new.key");  // created later
   CHECK(resolve_key_pair({{}, {}, {}, dir / "flag.key"}) == dir / "flag.key");
   CHECK(resolve_key_pair({}) == dir / "env.key");
-  CHECK_THROWS_WITH_AS(resolve_key_pair({{}, {}, {}, dir / "gone.key"}),
-                       contains("--key-pair: key pair file '" + (dir / "gone.key").string() +
-                                         "' does not exist"),
-                       IoError);
+  CHECK_THROWS_WITH_AS(
+      resolve_key_pair({{}, {}, {}, dir / "gone.key"}),
+      contains("--key-pair: key pair file '" + (dir / "gone.key").string() + "' does not exist"),
+      IoError);
   {
     ScopedEnv gone("CONDUCTOR_KEY_PAIR_FILE", (dir / "gone.key").string());
     CHECK(resolve_key_pair({{}, {}, {}, dir / "flag.key"}) == dir / "flag.key");  // the flag wins
-    CHECK_THROWS_WITH_AS(resolve_key_pair({}), doctest::Contains("CONDUCTOR_KEY_PAIR_FILE: key pair file"),
-                         IoError);
+    CHECK_THROWS_WITH_AS(resolve_key_pair({}),
+                         doctest::Contains("CONDUCTOR_KEY_PAIR_FILE: key pair file"), IoError);
     CHECK_FALSE(fs::exists(dir / "gone.key"));
   }
   ScopedEnv none("CONDUCTOR_KEY_PAIR_FILE", std::nullopt);

@@ -129,7 +129,8 @@ TEST_CASE("without a fresh snapshot a request is answered from the last one") {
   CHECK(endpoint.is_snapshot_wanted());
 }
 
-TEST_CASE("/healthz is 503 before the first snapshot, 200 while snapshots come, 503 once they stop") {
+TEST_CASE(
+    "/healthz is 503 before the first snapshot, 200 while snapshots come, 503 once they stop") {
   using namespace std::chrono_literals;
   HttpEndpoint endpoint("127.0.0.1:0", 600ms);
   auto starting = get(endpoint, "/healthz");

@@ -179,8 +179,8 @@ void bind_server(py::module_& m) {
       .def(
           "wait_for_prediction",
           [](PyServer& self, const std::string& request_id, std::chrono::milliseconds timeout) {
-            return without_gil(self.get(),
-                               [&](Server& s) { return s.wait_for_prediction(request_id, timeout); });
+            return without_gil(
+                self.get(), [&](Server& s) { return s.wait_for_prediction(request_id, timeout); });
           },
           py::arg("request_id"), py::arg("timeout"))
       .def(

@@ -370,8 +370,7 @@ void bind_client_values(py::module_& m) {
                                     "How the log and the commands' output are printed.")
       .value("PLAIN", ClientOptions::Display::kPlain)
       .value("AUTO", ClientOptions::Display::kAuto);
-  client_options
-      .def(py::init<>())
+  client_options.def(py::init<>())
       .def_readwrite("server", &ClientOptions::server)
       .def_property("workdir", optional_path_getter(&ClientOptions::workdir),
                     optional_path_setter(&ClientOptions::workdir))

@@ -24,10 +24,10 @@ std::string read_server_key_file(const std::filesystem::path& file);
 
 // What an app was given on its command line for its keys; empty: not given.
 struct KeyFlags {
-  std::string server_key;                  // --server-key KEY
-  std::filesystem::path server_key_file;   // --server-key-file FILE
-  std::filesystem::path key_file;          // --key-file FILE: a key pair, created when missing
-  std::filesystem::path key_pair;          // --key-pair FILE: an existing key pair
+  std::string server_key;                 // --server-key KEY
+  std::filesystem::path server_key_file;  // --server-key-file FILE
+  std::filesystem::path key_file;         // --key-file FILE: a key pair, created when missing
+  std::filesystem::path key_pair;         // --key-pair FILE: an existing key pair
 };
 
 // The server's public key, the first of: flags.server_key, the key in flags.server_key_file,

@@ -34,7 +34,13 @@ void BackgroundWorker::run_completions() {
       completion = std::move(completions_.front());
       completions_.pop_front();
     }
-    completion();
+    try {
+      completion();
+    } catch (...) {
+      // Later completions stay queued: keep the descriptor readable so the next poll runs them.
+      wake_.signal();
+      throw;
+    }
   }
 }
 

@@ -33,7 +33,8 @@ class BackgroundWorker {
   void submit(Job job);
 
   // Runs the completions of finished jobs, oldest first; an exception from one propagates and
-  // leaves the later ones for the next call. Call from one thread only.
+  // leaves the later ones for the next call (wake_fd() stays readable for them). Call from one
+  // thread only, when wake_fd() is readable or at any other time.
   void run_completions();
 
   // An eventfd, readable while completions wait.

@@ -76,6 +76,31 @@ TEST_CASE("a job that throws surfaces its exception on the thread running comple
   worker.run_completions();  // nothing left, nothing thrown
 }
 
+TEST_CASE("completions left behind by one that threw keep the wake-up descriptor readable") {
+  BackgroundWorker worker;
+  std::atomic<bool> third_started = false;
+  std::atomic<bool> release_third = false;
+  bool second_ran = false;
+  worker.submit([]() -> BackgroundWorker::Completion {
+    return [] { throw conductor::IoError("first failed"); };
+  });
+  worker.submit([&]() -> BackgroundWorker::Completion { return [&] { second_ran = true; }; });
+  // Once the third job runs, both completions are queued; it holds its own signal back.
+  worker.submit([&]() -> BackgroundWorker::Completion {
+    third_started = true;
+    while (!release_third.load()) std::this_thread::yield();
+    return {};
+  });
+  while (!third_started.load()) std::this_thread::yield();
+  CHECK_THROWS_WITH_AS(worker.run_completions(), "first failed", conductor::IoError);
+  CHECK_FALSE(second_ran);
+  pollfd wake{worker.wake_fd(), POLLIN, 0};
+  CHECK(::poll(&wake, 1, 0) == 1);
+  worker.run_completions();
+  CHECK(second_ran);
+  release_third = true;
+}
+
 TEST_CASE("a background worker's destructor drops queued jobs and waits for the running one") {
   std::atomic<int> ran = 0;
   {

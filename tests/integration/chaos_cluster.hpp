@@ -67,29 +67,14 @@ class ChaosCluster {
     REQUIRE_FALSE(server_running());
     const auto endpoint_file = root_ / "server.endpoint";
     std::filesystem::remove(endpoint_file);
-    std::vector<std::string> argv = {kServerBin.string(),
-                                     "--workdir",
-                                     server_dir().string(),
-                                     "--bind",
-                                     endpoint_.empty() ? "tcp://127.0.0.1:*" : endpoint_,
-                                     "--endpoint-file",
-                                     endpoint_file.string(),
-                                     "--heartbeat-ms",
-                                     "200",
-                                     "--quiet"};
-    argv.insert(argv.end(), extra.begin(), extra.end());
     server_runs_.push_back(root_ / ("server-" + std::to_string(server_runs_.size() + 1) + ".out"));
-    server_.emplace(ChildOptions{argv, server_runs_.back(), {}, {}});
-    std::string endpoint;
-    bool listening = wait_until(deadline_in(std::chrono::seconds(15)), [&] {
-      endpoint = read_file_if_present(endpoint_file);
-      return endpoint.find('\n') != std::string::npos || !server_->is_running();
-    });
-    INFO("server output:\n" << server_->output());
-    REQUIRE(listening);
-    REQUIRE(server_->is_running());
-    endpoint_ = endpoint.substr(0, endpoint.find('\n'));
-    REQUIRE(endpoint_.rfind("tcp://127.0.0.1:", 0) == 0);
+    server_.emplace(
+        ChildOptions{server_argv(server_dir(), endpoint_.empty() ? "tcp://127.0.0.1:*" : endpoint_,
+                                 endpoint_file, extra),
+                     server_runs_.back(),
+                     {},
+                     {}});
+    endpoint_ = await_endpoint(*server_, endpoint_file);
     return endpoint_;
   }
 
@@ -124,14 +109,7 @@ class ChaosCluster {
     REQUIRE_FALSE(client_running(name));
     std::filesystem::create_directories(root_ / "clients");
     int run = ++client_runs_[name];
-    std::vector<std::string> argv = {kClientBin.string(),
-                                     endpoint,
-                                     "--workdir",
-                                     (root_ / "clients" / name).string(),
-                                     "--name",
-                                     name,
-                                     "--heartbeat-ms",
-                                     "200"};
+    const auto argv = client_argv(endpoint, root_ / "clients" / name, name);
     clients_[name] = std::make_unique<ChildProcess>(
         ChildOptions{argv, root_ / (name + "-" + std::to_string(run) + ".out"), {}, {}});
   }
@@ -163,24 +141,15 @@ class ChaosCluster {
 
   // The end of the server's log and of the latest output of every process.
   std::string diagnostics() const {
-    std::string text = "--- log.txt (tail)\n" + tail(server_log(), 80);
+    std::string text = "--- log.txt (tail)\n" + tail_lines(server_log(), 80);
     if (!server_runs_.empty()) {
       text += "--- " + server_runs_.back().filename().string() + " (tail)\n" +
-              tail(read_file_if_present(server_runs_.back()), 20);
+              tail_lines(read_file_if_present(server_runs_.back()), 20);
     }
     for (const auto& [name, process] : clients_) {
-      text += "--- client " + name + " (tail)\n" + tail(process->output(), 25);
+      text += "--- client " + name + " (tail)\n" + tail_lines(process->output(), 25);
     }
     return text;
-  }
-
-  static std::string tail(const std::string& text, std::size_t lines) {
-    auto all = split_lines(text);
-    std::string result;
-    for (std::size_t i = all.size() > lines ? all.size() - lines : 0; i < all.size(); ++i) {
-      result += all[i] + "\n";
-    }
-    return result;
   }
 
  private:

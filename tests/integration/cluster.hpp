@@ -38,7 +38,7 @@ struct VersionSpec {
   std::string train_script;                                  // contents of train.sh
   std::vector<std::pair<std::string, std::string>> payload;  // further input files
   std::string predict_script = {};                           // predict.sh; empty: no predictions
-  std::string requirement = {};                              // <Requires>: "gpu", "cpu"; empty: none
+  std::string requirement = {};  // <Requires>: "gpu", "cpu"; empty: none
 };
 
 // <Created>...<TargetModels> of one version, in the original's XmlSerializer layout.
@@ -55,7 +55,8 @@ inline std::string version_body(const VersionSpec& spec, const std::string& inde
                                             "    <Arguments>predict.sh</Arguments>\n" + indent +
                                             "  </Command>\n" + indent + "</PredictionCommands>\n") +
          indent + "<TargetModels>" + std::to_string(spec.target_models) + "</TargetModels>\n" +
-         (spec.requirement.empty() ? "" : indent + "<Requires>" + spec.requirement + "</Requires>\n");
+         (spec.requirement.empty() ? ""
+                                   : indent + "<Requires>" + spec.requirement + "</Requires>\n");
 }
 
 // train.sh, predict.sh and the further input files, into `folder`.
@@ -220,6 +221,67 @@ class FlagOnExit {
   std::filesystem::path file_;
 };
 
+// The last `lines` lines of `text`, for failure messages.
+inline std::string tail_lines(const std::string& text, std::size_t lines) {
+  auto all = split_lines(text);
+  std::string result;
+  for (std::size_t i = all.size() > lines ? all.size() - lines : 0; i < all.size(); ++i) {
+    result += all[i] + "\n";
+  }
+  return result;
+}
+
+// conductor-server's command line in these tests: 200 ms heartbeats, quiet, its endpoint
+// written to `endpoint_file`, then `extra`.
+inline std::vector<std::string> server_argv(const std::filesystem::path& server_dir,
+                                            const std::string& bind,
+                                            const std::filesystem::path& endpoint_file,
+                                            const std::vector<std::string>& extra) {
+  std::vector<std::string> argv = {kServerBin.string(),
+                                   "--workdir",
+                                   server_dir.string(),
+                                   "--bind",
+                                   bind,
+                                   "--endpoint-file",
+                                   endpoint_file.string(),
+                                   "--heartbeat-ms",
+                                   "200",
+                                   "--quiet"};
+  argv.insert(argv.end(), extra.begin(), extra.end());
+  return argv;
+}
+
+// conductor-client's command line in these tests: its own working folder and name, 200 ms
+// heartbeats, then `extra`.
+inline std::vector<std::string> client_argv(const std::string& endpoint,
+                                            const std::filesystem::path& workdir,
+                                            const std::string& name,
+                                            const std::vector<std::string>& extra = {}) {
+  std::vector<std::string> argv = {kClientBin.string(), endpoint, "--workdir",
+                                   workdir.string(),    "--name", name,
+                                   "--heartbeat-ms",    "200"};
+  argv.insert(argv.end(), extra.begin(), extra.end());
+  return argv;
+}
+
+// Waits until `server` has written its endpoint line to `endpoint_file` and returns the
+// endpoint. Fails the test (REQUIRE) if it exits first, stays silent for 15 s, or listens
+// anywhere but 127.0.0.1.
+inline std::string await_endpoint(ChildProcess& server,
+                                  const std::filesystem::path& endpoint_file) {
+  std::string endpoint;
+  const bool listening = wait_until(deadline_in(std::chrono::seconds(15)), [&] {
+    endpoint = read_file_if_present(endpoint_file);
+    return endpoint.find('\n') != std::string::npos || !server.is_running();
+  });
+  INFO("server output:\n" << server.output());
+  REQUIRE(listening);
+  REQUIRE(server.is_running());
+  endpoint = endpoint.substr(0, endpoint.find('\n'));
+  REQUIRE(endpoint.rfind("tcp://127.0.0.1:", 0) == 0);
+  return endpoint;
+}
+
 class Cluster {
  public:
   explicit Cluster(std::string_view name) : root_(name) {}
@@ -271,15 +333,7 @@ class Cluster {
                              std::vector<std::pair<std::string, std::string>> environment = {},
                              const std::vector<std::string>& extra = {}) {
     REQUIRE(!endpoint_.empty());
-    std::vector<std::string> argv = {kClientBin.string(),
-                                     endpoint_,
-                                     "--workdir",
-                                     (root_ / "clients" / name).string(),
-                                     "--name",
-                                     name,
-                                     "--heartbeat-ms",
-                                     "200"};
-    argv.insert(argv.end(), extra.begin(), extra.end());
+    std::vector<std::string> argv = client_argv(endpoint_, root_ / "clients" / name, name, extra);
     std::filesystem::create_directories(root_ / "clients");
     auto& slot = clients_[name];
     REQUIRE_MESSAGE(slot == nullptr, "client " << name << " started twice");
@@ -319,10 +373,10 @@ class Cluster {
 
   // The end of the server's log and of every process's output, for failure messages.
   std::string diagnostics() const {
-    std::string text = "--- log.txt (tail)\n" + tail(server_log(), 60);
-    if (server_) text += "--- server output (tail)\n" + tail(server_->output(), 20);
+    std::string text = "--- log.txt (tail)\n" + tail_lines(server_log(), 60);
+    if (server_) text += "--- server output (tail)\n" + tail_lines(server_->output(), 20);
     for (const auto& [name, process] : clients_) {
-      text += "--- client " + name + " (tail)\n" + tail(process->output(), 20);
+      text += "--- client " + name + " (tail)\n" + tail_lines(process->output(), 20);
     }
     return text;
   }
@@ -338,39 +392,10 @@ class Cluster {
   const std::string& launch_server(const std::string& bind, const std::vector<std::string>& extra) {
     const auto endpoint_file = root_ / "server.endpoint";
     std::filesystem::remove(endpoint_file);  // a restart must not read the last run's
-    std::vector<std::string> argv = {kServerBin.string(),
-                                     "--workdir",
-                                     server_dir().string(),
-                                     "--bind",
-                                     bind,
-                                     "--endpoint-file",
-                                     endpoint_file.string(),
-                                     "--heartbeat-ms",
-                                     "200",
-                                     "--quiet"};
-    argv.insert(argv.end(), extra.begin(), extra.end());
-    server_.emplace(ChildOptions{argv, root_ / "server.out", {}, {}});
-    bool listening = wait_until(deadline_in(std::chrono::seconds(15)), [&] {
-      return !read_file_if_present(endpoint_file).empty() || !server_->is_running();
-    });
-    endpoint_ = read_file_if_present(endpoint_file);
-    while (!endpoint_.empty() && std::isspace(static_cast<unsigned char>(endpoint_.back()))) {
-      endpoint_.pop_back();
-    }
-    INFO("server output:\n" << server_->output());
-    REQUIRE(listening);
-    REQUIRE(server_->is_running());
-    REQUIRE(endpoint_.rfind("tcp://127.0.0.1:", 0) == 0);
+    server_.emplace(ChildOptions{
+        server_argv(server_dir(), bind, endpoint_file, extra), root_ / "server.out", {}, {}});
+    endpoint_ = await_endpoint(*server_, endpoint_file);
     return endpoint_;
-  }
-
-  static std::string tail(const std::string& text, std::size_t lines) {
-    auto all = split_lines(text);
-    std::string result;
-    for (std::size_t i = all.size() > lines ? all.size() - lines : 0; i < all.size(); ++i) {
-      result += all[i] + "\n";
-    }
-    return result;
   }
 
   TempDir root_;  // destroyed last: the processes write into it

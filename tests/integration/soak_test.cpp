@@ -36,7 +36,7 @@ std::uint64_t soak_seed() {
 void check_server_did_not_fail(const ChaosCluster& cluster) {
   for (const char* sign : {"terminate called", "Assertion", "unexpected error", "Segmentation",
                            "AddressSanitizer", "runtime error:"}) {
-    INFO("server output:\n" << ChaosCluster::tail(cluster.server_output(), 60));
+    INFO("server output:\n" << conductor::test::tail_lines(cluster.server_output(), 60));
     CHECK_MESSAGE(cluster.server_output().find(sign) == std::string::npos,
                   "found '" << sign << "'");
   }

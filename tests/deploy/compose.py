@@ -3,6 +3,7 @@ a Docker engine: services build from Dockerfiles that exist, mount volumes that 
 depend on services that exist, and name files inside the volumes they mount.
 Each check returns a list of problems (empty: fine)."""
 
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -106,3 +107,38 @@ def keys_service_volumes(compose, keys):
     assert service["command"][0] == "conductor-keys"
     folder = service["command"][1].rstrip("/")
     return {volume: keys[target[len(folder) + 1:]] for volume, target, _ in compose.mounts("keys")}
+
+
+def gpu_devices(compose, service):
+    """The nvidia device reservations of a service (deploy.resources.reservations.devices)."""
+    devices = (compose.services[service].get("deploy", {}).get("resources", {})
+               .get("reservations", {}).get("devices", []))
+    return [d for d in devices if d.get("driver") == "nvidia" or "gpu" in d.get("capabilities", [])]
+
+
+def check_gpu_devices(compose):
+    """A GPU service reserves `count: all` and runs once per host: Docker gives `count: N` the
+    devices 0..N-1 and every replica the same ones, so replicas of a GPU service share GPUs
+    (the client runs one slot per GPU it sees)."""
+    problems = []
+    for name, service in compose.services.items():
+        for device in gpu_devices(compose, name):
+            if "device_ids" in device:
+                problems.append(f"service {name}: device_ids {device['device_ids']} pin GPUs: "
+                                f"use count: all, one client per host")
+            elif device.get("count") != "all":
+                problems.append(f"service {name}: GPU count {device.get('count')!r}: Docker hands "
+                                f"count: N the devices 0..N-1, the same to every replica; use count: all")
+            replicas = service.get("deploy", {}).get("replicas", 1)
+            if replicas != 1:
+                problems.append(f"service {name}: {replicas} replicas reserving the same GPUs: "
+                                f"one GPU client per host")
+    return problems
+
+
+def check_gpu_scaling_instructions(compose, text):
+    """`--scale SERVICE=N` in `text` (docs, comments) for a service that reserves GPUs: its
+    replicas would share the host's GPUs."""
+    return [f"--scale {name}=: replicas of a GPU service share the same GPUs (scale by hosts)"
+            for name in compose.services if gpu_devices(compose, name)
+            if re.search(rf"--scale[ =]{re.escape(name)}=", text)]

@@ -177,7 +177,20 @@ COMPOSE_MISTAKES = [
      lambda c: c.spec["services"]["server"].update(
          {"ports": ["8080:8080", "127.0.0.1:9090:9091"]}),
      "publishes no port to the --http port 9090"),
+    ("a GPU client reserving count: 1", compose_checks.check_gpu_devices,
+     lambda c: gpu_device(c).update({"count": 1}),
+     "GPU count 1: Docker hands count: N the devices 0..N-1"),
+    ("a GPU client pinned to device_ids", compose_checks.check_gpu_devices,
+     lambda c: gpu_device(c).update({"device_ids": ["0"]}),
+     "device_ids ['0'] pin GPUs"),
+    ("GPU client replicas", compose_checks.check_gpu_devices,
+     lambda c: c.spec["services"]["client-gpu"]["deploy"].update({"replicas": 2}),
+     "2 replicas reserving the same GPUs"),
 ]
+
+
+def gpu_device(c):
+    return c.spec["services"]["client-gpu"]["deploy"]["resources"]["reservations"]["devices"][0]
 
 
 @pytest.mark.parametrize("mistake, check, change, report", COMPOSE_MISTAKES,
@@ -189,6 +202,13 @@ def test_compose_checks_report_the_mistake(compose, keys, mistake, check, change
     mutated = copy.deepcopy(compose)
     change(mutated)
     assert any(report in p for p in run(mutated)), run(mutated)
+
+
+def test_an_instruction_to_scale_the_gpu_client_is_reported(compose):
+    text = "docker compose -f deploy/compose.yaml --profile gpu up -d --scale client-gpu=2\n"
+    assert compose_checks.check_gpu_scaling_instructions(compose, text) == [
+        "--scale client-gpu=: replicas of a GPU service share the same GPUs (scale by hosts)"]
+    assert compose_checks.check_gpu_scaling_instructions(compose, "up -d --scale client=6") == []
 
 
 def dockerfile_with(tmp_path, text):

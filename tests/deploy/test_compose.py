@@ -7,7 +7,7 @@ import json
 import compose as checks
 import http_checks
 from containers import loopback_http, wait_for
-from project import IMAGES, image_name, image_tag, project_version
+from project import DEPLOY, IMAGES, ROOT, image_name, image_tag, project_version
 from scenario import MODELS, check_http, train_quickstart
 
 
@@ -17,6 +17,13 @@ def test_every_check_passes(compose, keys):
     assert checks.check_dependencies(compose) == []
     assert checks.check_file_references(compose, checks.keys_service_volumes(compose, keys)) == []
     assert http_checks.check_compose_http(compose) == []
+    assert checks.check_gpu_devices(compose) == []
+
+
+def test_no_text_tells_to_scale_the_gpu_client():
+    for path in (ROOT / "docs" / "deployment.md", ROOT / "README.md", DEPLOY / "compose.yaml"):
+        assert checks.check_gpu_scaling_instructions(checks.load_compose(DEPLOY / "compose.yaml"),
+                                                     path.read_text()) == [], path
 
 
 def test_the_server_image_exposes_the_ports_compose_and_the_manifests_use(compose, dockerfiles):
@@ -39,7 +46,8 @@ def test_the_server_keeps_its_working_folder_on_a_volume_and_clients_scale(compo
     assert "container_name" not in compose.services["client"]  # --scale needs generated names
     gpu = compose.services["client-gpu"]
     assert gpu["deploy"]["resources"]["reservations"]["devices"] == [
-        {"driver": "nvidia", "count": 1, "capabilities": ["gpu"]}]
+        {"driver": "nvidia", "count": "all", "capabilities": ["gpu"]}]  # one client, every GPU
+    assert gpu["deploy"]["replicas"] == 1
     assert gpu["profiles"] == ["gpu"]
 
 

@@ -319,3 +319,31 @@ def expand(word, defined):
     return re.sub(r"\$\((\w+)\)",
                   lambda m: defined[m.group(1)] if defined.get(m.group(1)) is not None else m.group(0),
                   str(word))
+
+
+def _requests_gpus(workload):
+    return any("nvidia.com/gpu" in c.get("resources", {}).get("limits", {})
+               for c in _containers(_pod_spec(workload)))
+
+
+def check_gpu_rollout(k):
+    """A Deployment of GPU pods replaces them without a surge pod (maxSurge 0, or Recreate):
+    the default surge of 25% waits for a GPU that is free, and stalls when every GPU is busy."""
+    problems = []
+    for workload in k.workloads():
+        if workload.get("kind") != "Deployment" or not _requests_gpus(workload):
+            continue
+        strategy = workload.get("spec", {}).get("strategy")
+        if not strategy:
+            problems.append(f"{_name(workload)}: no strategy: the default rolling update surges "
+                            f"a pod that waits for a free GPU (maxSurge: 0, maxUnavailable: 1)")
+            continue
+        if strategy.get("type", "RollingUpdate") == "Recreate":
+            continue
+        rolling = strategy.get("rollingUpdate", {})
+        if str(rolling.get("maxSurge", "25%")) not in ("0", "0%"):
+            problems.append(f"{_name(workload)}: maxSurge {rolling.get('maxSurge', '25%')}: a surge pod "
+                            f"waits for a free GPU and the rollout stalls (maxSurge: 0)")
+        if str(rolling.get("maxUnavailable", "25%")) in ("0", "0%"):
+            problems.append(f"{_name(workload)}: maxUnavailable 0 with maxSurge 0 cannot roll")
+    return problems

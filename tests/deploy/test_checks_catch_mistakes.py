@@ -116,6 +116,17 @@ KUBERNETES_MISTAKES = [
      lambda k: workload(k, "Service", "conductor-server")["spec"].update(
          {"ports": [p for p in workload(k, "Service", "conductor-server")["spec"]["ports"] if p["name"] != "http"]}),
      "no Service port reaches the --http port 9090"),
+    ("a GPU Deployment without a strategy", k8s.check_gpu_rollout,
+     lambda k: workload(k, "Deployment", "conductor-client-gpu")["spec"].pop("strategy"),
+     "Deployment conductor-client-gpu: no strategy"),
+    ("a GPU Deployment that surges", k8s.check_gpu_rollout,
+     lambda k: workload(k, "Deployment", "conductor-client-gpu")["spec"]["strategy"]["rollingUpdate"].update(
+         {"maxSurge": "25%"}),
+     "maxSurge 25%: a surge pod waits for a free GPU"),
+    ("a GPU Deployment that can never roll", k8s.check_gpu_rollout,
+     lambda k: workload(k, "Deployment", "conductor-client-gpu")["spec"]["strategy"]["rollingUpdate"].update(
+         {"maxUnavailable": 0}),
+     "maxUnavailable 0 with maxSurge 0"),
     ("a generator file that nothing makes", k8s.check_generated_sources,
      lambda k: next(g for g in k.generated if g.name == "conductor-client-key").keys.update(
          {"client.pem": k.folder / "keys" / "client" / "client.pem"}),

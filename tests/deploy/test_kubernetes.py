@@ -13,7 +13,7 @@ from project import IMAGES, ROOT, image_name, project_version
 
 CHECKS = [k8s.check_required_fields, k8s.check_selectors, k8s.check_references,
           k8s.check_service_ports, k8s.check_variable_expansion, k8s.check_mounted_files,
-          k8s.check_generated_sources, http_checks.check_kubernetes_http]
+          k8s.check_generated_sources, k8s.check_gpu_rollout, http_checks.check_kubernetes_http]
 
 
 def pod_containers(kustomization):
@@ -71,6 +71,9 @@ def test_gpu_clients_request_a_gpu_and_cpu_clients_do_not(kustomization):
             assert limits.get("nvidia.com/gpu") == 1 and env.get("CONDUCTOR_TYPE") == "gpu"
         else:
             assert "nvidia.com/gpu" not in limits
+    gpu = kustomization.named("Deployment", "conductor-client-gpu")
+    assert gpu["spec"]["strategy"] == {"type": "RollingUpdate",
+                                       "rollingUpdate": {"maxSurge": 0, "maxUnavailable": 1}}
 
 
 def test_working_folders_are_mounted_where_the_images_keep_them(kustomization, dockerfiles):

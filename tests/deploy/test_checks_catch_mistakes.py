@@ -7,6 +7,7 @@ import textwrap
 import pytest
 
 import compose as compose_checks
+import doc_checks
 import http_checks
 import kubernetes as k8s
 from dockerfile_checks import copy_problems, program_problems, runtime_problems
@@ -220,6 +221,17 @@ def test_an_instruction_to_scale_the_gpu_client_is_reported(compose):
     assert compose_checks.check_gpu_scaling_instructions(compose, text) == [
         "--scale client-gpu=: replicas of a GPU service share the same GPUs (scale by hosts)"]
     assert compose_checks.check_gpu_scaling_instructions(compose, "up -d --scale client=6") == []
+
+
+def test_a_docker_run_into_a_folder_not_made_first_is_reported():
+    text = textwrap.dedent("""\
+        # or in the image:
+        #   docker run --rm --user "$(id -u):$(id -g)" -v "$PWD/deploy/k8s/keys:/keys" \\
+        #     conductor-server:0.1.0 conductor-keys /keys
+        """)
+    problems = doc_checks.check_bind_mounts_made_first(text)
+    assert len(problems) == 1 and "bind-mount source deploy/k8s/keys is not made first" in problems[0]
+    assert doc_checks.check_bind_mounts_made_first("mkdir -p deploy/k8s/keys\n" + text) == []
 
 
 def dockerfile_with(tmp_path, text):

@@ -5,6 +5,7 @@ import json
 import subprocess
 from pathlib import Path
 
+import doc_checks
 import http_checks
 import kubernetes as k8s
 from containers import loopback_http, wait_for
@@ -32,6 +33,12 @@ def test_the_manifests_hold_what_the_issue_asks_for(kustomization):
     assert {("Secret", "conductor-server-key"), ("Secret", "conductor-client-key"),
             ("ConfigMap", "conductor-authorized-keys"), ("ConfigMap", "conductor-server-config"),
             ("ConfigMap", "conductor-client-config")} <= generated
+
+
+def test_the_key_commands_make_the_keys_folder_before_docker_run():
+    for path in (ROOT / "docs" / "deployment.md", ROOT / "deploy" / "k8s" / "kustomization.yaml"):
+        text = path.read_text()
+        assert "docker run" in text and doc_checks.check_bind_mounts_made_first(text) == [], path
 
 
 def test_every_check_passes(kustomization):

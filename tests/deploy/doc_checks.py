@@ -30,3 +30,18 @@ def check_bind_mounts_made_first(text):
                     problems.append(f"`{command}`: the bind-mount source {source} is not made "
                                     f"first (mkdir -p {source}): Docker would make it as root")
     return problems
+
+
+def _inline_code(text):
+    """`code spans` of Markdown, prose line breaks inside them made spaces."""
+    prose = re.sub(r"```.*?```", "", text, flags=re.S)  # fenced blocks are _commands'
+    return [" ".join(span.split()) for span in re.findall(r"`([^`]+)`", prose)]
+
+
+def check_no_copy_into_containers(text):
+    """`docker compose cp SRC SERVICE:PATH` (or `docker cp`), as a shell line or a code span,
+    makes root-owned files in the container, which the apps (uid 10001) cannot write: versions
+    go in by `ctl add-version`."""
+    copy = re.compile(r"docker (compose\s+(-f \S+\s+)?)?cp\s+(-\S+\s+)*[^\s:]+\s+[\w.-]+:")
+    return [f"`{command}`: copies into a container; the files would belong to root"
+            for command in _commands(text) + _inline_code(text) if copy.search(command)]

@@ -234,6 +234,18 @@ def test_a_docker_run_into_a_folder_not_made_first_is_reported():
     assert doc_checks.check_bind_mounts_made_first("mkdir -p deploy/k8s/keys\n" + text) == []
 
 
+def test_a_copy_into_a_container_is_reported():
+    text = ("   A version folder of your own: copy it into the server (`docker compose cp my-version\n"
+            "   server:/conductor/workdir/assets/`, a local version from then on)\n")
+    assert len(doc_checks.check_no_copy_into_containers(text)) == 1  # a code span across lines
+    fenced = "```sh\ndocker compose up -d\n```\n\n" + text  # after a fenced block
+    assert len(doc_checks.check_no_copy_into_containers(fenced)) == 1
+    assert doc_checks.check_no_copy_into_containers(
+        "docker compose -f deploy/compose.yaml cp my-version server:/conductor/workdir/assets/") != []
+    assert doc_checks.check_no_copy_into_containers(
+        "docker compose -f deploy/compose.yaml cp server:/conductor/workdir/assets/x/models ./models") == []
+
+
 def dockerfile_with(tmp_path, text):
     path = tmp_path / "test.Dockerfile"
     path.write_text(textwrap.dedent(text))

@@ -5,6 +5,7 @@ conductorctl through the ctl service, all with the commands and environment the 
 import json
 
 import compose as checks
+import doc_checks
 import http_checks
 from containers import loopback_http, wait_for
 from project import DEPLOY, IMAGES, ROOT, image_name, image_tag, project_version
@@ -24,6 +25,11 @@ def test_no_text_tells_to_scale_the_gpu_client():
     for path in (ROOT / "docs" / "deployment.md", ROOT / "README.md", DEPLOY / "compose.yaml"):
         assert checks.check_gpu_scaling_instructions(checks.load_compose(DEPLOY / "compose.yaml"),
                                                      path.read_text()) == [], path
+
+
+def test_no_text_copies_files_into_a_container():
+    for path in (ROOT / "docs" / "deployment.md", ROOT / "README.md", DEPLOY / "compose.yaml"):
+        assert doc_checks.check_no_copy_into_containers(path.read_text()) == [], path
 
 
 def test_the_server_image_exposes_the_ports_compose_and_the_manifests_use(compose, dockerfiles):

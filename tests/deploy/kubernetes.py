@@ -347,3 +347,24 @@ def check_gpu_rollout(k):
         if str(rolling.get("maxUnavailable", "25%")) in ("0", "0%"):
             problems.append(f"{_name(workload)}: maxUnavailable 0 with maxSurge 0 cannot roll")
     return problems
+
+
+def check_writable_tmp(k):
+    """A container with a read-only root file system mounts an emptyDir at /tmp: programs
+    exec'd there (conductorctl packs a version under /tmp) and the apps' temporary files need it."""
+    problems = []
+    for workload in k.workloads():
+        spec = _pod_spec(workload)
+        volumes = {v["name"]: v for v in spec.get("volumes", [])}
+        for container in _containers(spec):
+            if not container.get("securityContext", {}).get("readOnlyRootFilesystem"):
+                continue
+            mount = next((m for m in container.get("volumeMounts", [])
+                          if m.get("mountPath", "").rstrip("/") == "/tmp"), None)
+            if mount is None:
+                problems.append(f"{_name(workload)}: container {container['name']} has a read-only "
+                                f"root file system and no volume at /tmp")
+            elif "emptyDir" not in volumes.get(mount["name"], {}) or mount.get("readOnly"):
+                problems.append(f"{_name(workload)}: container {container['name']}: /tmp is no "
+                                f"writable emptyDir")
+    return problems

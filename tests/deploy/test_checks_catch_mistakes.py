@@ -128,6 +128,15 @@ KUBERNETES_MISTAKES = [
      lambda k: workload(k, "Deployment", "conductor-client-gpu")["spec"]["strategy"]["rollingUpdate"].update(
          {"maxUnavailable": 0}),
      "maxUnavailable 0 with maxSurge 0"),
+    ("a read-only root file system without /tmp", k8s.check_writable_tmp,
+     lambda k: container(workload(k, "StatefulSet", "conductor-server")).update(
+         {"volumeMounts": [m for m in container(workload(k, "StatefulSet", "conductor-server"))["volumeMounts"]
+                           if m["mountPath"] != "/tmp"]}),
+     "container server has a read-only root file system and no volume at /tmp"),
+    ("/tmp from a read-only volume", k8s.check_writable_tmp,
+     lambda k: next(m for m in container(workload(k, "StatefulSet", "conductor-server"))["volumeMounts"]
+                    if m["mountPath"] == "/tmp").update({"name": "server-key"}),
+     "/tmp is no writable emptyDir"),
     ("a generator file that nothing makes", k8s.check_generated_sources,
      lambda k: next(g for g in k.generated if g.name == "conductor-client-key").keys.update(
          {"client.pem": k.folder / "keys" / "client" / "client.pem"}),

@@ -14,7 +14,7 @@ from project import IMAGES, ROOT, image_name, project_version
 
 CHECKS = [k8s.check_required_fields, k8s.check_selectors, k8s.check_references,
           k8s.check_service_ports, k8s.check_variable_expansion, k8s.check_mounted_files,
-          k8s.check_generated_sources, k8s.check_gpu_rollout, http_checks.check_kubernetes_http]
+          k8s.check_generated_sources, k8s.check_gpu_rollout, k8s.check_writable_tmp, http_checks.check_kubernetes_http]
 
 
 def pod_containers(kustomization):

@@ -9,6 +9,8 @@ from pathlib import Path
 
 import yaml
 
+from project import image_tag
+
 
 @dataclass
 class Compose:
@@ -27,6 +29,14 @@ class Compose:
         context = self.path.parent / (build if isinstance(build, str) else build.get("context", "."))
         name = "Dockerfile" if isinstance(build, str) else build.get("dockerfile", "Dockerfile")
         return (context / name).resolve()
+
+    def build_args(self, service):
+        """The build arguments of a service (`args` as a mapping or a KEY=VALUE list)."""
+        build = self.services[service].get("build")
+        args = build.get("args", {}) if isinstance(build, dict) else {}
+        if isinstance(args, list):
+            args = dict(item.split("=", 1) if "=" in item else (item, None) for item in args)
+        return {k: None if v is None else str(v) for k, v in args.items()}
 
     def mounts(self, service):
         """(volume, target, read_only) per named-volume mount of a service."""
@@ -142,3 +152,28 @@ def check_gpu_scaling_instructions(compose, text):
     return [f"--scale {name}=: replicas of a GPU service share the same GPUs (scale by hosts)"
             for name in compose.services if gpu_devices(compose, name)
             if re.search(rf"--scale[ =]{re.escape(name)}=", text)]
+
+
+def check_build_version(compose, parse):
+    """A build whose Dockerfile declares ARG CONDUCTOR_VERSION passes it, with the very value of
+    the image's tag: otherwise a conductor-client:0.2.0 image reports (and writes into every
+    meta.xml) the Dockerfile's default. `parse` reads a Dockerfile (dockerfiles.parse_dockerfile)."""
+    problems = []
+    for name, service in compose.services.items():
+        dockerfile = compose.build_dockerfile(name)
+        if not dockerfile or not dockerfile.is_file():
+            continue
+        parsed = parse(dockerfile)
+        declared = "CONDUCTOR_VERSION" in parsed.global_args or any(
+            stage.arg_default("CONDUCTOR_VERSION") is not None for stage in parsed.stages)
+        if not declared:
+            continue
+        passed = compose.build_args(name).get("CONDUCTOR_VERSION")
+        tag = image_tag(service["image"]) if service.get("image") else None
+        if passed is None:
+            problems.append(f"service {name}: {dockerfile.name} declares ARG CONDUCTOR_VERSION, "
+                            f"which the build does not pass (args: CONDUCTOR_VERSION)")
+        elif tag is not None and passed != tag:
+            problems.append(f"service {name}: build arg CONDUCTOR_VERSION {passed} is not the "
+                            f"image tag {tag}")
+    return problems

@@ -198,6 +198,12 @@ COMPOSE_MISTAKES = [
      lambda c: c.spec["services"]["server"].update(
          {"ports": ["8080:8080", "127.0.0.1:9090:9091"]}),
      "publishes no port to the --http port 9090"),
+    ("a build that does not pass CONDUCTOR_VERSION", "build_version",
+     lambda c: c.spec["services"]["client"]["build"].pop("args"),
+     "service client: client-cpu.Dockerfile declares ARG CONDUCTOR_VERSION, which the build does not pass"),
+    ("a build arg that is not the image tag", "build_version",
+     lambda c: c.spec["services"]["client-gpu"]["build"].update({"args": ["CONDUCTOR_VERSION=0.1.0"]}),
+     "service client-gpu: build arg CONDUCTOR_VERSION 0.1.0 is not the image tag ${CONDUCTOR_VERSION:-0.1.0}"),
     ("a GPU client reserving count: 1", compose_checks.check_gpu_devices,
      lambda c: gpu_device(c).update({"count": 1}),
      "GPU count 1: Docker hands count: N the devices 0..N-1"),
@@ -217,8 +223,9 @@ def gpu_device(c):
 @pytest.mark.parametrize("mistake, check, change, report", COMPOSE_MISTAKES,
                          ids=[m[0] for m in COMPOSE_MISTAKES])
 def test_compose_checks_report_the_mistake(compose, keys, mistake, check, change, report):
-    run = (lambda c: compose_checks.check_file_references(c, compose_checks.keys_service_volumes(c, keys))) \
-        if check == "file_references" else check
+    run = {"file_references": lambda c: compose_checks.check_file_references(
+               c, compose_checks.keys_service_volumes(c, keys)),
+           "build_version": lambda c: compose_checks.check_build_version(c, parse_dockerfile)}.get(check, check)
     assert run(compose) == []
     mutated = copy.deepcopy(compose)
     change(mutated)

@@ -8,6 +8,7 @@ import compose as checks
 import doc_checks
 import http_checks
 from containers import loopback_http, wait_for
+from dockerfiles import parse_dockerfile
 from project import DEPLOY, IMAGES, ROOT, image_name, image_tag, project_version
 from scenario import MODELS, check_http, train_quickstart
 
@@ -19,6 +20,7 @@ def test_every_check_passes(compose, keys):
     assert checks.check_file_references(compose, checks.keys_service_volumes(compose, keys)) == []
     assert http_checks.check_compose_http(compose) == []
     assert checks.check_gpu_devices(compose) == []
+    assert checks.check_build_version(compose, parse_dockerfile) == []
 
 
 def test_no_text_tells_to_scale_the_gpu_client():
@@ -43,6 +45,7 @@ def test_services_use_the_images_built_from_their_dockerfiles(compose):
         assert image in IMAGES, name
         assert image_tag(service["image"]) == "${CONDUCTOR_VERSION:-%s}" % project_version()
         assert compose.build_dockerfile(name) == IMAGES[image].resolve(), name
+        assert compose.build_args(name) == {"CONDUCTOR_VERSION": "${CONDUCTOR_VERSION:-%s}" % project_version()}
 
 
 def test_the_server_keeps_its_working_folder_on_a_volume_and_clients_scale(compose, dockerfiles):

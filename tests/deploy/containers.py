@@ -125,6 +125,8 @@ class LocalHost:
 
         def localize(word):
             word = str(word)
+            if word.startswith(str(self.folder) + "/"):
+                return word  # a host path of the test's own (an endpoint file), even under /tmp
             if word.startswith(INSTALLED_BIN):
                 return word[len(INSTALLED_BIN):]  # found on PATH below
             for prefix in sorted(known, key=len, reverse=True):

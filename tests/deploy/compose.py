@@ -56,6 +56,36 @@ class Compose:
         return {k: str(v) for k, v in env.items()}
 
 
+_VARIABLE = re.compile(r"\$\$|\$\{(\w+)(?:(:?-)([^}]*))?\}|\$(\w+)")
+
+
+def interpolate(value, variables):
+    """`value` with ${VAR}, ${VAR:-default}, ${VAR-default} and $VAR replaced from `variables`
+    (the shell environment `docker compose` runs in) as Compose does; $$ is a literal $."""
+    def replace(match):
+        if match.group(0) == "$$":
+            return "$"
+        name = match.group(1) or match.group(4)
+        given = variables.get(name)
+        if match.group(2) == ":-" and not given:
+            return match.group(3)
+        if match.group(2) == "-" and given is None:
+            return match.group(3)
+        return given or ""
+    return _VARIABLE.sub(replace, str(value))
+
+
+def check_command_variables(compose):
+    """A ${VAR} in a service's command has a default: unset, Compose would pass an empty word."""
+    problems = []
+    for name, service in compose.services.items():
+        for word in service.get("command", []) or []:
+            for match in _VARIABLE.finditer(str(word)):
+                if match.group(0) != "$$" and match.group(2) is None:
+                    problems.append(f"service {name}: {match.group(0)} in its command has no default")
+    return problems
+
+
 def load_compose(path):
     return Compose(Path(path), yaml.safe_load(Path(path).read_text()))
 

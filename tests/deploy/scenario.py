@@ -40,10 +40,11 @@ def read_meta(folder):
     return {child.tag: (child.text or "") for child in root}
 
 
-def train_quickstart(endpoint, server, clients, conductorctl, models_folder, version_folder):
+def train_quickstart(endpoint, server, clients, conductorctl, models_folder, version_folder, slots=None):
     """Runs the scenario against the server at `endpoint`; returns the stored models' meta.xml
     fields. `conductorctl(*words)` returns the --json reply; `clients` are Containers not yet
-    started; `version_folder` is the quickstart example as conductorctl sees it."""
+    started; `version_folder` is the quickstart example as conductorctl sees it; `slots`, when
+    given, the slots each type of client must report (cpu, gpu -> count)."""
     probe_port(endpoint)  # probes before any peer: the server must shrug them off
     conductorctl("add-version", version_folder)
     conductorctl("set-reserve", "0")  # no client kept back for predictions
@@ -60,6 +61,8 @@ def train_quickstart(endpoint, server, clients, conductorctl, models_folder, ver
     expected = sorted((c.env["CONDUCTOR_TYPE"], c.env["CONDUCTOR_OS"], c.env["CONDUCTOR_VERSION"])
                       for c in clients)
     assert reported == expected  # CONDUCTOR_TYPE, _OS and _VERSION from each image's ENV
+    if slots is not None:
+        assert {c["type"]: c["slots"] for c in listed} == slots, listed
 
     def stored():
         found = [f for f in models_folder.glob("*") if (f / "meta.xml").exists()] \

@@ -204,6 +204,9 @@ COMPOSE_MISTAKES = [
     ("a build arg that is not the image tag", "build_version",
      lambda c: c.spec["services"]["client-gpu"]["build"].update({"args": ["CONDUCTOR_VERSION=0.1.0"]}),
      "service client-gpu: build arg CONDUCTOR_VERSION 0.1.0 is not the image tag ${CONDUCTOR_VERSION:-0.1.0}"),
+    ("a command variable without a default", compose_checks.check_command_variables,
+     lambda c: c.spec["services"]["client"].update({"command": ["conductor-client", "--slots", "${CONDUCTOR_SLOTS}"]}),
+     "service client: ${CONDUCTOR_SLOTS} in its command has no default"),
     ("a GPU client reserving count: 1", compose_checks.check_gpu_devices,
      lambda c: gpu_device(c).update({"count": 1}),
      "GPU count 1: Docker hands count: N the devices 0..N-1"),
@@ -302,6 +305,15 @@ def test_a_server_image_that_does_not_expose_the_http_port_is_reported(tmp_path)
         """)
     assert http_checks.check_exposed(dockerfile, [8080, 9090]) == ["test.Dockerfile: EXPOSE lacks port 9090"]
     assert http_checks.exposed_ports(dockerfile_with(tmp_path, "FROM x\nEXPOSE 8080/tcp 9090\n")) == {8080, 9090}
+
+
+def test_compose_interpolation_follows_composes_rules():
+    variables = {"SET": "4", "EMPTY": ""}
+    assert compose_checks.interpolate("${SET:-1}", variables) == "4"
+    assert compose_checks.interpolate("${UNSET:-1}", variables) == "1"
+    assert compose_checks.interpolate("${EMPTY:-1}", variables) == "1"
+    assert compose_checks.interpolate("${EMPTY-1}", variables) == ""
+    assert compose_checks.interpolate("a-$SET-${UNSET}-$$HOME", variables) == "a-4--$HOME"
 
 
 def test_loopback_http_moves_the_http_address_and_fails_without_one(tmp_path):

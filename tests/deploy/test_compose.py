@@ -21,6 +21,7 @@ def test_every_check_passes(compose, keys):
     assert http_checks.check_compose_http(compose) == []
     assert checks.check_gpu_devices(compose) == []
     assert checks.check_build_version(compose, parse_dockerfile) == []
+    assert checks.check_command_variables(compose) == []
 
 
 def test_no_text_tells_to_scale_the_gpu_client():
@@ -69,13 +70,16 @@ def test_programs_are_in_the_images(compose, dockerfiles, installed):
         assert program in dockerfile.local_bin(installed), name
 
 
-def run_service(host, compose, dockerfiles, name, instance="1", args=None, env=None):
-    """A container of a compose service: its named volumes are shared folders."""
+def run_service(host, compose, dockerfiles, name, instance="1", args=None, env=None, shell=None):
+    """A container of a compose service: its named volumes are shared folders; ${VAR} in its
+    command and environment interpolated from `shell` (the variables `docker compose` sees)."""
     service = compose.services[name]
     mounts = {target: host.volume(volume) for volume, target, _ in compose.mounts(name)}
     command = service.get("command") if args is None else args
+    command = None if command is None else [checks.interpolate(w, shell or {}) for w in command]
     entrypoint = service.get("entrypoint")
-    environment = {**compose.environment(name), **(env or {})}
+    environment = {**{k: checks.interpolate(v, shell or {}) for k, v in compose.environment(name).items()},
+                   **(env or {})}
     return host.container(f"{name}-{instance}", dockerfiles[image_name(service["image"])],
                           mounts, environment, command, entrypoint)
 
@@ -108,11 +112,14 @@ def test_the_services_train_models_over_curve_as_local_processes(host, compose, 
         assert code == 0, (words, output, server.output())
         return json.loads(output[output.index("{"):])
 
-    clients = [run_service(host, compose, dockerfiles, name, env={"CONDUCTOR_HOST": endpoint})
+    # CONDUCTOR_SLOTS=2 in the shell: each CPU client runs two items at once.
+    clients = [run_service(host, compose, dockerfiles, name, env={"CONDUCTOR_HOST": endpoint},
+                           shell={"CONDUCTOR_SLOTS": "2"})
                for name in ("client", "client-gpu")]
     train_quickstart(endpoint, server, clients, conductorctl,
                      host.folder / "volumes" / "workdir" / "assets" / "quickstart" / "models",
-                     "/usr/local/share/conductor/examples/quickstart")  # in the server image
+                     "/usr/local/share/conductor/examples/quickstart",  # in the server image
+                     slots={"cpu": 2, "gpu": 1})
     check_http(http, ["/healthz"], completed=MODELS)
     for container in clients + [server]:
         assert container.stop() == 0, container.output()

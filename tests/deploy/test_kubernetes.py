@@ -121,9 +121,10 @@ def pod_volume(host, kustomization, pod, source):
     return folder
 
 
-def run_pod(host, kustomization, dockerfiles, kind, name, extra_args=(), env=None, rewrite=None):
+def run_pod(host, kustomization, dockerfiles, kind, name, extra_args=(), env=None, rewrite=None, config=None):
     """The first pod of a workload as a local process; $(VAR) in its args expanded from its
-    env and envFrom, as the kubelet does; `rewrite` changes the expanded args."""
+    env and envFrom, as the kubelet does; `rewrite` changes the expanded args; `config`
+    changes values of its ConfigMaps' env files, as an operator editing client.env would."""
     workload = kustomization.named(kind, name)
     spec = workload["spec"]["template"]["spec"]
     container = spec["containers"][0]
@@ -134,6 +135,7 @@ def run_pod(host, kustomization, dockerfiles, kind, name, extra_args=(), env=Non
     mounts = {m["mountPath"]: pod_volume(host, kustomization, pod, sources[m["name"]])
               for m in container["volumeMounts"]}
     defined = k8s.container_env(kustomization, container)
+    defined.update({k: v for k, v in (config or {}).items() if k in defined})
     args = [k8s.expand(word, defined) for word in container["args"]]
     args = (rewrite(args) if rewrite else args) + list(extra_args)
     environment = {**{k: v for k, v in defined.items() if v is not None}, **(env or {})}
@@ -167,11 +169,13 @@ def test_the_pods_train_models_over_curve_as_local_processes(host, kustomization
         assert result.returncode == 0, (words, result.stderr, server.output())
         return json.loads(result.stdout)
 
-    clients = [run_pod(host, kustomization, dockerfiles, "Deployment", name, env={"CONDUCTOR_HOST": endpoint})
+    # SLOTS=2 in client.env: a CPU pod runs two items at once; a GPU pod one per GPU (here none).
+    clients = [run_pod(host, kustomization, dockerfiles, "Deployment", name, env={"CONDUCTOR_HOST": endpoint},
+                       config={"SLOTS": "2"})
                for name in ("conductor-client", "conductor-client-gpu")]
     train_quickstart(endpoint, server, clients, conductorctl,
-                              server.path("/conductor/workdir") / "assets" / "quickstart" / "models",
-                              str(ROOT / "examples" / "quickstart"))
+                     server.path("/conductor/workdir") / "assets" / "quickstart" / "models",
+                     str(ROOT / "examples" / "quickstart"), slots={"cpu": 2, "gpu": 1})
     # The server read its key pair from the Secret as mounted (group-readable, through ..data).
     public = next(line.split()[1] for line in
                   (kustomization.folder / "keys" / "server" / "server.key").read_text().splitlines()

@@ -163,10 +163,15 @@ function render(status) {
   if (atEnd) log.scrollTop = log.scrollHeight;
 }
 
+// Answers drawn since the page loaded, also as data-polls on #connection (the dashboard's
+// test reads it to see the page redraw itself).
+let polls = 0;
+
 function showConnection(text, stale) {
   const connection = document.getElementById('connection');
   connection.textContent = text;
   connection.className = stale ? 'stale' : '';
+  connection.dataset.polls = String(polls);
 }
 
 async function refresh() {
@@ -174,6 +179,7 @@ async function refresh() {
     const response = await fetch('/api/status', { cache: 'no-store' });
     if (!response.ok) throw new Error('HTTP ' + response.status);
     render(await response.json());
+    polls += 1;
     showConnection('updated ' + new Date().toLocaleTimeString(), false);
   } catch (error) {
     showConnection('no answer from the server (' + error.message + '); retrying', true);

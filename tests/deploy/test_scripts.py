@@ -33,7 +33,8 @@ def public_key(apps, program, key_file):
 
 def test_scripts_pass_shellcheck():
     scripts = [DOCKER / "conductor-entrypoint", DOCKER / "conductor-keys",
-               DOCKER / "runtime-packages", ROOT / "scripts" / "check-deploy"]
+               DOCKER / "runtime-packages", ROOT / "scripts" / "check-deploy",
+               ROOT / "tests" / "install" / "check-install"]
     result = subprocess.run(["shellcheck", *map(str, scripts)], capture_output=True, text=True)
     assert result.returncode == 0, result.stdout
 

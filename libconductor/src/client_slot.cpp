@@ -5,8 +5,10 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cstdlib>
 
 #include "client_impl.hpp"
+#include "gpus.hpp"
 
 namespace conductor {
 
@@ -170,7 +172,11 @@ void Client::Impl::start_job(Slot& slot) {
   spec.durable = c.assign.type != "prediction";
   spec.processing_unit = options_.processing_unit;
   spec.environment = {{"CONDUCTOR_SLOT", std::to_string(slot.index)}};
-  if (!slot.gpu.empty()) spec.environment.emplace_back("CUDA_VISIBLE_DEVICES", slot.gpu);
+  if (!slot.gpu.empty()) {
+    for (auto& entry : gpu_job_environment(slot.gpu, std::getenv("CUDA_DEVICE_ORDER"))) {
+      spec.environment.push_back(std::move(entry));
+    }
+  }
   spec.timeout = std::chrono::milliseconds(std::max<std::int64_t>(c.assign.timeout_ms, 0));
   if (console_) {
     // Several slots: each echoed line says whose it is.

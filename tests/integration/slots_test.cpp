@@ -40,7 +40,8 @@ using json = nlohmann::json;
 
 namespace {
 
-// train.sh that appends "start slot=<CONDUCTOR_SLOT> gpu=<CUDA_VISIBLE_DEVICES> dir=<folder>" to
+// train.sh that appends "start slot=<CONDUCTOR_SLOT> gpu=<CUDA_VISIBLE_DEVICES>
+// order=<CUDA_DEVICE_ORDER> dir=<folder>" to
 // `runs` (outside every working folder), then waits until the line after `wait_for` exists:
 // either `runs` holds `starts` start lines (the items run side by side, or none ever ends) or
 // a flag file. Bounded, so that an orphaned copy never lingers. Then it writes model.h5, its
@@ -48,12 +49,15 @@ namespace {
 std::string recording_script(const fs::path& runs, const std::string& wait_for) {
   const std::string log = "'" + runs.string() + "'";
   return "echo \"Epoch 1/1\"\n"
-         "echo \"start slot=$CONDUCTOR_SLOT gpu=${CUDA_VISIBLE_DEVICES-unset} dir=$(pwd)\" >> " + log +
-         "\ni=0\nuntil " + wait_for + "; do\n  i=$((i+1)); [ $i -gt 600 ] && exit 4\n  sleep 0.1\ndone\n"
+         "echo \"start slot=$CONDUCTOR_SLOT gpu=${CUDA_VISIBLE_DEVICES-unset} "
+         "order=${CUDA_DEVICE_ORDER-unset} dir=$(pwd)\" >> " +
+         log + "\ni=0\nuntil " + wait_for +
+         "; do\n  i=$((i+1)); [ $i -gt 600 ] && exit 4\n  sleep 0.1\ndone\n"
          "printf '%s' \"${CUDA_VISIBLE_DEVICES-unset}\" > gpu.txt\n"
          "printf '%s' \"$CONDUCTOR_TYPE\" > unit.txt\n"
          "head -c 256 /dev/urandom > model.h5\n"
-         "echo \"end slot=$CONDUCTOR_SLOT\" >> " + log + "\n";
+         "echo \"end slot=$CONDUCTOR_SLOT\" >> " +
+         log + "\n";
 }
 
 // Waits until `runs` holds `starts` start lines.
@@ -282,38 +286,56 @@ TEST_CASE("a GPU client runs one item per GPU at once, each seeing only its own 
   conductor::test::write_configuration(
       cluster.server_dir(), 0.0, {VersionSpec{"v", 2, side_by_side(runs, 2), {}, {}, "gpu"}});
   cluster.start_server();
-  SUBCASE("GPUs from --gpus, over CUDA_VISIBLE_DEVICES") {
-    cluster.start_client("gpus", {{"CUDA_VISIBLE_DEVICES", "5,6"}}, {"--gpus", "0,1"});
-  }
-  SUBCASE("GPUs detected with nvidia-smi -L") {
-    // A stand-in nvidia-smi on PATH that lists two GPUs; no CUDA_VISIBLE_DEVICES to go by.
+  std::vector<std::string> gpus = {"0", "1"};  // slot i's CUDA_VISIBLE_DEVICES
+  std::string order = "PCI_BUS_ID";            // the jobs' CUDA_DEVICE_ORDER: nvidia-smi's order
+  // A stand-in nvidia-smi on PATH that prints `listing` for -L; no CUDA_VISIBLE_DEVICES to go by.
+  auto start_with_nvidia_smi = [&](const std::string& listing) {
     const fs::path bin = cluster.root() / "bin";
-    conductor::test::write_file(bin / "nvidia-smi",
-                                "#!/bin/sh\n[ \"$1\" = -L ] || exit 2\n"
-                                "echo 'GPU 0: Stand-in GPU (UUID: GPU-aaaa)'\n"
-                                "echo 'GPU 1: Stand-in GPU (UUID: GPU-bbbb)'\n");
+    conductor::test::write_file(
+        bin / "nvidia-smi",
+        "#!/bin/sh\n[ \"$1\" = -L ] || exit 2\ncat <<'EOF'\n" + listing + "EOF\n");
     REQUIRE(::chmod((bin / "nvidia-smi").c_str(), 0755) == 0);
     const char* path = std::getenv("PATH");
     cluster.start_client("gpus", {{"CONDUCTOR_TYPE", "gpu"},
                                   {"CUDA_VISIBLE_DEVICES", ""},
                                   {"PATH", bin.string() + ":" + (path ? path : "/usr/bin:/bin")}});
+  };
+  SUBCASE("GPUs from --gpus, over CUDA_VISIBLE_DEVICES") {
+    cluster.start_client("gpus", {{"CUDA_VISIBLE_DEVICES", "5,6"}}, {"--gpus", "0,1"});
+  }
+  SUBCASE("a CUDA_DEVICE_ORDER of the client's own stays") {
+    cluster.start_client("gpus", {{"CUDA_DEVICE_ORDER", "FASTEST_FIRST"}}, {"--gpus", "0,1"});
+    order = "FASTEST_FIRST";
+  }
+  SUBCASE("GPUs detected with nvidia-smi -L") {
+    start_with_nvidia_smi(
+        "GPU 0: Stand-in GPU (UUID: GPU-aaaa)\nGPU 1: Stand-in GPU (UUID: GPU-bbbb)\n");
+  }
+  SUBCASE("MIG instances detected with nvidia-smi -L, one slot each") {
+    start_with_nvidia_smi(
+        "GPU 0: Stand-in A100 (UUID: GPU-aaaa)\n"
+        "  MIG 3g.20gb     Device  0: (UUID: MIG-1111)\n"
+        "  MIG 3g.20gb     Device  1: (UUID: MIG-2222)\n");
+    gpus = {"MIG-1111", "MIG-2222"};
   }
 
-  // Slot 0 runs on GPU 0 and slot 1 on GPU 1, and each model records the one GPU it saw.
+  // Slot 0 runs on the first GPU and slot 1 on the second, and each model records the one GPU
+  // it saw.
   for (const auto& line : side_by_side_starts(cluster, runs, 2)) {
-    CHECK(field(line, "gpu") == field(line, "slot"));
+    CHECK(field(line, "gpu") == gpus.at(std::stoul(field(line, "slot"))));
+    CHECK(field(line, "order") == order);
   }
   std::multiset<std::string> seen;
   for (const auto& id : cluster.model_ids("v")) {
     seen.insert(model_file(cluster, "v", id, "gpu.txt"));
     CHECK(model_file(cluster, "v", id, "unit.txt") == "gpu");
   }
-  CHECK(seen == std::multiset<std::string>{"0", "1"});
+  CHECK(seen == std::multiset<std::string>(gpus.begin(), gpus.end()));
 
   json status = parse_json(cluster.ctl({"status", "--json"}));
   REQUIRE(status["clients"].size() == 1);
   CHECK(status["clients"][0]["slots"] == 2);
-  CHECK(status["clients"][0]["gpus"] == json::array({"0", "1"}));
+  CHECK(status["clients"][0]["gpus"] == json(gpus));
   CHECK(cluster.stop_all()->exited_with(0));
 }
 

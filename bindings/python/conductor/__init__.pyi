@@ -394,7 +394,8 @@ def client_options_from_environment() -> ClientOptions:
     variable and file when a named key file is missing or unusable."""
 
 def detect_gpus() -> list[str]:
-    """$CUDA_VISIBLE_DEVICES split at commas, else the GPUs `nvidia-smi -L` lists, else []."""
+    """$CUDA_VISIBLE_DEVICES split at commas, else the GPUs `nvidia-smi -L` lists (a MIG
+    instance's UUID for each instance of a split GPU), else []."""
 def split_gpu_list(text: str) -> list[str]:
     """"0,1, 3" -> ["0", "1", "3"]."""
 

@@ -25,9 +25,10 @@ struct ClientOptions {
   // client, one per GPU on a GPU client; a GPU client takes no other number.
   int slots = 0;
   // A GPU client's GPUs, as CUDA_VISIBLE_DEVICES names them ("0", "1", or UUIDs): slot i runs
-  // its commands with CUDA_VISIBLE_DEVICES=gpus[i]. Empty: detect_gpus(); when that finds none
-  // either, one slot whose commands see the machine's GPUs as they are (the original's way).
-  // A CPU client has none.
+  // its commands with CUDA_VISIBLE_DEVICES=gpus[i] and, unless the client's environment has
+  // one, CUDA_DEVICE_ORDER=PCI_BUS_ID (indexes in nvidia-smi's order). Empty: detect_gpus(); when
+  // that finds none either, one slot whose commands see the machine's GPUs as they are (the
+  // original's way). A CPU client has none.
   std::vector<std::string> gpus;
   std::string container_version = "dev";  // CONDUCTOR_VERSION
   // Until the server's WELCOME states its own values.
@@ -58,8 +59,8 @@ struct ClientOptions {
 ClientOptions client_options_from_environment();
 
 // The GPUs this machine offers a GPU client: $CUDA_VISIBLE_DEVICES split at commas when it is
-// set and not empty, else the indexes `nvidia-smi -L` lists, else none (no nvidia-smi, or it
-// failed).
+// set and not empty, else the indexes `nvidia-smi -L` lists (for a GPU split into MIG
+// instances, the instances' MIG-... UUIDs instead), else none (no nvidia-smi, or it failed).
 std::vector<std::string> detect_gpus();
 
 // "0,1, 3" -> {"0", "1", "3"}: the GPUs of a CUDA_VISIBLE_DEVICES value or of --gpus. Blanks

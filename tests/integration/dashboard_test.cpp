@@ -42,7 +42,8 @@ const fs::path kChromium = "/usr/bin/chromium";
 // while a fetch is unanswered, so the test can change the run between two polls of one page.
 class HoldingProxy {
  public:
-  HoldingProxy(std::string upstream, int hold_at) : upstream_(std::move(upstream)), hold_at_(hold_at) {
+  HoldingProxy(std::string upstream, int hold_at)
+      : upstream_(std::move(upstream)), hold_at_(hold_at) {
     server_.Get(".*", [this](const httplib::Request& request, httplib::Response& response) {
       pass(request, response);
     });
@@ -165,7 +166,8 @@ std::string table_of(const std::string& dom, const std::string& id) {
 // data-polls of #connection: how many answers the page has drawn; -1 when absent.
 int polls_of(const std::string& dom) {
   std::smatch match;
-  if (!std::regex_search(dom, match, std::regex(R"re(<p id="connection"[^>]*data-polls="(\d+)")re"))) return -1;
+  static const std::regex kPolls(R"re(<p id="connection"[^>]*data-polls="(\d+)")re");
+  if (!std::regex_search(dom, match, kPolls)) return -1;
   return std::stoi(match[1]);
 }
 
@@ -180,7 +182,8 @@ std::string row_of(const std::string& dom, const std::string& attribute, const s
 
 TEST_SUITE("http") {
 
-TEST_CASE("the dashboard in headless Chromium redraws itself: clients, versions, queue, log and ensembles") {
+TEST_CASE("the dashboard in headless Chromium redraws itself: clients, versions, queue, log and "
+          "ensembles") {
   Cluster cluster("conductor-dashboard");
   const fs::path go = cluster.root() / "go";
   ReleaseOnExit release(go);

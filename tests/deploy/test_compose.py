@@ -3,6 +3,7 @@ processes (containers.py): the one-shot keys service, the server, a CPU and a GP
 conductorctl through the ctl service, all with the commands and environment the file gives."""
 
 import json
+import re
 
 import compose as checks
 import doc_checks
@@ -33,6 +34,20 @@ def test_no_text_tells_to_scale_the_gpu_client():
 def test_no_text_copies_files_into_a_container():
     for path in (ROOT / "docs" / "deployment.md", ROOT / "README.md", DEPLOY / "compose.yaml"):
         assert doc_checks.check_no_copy_into_containers(path.read_text()) == [], path
+
+
+def test_the_documented_allow_list_command_appends_to_the_servers_allow_list(compose, keys):
+    text = (ROOT / "docs" / "deployment.md").read_text()
+    match = re.search(r"docker compose -f deploy/compose.yaml run --rm --entrypoint sh (\S+) -c "
+                      r"'echo \"[^\"]+\" >> (\S+)'", text)
+    assert match, "deployment.md §3 has no command adding a key to the allow-list"
+    service, target = match.groups()
+    folder, name = target.rsplit("/", 1)
+    mounted = {t: (volume, read_only) for volume, t, read_only in compose.mounts(service)}
+    assert mounted.get(folder) == ("server-keys", False), (service, compose.mounts(service))
+    assert name in checks.keys_service_volumes(compose, keys)["server-keys"]
+    server = compose.services["server"]["command"]
+    assert server[server.index("--authorized-keys") + 1] == target  # the file the server reads
 
 
 def test_the_server_image_exposes_the_ports_compose_and_the_manifests_use(compose, dockerfiles):

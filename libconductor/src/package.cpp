@@ -11,6 +11,7 @@
 #include <cerrno>
 #include <cstring>
 #include <memory>
+#include <optional>
 #include <set>
 #include <span>
 #include <string_view>
@@ -18,6 +19,7 @@
 #include <utility>
 
 #include "conductor/error.hpp"
+#include "conductor/sha256.hpp"
 #include "file_io.hpp"
 
 namespace conductor {
@@ -494,8 +496,56 @@ PackStats pack_directory(const fs::path& root, const fs::path& archive_path,
   return pack(list_files(root, exclude_top_level), archive_path, options);
 }
 
-ExtractStats extract(const fs::path& archive_path, const fs::path& destination,
-                     const ExtractLimits& limits) {
+namespace {
+
+// Feeds libarchive from a descriptor and hashes every byte it hands over, in file order. No
+// skip or seek callback is set, so libarchive reads everything through read(): the hash sees
+// each byte once, and the file is read once.
+class HashingSource {
+ public:
+  HashingSource(int fd, const fs::path& path)
+      : fd_(fd), path_(path), block_(std::make_unique_for_overwrite<char[]>(kArchiveReadBlockSize)) {}
+
+  static la_ssize_t read(archive* handle, void* self, const void** block) {
+    auto& source = *static_cast<HashingSource*>(self);
+    const ssize_t got = source.read_block();
+    if (got < 0) {
+      archive_set_error(handle, errno, "cannot read: %s", std::strerror(errno));
+      return -1;
+    }
+    *block = source.block_.get();
+    return got;
+  }
+
+  // Reads and hashes what libarchive left unread (the end-of-archive blocks, or everything
+  // after a refusal), then ends the hash: 64 hex digits. Throws IoError when reading fails.
+  std::string finish() {
+    for (;;) {
+      const ssize_t got = read_block();
+      if (got == 0) return hash_.finish_hex();
+      if (got < 0) throw IoError("cannot read archive " + quoted(path_) + ": " + errno_text());
+    }
+  }
+
+ private:
+  ssize_t read_block() {
+    ssize_t got = 0;
+    do {
+      got = ::read(fd_, block_.get(), kArchiveReadBlockSize);
+    } while (got < 0 && errno == EINTR);
+    if (got > 0) hash_.update(block_.get(), static_cast<std::size_t>(got));
+    return got;
+  }
+
+  int fd_;
+  const fs::path& path_;
+  std::unique_ptr<char[]> block_;
+  Sha256 hash_;
+};
+
+// extract() and extract_verified(): the hash is checked when `expected_sha256` is set.
+ExtractStats extract_checked(const fs::path& archive_path, const fs::path& destination,
+                             const ExtractLimits& limits, const std::string* expected_sha256) {
   UniqueFd in(::open(archive_path.c_str(), O_RDONLY | O_CLOEXEC));
   if (!in.is_open()) {
     throw IoError("cannot open archive " + quoted(archive_path) + ": " + errno_text());
@@ -505,6 +555,9 @@ ExtractStats extract(const fs::path& archive_path, const fs::path& destination,
     throw IoError("cannot open extraction folder " + quoted(destination) + ": " + errno_text());
   }
 
+  // Declared before the reader, which points at it: it outlives the reader.
+  std::optional<HashingSource> source;
+  if (expected_sha256 != nullptr) source.emplace(in.get(), archive_path);
   ReadArchive reader(archive_read_new(), &archive_read_free);
   if (!reader) throw std::bad_alloc();
   // Only what pack() and peers write: the other format parsers stay unreachable.
@@ -514,44 +567,74 @@ ExtractStats extract(const fs::path& archive_path, const fs::path& destination,
     throw PackageError("cannot set up reading " + quoted(archive_path) + ": " +
                        archive_text(reader.get()));
   }
-  if (archive_read_open_fd(reader.get(), in.get(), kArchiveReadBlockSize) != ARCHIVE_OK) {
-    throw PackageError("archive " + quoted(archive_path) +
-                       " is not a readable tar: " + archive_text(reader.get()));
-  }
+  // The bytes differ from the announced ones: that is the reason, whatever else they led to.
+  auto check_hash = [&] {
+    if (!source) return;
+    const std::string actual = source->finish();
+    if (actual != *expected_sha256) {
+      throw PackageError("archive " + quoted(archive_path) + " refused: hash mismatch: expected " +
+                         *expected_sha256 + ", read " + actual);
+    }
+  };
 
   CreatedPaths created;
   ExtractStats stats;
-  const ExtractContext context{reader.get(), archive_path, destination, root.get(),
-                               limits,       created,      stats};
-  for (;;) {
-    archive_entry* entry = nullptr;
-    const int status = archive_read_next_header(reader.get(), &entry);
-    if (status == ARCHIVE_EOF) break;
-    // A warning still yields a usable entry, which the checks below judge on its own. The usual
-    // one is a UTF-8 pax name that the C locale cannot convert: libarchive then keeps the
-    // original bytes, which is what a Linux file name wants anyway.
-    if (status != ARCHIVE_OK && status != ARCHIVE_WARN) {
+  try {
+    const int opened =
+        source ? archive_read_open(reader.get(), &*source, nullptr, &HashingSource::read, nullptr)
+               : archive_read_open_fd(reader.get(), in.get(), kArchiveReadBlockSize);
+    if (opened != ARCHIVE_OK) {
       throw PackageError("archive " + quoted(archive_path) +
                          " is not a readable tar: " + archive_text(reader.get()));
     }
-    if (++stats.entries > limits.max_entries) {
-      throw PackageError("archive " + quoted(archive_path) + " refused: more than " +
-                         std::to_string(limits.max_entries) + " entries (max_entries)");
+    const ExtractContext context{reader.get(), archive_path, destination, root.get(),
+                                 limits,       created,      stats};
+    for (;;) {
+      archive_entry* entry = nullptr;
+      const int status = archive_read_next_header(reader.get(), &entry);
+      if (status == ARCHIVE_EOF) break;
+      // A warning still yields a usable entry, which the checks below judge on its own. The
+      // usual one is a UTF-8 pax name that the C locale cannot convert: libarchive then keeps
+      // the original bytes, which is what a Linux file name wants anyway.
+      if (status != ARCHIVE_OK && status != ARCHIVE_WARN) {
+        throw PackageError("archive " + quoted(archive_path) +
+                           " is not a readable tar: " + archive_text(reader.get()));
+      }
+      if (++stats.entries > limits.max_entries) {
+        throw PackageError("archive " + quoted(archive_path) + " refused: more than " +
+                           std::to_string(limits.max_entries) + " entries (max_entries)");
+      }
+      const char* raw_name = archive_entry_pathname(entry);
+      const std::string name = raw_name != nullptr ? raw_name : "";
+      check_type(entry, name);
+      const std::vector<std::string> parts = destination_parts(name);
+      if (archive_entry_filetype(entry) == AE_IFDIR) {
+        open_folder(root.get(), destination, name, parts, created);
+      } else if (parts.empty()) {
+        throw PackageError(refusal(name, "names no file"));
+      } else {
+        extract_file(context, entry, name, parts);
+      }
     }
-    const char* raw_name = archive_entry_pathname(entry);
-    const std::string name = raw_name != nullptr ? raw_name : "";
-    check_type(entry, name);
-    const std::vector<std::string> parts = destination_parts(name);
-    if (archive_entry_filetype(entry) == AE_IFDIR) {
-      open_folder(root.get(), destination, name, parts, created);
-    } else if (parts.empty()) {
-      throw PackageError(refusal(name, "names no file"));
-    } else {
-      extract_file(context, entry, name, parts);
-    }
+  } catch (const Error&) {
+    check_hash();
+    throw;
   }
+  check_hash();
   created.commit();
   return stats;
+}
+
+}  // namespace
+
+ExtractStats extract(const fs::path& archive_path, const fs::path& destination,
+                     const ExtractLimits& limits) {
+  return extract_checked(archive_path, destination, limits, nullptr);
+}
+
+ExtractStats extract_verified(const fs::path& archive_path, const fs::path& destination,
+                              const std::string& expected_sha256, const ExtractLimits& limits) {
+  return extract_checked(archive_path, destination, limits, &expected_sha256);
 }
 
 }  // namespace conductor

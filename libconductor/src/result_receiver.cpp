@@ -62,7 +62,7 @@ std::vector<protocol::Pull> ResultReceiver::begin(const std::string& client, con
   }
   fs::path part = store_.spool_dir() / "incoming" / (item.id + ".part");
   auto [it, inserted] =
-      uploads_.try_emplace(item.id, Upload{client, item, offer, ChunkFile(part), Sha256{}, 0, 0});
+      uploads_.try_emplace(item.id, Upload{client, item, offer, ChunkFile(part), 0, 0});
   std::vector<protocol::Pull> pulls;
   request_more(it->second, pulls);
   return pulls;
@@ -88,8 +88,8 @@ std::vector<protocol::Pull> ResultReceiver::receive(const std::string& client,
                         " of " + std::to_string(payload.size()) + " bytes does not fit a result of " +
                         std::to_string(current.offer.size) + " bytes; upload abandoned");
   }
+  // Only the write: the hash is checked when the whole file is extracted (finish()).
   current.file.write_at(current.received, payload.data(), payload.size());
-  current.hash.update(payload.data(), payload.size());
   current.received += payload.size();
   current.last_activity = std::chrono::steady_clock::now();
   std::vector<protocol::Pull> pulls;
@@ -126,22 +126,20 @@ void ResultReceiver::request_more(Upload& upload, std::vector<protocol::Pull>& p
   }
 }
 
-ResultReceiver::Finished ResultReceiver::finish(const fs::path& spool, Upload& upload, bool sync) {
+ResultReceiver::Finished ResultReceiver::finish(const fs::path& spool, const Upload& upload,
+                                                bool sync) {
   Finished done{upload.item, upload.offer, {}, {}, {}};
   fs::path part = upload.file.path();
   std::error_code ec;
-  std::string actual = upload.hash.finish_hex();
-  if (actual != upload.offer.sha256) {
-    done.error = "hash mismatch: offered " + upload.offer.sha256 + ", received " + actual;
-    fs::remove(part, ec);
-    return done;
-  }
   done.staged = spool / "staging" /
                 (upload.item.id + "-" + std::to_string(upload.offer.attempt));
   fs::remove_all(done.staged, ec);
   try {
     fs::create_directories(done.staged);
-    extract(part, done.staged, ExtractLimits{100000, kMaxResultBytes, kMaxResultBytes});
+    // A hash mismatch is refused here too, and takes precedence over what the damaged bytes
+    // would otherwise have caused.
+    extract_verified(part, done.staged, upload.offer.sha256,
+                     ExtractLimits{100000, kMaxResultBytes, kMaxResultBytes});
     // Off the network thread, the fsync that commit_model needs costs nothing there later.
     if (sync) sync_tree(done.staged);
   } catch (const std::exception& e) {  // Error, or std::filesystem_error from the folder

@@ -1,9 +1,11 @@
 // ResultReceiver: the server's side of result uploads. It pulls a result archive from its client
-// chunk by chunk (at most kWindow chunks in flight), hashes it while writing it to the spool, and
-// once complete checks the hash and extracts it into a staging folder for AssetStore::commit_model:
-// a small result at once, a large one on the background worker (extraction and fsync of a
-// 1 GiB model take seconds the network thread must not stop for). Also keeps the live console
-// of running items in spool/live/<item>.log. Not thread-safe: owned by the network thread.
+// chunk by chunk (at most kWindow chunks in flight) and writes it to the spool; once complete it
+// extracts it into a staging folder for AssetStore::commit_model, checking the archive's SHA-256
+// while extraction reads it (extract_verified: the file is read once, and a resumed upload is
+// verified whole): a small result at once, a large one on the background worker (hashing,
+// extraction and fsync of a 1 GiB model take seconds the network thread must not stop for), so
+// the network thread only writes chunks. Also keeps the live console of running items in
+// spool/live/<item>.log. Not thread-safe: owned by the network thread.
 #pragma once
 
 #include <zmq.hpp>
@@ -20,7 +22,6 @@
 
 #include "conductor/asset_store.hpp"
 #include "conductor/scheduler.hpp"
-#include "conductor/sha256.hpp"
 #include "background_worker.hpp"
 #include "file_io.hpp"
 #include "protocol.hpp"
@@ -35,7 +36,7 @@ class ResultReceiver {
   struct Finished;
   // Runs on the network thread for every complete upload, refused ones included.
   using FinishedHandler = std::function<void(const std::string& client, Finished finished)>;
-  // Results of at least this many bytes are extracted on the background worker.
+  // Results of at least this many bytes are hashed and extracted on the background worker.
   static constexpr std::uint64_t kInlineFinishBytes = std::uint64_t{4} << 20;
 
   // `worker` must outlive this object.
@@ -85,7 +86,6 @@ class ResultReceiver {
     WorkItem item;
     protocol::ResultOffer offer;
     ChunkFile file;
-    Sha256 hash;
     std::uint64_t received = 0;
     std::uint64_t requested = 0;
     std::chrono::steady_clock::time_point last_activity = std::chrono::steady_clock::now();
@@ -93,8 +93,8 @@ class ResultReceiver {
   void discard(std::map<std::string, Upload>::iterator upload);
 
   void request_more(Upload& upload, std::vector<protocol::Pull>& pulls);
-  // Checks the hash and extracts; file system work only, so it may run on the worker.
-  static Finished finish(const std::filesystem::path& spool, Upload& upload, bool sync);
+  // Extracts, checking the hash; file system work only, so it may run on the worker.
+  static Finished finish(const std::filesystem::path& spool, const Upload& upload, bool sync);
 
   AssetStore& store_;
   std::uint32_t chunk_size_;

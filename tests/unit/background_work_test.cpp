@@ -300,3 +300,100 @@ TEST_CASE("abandoning a client's uploads removes their partial files") {
   receiver.abandon("client-1");
   CHECK_FALSE(fs::exists(part));
 }
+
+namespace {
+
+// Answers `pulls` and every PULL that follows with `bytes`, as a client does.
+void answer_pulls(ResultReceiver& receiver, const std::string& client, const conductor::WorkItem& item,
+                  std::vector<conductor::protocol::Pull> pulls, const std::string& bytes) {
+  while (!pulls.empty()) {
+    auto pull = pulls.front();
+    pulls.erase(pulls.begin());
+    zmq::message_t payload(bytes.data() + pull.offset, pull.length);
+    auto more = receiver.receive(client, {item.id, item.attempt, pull.offset}, payload);
+    pulls.insert(pulls.end(), more.begin(), more.end());
+  }
+}
+
+// A result archive holding model.h5 of `size` random bytes.
+std::string result_archive(const fs::path& root, std::size_t size) {
+  write_file(root / "out" / "model.h5", conductor::test::pseudo_random(size));
+  conductor::pack_directory(root / "out", root / "result.tar");
+  return read_file(root / "result.tar");
+}
+
+}  // namespace
+
+TEST_CASE("a result whose last byte differs from the offered hash is refused, large or small, "
+          "and leaves no file behind") {
+  for (const std::size_t size : {std::size_t{1000}, std::size_t{ResultReceiver::kInlineFinishBytes}}) {
+    CAPTURE(size);
+    TempDir root("conductor-receive-damaged");
+    conductor::AssetStore store(root / "server");
+    store.clean_spool();
+    BackgroundWorker worker;
+    std::optional<ResultReceiver::Finished> finished;
+    ResultReceiver receiver(store, 1u << 20, 8, worker,
+                            [&](const std::string&, ResultReceiver::Finished done) { finished = std::move(done); });
+    const std::string bytes = result_archive(root.path(), size);
+    std::string damaged = bytes;
+    damaged.back() ^= 0x01;  // in the end-of-archive blocks: only the hash can tell
+    const conductor::WorkItem item{"0d4a", conductor::WorkType::kTraining, "v1", 1};
+    const conductor::protocol::ResultOffer offer{item.id, item.attempt, bytes.size(),
+                                                 conductor::sha256_hex(bytes)};
+    answer_pulls(receiver, "client-1", item, receiver.begin("client-1", item, offer), damaged);
+    if (!finished) run_next_completions(worker);
+    REQUIRE(finished.has_value());
+    CHECK(finished->error.find("hash mismatch") != std::string::npos);
+    CHECK(finished->staged.empty());
+    CHECK(fs::is_empty(store.spool_dir() / "incoming"));
+    CHECK(fs::is_empty(store.spool_dir() / "staging"));
+  }
+}
+
+TEST_CASE("an upload resumed after a reconnect is verified whole, the bytes written before it included") {
+  TempDir root("conductor-receive-resume");
+  conductor::AssetStore store(root / "server");
+  store.clean_spool();
+  BackgroundWorker worker;
+  std::optional<ResultReceiver::Finished> finished;
+  constexpr std::uint32_t kChunk = 256 << 10;
+  ResultReceiver receiver(store, kChunk, 2, worker,
+                          [&](const std::string&, ResultReceiver::Finished done) { finished = std::move(done); });
+  const std::string bytes = result_archive(root.path(), ResultReceiver::kInlineFinishBytes);
+  const conductor::WorkItem item{"0e5b", conductor::WorkType::kTraining, "v1", 1};
+  const conductor::protocol::ResultOffer offer{item.id, item.attempt, bytes.size(),
+                                               conductor::sha256_hex(bytes)};
+  // Two chunks arrive, then the link goes: the client offers the same result again.
+  auto pulls = receiver.begin("client-1", item, offer);
+  REQUIRE(pulls.size() == 2);
+  for (const auto& pull : pulls) {
+    zmq::message_t payload(bytes.data() + pull.offset, pull.length);
+    receiver.receive("client-1", {item.id, item.attempt, pull.offset}, payload);
+  }
+  const fs::path part = store.spool_dir() / "incoming" / (item.id + ".part");
+  bool damage_first_chunk = false;
+  SUBCASE("intact") {}
+  SUBCASE("the first chunk damaged on disk meanwhile") { damage_first_chunk = true; }
+  if (damage_first_chunk) {
+    conductor::ChunkFile reopened(part);  // truncates: only the damaged first chunk comes back
+    std::string first = bytes.substr(0, 2 * kChunk);
+    first[100] ^= 0x01;
+    reopened.write_at(0, first.data(), first.size());
+  }
+  auto resumed = receiver.begin("client-1", item, offer);
+  REQUIRE_FALSE(resumed.empty());
+  CHECK(resumed.front().offset == 2 * kChunk);  // from the last chunk written, not from 0
+  answer_pulls(receiver, "client-1", item, resumed, bytes);
+  run_next_completions(worker);
+  REQUIRE(finished.has_value());
+  if (damage_first_chunk) {
+    CHECK(finished->error.find("hash mismatch") != std::string::npos);
+    CHECK(finished->staged.empty());
+  } else {
+    CHECK(finished->error.empty());
+    CHECK(conductor::sha256_file(finished->staged / "model.h5") ==
+          conductor::sha256_file(root / "out" / "model.h5"));
+  }
+  CHECK_FALSE(fs::exists(part));
+}

@@ -519,3 +519,94 @@ TEST_CASE("extraction throws IoError for a missing archive or destination") {
   CHECK_THROWS_AS(conductor::extract(dir.path() / "missing.tar", dir.path()), conductor::IoError);
   CHECK_THROWS_AS(conductor::extract(archive, dir.path() / "missing"), conductor::IoError);
 }
+
+TEST_CASE("extract_verified extracts an archive whose SHA-256 matches, plain or zstd") {
+  for (const auto compression : {Compression::kNone, Compression::kZstd}) {
+    CAPTURE(static_cast<int>(compression));
+    TempDir dir;
+    const fs::path root = dir.make("version");
+    const SampleTree tree(root);
+    const fs::path archive = dir.path() / "v.tar";
+    conductor::pack_directory(root, archive, kExcluded, PackOptions{compression});
+    const fs::path out = dir.make("out");
+    const auto stats = conductor::extract_verified(archive, out, conductor::sha256_file(archive));
+    CHECK(stats.files == SampleTree::packed_names());
+    tree.check_extracted(out);
+  }
+}
+
+TEST_CASE("extract_verified refuses an archive whose last byte differs, which extract alone takes") {
+  TempDir dir;
+  const fs::path root = dir.make("version");
+  write_file(root / "model.h5", pseudo_random(3u << 20));
+  const fs::path archive = dir.path() / "v.tar";
+  conductor::pack_directory(root, archive);
+  const std::string announced = conductor::sha256_file(archive);
+  std::string bytes = read_file(archive);
+  SUBCASE("the last byte, inside the end-of-archive blocks") { bytes.back() ^= 0x01; }
+  SUBCASE("bytes appended after the end") { bytes += std::string(4096, '\0'); }
+  write_file(archive, bytes);
+  // libarchive stops at the end-of-archive blocks: the difference is only in the hash.
+  const fs::path unchecked = dir.make("unchecked");
+  CHECK(conductor::extract(archive, unchecked).files == std::vector<std::string>{"model.h5"});
+  const fs::path out = dir.make("out");
+  std::string message;
+  try {
+    conductor::extract_verified(archive, out, announced);
+  } catch (const PackageError& error) {
+    message = error.what();
+  }
+  CHECK_MESSAGE(message.find("hash mismatch: expected " + announced + ", read " +
+                             conductor::sha256_hex(bytes)) != std::string::npos,
+                "message: '" << message << "'");
+  CHECK(is_empty_folder(out));
+}
+
+TEST_CASE("extract_verified names the hash mismatch, not the damage it led to, and removes what it wrote") {
+  TempDir dir;
+  const fs::path root = dir.make("version");
+  write_file(root / "a.txt", "first");
+  write_file(root / "b.bin", pseudo_random(3u << 20));
+  for (const auto compression : {Compression::kNone, Compression::kZstd}) {
+    CAPTURE(static_cast<int>(compression));
+    const fs::path archive = dir.path() / "whole.tar";
+    conductor::pack_directory(root, archive, {}, PackOptions{compression});
+    const std::string announced = conductor::sha256_file(archive);
+    const std::string bytes = read_file(archive);
+    std::string garbled = bytes;
+    std::fill_n(garbled.begin() + static_cast<std::ptrdiff_t>(bytes.size() / 2), 4096, 'x');
+    for (const std::string& damage : {bytes.substr(0, bytes.size() / 2), garbled}) {
+      CAPTURE(damage.size());
+      const fs::path damaged = dir.path() / "damaged.tar";
+      write_file(damaged, damage);
+      const fs::path out = dir.make("out");
+      std::string message;
+      try {
+        conductor::extract_verified(damaged, out, announced);
+      } catch (const PackageError& error) {
+        message = error.what();
+      }
+      CHECK_MESSAGE(message.find("hash mismatch") != std::string::npos, "message: '" << message << "'");
+      CHECK(is_empty_folder(out));
+      fs::remove_all(out);
+    }
+  }
+}
+
+TEST_CASE("extract_verified refuses an intact archive for what it holds, as extract does") {
+  TempDir dir;
+  const fs::path archive = dir.path() / "many.tar";
+  std::vector<Crafted> entries;
+  for (int i = 0; i < 6; ++i) entries.push_back({"f" + std::to_string(i) + ".txt", AE_IFREG, "x"});
+  write_crafted(archive, entries);
+  const fs::path out = dir.make("out");
+  std::string message;
+  try {
+    conductor::extract_verified(archive, out, conductor::sha256_file(archive),
+                                ExtractLimits{.max_entries = 5});
+  } catch (const PackageError& error) {
+    message = error.what();
+  }
+  CHECK_MESSAGE(message.find("max_entries") != std::string::npos, "message: '" << message << "'");
+  CHECK(is_empty_folder(out));
+}

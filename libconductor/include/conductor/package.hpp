@@ -94,4 +94,15 @@ struct ExtractStats {
 ExtractStats extract(const std::filesystem::path& archive, const std::filesystem::path& destination,
                      const ExtractLimits& limits = {});
 
+// extract(), checking on the way that the archive file's SHA-256 is `expected_sha256` (64
+// lower-case hex digits): the hash covers every byte of the file, any after the tar's end
+// included, and is taken from the bytes extraction reads, so the file is read once. Throws
+// PackageError "archive 'a' refused: hash mismatch: expected <hex>, read <hex>" when the bytes
+// differ, also in place of any other refusal the damaged bytes led to (a corrupt entry, a
+// limit); then, as on any throw, every file and folder this call created is removed again.
+// Otherwise throws what extract() throws.
+ExtractStats extract_verified(const std::filesystem::path& archive,
+                              const std::filesystem::path& destination,
+                              const std::string& expected_sha256, const ExtractLimits& limits = {});
+
 }  // namespace conductor

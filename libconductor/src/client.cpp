@@ -275,6 +275,7 @@ void Client::Impl::ask_again_if_stalled(Slot& slot) {
     // The ASSIGN, or our READY, may be lost.
     if (is_usable(slot)) send(MessageType::kReady, protocol::Ready{slot.index});
   } else if (auto download = downloads_.find(slot.current->fetching); download != downloads_.end()) {
+    if (download->second.is_complete()) return;  // all here: another slot's job checks it
     log_->warn("No package data for item {} in {} ms; asking again from byte {}",
                slot.current->assign.item, waited, download->second.received);
     download->second.requested = download->second.received;

@@ -22,7 +22,6 @@
 #include "client_console.hpp"
 #include "conductor/client.hpp"
 #include "conductor/error.hpp"
-#include "conductor/sha256.hpp"
 #include "file_io.hpp"
 #include "job_runner.hpp"
 #include "outbox.hpp"
@@ -52,20 +51,26 @@ class Client::Impl {
 
  private:
   // One archive being fetched chunk by chunk into the cache; slots that need the same archive
-  // wait for the one download.
+  // wait for the one download. The network thread only writes the chunks: once the last byte
+  // is in, the job of one waiting slot (`verifier`) checks the SHA-256 while it unpacks the
+  // file, and only then does it enter the cache; the other slots wait for that.
   struct Download {
     std::string blob;
     std::uint64_t size = 0;
     ChunkFile file;
-    Sha256 hash;
     std::uint64_t received = 0;
     std::uint64_t requested = 0;
+    int verifier = -1;  // the slot whose job checks it; -1 while none does
+
+    bool is_complete() const { return received == size; }
   };
   // What a slot holds: the item, the archive it waits for, its result.
   struct Current {
     protocol::Assign assign;
     std::vector<std::pair<std::string, std::uint64_t>> blobs;  // what the job unpacks, in order
-    std::string fetching;               // the blob being downloaded for it; empty when none
+    std::string fetching;               // the blob being downloaded (or checked by another
+                                        // slot) for it; empty when none
+    std::vector<std::string> verifying;  // complete downloads its job checks while unpacking
     std::optional<JobOutcome> outcome;  // set when the job ended; sent until acknowledged
     fs::path result;
     // What the terminal's progress bar shows (show_progress).
@@ -141,10 +146,14 @@ class Client::Impl {
   void request_chunks(Download& d);
   void on_chunk(protocol::Message& message);
 
-  // The last byte arrived: the archive goes into the cache, and every slot waiting for it
-  // moves on (or fails, when it arrived damaged). `blob` is a copy: the download that holds
-  // the caller's string goes away.
+  // The last byte arrived: every slot waiting for it moves on, the first to take it checks it.
+  // `blob` is a copy: the caller's string may go away.
   void finish_download(std::string blob);
+
+  // The slot's job unpacked the downloads it checks (`is_intact`), or ended or went away
+  // without doing so: each goes into the cache, or is dropped; either way the slots waiting for
+  // it move on (fetching it afresh when it was dropped).
+  void settle_verification(Slot& slot, bool is_intact);
 
   // Gives up downloads the server refused (all of them when it did not say which), failing the
   // items that wait for them.

@@ -59,13 +59,21 @@ void Client::Impl::fetch_next_blob(Slot& slot) {
   Current& c = *slot.current;
   for (const auto& [blob, size] : c.blobs) {
     if (cache_->find(blob)) continue;
-    c.fetching = blob;
-    if (!downloads_.contains(blob)) {
-      auto& d = downloads_.emplace(blob, Download{blob, size, ChunkFile(cache_->reserve(blob, size)),
-                                                  Sha256{}, 0, 0})
-                    .first->second;
-      request_chunks(d);
+    auto it = downloads_.find(blob);
+    if (it == downloads_.end()) {
+      it = downloads_.emplace(blob, Download{blob, size, ChunkFile(cache_->reserve(blob, size)), 0, 0})
+               .first;
+      request_chunks(it->second);
     }
+    Download& d = it->second;
+    if (d.is_complete() && (d.verifier < 0 || d.verifier == slot.index)) {
+      d.verifier = slot.index;
+      if (std::find(c.verifying.begin(), c.verifying.end(), blob) == c.verifying.end()) {
+        c.verifying.push_back(blob);
+      }
+      continue;
+    }
+    c.fetching = blob;
     show_progress(slot);
     return;
   }
@@ -73,10 +81,6 @@ void Client::Impl::fetch_next_blob(Slot& slot) {
 }
 
 void Client::Impl::request_chunks(Download& d) {
-  if (d.size == 0) {
-    finish_download(d.blob);
-    return;
-  }
   const std::uint64_t window_bytes = static_cast<std::uint64_t>(window_) * chunk_size_;
   while (d.requested < d.size && d.requested - d.received < window_bytes) {
     auto length = static_cast<std::uint32_t>(std::min<std::uint64_t>(chunk_size_, d.size - d.requested));
@@ -101,7 +105,7 @@ void Client::Impl::on_chunk(protocol::Message& message) {
     give_up_downloads(d.blob, e.what());  // a full disk: the items that need it fail
     return;
   }
-  d.hash.update(payload.data(), payload.size());
+  // Only the write: the hash is taken while a job unpacks the archive (settle_verification).
   d.received += payload.size();
   fetched_ += payload.size();
   for (Slot& slot : slots_) {
@@ -109,7 +113,7 @@ void Client::Impl::on_chunk(protocol::Message& message) {
     slot.waiting_since = Clock::now();
     show_progress(slot);
   }
-  if (d.received == d.size) {
+  if (d.is_complete()) {
     finish_download(d.blob);
   } else {
     request_chunks(d);
@@ -117,27 +121,34 @@ void Client::Impl::on_chunk(protocol::Message& message) {
 }
 
 void Client::Impl::finish_download(std::string blob) {
-  auto it = downloads_.find(blob);
-  const std::string actual = it->second.hash.finish_hex();
-  downloads_.erase(it);
-  std::string problem;
-  if (actual != blob) {
-    cache_->abandon(blob);
-    problem = "arrived damaged (sha256 " + actual + ", expected " + blob + ")";
-  } else {
-    try {
-      cache_->commit(blob);
-    } catch (const Error& e) {
-      problem = std::string("could not be kept: ") + e.what();
-    }
-  }
   for (Slot& slot : slots_) {
     if (!slot.current || slot.current->fetching != blob) continue;
     slot.current->fetching.clear();
-    if (!problem.empty()) {
-      fail(slot, "archive of item " + slot.current->assign.item + " " + problem);
+    guarded(slot, [&] { fetch_next_blob(slot); });
+  }
+}
+
+void Client::Impl::settle_verification(Slot& slot, bool is_intact) {
+  const auto verified = std::exchange(slot.current->verifying, {});
+  for (const auto& blob : verified) {
+    auto it = downloads_.find(blob);
+    if (it == downloads_.end() || it->second.verifier != slot.index) continue;
+    downloads_.erase(it);  // closes the file
+    if (!is_intact) {
+      cache_->abandon(blob);
     } else {
-      guarded(slot, [&] { fetch_next_blob(slot); });
+      try {
+        cache_->commit(blob);
+      } catch (const Error& e) {
+        log_->warn("Archive {} could not be kept in the cache: {}", blob, e.what());
+        cache_->abandon(blob);
+      }
+    }
+    // Cached, or fetched again: a damaged download never reaches the cache.
+    for (Slot& other : slots_) {
+      if (!other.current || other.current->fetching != blob) continue;
+      other.current->fetching.clear();
+      guarded(other, [&] { fetch_next_blob(other); });
     }
   }
 }
@@ -145,7 +156,8 @@ void Client::Impl::finish_download(std::string blob) {
 void Client::Impl::give_up_downloads(const std::string& blob, const std::string& why) {
   std::vector<std::string> refused;
   for (const auto& [id, download] : downloads_) {
-    if (blob.empty() || id == blob) refused.push_back(id);
+    // One that a job is checking has all its bytes: whatever the server says now, it stays.
+    if ((blob.empty() || id == blob) && download.verifier < 0) refused.push_back(id);
   }
   for (const auto& id : refused) {
     downloads_.erase(id);
@@ -165,7 +177,12 @@ void Client::Impl::start_job(Slot& slot) {
   spec.attempt = c.assign.attempt;
   spec.version = c.assign.version;
   for (const auto& command : c.assign.commands) spec.commands.push_back({command.file_name, command.arguments, {}});
-  for (const auto& [blob, size] : c.blobs) spec.packages.push_back(cache_->path_of(blob));
+  for (const auto& [blob, size] : c.blobs) {
+    const bool is_checked =
+        std::find(c.verifying.begin(), c.verifying.end(), blob) != c.verifying.end();
+    spec.packages.push_back(is_checked ? downloads_.at(blob).file.path() : cache_->path_of(blob));
+    spec.package_sha256.push_back(is_checked ? blob : std::string());
+  }
   spec.work_dir = options_.workdir / "work" / std::to_string(slot.index);
   spec.console_log = options_.workdir / "logs" / (c.assign.item + ".log");
   spec.result = outbox_->archive_path(c.assign.item, c.assign.attempt);
@@ -193,6 +210,7 @@ void Client::Impl::start_job(Slot& slot) {
 void Client::Impl::forward_job_progress(Slot& slot) {
   if (!slot.job) return;
   const Current& c = *slot.current;
+  if (!c.verifying.empty() && slot.job->are_packages_verified()) settle_verification(slot, true);
   int epoch = 0, total = 0;
   auto lines = slot.job->take_lines(epoch, total);
   if (epoch != slot.current->epoch || total != slot.current->total_epochs) {
@@ -219,6 +237,8 @@ void Client::Impl::forward_job_progress(Slot& slot) {
   auto outcome = slot.job->outcome();
   if (!outcome) return;
   slot.job.reset();
+  // Ended before its downloads were proven intact (damaged, or cancelled): they are dropped.
+  if (!slot.current->verifying.empty()) settle_verification(slot, false);
   if (outcome->cancelled) {
     log_->info("Item {} cancelled", c.assign.item);
     discard(slot);
@@ -323,15 +343,19 @@ void Client::Impl::take_up_kept_result(Slot& slot) {
 
 void Client::Impl::discard(Slot& slot) {
   if (!slot.current) return;
+  if (!slot.current->verifying.empty()) settle_verification(slot, false);
   if (console_) console_->remove(bar_key(slot));
   std::error_code ec;
   if (!slot.current->result.empty()) outbox_->discard(slot.current->result);
   fs::remove(options_.workdir / "logs" / (slot.current->assign.item + ".log"), ec);
   const std::string fetching = slot.current->fetching;
   slot.current.reset();
-  const bool still_wanted = std::any_of(slots_.begin(), slots_.end(), [&](const Slot& other) {
-    return other.current && other.current->fetching == fetching;
-  });
+  const auto download = downloads_.find(fetching);
+  const bool still_wanted =
+      (download != downloads_.end() && download->second.verifier >= 0) ||  // another slot's job checks it
+      std::any_of(slots_.begin(), slots_.end(), [&](const Slot& other) {
+        return other.current && other.current->fetching == fetching;
+      });
   if (!fetching.empty() && !still_wanted) {
     downloads_.erase(fetching);
     cache_->abandon(fetching);

@@ -70,10 +70,17 @@ JobOutcome JobRunner::run_commands() {
   fs::create_directories(spec_.work_dir);
   fs::create_directories(spec_.console_log.parent_path());
   std::set<std::string> input_names;
-  for (const auto& package : spec_.packages) {
-    auto inputs = extract(package, spec_.work_dir);
+  for (std::size_t i = 0; i < spec_.packages.size(); ++i) {
+    const auto& package = spec_.packages[i];
+    const bool is_checked = i < spec_.package_sha256.size() && !spec_.package_sha256[i].empty();
+    // A fresh download is hashed here, from the bytes unpacking reads: the client's network
+    // thread only wrote it, and the file is read once.
+    auto inputs = is_checked ? extract_verified(package, spec_.work_dir, spec_.package_sha256[i])
+                             : extract(package, spec_.work_dir);
     input_names.insert(inputs.files.begin(), inputs.files.end());
   }
+  packages_verified_.store(true);
+  notify_();
 
   std::ofstream console(spec_.console_log, std::ios::trunc);
   TrainingMonitor monitor;

@@ -1,5 +1,5 @@
 // JobRunner: runs one work item on the client's job thread. Unpacks the version package into an
-// emptied working folder, runs the commands one after another, watches their console, and packs
+// emptied working folder (checking the SHA-256 of a freshly downloaded archive on the way), runs the commands one after another, watches their console, and packs
 // every file that was not an input (plus the console log) into a result archive. The network
 // thread reads progress and the outcome through the thread-safe accessors; `notify` (called on
 // the job thread) wakes it.
@@ -28,8 +28,12 @@ struct JobSpec {
   std::string version;
   std::vector<Command> commands;
   // Archives unpacked into the working folder in order: the version's package, then the
-  // item's own inputs (a prediction's model and data), all from the client's cache.
+  // item's own inputs (a prediction's model and data), from the client's cache or just
+  // downloaded.
   std::vector<std::filesystem::path> packages;
+  // For each package, the SHA-256 its bytes must have, checked while it is unpacked
+  // (extract_verified): a download not checked yet. Empty, or an empty string: not checked.
+  std::vector<std::string> package_sha256;
   std::filesystem::path work_dir;     // emptied and filled from the package
   std::filesystem::path console_log;  // where every output line is kept
   std::filesystem::path result;       // the result archive to write
@@ -72,6 +76,9 @@ class JobRunner {
   std::vector<std::string> take_lines(int& epoch, int& total_epochs);
   // Set once the job thread is done.
   std::optional<JobOutcome> outcome();
+  // True once every package is unpacked, and so each one with a package_sha256 proven intact
+  // (set before the commands run; `notify` follows). A job that ends without it refused one.
+  bool are_packages_verified() const noexcept { return packages_verified_.load(); }
 
  private:
   void work();
@@ -80,6 +87,7 @@ class JobRunner {
   JobSpec spec_;
   std::function<void()> notify_;
   std::atomic<bool> cancelled_{false};
+  std::atomic<bool> packages_verified_{false};
   std::mutex mutex_;
   std::vector<std::string> lines_;
   int epoch_ = 0;

@@ -23,6 +23,7 @@
 #include "conductor/error.hpp"
 #include "conductor/evaluation.hpp"
 #include "conductor/package.hpp"
+#include "conductor/sha256.hpp"
 #include "curve.hpp"
 #include "protocol.hpp"
 #include "support/temp_dir.hpp"
@@ -113,30 +114,58 @@ inline constexpr ExtractLimits kFuzzExtractLimits{64, 1u << 20, 256u << 10};
 // `data` as an archive file in `work`, extracted into a fresh folder there with
 // kFuzzExtractLimits. Checks extract's promises: nothing appears outside the destination; on a
 // refusal the destination is left empty; on success every reported file is a regular file
-// there. Throws what extract throws (PackageError, IoError).
+// there. extract_verified must refuse it, leaving the destination empty, when given another
+// hash, and do what extract does when given its own. Throws what extract throws (PackageError,
+// IoError).
 inline void feed_archive(Bytes data, const std::filesystem::path& work) {
   namespace fs = std::filesystem;
   const fs::path archive = write_file(work / "input.tar", as_text(data));
   const fs::path destination = work / "out";
-  std::error_code ignored;
-  fs::remove_all(destination, ignored);
-  fs::create_directory(destination);
-
+  const auto fresh_destination = [&] {
+    std::error_code ignored;
+    fs::remove_all(destination, ignored);
+    fs::create_directory(destination);
+  };
   const auto check_nothing_escaped = [&] {
     if (list_names(work) != std::vector<std::string>{"input.tar", "out"}) {
       throw std::logic_error("extract wrote outside its destination");
     }
   };
-  ExtractStats stats;
-  try {
-    stats = extract(archive, destination, kFuzzExtractLimits);
-  } catch (const Error&) {
+  const auto check_refused_cleanly = [&] {
     check_nothing_escaped();
     if (count_entries(destination) != 0) {
       throw std::logic_error("a refused extraction left files in its destination");
     }
+  };
+
+  // extract_verified: with another hash, refused whatever the bytes hold; with the right one,
+  // the outcome extract() has.
+  fresh_destination();
+  try {
+    extract_verified(archive, destination, std::string(64, '0'), kFuzzExtractLimits);
+    throw std::logic_error("extract_verified took an archive whose hash differs");
+  } catch (const Error&) {
+    check_refused_cleanly();
+  }
+  fresh_destination();
+  bool is_verified_taken = true;
+  try {
+    extract_verified(archive, destination, sha256_hex(as_text(data)), kFuzzExtractLimits);
+  } catch (const Error&) {
+    is_verified_taken = false;
+    check_refused_cleanly();
+  }
+
+  fresh_destination();
+  ExtractStats stats;
+  try {
+    stats = extract(archive, destination, kFuzzExtractLimits);
+  } catch (const Error&) {
+    check_refused_cleanly();
+    if (is_verified_taken) throw std::logic_error("extract_verified took what extract refused");
     throw;
   }
+  if (!is_verified_taken) throw std::logic_error("extract_verified refused what extract took");
   check_nothing_escaped();
   for (const auto& name : stats.files) {
     // Names are reported as stored; on disk "." and empty components ("./a//b/") are gone.

@@ -1,0 +1,96 @@
+// JobRunner: the client's job thread. Here: the SHA-256 of a freshly downloaded archive, which
+// the job checks while it unpacks it (the client's network thread only wrote the bytes).
+#include "job_runner.hpp"
+
+#include <doctest/doctest.h>
+
+#include <atomic>
+#include <chrono>
+#include <filesystem>
+#include <string>
+#include <thread>
+
+#include "conductor/package.hpp"
+#include "conductor/sha256.hpp"
+#include "support/temp_dir.hpp"
+
+namespace {
+
+namespace fs = std::filesystem;
+using conductor::JobOutcome;
+using conductor::JobRunner;
+using conductor::JobSpec;
+using conductor::test::pseudo_random;
+using conductor::test::read_file;
+using conductor::test::TempDir;
+using conductor::test::write_file;
+
+// A job of `archive` whose one command copies data.bin to model.h5.
+JobSpec copying_job(const fs::path& root, const fs::path& archive, const std::string& sha256) {
+  JobSpec spec;
+  spec.item = "0a0b";
+  spec.attempt = 1;
+  spec.version = "v1";
+  spec.commands = {{"/bin/cp", "data.bin model.h5", {}}};
+  spec.packages = {archive};
+  spec.package_sha256 = {sha256};
+  spec.work_dir = root / "work";
+  spec.console_log = root / "logs" / "0a0b.log";
+  spec.result = root / "outbox" / "0a0b-1.tar";
+  return spec;
+}
+
+JobOutcome wait_for(JobRunner& job) {
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(60);
+  while (std::chrono::steady_clock::now() < deadline) {
+    if (auto outcome = job.outcome()) return *outcome;
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+  FAIL("the job did not end within 60 s");
+  return {};
+}
+
+// A version of data.bin (random, 3 MiB) packed into root/v.tar; its bytes.
+std::string packed_version(const fs::path& root) {
+  write_file(root / "version" / "data.bin", pseudo_random(3u << 20));
+  conductor::pack_directory(root / "version", root / "v.tar");
+  return read_file(root / "v.tar");
+}
+
+}  // namespace
+
+TEST_CASE("a job checks a downloaded archive's SHA-256 while unpacking it, then runs its commands") {
+  TempDir root("conductor-job-verified");
+  const std::string bytes = packed_version(root.path());
+  std::atomic<int> notified = 0;
+  JobRunner job(copying_job(root.path(), root / "v.tar", conductor::sha256_hex(bytes)), [&] { ++notified; });
+  const JobOutcome outcome = wait_for(job);
+  CHECK_MESSAGE(outcome.succeeded, outcome.reason);
+  CHECK(job.are_packages_verified());
+  CHECK(notified >= 2);  // once verified, once done
+  CHECK(read_file(root / "work" / "model.h5") == read_file(root / "version" / "data.bin"));
+}
+
+TEST_CASE("a job refuses a downloaded archive whose last byte differs and runs no command") {
+  TempDir root("conductor-job-damaged");
+  const std::string bytes = packed_version(root.path());
+  std::string damaged = bytes;
+  damaged.back() ^= 0x01;  // in the end-of-archive blocks: unpacking alone would not notice
+  write_file(root / "v.tar", damaged);
+  JobRunner job(copying_job(root.path(), root / "v.tar", conductor::sha256_hex(bytes)), [] {});
+  const JobOutcome outcome = wait_for(job);
+  CHECK_FALSE(outcome.succeeded);
+  CHECK(outcome.reason.find("hash mismatch") != std::string::npos);
+  CHECK_FALSE(job.are_packages_verified());
+  CHECK_FALSE(fs::exists(root / "work" / "model.h5"));
+  CHECK_FALSE(fs::exists(root / "work" / "data.bin"));  // what was unpacked is removed again
+}
+
+TEST_CASE("a job takes an archive from the cache as it is: no SHA-256 to check") {
+  TempDir root("conductor-job-cached");
+  packed_version(root.path());
+  JobRunner job(copying_job(root.path(), root / "v.tar", ""), [] {});
+  const JobOutcome outcome = wait_for(job);
+  CHECK_MESSAGE(outcome.succeeded, outcome.reason);
+  CHECK(job.are_packages_verified());
+}

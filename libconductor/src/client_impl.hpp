@@ -68,8 +68,8 @@ class Client::Impl {
   struct Current {
     protocol::Assign assign;
     std::vector<std::pair<std::string, std::uint64_t>> blobs;  // what the job unpacks, in order
-    std::string fetching;               // the blob being downloaded (or checked by another
-                                        // slot) for it; empty when none
+    std::string fetching;                // the blob being downloaded (or checked by another
+                                         // slot) for it; empty when none
     std::vector<std::string> verifying;  // complete downloads its job checks while unpacking
     std::optional<JobOutcome> outcome;  // set when the job ended; sent until acknowledged
     fs::path result;

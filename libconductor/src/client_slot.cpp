@@ -61,7 +61,8 @@ void Client::Impl::fetch_next_blob(Slot& slot) {
     if (cache_->find(blob)) continue;
     auto it = downloads_.find(blob);
     if (it == downloads_.end()) {
-      it = downloads_.emplace(blob, Download{blob, size, ChunkFile(cache_->reserve(blob, size)), 0, 0})
+      it = downloads_
+               .emplace(blob, Download{blob, size, ChunkFile(cache_->reserve(blob, size)), 0, 0})
                .first;
       request_chunks(it->second);
     }
@@ -350,10 +351,11 @@ void Client::Impl::discard(Slot& slot) {
   fs::remove(options_.workdir / "logs" / (slot.current->assign.item + ".log"), ec);
   const std::string fetching = slot.current->fetching;
   slot.current.reset();
+  // Still wanted while another slot waits for it or another slot's job checks it.
   const auto download = downloads_.find(fetching);
+  const bool is_checked = download != downloads_.end() && download->second.verifier >= 0;
   const bool still_wanted =
-      (download != downloads_.end() && download->second.verifier >= 0) ||  // another slot's job checks it
-      std::any_of(slots_.begin(), slots_.end(), [&](const Slot& other) {
+      is_checked || std::any_of(slots_.begin(), slots_.end(), [&](const Slot& other) {
         return other.current && other.current->fetching == fetching;
       });
   if (!fetching.empty() && !still_wanted) {

@@ -1,8 +1,8 @@
 // JobRunner: runs one work item on the client's job thread. Unpacks the version package into an
-// emptied working folder (checking the SHA-256 of a freshly downloaded archive on the way), runs the commands one after another, watches their console, and packs
-// every file that was not an input (plus the console log) into a result archive. The network
-// thread reads progress and the outcome through the thread-safe accessors; `notify` (called on
-// the job thread) wakes it.
+// emptied working folder (checking the SHA-256 of a freshly downloaded archive on the way), runs
+// the commands one after another, watches their console, and packs every file that was not an input
+// (plus the console log) into a result archive. The network thread reads progress and the outcome
+// through the thread-safe accessors; `notify` (called on the job thread) wakes it.
 #pragma once
 
 #include <atomic>

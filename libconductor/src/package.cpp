@@ -504,7 +504,9 @@ namespace {
 class HashingSource {
  public:
   HashingSource(int fd, const fs::path& path)
-      : fd_(fd), path_(path), block_(std::make_unique_for_overwrite<char[]>(kArchiveReadBlockSize)) {}
+      : fd_(fd),
+        path_(path),
+        block_(std::make_unique_for_overwrite<char[]>(kArchiveReadBlockSize)) {}
 
   static la_ssize_t read(archive* handle, void* self, const void** block) {
     auto& source = *static_cast<HashingSource*>(self);

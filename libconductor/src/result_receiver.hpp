@@ -8,8 +8,6 @@
 // spool/live/<item>.log. Not thread-safe: owned by the network thread.
 #pragma once
 
-#include <zmq.hpp>
-
 #include <chrono>
 #include <filesystem>
 #include <functional>
@@ -19,10 +17,11 @@
 #include <set>
 #include <string>
 #include <vector>
+#include <zmq.hpp>
 
+#include "background_worker.hpp"
 #include "conductor/asset_store.hpp"
 #include "conductor/scheduler.hpp"
-#include "background_worker.hpp"
 #include "file_io.hpp"
 #include "protocol.hpp"
 

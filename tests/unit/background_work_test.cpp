@@ -304,8 +304,9 @@ TEST_CASE("abandoning a client's uploads removes their partial files") {
 namespace {
 
 // Answers `pulls` and every PULL that follows with `bytes`, as a client does.
-void answer_pulls(ResultReceiver& receiver, const std::string& client, const conductor::WorkItem& item,
-                  std::vector<conductor::protocol::Pull> pulls, const std::string& bytes) {
+void answer_pulls(ResultReceiver& receiver, const std::string& client,
+                  const conductor::WorkItem& item, std::vector<conductor::protocol::Pull> pulls,
+                  const std::string& bytes) {
   while (!pulls.empty()) {
     auto pull = pulls.front();
     pulls.erase(pulls.begin());
@@ -324,17 +325,20 @@ std::string result_archive(const fs::path& root, std::size_t size) {
 
 }  // namespace
 
-TEST_CASE("a result whose last byte differs from the offered hash is refused, large or small, "
-          "and leaves no file behind") {
-  for (const std::size_t size : {std::size_t{1000}, std::size_t{ResultReceiver::kInlineFinishBytes}}) {
+TEST_CASE(
+    "a result whose last byte differs from the offered hash is refused, large or small, "
+    "and leaves no file behind") {
+  for (const std::size_t size :
+       {std::size_t{1000}, std::size_t{ResultReceiver::kInlineFinishBytes}}) {
     CAPTURE(size);
     TempDir root("conductor-receive-damaged");
     conductor::AssetStore store(root / "server");
     store.clean_spool();
     BackgroundWorker worker;
     std::optional<ResultReceiver::Finished> finished;
-    ResultReceiver receiver(store, 1u << 20, 8, worker,
-                            [&](const std::string&, ResultReceiver::Finished done) { finished = std::move(done); });
+    ResultReceiver receiver(
+        store, 1u << 20, 8, worker,
+        [&](const std::string&, ResultReceiver::Finished done) { finished = std::move(done); });
     const std::string bytes = result_archive(root.path(), size);
     std::string damaged = bytes;
     damaged.back() ^= 0x01;  // in the end-of-archive blocks: only the hash can tell
@@ -351,15 +355,17 @@ TEST_CASE("a result whose last byte differs from the offered hash is refused, la
   }
 }
 
-TEST_CASE("an upload resumed after a reconnect is verified whole, the bytes written before it included") {
+TEST_CASE(
+    "an upload resumed after a reconnect is verified whole, the bytes written before it included") {
   TempDir root("conductor-receive-resume");
   conductor::AssetStore store(root / "server");
   store.clean_spool();
   BackgroundWorker worker;
   std::optional<ResultReceiver::Finished> finished;
   constexpr std::uint32_t kChunk = 256 << 10;
-  ResultReceiver receiver(store, kChunk, 2, worker,
-                          [&](const std::string&, ResultReceiver::Finished done) { finished = std::move(done); });
+  ResultReceiver receiver(
+      store, kChunk, 2, worker,
+      [&](const std::string&, ResultReceiver::Finished done) { finished = std::move(done); });
   const std::string bytes = result_archive(root.path(), ResultReceiver::kInlineFinishBytes);
   const conductor::WorkItem item{"0e5b", conductor::WorkType::kTraining, "v1", 1};
   const conductor::protocol::ResultOffer offer{item.id, item.attempt, bytes.size(),

@@ -59,11 +59,13 @@ std::string packed_version(const fs::path& root) {
 
 }  // namespace
 
-TEST_CASE("a job checks a downloaded archive's SHA-256 while unpacking it, then runs its commands") {
+TEST_CASE(
+    "a job checks a downloaded archive's SHA-256 while unpacking it, then runs its commands") {
   TempDir root("conductor-job-verified");
   const std::string bytes = packed_version(root.path());
   std::atomic<int> notified = 0;
-  JobRunner job(copying_job(root.path(), root / "v.tar", conductor::sha256_hex(bytes)), [&] { ++notified; });
+  JobRunner job(copying_job(root.path(), root / "v.tar", conductor::sha256_hex(bytes)),
+                [&] { ++notified; });
   const JobOutcome outcome = wait_for(job);
   CHECK_MESSAGE(outcome.succeeded, outcome.reason);
   CHECK(job.are_packages_verified());

@@ -535,7 +535,8 @@ TEST_CASE("extract_verified extracts an archive whose SHA-256 matches, plain or 
   }
 }
 
-TEST_CASE("extract_verified refuses an archive whose last byte differs, which extract alone takes") {
+TEST_CASE(
+    "extract_verified refuses an archive whose last byte differs, which extract alone takes") {
   TempDir dir;
   const fs::path root = dir.make("version");
   write_file(root / "model.h5", pseudo_random(3u << 20));
@@ -562,7 +563,9 @@ TEST_CASE("extract_verified refuses an archive whose last byte differs, which ex
   CHECK(is_empty_folder(out));
 }
 
-TEST_CASE("extract_verified names the hash mismatch, not the damage it led to, and removes what it wrote") {
+TEST_CASE(
+    "extract_verified names the hash mismatch, not the damage it led to, and removes what it "
+    "wrote") {
   TempDir dir;
   const fs::path root = dir.make("version");
   write_file(root / "a.txt", "first");
@@ -586,7 +589,8 @@ TEST_CASE("extract_verified names the hash mismatch, not the damage it led to, a
       } catch (const PackageError& error) {
         message = error.what();
       }
-      CHECK_MESSAGE(message.find("hash mismatch") != std::string::npos, "message: '" << message << "'");
+      CHECK_MESSAGE(message.find("hash mismatch") != std::string::npos,
+                    "message: '" << message << "'");
       CHECK(is_empty_folder(out));
       fs::remove_all(out);
     }

@@ -545,18 +545,18 @@ class HashingSource {
   Sha256 hash_;
 };
 
-// extract() and extract_verified(): the hash is checked when `expected_sha256` is set.
-ExtractStats extract_checked(const fs::path& archive_path, const fs::path& destination,
-                             const ExtractLimits& limits, const std::string* expected_sha256) {
+// Reads `archive_path` (a tar, plain or zstd or gzip), calling `on_entry(reader, entry, name,
+// parts)` for each entry that passed the common checks (limits.max_entries, the entry's type);
+// `parts` is the entry's clean name, split. Checks the SHA-256 when `expected_sha256` is set,
+// also when reading or `on_entry` threw: a mismatch is then the reason given. Returns the
+// number of entries.
+template <typename OnEntry>
+std::uint64_t read_entries(const fs::path& archive_path, const ExtractLimits& limits,
+                           const std::string* expected_sha256, OnEntry&& on_entry) {
   UniqueFd in(::open(archive_path.c_str(), O_RDONLY | O_CLOEXEC));
   if (!in.is_open()) {
     throw IoError("cannot open archive " + quoted(archive_path) + ": " + errno_text());
   }
-  UniqueFd root(::open(destination.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
-  if (!root.is_open()) {
-    throw IoError("cannot open extraction folder " + quoted(destination) + ": " + errno_text());
-  }
-
   // Declared before the reader, which points at it: it outlives the reader.
   std::optional<HashingSource> source;
   if (expected_sha256 != nullptr) source.emplace(in.get(), archive_path);
@@ -578,9 +578,7 @@ ExtractStats extract_checked(const fs::path& archive_path, const fs::path& desti
                          *expected_sha256 + ", read " + actual);
     }
   };
-
-  CreatedPaths created;
-  ExtractStats stats;
+  std::uint64_t entries = 0;
   try {
     const int opened =
         source ? archive_read_open(reader.get(), &*source, nullptr, &HashingSource::read, nullptr)
@@ -589,8 +587,6 @@ ExtractStats extract_checked(const fs::path& archive_path, const fs::path& desti
       throw PackageError("archive " + quoted(archive_path) +
                          " is not a readable tar: " + archive_text(reader.get()));
     }
-    const ExtractContext context{reader.get(), archive_path, destination, root.get(),
-                                 limits,       created,      stats};
     for (;;) {
       archive_entry* entry = nullptr;
       const int status = archive_read_next_header(reader.get(), &entry);
@@ -602,7 +598,7 @@ ExtractStats extract_checked(const fs::path& archive_path, const fs::path& desti
         throw PackageError("archive " + quoted(archive_path) +
                            " is not a readable tar: " + archive_text(reader.get()));
       }
-      if (++stats.entries > limits.max_entries) {
+      if (++entries > limits.max_entries) {
         throw PackageError("archive " + quoted(archive_path) + " refused: more than " +
                            std::to_string(limits.max_entries) + " entries (max_entries)");
       }
@@ -610,19 +606,40 @@ ExtractStats extract_checked(const fs::path& archive_path, const fs::path& desti
       const std::string name = raw_name != nullptr ? raw_name : "";
       check_type(entry, name);
       const std::vector<std::string> parts = destination_parts(name);
-      if (archive_entry_filetype(entry) == AE_IFDIR) {
-        open_folder(root.get(), destination, name, parts, created);
-      } else if (parts.empty()) {
+      if (archive_entry_filetype(entry) != AE_IFDIR && parts.empty()) {
         throw PackageError(refusal(name, "names no file"));
-      } else {
-        extract_file(context, entry, name, parts);
       }
+      on_entry(reader.get(), entry, name, parts);
     }
   } catch (const Error&) {
     check_hash();
     throw;
   }
   check_hash();
+  return entries;
+}
+
+// extract() and extract_verified(): the hash is checked when `expected_sha256` is set.
+ExtractStats extract_checked(const fs::path& archive_path, const fs::path& destination,
+                             const ExtractLimits& limits, const std::string* expected_sha256) {
+  UniqueFd root(::open(destination.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+  if (!root.is_open()) {
+    throw IoError("cannot open extraction folder " + quoted(destination) + ": " + errno_text());
+  }
+  CreatedPaths created;
+  ExtractStats stats;
+  stats.entries =
+      read_entries(archive_path, limits, expected_sha256,
+                   [&](archive* reader, archive_entry* entry, const std::string& name,
+                       const std::vector<std::string>& parts) {
+                     if (archive_entry_filetype(entry) == AE_IFDIR) {
+                       open_folder(root.get(), destination, name, parts, created);
+                     } else {
+                       const ExtractContext context{reader, archive_path, destination, root.get(),
+                                                    limits, created,      stats};
+                       extract_file(context, entry, name, parts);
+                     }
+                   });
   created.commit();
   return stats;
 }
@@ -637,6 +654,38 @@ ExtractStats extract(const fs::path& archive_path, const fs::path& destination,
 ExtractStats extract_verified(const fs::path& archive_path, const fs::path& destination,
                               const std::string& expected_sha256, const ExtractLimits& limits) {
   return extract_checked(archive_path, destination, limits, &expected_sha256);
+}
+
+std::map<std::string, std::string> read_verified(const fs::path& archive_path,
+                                                 const std::string& expected_sha256,
+                                                 const std::set<std::string>& wanted,
+                                                 std::uint64_t max_bytes,
+                                                 const ExtractLimits& limits) {
+  std::map<std::string, std::string> files;
+  read_entries(archive_path, limits, &expected_sha256,
+               [&](archive* reader, archive_entry* entry, const std::string& name,
+                   const std::vector<std::string>& parts) {
+                 if (archive_entry_filetype(entry) == AE_IFDIR) return;
+                 const std::string clean = join(parts);
+                 if (!wanted.contains(clean))
+                   return;  // its data is read (and hashed) as it is skipped
+                 if (files.contains(clean)) throw PackageError(refusal(name, "repeats a name"));
+                 std::string& content = files[clean];
+                 char block[64 * 1024];
+                 for (;;) {
+                   const la_ssize_t got = archive_read_data(reader, block, sizeof block);
+                   if (got == 0) break;
+                   if (got < 0) {
+                     throw PackageError("archive " + quoted(archive_path) +
+                                        " is not a readable tar: " + archive_text(reader));
+                   }
+                   content.append(block, static_cast<std::size_t>(got));
+                   // Only the end is kept; trimmed now and then, so each byte moves about once.
+                   if (content.size() > 2 * max_bytes) content.erase(0, content.size() - max_bytes);
+                 }
+                 if (content.size() > max_bytes) content.erase(0, content.size() - max_bytes);
+               });
+  return files;
 }
 
 }  // namespace conductor

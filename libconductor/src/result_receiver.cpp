@@ -36,7 +36,8 @@ ResultReceiver::ResultReceiver(AssetStore& store, std::uint32_t chunk_size, int 
 }
 
 std::vector<protocol::Pull> ResultReceiver::begin(const std::string& client, const WorkItem& item,
-                                                  const protocol::ResultOffer& offer) {
+                                                  const protocol::ResultOffer& offer,
+                                                  std::set<std::string> read_files) {
   if (offer.size > kMaxResultBytes) {
     throw ProtocolError("RESULT refused: " + std::to_string(offer.size) + " bytes exceed the limit of " +
                         std::to_string(kMaxResultBytes));
@@ -61,8 +62,9 @@ std::vector<protocol::Pull> ResultReceiver::begin(const std::string& client, con
     discard(it);
   }
   fs::path part = store_.spool_dir() / "incoming" / (item.id + ".part");
-  auto [it, inserted] =
-      uploads_.try_emplace(item.id, Upload{client, item, offer, ChunkFile(part), 0, 0});
+  auto [it, inserted] = uploads_.try_emplace(
+      item.id, Upload{client, item, offer, ChunkFile(part), 0, 0, std::chrono::steady_clock::now(),
+                      std::move(read_files)});
   std::vector<protocol::Pull> pulls;
   request_more(it->second, pulls);
   return pulls;
@@ -97,8 +99,10 @@ std::vector<protocol::Pull> ResultReceiver::receive(const std::string& client,
     request_more(current, pulls);
     return pulls;
   }
-  std::error_code ec;
-  fs::remove(store_.spool_dir() / "live" / (current.item.id + ".log"), ec);
+  if (current.item.type == WorkType::kTraining) {
+    std::error_code ec;
+    fs::remove(store_.spool_dir() / "live" / (current.item.id + ".log"), ec);
+  }
   auto complete = std::make_shared<Upload>(std::move(current));
   uploads_.erase(it);
   if (complete->offer.size < kInlineFinishBytes) {
@@ -128,9 +132,26 @@ void ResultReceiver::request_more(Upload& upload, std::vector<protocol::Pull>& p
 
 ResultReceiver::Finished ResultReceiver::finish(const fs::path& spool, const Upload& upload,
                                                 bool sync) {
-  Finished done{upload.item, upload.offer, {}, {}, {}};
+  Finished done{upload.item, upload.offer, {}, {}, {}, {}};
   fs::path part = upload.file.path();
   std::error_code ec;
+  if (upload.item.type == WorkType::kPrediction) {
+    std::set<std::string> wanted = upload.read_files;
+    wanted.insert(kConsoleLogEntry);
+    try {
+      done.files = read_verified(part, upload.offer.sha256, wanted, kMaxReadBytes,
+                                 ExtractLimits{100000, kMaxResultBytes, kMaxResultBytes});
+    } catch (const std::exception& e) {
+      done.error = e.what();
+      done.files.clear();
+    }
+    fs::remove(part, ec);
+    if (auto console = done.files.find(kConsoleLogEntry); console != done.files.end()) {
+      done.console_log = std::move(console->second);
+      done.files.erase(console);
+    }
+    return done;
+  }
   done.staged = spool / "staging" /
                 (upload.item.id + "-" + std::to_string(upload.offer.attempt));
   fs::remove_all(done.staged, ec);

@@ -4,8 +4,10 @@
 // while extraction reads it (extract_verified: the file is read once, and a resumed upload is
 // verified whole): a small result at once, a large one on the background worker (hashing,
 // extraction and fsync of a 1 GiB model take seconds the network thread must not stop for), so
-// the network thread only writes chunks. Also keeps the live console of running items in
-// spool/live/<item>.log. Not thread-safe: owned by the network thread.
+// the network thread only writes chunks. A prediction's result is not extracted: the few files
+// the server reads of it (the console log, the version's output file) are read out of the
+// archive into memory (read_verified), so an answer costs no staging folder. Also keeps the live
+// console of running items in spool/live/<item>.log. Not thread-safe: owned by the network thread.
 #pragma once
 
 #include <chrono>
@@ -45,17 +47,26 @@ class ResultReceiver {
   struct Finished {
     WorkItem item;
     protocol::ResultOffer offer;
-    std::filesystem::path staged;  // extracted files, ready for commit_model
+    std::filesystem::path
+        staged;  // extracted files, ready for commit_model; empty for a prediction
     std::string console_log;
+    // A prediction's result: the files named at begin(), as far as the archive holds them (the
+    // last kMaxReadBytes of each).
+    std::map<std::string, std::string> files;
     std::string error;             // set when the archive was refused (hash, limits, entries)
   };
   // Starts receiving `offer` for `item` from `client`, or resumes after the last chunk written
   // when the same client offers the same result (attempt, size, sha256) again; any other
   // earlier upload of the item is replaced. Returns the PULLs to send: none while the item's
-  // complete upload is being extracted (its answer follows). Throws ProtocolError for an offer
-  // it will not take.
+  // complete upload is being extracted (its answer follows). A prediction item's result is
+  // read instead of extracted: Finished::files gets `read_files` (names as list_files() gives
+  // them), the console log goes to Finished::console_log as for any result. Throws
+  // ProtocolError for an offer it will not take.
   std::vector<protocol::Pull> begin(const std::string& client, const WorkItem& item,
-                                    const protocol::ResultOffer& offer);
+                                    const protocol::ResultOffer& offer,
+                                    std::set<std::string> read_files = {});
+  // What is kept of each file of a prediction's result, its console log included: the end.
+  static constexpr std::uint64_t kMaxReadBytes = std::uint64_t{8} << 20;
 
   // Takes one UPLOAD chunk and returns the PULLs to send. The chunk that completes the result
   // leads to the FinishedHandler: before this returns for a small result, from a later
@@ -88,11 +99,13 @@ class ResultReceiver {
     std::uint64_t received = 0;
     std::uint64_t requested = 0;
     std::chrono::steady_clock::time_point last_activity = std::chrono::steady_clock::now();
+    std::set<std::string> read_files;  // a prediction's: read, not extracted
   };
   void discard(std::map<std::string, Upload>::iterator upload);
 
   void request_more(Upload& upload, std::vector<protocol::Pull>& pulls);
-  // Extracts, checking the hash; file system work only, so it may run on the worker.
+  // Extracts (reads, for a prediction), checking the hash; file system work only, so it may run
+  // on the worker.
   static Finished finish(const std::filesystem::path& spool, const Upload& upload, bool sync);
 
   AssetStore& store_;

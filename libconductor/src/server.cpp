@@ -436,7 +436,14 @@ void Server::Impl::on_result(Peer& peer, const protocol::ResultOffer& offer) {
          protocol::Ack{offer.item, offer.attempt, "duplicate", "no open item with this id"});
     return;
   }
-  auto pulls = receiver_->begin(peer.id, *item, offer);
+  // Of a prediction's answer only its output file (when the version names one) and console
+  // log are read, never extracted.
+  std::set<std::string> read_files;
+  if (auto version = versions_.find(item->version);
+      is_prediction(*item) && version != versions_.end()) {
+    if (auto output = prediction_output_entry(version->second.version)) read_files.insert(*output);
+  }
+  auto pulls = receiver_->begin(peer.id, *item, offer, std::move(read_files));
   for (auto& pull : pulls) send(peer, MessageType::kPull, pull);
 }
 

@@ -612,19 +612,22 @@ std::optional<EnsembleResult> Server::Impl::prediction(const std::string& reques
 
 std::optional<double> Server::Impl::read_prediction(const Version& version,
                                                     const ResultReceiver::Finished& done) const {
-  std::string text = done.console_log;
-  if (!version.prediction_output.empty()) {
-    fs::path file = done.staged / version.prediction_output;
-    if (file.lexically_normal().string().starts_with(done.staged.string())) {
-      std::ifstream in(file, std::ios::binary);
-      std::string content(1u << 20, '\0');
-      in.read(content.data(), static_cast<std::streamsize>(content.size()));
-      content.resize(static_cast<std::size_t>(in.gcount()));
-      if (auto value = parse_prediction(content, version.prediction_pattern)) return value;
-      return parse_prediction(content, "[-+]?(?:\\d+\\.?\\d*|\\.\\d+)(?:[eE][-+]?\\d+)?");
-    }
+  if (const auto output = prediction_output_entry(version)) {
+    // As on_result asked ResultReceiver to read it; a result without that file has no value.
+    auto file = done.files.find(*output);
+    const std::string content = file != done.files.end() ? file->second : std::string{};
+    if (auto value = parse_prediction(content, version.prediction_pattern)) return value;
+    return parse_prediction(content, "[-+]?(?:\\d+\\.?\\d*|\\.\\d+)(?:[eE][-+]?\\d+)?");
   }
-  return parse_prediction(text, version.prediction_pattern);
+  return parse_prediction(done.console_log, version.prediction_pattern);
+}
+
+std::optional<std::string> Server::Impl::prediction_output_entry(const Version& version) {
+  if (version.prediction_output.empty()) return std::nullopt;
+  // A name that climbs out of the result (../x, /x) is ignored: the console is read instead.
+  const fs::path name = fs::path(version.prediction_output).lexically_normal();
+  if (name.empty() || name.is_absolute() || *name.begin() == "..") return std::nullopt;
+  return name.generic_string();
 }
 
 void Server::Impl::record_prediction(const WorkItem& item, std::optional<double> value,

@@ -267,6 +267,9 @@ class Server::Impl {
                              const std::string& failure);
   void record_prediction(const WorkItem& item, std::optional<double> value,
                          const std::string& failure);
+  // The entry of a prediction's result that holds its answer: the version's output file, as a
+  // clean name inside the result; nullopt when the version reads the console instead.
+  static std::optional<std::string> prediction_output_entry(const Version& version);
   std::optional<double> read_prediction(const Version& version,
                                         const ResultReceiver::Finished& done) const;
   void finish_prediction_request(const std::string& request);

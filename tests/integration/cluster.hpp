@@ -39,6 +39,7 @@ struct VersionSpec {
   std::vector<std::pair<std::string, std::string>> payload;  // further input files
   std::string predict_script = {};                           // predict.sh; empty: no predictions
   std::string requirement = {};  // <Requires>: "gpu", "cpu"; empty: none
+  std::string prediction_output = {};  // <PredictionOutput>; empty: the console is read
 };
 
 // <Created>...<TargetModels> of one version, in the original's XmlSerializer layout.
@@ -55,6 +56,9 @@ inline std::string version_body(const VersionSpec& spec, const std::string& inde
                                             "    <Arguments>predict.sh</Arguments>\n" + indent +
                                             "  </Command>\n" + indent + "</PredictionCommands>\n") +
          indent + "<TargetModels>" + std::to_string(spec.target_models) + "</TargetModels>\n" +
+         (spec.prediction_output.empty()
+              ? ""
+              : indent + "<PredictionOutput>" + spec.prediction_output + "</PredictionOutput>\n") +
          (spec.requirement.empty() ? ""
                                    : indent + "<Requires>" + spec.requirement + "</Requires>\n");
 }

@@ -182,6 +182,36 @@ TEST_CASE("a failing prediction command yields a completed result that lists the
   CHECK(cluster.model_ids("v").size() == 4);  // prediction outputs never become models
 }
 
+TEST_CASE("a version's PredictionOutput file is where the value is read, not the console") {
+  Cluster cluster("conductor-predict-output");
+  // The console says something else, so only the file can give the right values; a model
+  // holding "none" writes no file, which is a failure even though the console has a number.
+  const std::string predict =
+      "echo 'PredictedBuffer=999'\n"
+      "[ \"$(cat model-latest.h5)\" = none ] && exit 0\n"
+      "mkdir -p out && echo \"answer: $(cat model-latest.h5)\" > out/answer.txt\n";
+  VersionSpec spec{"v", 0, "exit 1\n", {}, predict};
+  spec.prediction_output = "out/answer.txt";
+  conductor::test::write_configuration(cluster.server_dir(), 0.0, {spec});
+  std::map<std::string, std::string> ids;  // model content -> id
+  for (const std::string content : {"7", "11", "none"}) {
+    ids[content] = conductor::test::store_model(cluster.server_dir(), "v", {{"model.h5", content}});
+  }
+  cluster.start_server();
+  cluster.start_client("solo");
+  const fs::path rows = cluster.root() / "rows.csv";
+  conductor::test::write_file(rows, kRows);
+  const auto run = cluster.ctl({"predict", "--json", "--wait", "60", rows.string()});
+  INFO("conductorctl stdout:\n" << run.out << "\nstderr:\n" << run.err << cluster.diagnostics());
+  REQUIRE(run.status.exited_with(0));
+  const json result = parse_json(run);
+  CHECK(values_by_model(result) == std::map<std::string, double>{{ids["7"], 7}, {ids["11"], 11}});
+  REQUIRE(result["failures"].size() == 1);
+  CHECK(result["failures"][0]["model"] == ids["none"]);
+  // Answers are read from the archives, never unpacked on the server.
+  CHECK(conductor::test::list_names(cluster.server_dir() / "spool" / "staging").empty());
+}
+
 TEST_CASE("predict --top 2 --by accuracy asks exactly the two most accurate models") {
   Cluster cluster("conductor-predict-topk");
   conductor::test::write_configuration(cluster.server_dir(), 0.0,

@@ -9,7 +9,9 @@
 
 #include <algorithm>
 #include <filesystem>
+#include <map>
 #include <memory>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -613,4 +615,64 @@ TEST_CASE("extract_verified refuses an intact archive for what it holds, as extr
   }
   CHECK_MESSAGE(message.find("max_entries") != std::string::npos, "message: '" << message << "'");
   CHECK(is_empty_folder(out));
+}
+
+TEST_CASE("read_verified reads the wanted files' ends into memory and writes nothing") {
+  TempDir dir;
+  const fs::path root = dir.make("result");
+  write_file(root / ".conductor" / "console.log", "training...\nPredictedBuffer=0.75\n");
+  write_file(root / "out" / "prediction.txt", "0.5\n");
+  write_file(root / "model.h5", pseudo_random(1u << 20));  // not wanted: skipped, still hashed
+  const fs::path archive = dir.path() / "r.tar";
+  conductor::pack_directory(root, archive, {}, PackOptions{Compression::kZstd});
+  const std::string announced = conductor::sha256_file(archive);
+  const std::set<std::string> wanted = {".conductor/console.log", "out/prediction.txt",
+                                        "absent.txt"};
+
+  const auto files = conductor::read_verified(archive, announced, wanted, 1u << 20);
+  CHECK(files == std::map<std::string, std::string>{
+                     {".conductor/console.log", "training...\nPredictedBuffer=0.75\n"},
+                     {"out/prediction.txt", "0.5\n"}});
+  // Only the end of a file longer than max_bytes is kept.
+  CHECK(conductor::read_verified(archive, announced, wanted, 7).at(".conductor/console.log") ==
+        "r=0.75\n");
+  CHECK(fs::exists(archive));
+  CHECK(conductor::test::list_names(dir.path()) == std::vector<std::string>{"r.tar", "result"});
+}
+
+TEST_CASE("read_verified refuses damaged bytes and unsafe entries as extract_verified does") {
+  TempDir dir;
+  SUBCASE("a flipped last byte: hash mismatch") {
+    const fs::path root = dir.make("result");
+    write_file(root / "a.txt", "a\n");
+    const fs::path archive = dir.path() / "r.tar";
+    conductor::pack_directory(root, archive);
+    const std::string announced = conductor::sha256_file(archive);
+    std::string bytes = read_file(archive);
+    bytes.back() ^= 0x01;
+    write_file(archive, bytes);
+    CHECK_THROWS_WITH_AS(conductor::read_verified(archive, announced, {"a.txt"}, 1024),
+                         doctest::Contains("hash mismatch"), PackageError);
+  }
+  SUBCASE("an entry that climbs out, even when it is not wanted") {
+    const fs::path archive = dir.path() / "evil.tar";
+    write_crafted(archive, {{"../escape.txt", AE_IFREG, "x"}, {"a.txt", AE_IFREG, "a"}});
+    CHECK_THROWS_AS(
+        conductor::read_verified(archive, conductor::sha256_file(archive), {"a.txt"}, 1024),
+        PackageError);
+  }
+  SUBCASE("a symlink") {
+    const fs::path archive = dir.path() / "link.tar";
+    write_crafted(archive, {{"a.txt", AE_IFLNK, "", "/etc/passwd"}});
+    CHECK_THROWS_AS(
+        conductor::read_verified(archive, conductor::sha256_file(archive), {"a.txt"}, 1024),
+        PackageError);
+  }
+  SUBCASE("more entries than max_entries") {
+    const fs::path archive = dir.path() / "many.tar";
+    write_crafted(archive, {{"a", AE_IFREG, "1"}, {"b", AE_IFREG, "2"}, {"c", AE_IFREG, "3"}});
+    CHECK_THROWS_WITH_AS(conductor::read_verified(archive, conductor::sha256_file(archive), {"a"},
+                                                  1024, ExtractLimits{.max_entries = 2}),
+                         doctest::Contains("max_entries"), PackageError);
+  }
 }

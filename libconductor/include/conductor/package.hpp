@@ -6,6 +6,8 @@
 
 #include <cstdint>
 #include <filesystem>
+#include <map>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -104,5 +106,17 @@ ExtractStats extract(const std::filesystem::path& archive, const std::filesystem
 ExtractStats extract_verified(const std::filesystem::path& archive,
                               const std::filesystem::path& destination,
                               const std::string& expected_sha256, const ExtractLimits& limits = {});
+
+// Reads the regular files named in `wanted` (names as list_files() gives them) out of the
+// archive into memory, the last `max_bytes` of each (where a log's verdict is), writing nothing:
+// for a result whose few small files are all that is needed (a prediction's console log and
+// output). Checks the archive's SHA-256 and judges every entry as extract_verified() does (the same
+// refusals and precedence of a hash mismatch; limits.max_entries applies). Returns name -> content
+// for the wanted files the archive holds.
+std::map<std::string, std::string> read_verified(const std::filesystem::path& archive,
+                                                 const std::string& expected_sha256,
+                                                 const std::set<std::string>& wanted,
+                                                 std::uint64_t max_bytes,
+                                                 const ExtractLimits& limits = {});
 
 }  // namespace conductor

@@ -248,8 +248,12 @@ void Client::Impl::forward_job_progress(Slot& slot) {
   slot.current->outcome = std::move(outcome);
   const JobOutcome& o = *slot.current->outcome;
   if (o.succeeded) {
-    outbox_->keep(KeptResult{c.assign.item, c.assign.attempt, c.assign.version, c.assign.type,
-                             c.result, o});
+    // Only a training result is described for a restart: a prediction's answer is worth only
+    // its request's deadline, and the server asks again when this client does not come back.
+    if (c.assign.type != "prediction") {
+      outbox_->keep(KeptResult{c.assign.item, c.assign.attempt, c.assign.version, c.assign.type,
+                               c.result, o});
+    }
     log_->info("Item {} finished in {:.1f} s{}; sending {} bytes", c.assign.item, o.duration,
                tag(slot), o.size);
   } else {

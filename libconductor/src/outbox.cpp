@@ -1,9 +1,9 @@
 #include "outbox.hpp"
 
-#include <nlohmann/json.hpp>
-
 #include <fstream>
+#include <nlohmann/json.hpp>
 #include <stdexcept>
+#include <vector>
 
 #include "conductor/error.hpp"
 
@@ -22,6 +22,14 @@ Outbox::Outbox(fs::path dir, std::function<void(const std::string&)> warn)
   std::error_code ec;
   fs::create_directories(dir_, ec);
   if (ec) throw IoError("cannot use outbox '" + dir_.string() + "': " + ec.message());
+  std::vector<fs::path> unclaimed;
+  for (const auto& entry : fs::directory_iterator(dir_, ec)) {
+    const fs::path& path = entry.path();
+    if (path.extension() == ".json") continue;
+    if (path.extension() == ".tar" && fs::exists(description_of(path))) continue;
+    unclaimed.push_back(path);
+  }
+  for (const auto& path : unclaimed) fs::remove(path, ec);
 }
 
 fs::path Outbox::archive_path(const std::string& item, int attempt) const {

@@ -1,6 +1,7 @@
 // Outbox: the client's finished results, kept in <workdir>/outbox until the server acknowledges
 // them, so that they survive a restart of the client: <item>-<attempt>.tar (the result archive)
-// and <item>-<attempt>.json (what RESULT says about it). Not thread-safe: the client's network
+// and <item>-<attempt>.json (what RESULT says about it). A prediction's answer has only its
+// archive there: it is not offered again after a restart. Not thread-safe: the client's network
 // thread owns it.
 #pragma once
 
@@ -27,7 +28,9 @@ struct KeptResult {
 class Outbox {
  public:
   // `warn` hears of entries that cannot be kept or taken up. Throws IoError when the folder
-  // cannot be created.
+  // cannot be created. Removes what an earlier run left that no description claims: archives
+  // of results that were never kept for a restart (a prediction's answer) and half-written
+  // files. Construct it before any job writes to the folder.
   Outbox(std::filesystem::path dir, std::function<void(const std::string&)> warn);
 
   // Where the result archive of `item`'s `attempt` goes.

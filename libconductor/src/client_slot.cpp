@@ -237,9 +237,12 @@ void Client::Impl::forward_job_progress(Slot& slot) {
   }
   auto outcome = slot.job->outcome();
   if (!outcome) return;
+  // Asked again now: the job may have proven its downloads intact after the check above and
+  // ended since (the flag is set before the outcome). Not proven (damaged, or cancelled):
+  // they are dropped.
+  const bool verified = slot.job->are_packages_verified();
   slot.job.reset();
-  // Ended before its downloads were proven intact (damaged, or cancelled): they are dropped.
-  if (!slot.current->verifying.empty()) settle_verification(slot, false);
+  if (!slot.current->verifying.empty()) settle_verification(slot, verified);
   if (outcome->cancelled) {
     log_->info("Item {} cancelled", c.assign.item);
     discard(slot);

@@ -67,10 +67,19 @@ JobOutcome JobRunner::run_commands() {
   JobOutcome outcome;
   std::error_code ec;
   // Emptied, not removed and made again: the folder's inode is reused from item to item (a
-  // creation on ext4 costs more than the files it holds when they are small).
-  if (fs::is_directory(spec_.work_dir, ec)) {
-    for (const auto& entry : fs::directory_iterator(spec_.work_dir)) fs::remove_all(entry.path());
-  } else {
+  // creation on ext4 costs more than the files it holds when they are small). A link a command
+  // put in its place is removed, never followed; what cannot be removed is left, as before.
+  bool emptied = false;
+  if (fs::is_directory(fs::symlink_status(spec_.work_dir, ec))) {
+    emptied = true;
+    for (fs::directory_iterator it(spec_.work_dir, ec), end; !ec && it != end; it.increment(ec)) {
+      std::error_code removed;
+      fs::remove_all(it->path(), removed);
+      if (removed) emptied = false;
+    }
+    if (ec) emptied = false;
+  }
+  if (!emptied) {
     fs::remove_all(spec_.work_dir, ec);
     fs::create_directories(spec_.work_dir);
   }

@@ -671,6 +671,7 @@ std::map<std::string, std::string> read_verified(const fs::path& archive_path,
                    return;  // its data is read (and hashed) as it is skipped
                  if (files.contains(clean)) throw PackageError(refusal(name, "repeats a name"));
                  std::string& content = files[clean];
+                 bool cut = false;
                  char block[64 * 1024];
                  for (;;) {
                    const la_ssize_t got = archive_read_data(reader, block, sizeof block);
@@ -681,9 +682,21 @@ std::map<std::string, std::string> read_verified(const fs::path& archive_path,
                    }
                    content.append(block, static_cast<std::size_t>(got));
                    // Only the end is kept; trimmed now and then, so each byte moves about once.
-                   if (content.size() > 2 * max_bytes) content.erase(0, content.size() - max_bytes);
+                   if (content.size() > 2 * max_bytes) {
+                     content.erase(0, content.size() - max_bytes);
+                     cut = true;
+                   }
                  }
-                 if (content.size() > max_bytes) content.erase(0, content.size() - max_bytes);
+                 if (content.size() > max_bytes) {
+                   content.erase(0, content.size() - max_bytes);
+                   cut = true;
+                 }
+                 // A cut line could read as another value ("...5.2" of "12345.2"): it starts
+                 // at the next line.
+                 if (const auto line_end = content.find('\n');
+                     cut && line_end != std::string::npos) {
+                   content.erase(0, line_end + 1);
+                 }
                });
   return files;
 }

@@ -100,6 +100,12 @@ void Server::Impl::run() {
     serving_ = false;
   }
   run_tasks();  // what arrived while stopping still gets an answer
+  {
+    // No request completes any more: waiters return now rather than at their timeout.
+    std::lock_guard lock(finished_mutex_);
+    stopped_ = true;
+  }
+  finished_ready_.notify_all();
   log("Conductor server stopped");
 }
 
@@ -180,13 +186,18 @@ std::optional<StoredModel> Server::Impl::next_stored_model(std::chrono::millisec
 bool Server::Impl::wait_until_finished(const std::string& request_id, TimePoint deadline) {
   std::unique_lock lock(finished_mutex_);
   return finished_ready_.wait_until(lock, deadline, [&] {
-    return std::find(finished_ids_.begin(), finished_ids_.end(), request_id) != finished_ids_.end();
+    return stopped_ ||
+           std::find(finished_ids_.begin(), finished_ids_.end(), request_id) != finished_ids_.end();
   });
 }
 
 void Server::Impl::mark_serving() {
-  std::lock_guard lock(tasks_mutex_);
-  serving_ = true;
+  {
+    std::lock_guard lock(tasks_mutex_);
+    serving_ = true;
+  }
+  std::lock_guard lock(finished_mutex_);
+  stopped_ = false;
 }
 
 void Server::Impl::run_tasks() {

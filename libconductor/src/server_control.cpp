@@ -540,10 +540,10 @@ std::string Server::Impl::predict(const std::string& csv_rows, const PredictOpti
       std::string failure;
       try {
         blob = pack_prediction_inputs(model_dir, data, archive);
-      } catch (const Error& e) {
+      } catch (const std::exception& e) {  // every failure ends in the completion below
         failure = std::string("its inputs could not be packed: ") + e.what();
-      } catch (const std::filesystem::filesystem_error& e) {
-        failure = std::string("its inputs could not be packed: ") + e.what();
+      } catch (...) {
+        failure = "its inputs could not be packed";
       }
       return [this, request, name, model, blob = std::move(blob), failure] {
         queue_prediction_item(request, name, model, blob, failure);

@@ -103,7 +103,8 @@ class Server::Impl {
     return future.get();
   }
   void mark_serving();
-  // Thread-safe: true once `request_id` completed (among the latest kept), false at `deadline`.
+  // Thread-safe: true once `request_id` completed (among the latest kept) or the loop ended,
+  // false at `deadline`.
   bool wait_until_finished(const std::string& request_id, TimePoint deadline);
   std::optional<StoredModel> next_stored_model(std::chrono::milliseconds timeout);  // start(): calls made from now on wait for the network thread
 
@@ -333,6 +334,7 @@ class Server::Impl {
   std::mutex finished_mutex_;
   std::condition_variable finished_ready_;
   std::deque<std::string> finished_ids_;  // guarded by finished_mutex_: their request ids
+  bool stopped_ = false;                  // guarded by finished_mutex_: the loop has ended
   std::mutex stored_mutex_;
   std::condition_variable stored_ready_;
   std::deque<StoredModel> stored_models_;                    // not yet taken by next_stored_model

@@ -29,6 +29,9 @@ std::string bind_router(zmq::socket_t& socket, const std::string& endpoint,
     socket.set(zmq::sockopt::tcp_keepalive_idle, 30);
     socket.set(zmq::sockopt::tcp_keepalive_intvl, 10);
     socket.set(zmq::sockopt::tcp_keepalive_cnt, 3);
+    // Keepalive probes wait while sent data is unacknowledged: a peer that vanished in the
+    // middle of a transfer is dropped after 60 s of unacknowledged data (TCP_USER_TIMEOUT).
+    socket.set(zmq::sockopt::tcp_maxrt, 60000);
     socket.set(zmq::sockopt::handshake_ivl, 10000);
     socket.bind(endpoint);
     return socket.get(zmq::sockopt::last_endpoint);

@@ -3,6 +3,7 @@
 #include <doctest/doctest.h>
 
 #include <chrono>
+#include <future>
 #include <map>
 #include <nlohmann/json.hpp>
 #include <optional>
@@ -111,6 +112,24 @@ TEST_CASE(
   CHECK(server.wait_for_prediction(request, 0ms).has_value());
   auto unknown = refusal([&] { server.wait_for_prediction("no-such-request", 10ms); });
   CHECK(unknown.code() == conductor::ErrorCode::kArgument);
+}
+
+TEST_CASE("wait_for_prediction returns when the server stops, not at its timeout") {
+  conductor::test::TempDir root("conductor-api-wait-stop");
+  const fs::path workdir = root / "server";
+  conductor::test::write_configuration(workdir, 0.0, {predicting_version("waited", 0)});
+  conductor::test::store_model(workdir, "waited", {{"model.h5", "1"}});
+  auto options = options_for(workdir);
+  options.prediction_timeout = 10min;  // no client: the request would not end on its own
+  conductor::Server server(options);
+  server.start();
+  const std::string request = server.predict(kRows);
+  auto waiting =
+      std::async(std::launch::async, [&] { return server.wait_for_prediction(request, 10min); });
+  CHECK(waiting.wait_for(200ms) == std::future_status::timeout);  // still running: it waits
+  server.stop();
+  REQUIRE(waiting.wait_for(60s) == std::future_status::ready);
+  CHECK_FALSE(waiting.get().has_value());
 }
 
 TEST_CASE("a top-k prediction asks exactly the best k models by the named metric") {

@@ -9,6 +9,7 @@
 #include <filesystem>
 #include <string>
 #include <thread>
+#include <vector>
 
 #include "conductor/package.hpp"
 #include "conductor/sha256.hpp"
@@ -95,4 +96,27 @@ TEST_CASE("a job takes an archive from the cache as it is: no SHA-256 to check")
   const JobOutcome outcome = wait_for(job);
   CHECK_MESSAGE(outcome.succeeded, outcome.reason);
   CHECK(job.are_packages_verified());
+}
+
+TEST_CASE("a job empties its work folder of the last item's files but never follows a link there") {
+  TempDir dir;
+  packed_version(dir.path());
+  const std::string sha = conductor::sha256_file(dir.path() / "v.tar");
+  SUBCASE("left-overs of the last item are gone") {
+    write_file(dir.path() / "work" / "old-output.txt", "from the last item");
+    write_file(dir.path() / "work" / "sub" / "deeper.txt", "also");
+  }
+  SUBCASE("a link in the work folder's place is removed, its target kept") {
+    write_file(dir.path() / "elsewhere" / "precious.txt", "keep me");
+    fs::create_directory_symlink(dir.path() / "elsewhere", dir.path() / "work");
+  }
+  JobRunner job(copying_job(dir.path(), dir.path() / "v.tar", sha), [] {});
+  const JobOutcome outcome = wait_for(job);
+  CHECK(outcome.succeeded);
+  CHECK_FALSE(fs::is_symlink(dir.path() / "work"));
+  CHECK(conductor::test::list_names(dir.path() / "work") ==
+        std::vector<std::string>{"data.bin", "model.h5"});
+  if (fs::exists(dir.path() / "elsewhere")) {
+    CHECK(read_file(dir.path() / "elsewhere" / "precious.txt") == "keep me");
+  }
 }

@@ -108,7 +108,8 @@ ExtractStats extract_verified(const std::filesystem::path& archive,
                               const std::string& expected_sha256, const ExtractLimits& limits = {});
 
 // Reads the regular files named in `wanted` (names as list_files() gives them) out of the
-// archive into memory, the last `max_bytes` of each (where a log's verdict is), writing nothing:
+// archive into memory, the last `max_bytes` of each (where a log's verdict is; a file cut there
+// starts at its first whole line), writing nothing:
 // for a result whose few small files are all that is needed (a prediction's console log and
 // output). Checks the archive's SHA-256 and judges every entry as extract_verified() does (the same
 // refusals and precedence of a hash mismatch; limits.max_entries applies). Returns name -> content

@@ -77,7 +77,37 @@ class PartFile {
   bool is_committed_ = false;
 };
 
+void write_header(archive* writer, const std::string& name, mode_t mode, std::int64_t size,
+                  std::int64_t mtime) {
+  EntryHandle header(archive_entry_new(), &archive_entry_free);
+  archive_entry_set_pathname(header.get(), name.c_str());
+  archive_entry_set_filetype(header.get(), AE_IFREG);
+  archive_entry_set_perm(header.get(), mode);
+  archive_entry_set_size(header.get(), size);
+  archive_entry_set_mtime(header.get(), mtime, 0);
+  if (archive_write_header(writer, header.get()) != ARCHIVE_OK) {
+    throw PackageError("cannot write the header of pack entry '" + name +
+                       "': " + archive_text(writer));
+  }
+}
+
+void write_content(archive* writer, const PackEntry& entry, PackStats& stats) {
+  const std::string& content = *entry.content;
+  write_header(writer, entry.name, 0644, static_cast<std::int64_t>(content.size()),
+               ::time(nullptr));
+  if (!content.empty() && archive_write_data(writer, content.data(), content.size()) !=
+                              static_cast<la_ssize_t>(content.size())) {
+    throw IoError("cannot write pack entry '" + entry.name + "': " + archive_text(writer));
+  }
+  stats.bytes_in += content.size();
+  ++stats.entries;
+}
+
 void write_entry(archive* writer, const PackEntry& entry, std::span<char> block, PackStats& stats) {
+  if (entry.content) {
+    write_content(writer, entry, stats);
+    return;
+  }
   // O_NONBLOCK keeps a fifo from blocking the open; it changes nothing for regular files.
   UniqueFd in(::open(entry.source.c_str(), O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC));
   if (!in.is_open()) {
@@ -95,16 +125,8 @@ void write_entry(archive* writer, const PackEntry& entry, std::span<char> block,
                        " refused: packages hold regular files only");
   }
 
-  EntryHandle header(archive_entry_new(), &archive_entry_free);
-  archive_entry_set_pathname(header.get(), entry.name.c_str());
-  archive_entry_set_filetype(header.get(), AE_IFREG);
-  archive_entry_set_perm(header.get(), (info.st_mode & 0111) != 0 ? 0755 : 0644);
-  archive_entry_set_size(header.get(), info.st_size);
-  archive_entry_set_mtime(header.get(), info.st_mtim.tv_sec, 0);
-  if (archive_write_header(writer, header.get()) != ARCHIVE_OK) {
-    throw PackageError("cannot write the header of pack entry '" + entry.name +
-                       "': " + archive_text(writer));
-  }
+  write_header(writer, entry.name, (info.st_mode & 0111) != 0 ? 0755 : 0644, info.st_size,
+               info.st_mtim.tv_sec);
 
   auto remaining = static_cast<std::uint64_t>(info.st_size);
   while (remaining > 0) {
@@ -136,7 +158,9 @@ void write_entry(archive* writer, const PackEntry& entry, std::span<char> block,
   ++stats.entries;
 }
 
-WriteArchive open_writer(int fd, const fs::path& archive_path, const PackOptions& options) {
+// The archive goes to `fd`, or appended to `*memory` when that is set.
+WriteArchive open_writer(int fd, std::string* memory, const fs::path& archive_path,
+                         const PackOptions& options) {
   WriteArchive writer(archive_write_new(), &archive_write_free);
   if (!writer) throw std::bad_alloc();
   if (archive_write_set_format_pax_restricted(writer.get()) != ARCHIVE_OK) {
@@ -163,7 +187,14 @@ WriteArchive open_writer(int fd, const fs::path& archive_path, const PackOptions
   }
   // Without this, tar pads its last block to 10 KiB, which is only useful for tape drives.
   archive_write_set_bytes_in_last_block(writer.get(), 1);
-  if (archive_write_open_fd(writer.get(), fd) != ARCHIVE_OK) {
+  const auto append = [](archive*, void* target, const void* data, std::size_t size) -> la_ssize_t {
+    static_cast<std::string*>(target)->append(static_cast<const char*>(data), size);
+    return static_cast<la_ssize_t>(size);
+  };
+  const int opened = memory != nullptr ? archive_write_open2(writer.get(), memory, nullptr, append,
+                                                             nullptr, nullptr)
+                                       : archive_write_open_fd(writer.get(), fd);
+  if (opened != ARCHIVE_OK) {
     throw IoError("cannot start writing " + quoted(archive_path) + ": " +
                   archive_text(writer.get()));
   }
@@ -420,14 +451,21 @@ Compression worthwhile_compression(const std::vector<PackEntry>& entries) {
   std::vector<std::pair<std::uintmax_t, const PackEntry*>> by_size;
   for (const auto& entry : entries) {
     std::error_code ec;
-    const auto size = fs::file_size(entry.source, ec);
+    const auto size = entry.content ? entry.content->size() : fs::file_size(entry.source, ec);
     if (!ec) by_size.emplace_back(size, &entry);
   }
   const std::size_t sampled = std::min(kFilesSampled, by_size.size());
   std::partial_sort(by_size.begin(), by_size.begin() + static_cast<std::ptrdiff_t>(sampled),
                     by_size.end(), [](const auto& a, const auto& b) { return a.first > b.first; });
   std::string sample;
-  for (std::size_t i = 0; i < sampled; ++i) append_sample(by_size[i].second->source, kBytesPerFile, sample);
+  for (std::size_t i = 0; i < sampled; ++i) {
+    const PackEntry& entry = *by_size[i].second;
+    if (entry.content) {
+      sample.append(*entry.content, 0, kBytesPerFile);
+    } else {
+      append_sample(entry.source, kBytesPerFile, sample);
+    }
+  }
   if (sample.size() < kTooSmallToMatter) return Compression::kNone;
   std::string compressed(ZSTD_compressBound(sample.size()), '\0');
   const std::size_t size = ZSTD_compress(compressed.data(), compressed.size(), sample.data(),
@@ -440,8 +478,10 @@ Compression worthwhile_compression(const std::vector<PackEntry>& entries) {
 
 }  // namespace
 
-PackStats pack(const std::vector<PackEntry>& entries, const fs::path& archive_path,
-               const PackOptions& requested) {
+namespace {
+
+// pack()'s checks of the entries and its choice of compression.
+PackOptions prepare_pack(const std::vector<PackEntry>& entries, const PackOptions& requested) {
   PackOptions options = requested;
   if (options.compression == Compression::kAuto) options.compression = worthwhile_compression(entries);
   std::set<std::string_view> names;
@@ -454,26 +494,38 @@ PackStats pack(const std::vector<PackEntry>& entries, const fs::path& archive_pa
       throw PackageError("pack entry '" + entry.name + "' refused: the name repeats");
     }
   }
+  return options;
+}
 
+// Writes every entry to the archive `fd` or `memory` (open_writer) and closes it.
+PackStats write_archive(const std::vector<PackEntry>& entries, int fd, std::string* memory,
+                        const fs::path& archive_path, const PackOptions& options) {
+  PackStats stats;
+  stats.compression = options.compression;
+  const WriteArchive writer = open_writer(fd, memory, archive_path, options);
+  auto block = std::make_unique_for_overwrite<char[]>(kCopyBlockSize);
+  for (const auto& entry : entries) {
+    write_entry(writer.get(), entry, std::span<char>(block.get(), kCopyBlockSize), stats);
+  }
+  if (archive_write_close(writer.get()) != ARCHIVE_OK) {
+    throw IoError("cannot finish writing " + quoted(archive_path) + ": " +
+                  archive_text(writer.get()));
+  }
+  return stats;
+}
+
+}  // namespace
+
+PackStats pack(const std::vector<PackEntry>& entries, const fs::path& archive_path,
+               const PackOptions& requested) {
+  const PackOptions options = prepare_pack(entries, requested);
   fs::path part_path = archive_path;
   part_path += ".part";
   PartFile part(part_path);
   UniqueFd out(::open(part_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644));
   if (!out.is_open()) throw IoError("cannot create " + quoted(part_path) + ": " + errno_text());
 
-  PackStats stats;
-  stats.compression = options.compression;
-  {
-    const WriteArchive writer = open_writer(out.get(), archive_path, options);
-    auto block = std::make_unique_for_overwrite<char[]>(kCopyBlockSize);
-    for (const auto& entry : entries) {
-      write_entry(writer.get(), entry, std::span<char>(block.get(), kCopyBlockSize), stats);
-    }
-    if (archive_write_close(writer.get()) != ARCHIVE_OK) {
-      throw IoError("cannot finish writing " + quoted(part_path) + ": " +
-                    archive_text(writer.get()));
-    }
-  }
+  PackStats stats = write_archive(entries, out.get(), nullptr, part_path, options);
   // Flushed before the rename, so a crash cannot leave a complete name over incomplete data.
   if ((options.sync && ::fsync(out.get()) != 0) || out.close() != 0) {
     throw IoError("cannot flush " + quoted(part_path) + ": " + errno_text());
@@ -490,6 +542,13 @@ PackStats pack(const std::vector<PackEntry>& entries, const fs::path& archive_pa
   return stats;
 }
 
+std::string pack_to_memory(const std::vector<PackEntry>& entries, const PackOptions& requested) {
+  const PackOptions options = prepare_pack(entries, requested);
+  std::string archive;
+  write_archive(entries, -1, &archive, "an archive in memory", options);
+  return archive;
+}
+
 PackStats pack_directory(const fs::path& root, const fs::path& archive_path,
                          const std::vector<std::string>& exclude_top_level,
                          const PackOptions& options) {
@@ -498,18 +557,24 @@ PackStats pack_directory(const fs::path& root, const fs::path& archive_path,
 
 namespace {
 
-// Feeds libarchive from a descriptor and hashes every byte it hands over, in file order. No
-// skip or seek callback is set, so libarchive reads everything through read(): the hash sees
-// each byte once, and the file is read once.
+// Feeds libarchive from a descriptor, or from bytes in memory, and hashes every byte it hands
+// over, in order. No skip or seek callback is set, so libarchive reads everything through
+// read(): the hash sees each byte once, and the file is read once.
 class HashingSource {
  public:
   HashingSource(int fd, const fs::path& path)
       : fd_(fd),
         path_(path),
         block_(std::make_unique_for_overwrite<char[]>(kArchiveReadBlockSize)) {}
+  HashingSource(std::string_view memory, const fs::path& path)
+      : path_(path), memory_(memory), is_in_memory_(true) {}
 
   static la_ssize_t read(archive* handle, void* self, const void** block) {
     auto& source = *static_cast<HashingSource*>(self);
+    if (source.is_in_memory_) {
+      *block = source.memory_.data();
+      return static_cast<la_ssize_t>(source.take_memory());
+    }
     const ssize_t got = source.read_block();
     if (got < 0) {
       archive_set_error(handle, errno, "cannot read: %s", std::strerror(errno));
@@ -522,6 +587,10 @@ class HashingSource {
   // Reads and hashes what libarchive left unread (the end-of-archive blocks, or everything
   // after a refusal), then ends the hash: 64 hex digits. Throws IoError when reading fails.
   std::string finish() {
+    if (is_in_memory_) {
+      take_memory();
+      return hash_.finish_hex();
+    }
     for (;;) {
       const ssize_t got = read_block();
       if (got == 0) return hash_.finish_hex();
@@ -539,27 +608,77 @@ class HashingSource {
     return got;
   }
 
-  int fd_;
+  // Hashes what is left of the bytes in memory and hands it all over at once.
+  std::size_t take_memory() {
+    const std::size_t size = memory_.size();
+    hash_.update(memory_.data(), size);
+    memory_.remove_prefix(size);
+    return size;
+  }
+
+  int fd_ = -1;
   const fs::path& path_;
   std::unique_ptr<char[]> block_;
+  std::string_view memory_;
+  bool is_in_memory_ = false;
   Sha256 hash_;
 };
 
-// Reads `archive_path` (a tar, plain or zstd or gzip), calling `on_entry(reader, entry, name,
+// The rest of the current entry's data, its last `max_bytes` only (where a log's verdict is); a
+// text cut there starts at its first whole line, since a cut line could read as another value
+// ("...5.2" of "12345.2").
+std::string read_entry_tail(archive* reader, const fs::path& archive_name,
+                            std::uint64_t max_bytes) {
+  std::string content;
+  bool cut = false;
+  char block[64 * 1024];
+  for (;;) {
+    const la_ssize_t got = archive_read_data(reader, block, sizeof block);
+    if (got == 0) break;
+    if (got < 0) {
+      throw PackageError("archive " + quoted(archive_name) +
+                         " is not a readable tar: " + archive_text(reader));
+    }
+    content.append(block, static_cast<std::size_t>(got));
+    // Trimmed now and then, so each byte moves about once.
+    if (content.size() > 2 * max_bytes) {
+      content.erase(0, content.size() - max_bytes);
+      cut = true;
+    }
+  }
+  if (content.size() > max_bytes) {
+    content.erase(0, content.size() - max_bytes);
+    cut = true;
+  }
+  if (const auto line_end = content.find('\n'); cut && line_end != std::string::npos) {
+    content.erase(0, line_end + 1);
+  }
+  return content;
+}
+
+// Reads `archive` (a tar, plain or zstd or gzip), calling `on_entry(reader, entry, name,
 // parts)` for each entry that passed the common checks (limits.max_entries, the entry's type);
 // `parts` is the entry's clean name, split. Checks the SHA-256 when `expected_sha256` is set,
 // also when reading or `on_entry` threw: a mismatch is then the reason given. Returns the
 // number of entries.
 template <typename OnEntry>
-std::uint64_t read_entries(const fs::path& archive_path, const ExtractLimits& limits,
+std::uint64_t read_entries(const ArchiveSource& archive_source, const ExtractLimits& limits,
                            const std::string* expected_sha256, OnEntry&& on_entry) {
-  UniqueFd in(::open(archive_path.c_str(), O_RDONLY | O_CLOEXEC));
-  if (!in.is_open()) {
-    throw IoError("cannot open archive " + quoted(archive_path) + ": " + errno_text());
+  const fs::path& archive_path = archive_source.name();
+  UniqueFd in;
+  if (!archive_source.is_in_memory()) {
+    in = UniqueFd(::open(archive_path.c_str(), O_RDONLY | O_CLOEXEC));
+    if (!in.is_open()) {
+      throw IoError("cannot open archive " + quoted(archive_path) + ": " + errno_text());
+    }
   }
   // Declared before the reader, which points at it: it outlives the reader.
   std::optional<HashingSource> source;
-  if (expected_sha256 != nullptr) source.emplace(in.get(), archive_path);
+  if (expected_sha256 != nullptr && archive_source.is_in_memory()) {
+    source.emplace(archive_source.bytes(), archive_path);
+  } else if (expected_sha256 != nullptr) {
+    source.emplace(in.get(), archive_path);
+  }
   ReadArchive reader(archive_read_new(), &archive_read_free);
   if (!reader) throw std::bad_alloc();
   // Only what pack() and peers write: the other format parsers stay unreachable.
@@ -582,7 +701,10 @@ std::uint64_t read_entries(const fs::path& archive_path, const ExtractLimits& li
   try {
     const int opened =
         source ? archive_read_open(reader.get(), &*source, nullptr, &HashingSource::read, nullptr)
-               : archive_read_open_fd(reader.get(), in.get(), kArchiveReadBlockSize);
+        : archive_source.is_in_memory()
+            ? archive_read_open_memory(reader.get(), archive_source.bytes().data(),
+                                       archive_source.bytes().size())
+            : archive_read_open_fd(reader.get(), in.get(), kArchiveReadBlockSize);
     if (opened != ARCHIVE_OK) {
       throw PackageError("archive " + quoted(archive_path) +
                          " is not a readable tar: " + archive_text(reader.get()));
@@ -620,8 +742,10 @@ std::uint64_t read_entries(const fs::path& archive_path, const ExtractLimits& li
 }
 
 // extract() and extract_verified(): the hash is checked when `expected_sha256` is set.
-ExtractStats extract_checked(const fs::path& archive_path, const fs::path& destination,
-                             const ExtractLimits& limits, const std::string* expected_sha256) {
+ExtractStats extract_checked(const ArchiveSource& archive_source, const fs::path& destination,
+                             const ExtractLimits& limits, const HeldEntries& held,
+                             const std::string* expected_sha256) {
+  const fs::path& archive_path = archive_source.name();
   UniqueFd root(::open(destination.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
   if (!root.is_open()) {
     throw IoError("cannot open extraction folder " + quoted(destination) + ": " + errno_text());
@@ -629,10 +753,24 @@ ExtractStats extract_checked(const fs::path& archive_path, const fs::path& desti
   CreatedPaths created;
   ExtractStats stats;
   stats.entries =
-      read_entries(archive_path, limits, expected_sha256,
+      read_entries(archive_source, limits, expected_sha256,
                    [&](archive* reader, archive_entry* entry, const std::string& name,
                        const std::vector<std::string>& parts) {
-                     if (archive_entry_filetype(entry) == AE_IFDIR) {
+                     const bool is_held =
+                         !held.folder.empty() && !parts.empty() && parts.front() == held.folder;
+                     if (is_held && archive_entry_filetype(entry) == AE_IFDIR) return;
+                     if (is_held) {
+                       const std::string clean = join(parts);
+                       if (parts.size() == 1) {
+                         throw PackageError(refusal(
+                             name, "is a file where '" + held.folder + "' must be a folder"));
+                       }
+                       if (!held.wanted.contains(clean)) return;  // skipped: read and hashed
+                       if (stats.held.contains(clean)) {
+                         throw PackageError(refusal(name, "repeats a name"));
+                       }
+                       stats.held[clean] = read_entry_tail(reader, archive_path, held.max_bytes);
+                     } else if (archive_entry_filetype(entry) == AE_IFDIR) {
                        open_folder(root.get(), destination, name, parts, created);
                      } else {
                        const ExtractContext context{reader, archive_path, destination, root.get(),
@@ -646,23 +784,24 @@ ExtractStats extract_checked(const fs::path& archive_path, const fs::path& desti
 
 }  // namespace
 
-ExtractStats extract(const fs::path& archive_path, const fs::path& destination,
-                     const ExtractLimits& limits) {
-  return extract_checked(archive_path, destination, limits, nullptr);
+ExtractStats extract(const ArchiveSource& archive_source, const fs::path& destination,
+                     const ExtractLimits& limits, const HeldEntries& held) {
+  return extract_checked(archive_source, destination, limits, held, nullptr);
 }
 
-ExtractStats extract_verified(const fs::path& archive_path, const fs::path& destination,
-                              const std::string& expected_sha256, const ExtractLimits& limits) {
-  return extract_checked(archive_path, destination, limits, &expected_sha256);
+ExtractStats extract_verified(const ArchiveSource& archive_source, const fs::path& destination,
+                              const std::string& expected_sha256, const ExtractLimits& limits,
+                              const HeldEntries& held) {
+  return extract_checked(archive_source, destination, limits, held, &expected_sha256);
 }
 
-std::map<std::string, std::string> read_verified(const fs::path& archive_path,
+std::map<std::string, std::string> read_verified(const ArchiveSource& archive_source,
                                                  const std::string& expected_sha256,
                                                  const std::set<std::string>& wanted,
                                                  std::uint64_t max_bytes,
                                                  const ExtractLimits& limits) {
   std::map<std::string, std::string> files;
-  read_entries(archive_path, limits, &expected_sha256,
+  read_entries(archive_source, limits, &expected_sha256,
                [&](archive* reader, archive_entry* entry, const std::string& name,
                    const std::vector<std::string>& parts) {
                  if (archive_entry_filetype(entry) == AE_IFDIR) return;
@@ -670,33 +809,7 @@ std::map<std::string, std::string> read_verified(const fs::path& archive_path,
                  if (!wanted.contains(clean))
                    return;  // its data is read (and hashed) as it is skipped
                  if (files.contains(clean)) throw PackageError(refusal(name, "repeats a name"));
-                 std::string& content = files[clean];
-                 bool cut = false;
-                 char block[64 * 1024];
-                 for (;;) {
-                   const la_ssize_t got = archive_read_data(reader, block, sizeof block);
-                   if (got == 0) break;
-                   if (got < 0) {
-                     throw PackageError("archive " + quoted(archive_path) +
-                                        " is not a readable tar: " + archive_text(reader));
-                   }
-                   content.append(block, static_cast<std::size_t>(got));
-                   // Only the end is kept; trimmed now and then, so each byte moves about once.
-                   if (content.size() > 2 * max_bytes) {
-                     content.erase(0, content.size() - max_bytes);
-                     cut = true;
-                   }
-                 }
-                 if (content.size() > max_bytes) {
-                   content.erase(0, content.size() - max_bytes);
-                   cut = true;
-                 }
-                 // A cut line could read as another value ("...5.2" of "12345.2"): it starts
-                 // at the next line.
-                 if (const auto line_end = content.find('\n');
-                     cut && line_end != std::string::npos) {
-                   content.erase(0, line_end + 1);
-                 }
+                 files[clean] = read_entry_tail(reader, archive_source.name(), max_bytes);
                });
   return files;
 }

@@ -1,5 +1,6 @@
 #include "result_receiver.hpp"
 
+#include <cstring>
 #include <fstream>
 #include <sstream>
 
@@ -61,10 +62,22 @@ std::vector<protocol::Pull> ResultReceiver::begin(const std::string& client, con
     }
     discard(it);
   }
-  fs::path part = store_.spool_dir() / "incoming" / (item.id + ".part");
-  auto [it, inserted] = uploads_.try_emplace(
-      item.id, Upload{client, item, offer, ChunkFile(part), 0, 0, std::chrono::steady_clock::now(),
-                      std::move(read_files)});
+  Upload upload{client,
+                item,
+                offer,
+                std::nullopt,
+                {},
+                0,
+                0,
+                std::chrono::steady_clock::now(),
+                std::move(read_files)};
+  if (offer.size <= kMemoryResultBytes && memory_bytes_ + offer.size <= kMaxMemoryBytes) {
+    upload.memory.resize(offer.size);
+    memory_bytes_ += offer.size;
+  } else {
+    upload.file.emplace(store_.spool_dir() / "incoming" / (item.id + ".part"));
+  }
+  auto [it, inserted] = uploads_.try_emplace(item.id, std::move(upload));
   std::vector<protocol::Pull> pulls;
   request_more(it->second, pulls);
   return pulls;
@@ -91,7 +104,11 @@ std::vector<protocol::Pull> ResultReceiver::receive(const std::string& client,
                         std::to_string(current.offer.size) + " bytes; upload abandoned");
   }
   // Only the write: the hash is checked when the whole file is extracted (finish()).
-  current.file.write_at(current.received, payload.data(), payload.size());
+  if (current.file) {
+    current.file->write_at(current.received, payload.data(), payload.size());
+  } else {
+    std::memcpy(current.memory.data() + current.received, payload.data(), payload.size());
+  }
   current.received += payload.size();
   current.last_activity = std::chrono::steady_clock::now();
   std::vector<protocol::Pull> pulls;
@@ -106,7 +123,9 @@ std::vector<protocol::Pull> ResultReceiver::receive(const std::string& client,
   auto complete = std::make_shared<Upload>(std::move(current));
   uploads_.erase(it);
   if (complete->offer.size < kInlineFinishBytes) {
-    on_finished_(client, finish(store_.spool_dir(), *complete, false));
+    Finished done = finish(store_.spool_dir(), *complete, false);
+    release_memory(*complete);
+    on_finished_(client, std::move(done));
     return pulls;
   }
   finishing_.insert(complete->item.id);
@@ -114,6 +133,7 @@ std::vector<protocol::Pull> ResultReceiver::receive(const std::string& client,
     Finished done = finish(spool, *complete, true);
     return [this, complete, done = std::move(done)]() mutable {
       finishing_.erase(complete->item.id);
+      release_memory(*complete);
       on_finished_(complete->client, std::move(done));
     };
   });
@@ -133,19 +153,25 @@ void ResultReceiver::request_more(Upload& upload, std::vector<protocol::Pull>& p
 ResultReceiver::Finished ResultReceiver::finish(const fs::path& spool, const Upload& upload,
                                                 bool sync) {
   Finished done{upload.item, upload.offer, {}, {}, {}, {}};
-  fs::path part = upload.file.path();
+  const fs::path part =
+      upload.file ? upload.file->path() : spool / "incoming" / (upload.item.id + " (in memory)");
+  const ArchiveSource source =
+      upload.file ? ArchiveSource(part) : ArchiveSource::in_memory(upload.memory, part);
   std::error_code ec;
+  auto remove_part = [&] {
+    if (upload.file) fs::remove(part, ec);
+  };
   if (upload.item.type == WorkType::kPrediction) {
     std::set<std::string> wanted = upload.read_files;
     wanted.insert(kConsoleLogEntry);
     try {
-      done.files = read_verified(part, upload.offer.sha256, wanted, kMaxReadBytes,
+      done.files = read_verified(source, upload.offer.sha256, wanted, kMaxReadBytes,
                                  ExtractLimits{100000, kMaxResultBytes, kMaxResultBytes});
     } catch (const std::exception& e) {
       done.error = e.what();
       done.files.clear();
     }
-    fs::remove(part, ec);
+    remove_part();
     if (auto console = done.files.find(kConsoleLogEntry); console != done.files.end()) {
       done.console_log = std::move(console->second);
       done.files.erase(console);
@@ -158,30 +184,39 @@ ResultReceiver::Finished ResultReceiver::finish(const fs::path& spool, const Upl
   try {
     fs::create_directories(done.staged);
     // A hash mismatch is refused here too, and takes precedence over what the damaged bytes
-    // would otherwise have caused.
-    extract_verified(part, done.staged, upload.offer.sha256,
-                     ExtractLimits{100000, kMaxResultBytes, kMaxResultBytes});
+    // would otherwise have caused. The console log is read into memory, never written here:
+    // commit_model writes it where it belongs. Nothing else under .conductor/ is kept.
+    ExtractStats stats = extract_verified(
+        source, done.staged, upload.offer.sha256,
+        ExtractLimits{100000, kMaxResultBytes, kMaxResultBytes},
+        HeldEntries{std::string(kConductorFolder), {kConsoleLogEntry}, kMaxConsoleBytes});
+    if (auto console = stats.held.find(kConsoleLogEntry); console != stats.held.end()) {
+      done.console_log = std::move(console->second);
+    }
     // Off the network thread, the fsync that commit_model needs costs nothing there later.
     if (sync) sync_tree(done.staged);
   } catch (const std::exception& e) {  // Error, or std::filesystem_error from the folder
     done.error = e.what();
     fs::remove_all(done.staged, ec);
     done.staged.clear();
-    fs::remove(part, ec);
+    remove_part();
     return done;
   }
-  fs::remove(part, ec);
-  fs::path console = done.staged / kConsoleLogEntry;
-  done.console_log = read_tail(console, kMaxConsoleBytes);
-  fs::remove_all(console.parent_path(), ec);
+  remove_part();
   return done;
 }
 
+void ResultReceiver::release_memory(const Upload& upload) {
+  if (!upload.file) memory_bytes_ -= upload.offer.size;
+}
+
 void ResultReceiver::discard(std::map<std::string, Upload>::iterator upload) {
-  const fs::path part = upload->second.file.path();
+  release_memory(upload->second);
+  const std::optional<fs::path> part =
+      upload->second.file ? std::optional(upload->second.file->path()) : std::nullopt;
   uploads_.erase(upload);  // closes the file first
   std::error_code ignored;
-  fs::remove(part, ignored);
+  if (part) fs::remove(*part, ignored);
 }
 
 void ResultReceiver::abandon(const std::string& client) {

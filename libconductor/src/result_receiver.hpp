@@ -29,7 +29,9 @@
 
 namespace conductor {
 
-// Inside a result archive, the client's console log of the item; never a training output.
+// Inside a result archive, the client's console log of the item, in a folder that is never a
+// training output.
+inline constexpr const char* kConductorFolder = ".conductor";
 inline constexpr const char* kConsoleLogEntry = ".conductor/console.log";
 
 class ResultReceiver {
@@ -39,6 +41,10 @@ class ResultReceiver {
   using FinishedHandler = std::function<void(const std::string& client, Finished finished)>;
   // Results of at least this many bytes are hashed and extracted on the background worker.
   static constexpr std::uint64_t kInlineFinishBytes = std::uint64_t{4} << 20;
+  // Results up to this size are received into memory, as long as all of those together stay
+  // within kMaxMemoryBytes; a bigger one, or one beyond that, goes to a file in the spool.
+  static constexpr std::uint64_t kMemoryResultBytes = std::uint64_t{1} << 20;
+  static constexpr std::uint64_t kMaxMemoryBytes = std::uint64_t{64} << 20;
 
   // `worker` must outlive this object.
   ResultReceiver(AssetStore& store, std::uint32_t chunk_size, int window, BackgroundWorker& worker,
@@ -95,13 +101,18 @@ class ResultReceiver {
     std::string client;
     WorkItem item;
     protocol::ResultOffer offer;
-    ChunkFile file;
+    // A small result is received into `memory` (no file to create, write and remove), any
+    // other into `file` in spool/incoming.
+    std::optional<ChunkFile> file;
+    std::string memory;
     std::uint64_t received = 0;
     std::uint64_t requested = 0;
     std::chrono::steady_clock::time_point last_activity = std::chrono::steady_clock::now();
     std::set<std::string> read_files;  // a prediction's: read, not extracted
   };
   void discard(std::map<std::string, Upload>::iterator upload);
+  // Gives back what an upload in memory reserved of kMaxMemoryBytes.
+  void release_memory(const Upload& upload);
 
   void request_more(Upload& upload, std::vector<protocol::Pull>& pulls);
   // Extracts (reads, for a prediction), checking the hash; file system work only, so it may run
@@ -114,6 +125,7 @@ class ResultReceiver {
   BackgroundWorker& worker_;
   FinishedHandler on_finished_;
   std::map<std::string, Upload> uploads_;  // by item id
+  std::uint64_t memory_bytes_ = 0;         // what uploads in memory reserved
   std::set<std::string> finishing_;        // item ids being extracted on the worker
 };
 

@@ -249,6 +249,102 @@ TEST_CASE("a small result is finished before receive returns") {
   CHECK(read_file(finished->staged / "model.h5") == "weights");
 }
 
+TEST_CASE(
+    "a small result is received into memory and its console log is never written to the staging "
+    "folder") {
+  TempDir root("conductor-receive-memory");
+  conductor::AssetStore store(root / "server");
+  store.clean_spool();
+  BackgroundWorker worker;
+  std::optional<ResultReceiver::Finished> finished;
+  ResultReceiver receiver(
+      store, 4096, 2, worker,
+      [&](const std::string&, ResultReceiver::Finished done) { finished = std::move(done); });
+  write_file(root / "out" / "model.h5", std::string(20000, 'w'));
+  write_file(root / "out" / ".conductor" / "console.log", "epoch 1\nPredictedBuffer=3\n");
+  write_file(root / "out" / ".conductor" / "other.txt", "not kept");
+  conductor::pack_directory(root / "out", root / "result.tar");
+  const std::string bytes = read_file(root / "result.tar");
+  REQUIRE(bytes.size() <= ResultReceiver::kMemoryResultBytes);
+  const conductor::WorkItem item{"0a1e", conductor::WorkType::kTraining, "v1", 1};
+  const conductor::protocol::ResultOffer offer{item.id, item.attempt, bytes.size(),
+                                               conductor::sha256_hex(bytes)};
+  auto pulls = receiver.begin("client-1", item, offer);
+  REQUIRE(pulls.size() == 2);
+  zmq::message_t first(bytes.data(), pulls[0].length);
+  auto more = receiver.receive("client-1", {item.id, item.attempt, 0}, first);
+  // Part of it is in: no file was created for it.
+  CHECK(fs::is_empty(store.spool_dir() / "incoming"));
+  pulls.erase(pulls.begin());
+  pulls.insert(pulls.end(), more.begin(), more.end());
+  while (!pulls.empty()) {
+    auto pull = pulls.front();
+    pulls.erase(pulls.begin());
+    zmq::message_t payload(bytes.data() + pull.offset, pull.length);
+    more = receiver.receive("client-1", {item.id, item.attempt, pull.offset}, payload);
+    pulls.insert(pulls.end(), more.begin(), more.end());
+  }
+  REQUIRE(finished.has_value());
+  CHECK(finished->error.empty());
+  CHECK(finished->console_log == "epoch 1\nPredictedBuffer=3\n");
+  CHECK(read_file(finished->staged / "model.h5") == std::string(20000, 'w'));
+  CHECK_FALSE(fs::exists(finished->staged / ".conductor"));
+  CHECK(fs::is_empty(store.spool_dir() / "incoming"));
+}
+
+TEST_CASE(
+    "a damaged small result received into memory is refused for its hash, nothing left behind") {
+  TempDir root("conductor-receive-memory-damaged");
+  conductor::AssetStore store(root / "server");
+  store.clean_spool();
+  BackgroundWorker worker;
+  std::optional<ResultReceiver::Finished> finished;
+  ResultReceiver receiver(
+      store, 1u << 20, 8, worker,
+      [&](const std::string&, ResultReceiver::Finished done) { finished = std::move(done); });
+  write_file(root / "out" / "model.h5", "weights");
+  conductor::pack_directory(root / "out", root / "result.tar");
+  std::string bytes = read_file(root / "result.tar");
+  const conductor::WorkItem item{"0a1f", conductor::WorkType::kTraining, "v1", 1};
+  const conductor::protocol::ResultOffer offer{item.id, item.attempt, bytes.size(),
+                                               conductor::sha256_hex(bytes)};
+  bytes[514] ^= 1;  // in the model's data, right after its 512-byte header
+  auto pulls = receiver.begin("client-1", item, offer);
+  REQUIRE(pulls.size() == 1);
+  zmq::message_t payload(bytes.data(), bytes.size());
+  receiver.receive("client-1", {item.id, item.attempt, 0}, payload);
+  REQUIRE(finished.has_value());
+  CHECK(finished->error.find("hash mismatch") != std::string::npos);
+  CHECK(finished->staged.empty());
+  CHECK(fs::is_empty(store.spool_dir() / "incoming"));
+  CHECK(fs::is_empty(store.spool_dir() / "staging"));
+}
+
+TEST_CASE(
+    "small results go to memory only within its budget; what an abandoned one held is given back") {
+  TempDir root("conductor-receive-budget");
+  conductor::AssetStore store(root / "server");
+  store.clean_spool();
+  BackgroundWorker worker;
+  ResultReceiver receiver(store, 4096, 1, worker,
+                          [](const std::string&, ResultReceiver::Finished) {});
+  const std::uint64_t size = ResultReceiver::kMemoryResultBytes;
+  const std::uint64_t fit = ResultReceiver::kMaxMemoryBytes / size;
+  const std::string hash(64, 'a');
+  auto offer = [&](const std::string& client, int n) {
+    const conductor::WorkItem item{"0b" + std::to_string(n), conductor::WorkType::kTraining, "v1",
+                                   1};
+    receiver.begin(client, item, {item.id, item.attempt, size, hash});
+    return store.spool_dir() / "incoming" / (item.id + ".part");
+  };
+  for (std::uint64_t n = 0; n < fit; ++n)
+    CHECK_FALSE(fs::exists(offer("client-1", static_cast<int>(n))));
+  // The budget is spent: the next one is received into a file.
+  CHECK(fs::exists(offer("client-2", 1000)));
+  receiver.abandon("client-1");
+  CHECK_FALSE(fs::exists(offer("client-3", 1001)));
+}
+
 TEST_CASE("an upload nobody continues is abandoned after the idle limit, its partial file removed") {
   TempDir root("conductor-receive-idle");
   conductor::AssetStore store(root / "server");
@@ -257,7 +353,8 @@ TEST_CASE("an upload nobody continues is abandoned after the idle limit, its par
   int finished = 0;
   ResultReceiver receiver(store, 4096, 2, worker,
                           [&](const std::string&, ResultReceiver::Finished) { ++finished; });
-  const std::string bytes(64 << 10, 'r');
+  // Beyond what is received into memory: the upload has a partial file.
+  const std::string bytes(ResultReceiver::kMemoryResultBytes + (64 << 10), 'r');
   const conductor::WorkItem item{"0abc", conductor::WorkType::kTraining, "v1", 1};
   const conductor::protocol::ResultOffer offer{item.id, item.attempt, bytes.size(),
                                                conductor::sha256_hex(bytes)};
@@ -290,7 +387,8 @@ TEST_CASE("abandoning a client's uploads removes their partial files") {
   store.clean_spool();
   BackgroundWorker worker;
   ResultReceiver receiver(store, 4096, 2, worker, [](const std::string&, ResultReceiver::Finished) {});
-  const std::string bytes(64 << 10, 'r');
+  // Beyond what is received into memory: the upload has a partial file.
+  const std::string bytes(ResultReceiver::kMemoryResultBytes + (64 << 10), 'r');
   const conductor::WorkItem item{"0abd", conductor::WorkType::kTraining, "v1", 1};
   receiver.begin("client-1", item, {item.id, item.attempt, bytes.size(), conductor::sha256_hex(bytes)});
   const fs::path part = store.spool_dir() / "incoming" / (item.id + ".part");

@@ -679,3 +679,109 @@ TEST_CASE("read_verified refuses damaged bytes and unsafe entries as extract_ver
                          doctest::Contains("max_entries"), PackageError);
   }
 }
+
+TEST_CASE("pack_to_memory writes the archive pack() writes, and a content entry packs its bytes") {
+  TempDir dir;
+  const fs::path root = dir.make("result");
+  write_file(root / "model.h5", pseudo_random(300000));
+  write_file(root / "metrics.csv", "epoch,loss\n1,0.5\n");
+  auto entries = conductor::list_files(root);
+  const fs::path archive = dir.path() / "r.tar";
+  conductor::pack(entries, archive, PackOptions{Compression::kZstd, 1});
+  CHECK(conductor::pack_to_memory(entries, PackOptions{Compression::kZstd, 1}) ==
+        read_file(archive));
+  CHECK(conductor::test::list_names(dir.path()) == std::vector<std::string>{"r.tar", "result"});
+
+  entries.push_back(conductor::PackEntry::in_memory(".conductor/console.log", "line 1\nline 2\n"));
+  const std::string bytes = conductor::pack_to_memory(entries, PackOptions{Compression::kAuto});
+  const fs::path out = dir.make("out");
+  const auto stats =
+      conductor::extract_verified(conductor::ArchiveSource::in_memory(bytes, "result in memory"),
+                                  out, conductor::sha256_hex(bytes));
+  CHECK(stats.files ==
+        std::vector<std::string>{"metrics.csv", "model.h5", ".conductor/console.log"});
+  CHECK(read_file(out / ".conductor" / "console.log") == "line 1\nline 2\n");
+  CHECK(mode_of(out / ".conductor" / "console.log") == 0644);
+  CHECK(read_file(out / "model.h5") == read_file(root / "model.h5"));
+  // Repeated and unclean names are refused as pack() refuses them.
+  entries.push_back(conductor::PackEntry::in_memory("model.h5", "again"));
+  CHECK_THROWS_WITH_AS(conductor::pack_to_memory(entries), doctest::Contains("repeats"),
+                       PackageError);
+  CHECK_THROWS_AS(conductor::pack_to_memory({conductor::PackEntry::in_memory("../x", "x")}),
+                  PackageError);
+}
+
+TEST_CASE("an archive in memory is read and refused as the same archive in a file is") {
+  TempDir dir;
+  const fs::path root = dir.make("result");
+  write_file(root / "a.txt", "a\n");
+  write_file(root / "sub" / "b.txt", "b\n");
+  const std::string bytes = conductor::pack_to_memory(conductor::list_files(root));
+  const std::string announced = conductor::sha256_hex(bytes);
+  const auto source = conductor::ArchiveSource::in_memory(bytes, "upload of item 0a");
+
+  CHECK(conductor::extract(source, dir.make("plain")).files ==
+        std::vector<std::string>{"a.txt", "sub/b.txt"});
+  CHECK(conductor::read_verified(source, announced, {"sub/b.txt"}, 1024) ==
+        std::map<std::string, std::string>{{"sub/b.txt", "b\n"}});
+
+  std::string damaged = bytes;
+  damaged[513] ^= 0x01;  // in a.txt's data
+  const fs::path out = dir.make("out");
+  CHECK_THROWS_WITH_AS(
+      conductor::extract_verified(conductor::ArchiveSource::in_memory(damaged, "upload of item 0a"),
+                                  out, announced),
+      doctest::Contains("'upload of item 0a' refused: hash mismatch"), PackageError);
+  CHECK(is_empty_folder(out));
+
+  std::string truncated = bytes.substr(0, 700);
+  CHECK_THROWS_AS(conductor::extract(conductor::ArchiveSource::in_memory(truncated, "cut"), out),
+                  PackageError);
+  CHECK(is_empty_folder(out));
+}
+
+TEST_CASE("held entries are read into memory, never written, and checked like the rest") {
+  TempDir dir;
+  const fs::path root = dir.make("result");
+  write_file(root / "model.h5", "weights");
+  write_file(root / ".conductor" / "console.log", "one\ntwo\nthree\n");
+  write_file(root / ".conductor" / "extra.bin", pseudo_random(100000));  // not wanted: dropped
+  const fs::path archive = dir.path() / "r.tar";
+  conductor::pack_directory(root, archive);
+  const std::string announced = conductor::sha256_file(archive);
+  const conductor::HeldEntries held{".conductor", {".conductor/console.log"}, 1024};
+
+  const fs::path out = dir.make("out");
+  const auto stats = conductor::extract_verified(archive, out, announced, {}, held);
+  CHECK(stats.held ==
+        std::map<std::string, std::string>{{".conductor/console.log", "one\ntwo\nthree\n"}});
+  CHECK(stats.files == std::vector<std::string>{"model.h5"});
+  CHECK(conductor::test::list_names(out) == std::vector<std::string>{"model.h5"});
+  // Only the end of a long one, from a whole line.
+  const auto cut = conductor::extract_verified(
+      archive, dir.make("cut"), announced, {},
+      conductor::HeldEntries{".conductor", {".conductor/console.log"}, 9});
+  CHECK(cut.held.at(".conductor/console.log") == "three\n");
+
+  SUBCASE("the held folder as a file is refused") {
+    const fs::path bad = dir.path() / "bad.tar";
+    write_crafted(bad, {{".conductor", AE_IFREG, "x"}, {"model.h5", AE_IFREG, "w"}});
+    const fs::path target = dir.make("bad-out");
+    CHECK_THROWS_WITH_AS(
+        conductor::extract_verified(bad, target, conductor::sha256_file(bad), {}, held),
+        doctest::Contains("must be a folder"), PackageError);
+    CHECK(is_empty_folder(target));
+  }
+  SUBCASE("a hash mismatch in a held entry is refused") {
+    std::string bytes = read_file(archive);
+    const auto at = bytes.find("one\ntwo");
+    REQUIRE(at != std::string::npos);
+    bytes[at] = 'X';
+    const fs::path target = dir.make("damaged-out");
+    CHECK_THROWS_WITH_AS(
+        conductor::extract_verified(conductor::ArchiveSource::in_memory(bytes, "r.tar"), target,
+                                    announced, {}, held),
+        doctest::Contains("hash mismatch"), PackageError);
+    CHECK(is_empty_folder(target));
+  }
+}

@@ -7,8 +7,10 @@
 #include <cstdint>
 #include <filesystem>
 #include <map>
+#include <optional>
 #include <set>
 #include <string>
+#include <string_view>
 #include <vector>
 
 namespace conductor {
@@ -16,8 +18,20 @@ namespace conductor {
 // One file to pack: where its bytes come from and the name it gets inside the archive
 // ('/'-separated, relative, no "." or ".." components).
 struct PackEntry {
+  PackEntry() = default;
+  PackEntry(std::filesystem::path source, std::string name)
+      : source(std::move(source)), name(std::move(name)) {}
+  // An entry whose bytes are in memory (a console log kept there): mode 0644, the time of
+  // packing.
+  static PackEntry in_memory(std::string name, std::string content) {
+    PackEntry entry({}, std::move(name));
+    entry.content = std::move(content);
+    return entry;
+  }
+
   std::filesystem::path source;
   std::string name;
+  std::optional<std::string> content;  // when set, the bytes packed; `source` is not read
 
   friend bool operator==(const PackEntry&, const PackEntry&) = default;
 };
@@ -64,10 +78,36 @@ struct PackStats {
 PackStats pack(const std::vector<PackEntry>& entries, const std::filesystem::path& archive,
                const PackOptions& options = {});
 
+// pack() into memory: the archive's bytes, nothing written to disk. For archives small enough
+// to hold (a short job's result, which the client keeps in memory until the server has it).
+// Throws what pack() throws.
+std::string pack_to_memory(const std::vector<PackEntry>& entries, const PackOptions& options = {});
+
 // list_files(root, exclude_top_level) then pack(). Throws what those throw.
 PackStats pack_directory(const std::filesystem::path& root, const std::filesystem::path& archive,
                          const std::vector<std::string>& exclude_top_level = {},
                          const PackOptions& options = {});
+
+// Where an archive to read comes from: a file (a path converts implicitly), or bytes in memory
+// that must outlive the call, with a name for messages.
+class ArchiveSource {
+ public:
+  ArchiveSource(std::filesystem::path path) : name_(std::move(path)) {}  // NOLINT: implicit
+  static ArchiveSource in_memory(std::string_view bytes, std::filesystem::path name) {
+    ArchiveSource source(std::move(name));
+    source.bytes_ = bytes;
+    source.is_in_memory_ = true;
+    return source;
+  }
+  const std::filesystem::path& name() const { return name_; }
+  bool is_in_memory() const { return is_in_memory_; }
+  std::string_view bytes() const { return bytes_; }
+
+ private:
+  std::filesystem::path name_;
+  std::string_view bytes_;
+  bool is_in_memory_ = false;
+};
 
 struct ExtractLimits {
   std::uint64_t max_entries = 100000;
@@ -80,6 +120,18 @@ struct ExtractStats {
   std::uint64_t bytes = 0;         // file content written
   std::vector<std::string> files;  // regular files, in archive order, named as list_files()
                                    // names them: relative, "/"-separated, no "." parts
+  // The files below HeldEntries::folder, read into memory instead of written: name -> content.
+  std::map<std::string, std::string> held;
+};
+
+// Entries below the top-level folder `folder` (".conductor", say) are not written, and the
+// folder is not created: of the files named in `wanted`, the last `max_bytes` of each go to
+// ExtractStats::held (cut to start at a whole line, as read_verified() does); the others' bytes
+// are read (and hashed) and dropped. Empty `folder`: everything is written.
+struct HeldEntries {
+  std::string folder;
+  std::set<std::string> wanted;
+  std::uint64_t max_bytes = std::uint64_t{64} << 20;
 };
 
 // Extracts a tar, uncompressed or zstd or gzip compressed, into the existing folder
@@ -93,8 +145,8 @@ struct ExtractStats {
 // is corrupt or truncated; IoError when the archive cannot be opened, `destination` is not a
 // folder, or writing fails. On any throw, every file and folder this call created is removed
 // again, so `destination` is left as it was found.
-ExtractStats extract(const std::filesystem::path& archive, const std::filesystem::path& destination,
-                     const ExtractLimits& limits = {});
+ExtractStats extract(const ArchiveSource& archive, const std::filesystem::path& destination,
+                     const ExtractLimits& limits = {}, const HeldEntries& held = {});
 
 // extract(), checking on the way that the archive file's SHA-256 is `expected_sha256` (64
 // lower-case hex digits): the hash covers every byte of the file, any after the tar's end
@@ -103,9 +155,10 @@ ExtractStats extract(const std::filesystem::path& archive, const std::filesystem
 // differ, also in place of any other refusal the damaged bytes led to (a corrupt entry, a
 // limit); then, as on any throw, every file and folder this call created is removed again.
 // Otherwise throws what extract() throws.
-ExtractStats extract_verified(const std::filesystem::path& archive,
+ExtractStats extract_verified(const ArchiveSource& archive,
                               const std::filesystem::path& destination,
-                              const std::string& expected_sha256, const ExtractLimits& limits = {});
+                              const std::string& expected_sha256, const ExtractLimits& limits = {},
+                              const HeldEntries& held = {});
 
 // Reads the regular files named in `wanted` (names as list_files() gives them) out of the
 // archive into memory, the last `max_bytes` of each (where a log's verdict is; a file cut there
@@ -114,7 +167,7 @@ ExtractStats extract_verified(const std::filesystem::path& archive,
 // output). Checks the archive's SHA-256 and judges every entry as extract_verified() does (the same
 // refusals and precedence of a hash mismatch; limits.max_entries applies). Returns name -> content
 // for the wanted files the archive holds.
-std::map<std::string, std::string> read_verified(const std::filesystem::path& archive,
+std::map<std::string, std::string> read_verified(const ArchiveSource& archive,
                                                  const std::string& expected_sha256,
                                                  const std::set<std::string>& wanted,
                                                  std::uint64_t max_bytes,

@@ -49,21 +49,6 @@ void check_name(std::string_view what, const std::string& name, bool allow_hidde
                 std::strerror(error));
 }
 
-// Creates `file` (which must not exist: O_EXCL, so a planted symlink is never followed)
-// and makes its contents durable.
-void write_durably(const fs::path& file, std::string_view text) {
-  UniqueFd fd(::open(file.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644));
-  if (fd.get() < 0) throw_io("create", file, errno);
-  while (!text.empty()) {
-    ssize_t written = ::write(fd.get(), text.data(), text.size());
-    if (written < 0 && errno == EINTR) continue;
-    if (written < 0) throw_io("write", file, errno);
-    text.remove_prefix(static_cast<size_t>(written));
-  }
-  if (::fsync(fd.get()) != 0) throw_io("fsync", file, errno);
-  if (fd.close() != 0) throw_io("close", file, errno);
-}
-
 void create_folders(const fs::path& folder) {
   std::error_code error;
   fs::create_directories(folder, error);

@@ -187,10 +187,19 @@ void Client::Impl::run() {
     }
     for (Slot& slot : slots_) forward_job_progress(slot);
     keep_alive();
-    for (Slot& slot : slots_) ask_again_if_stalled(slot);
+    for (Slot& slot : slots_) {
+      ask_again_if_stalled(slot);
+      if (slot.current && slot.current->keep_due && Clock::now() >= *slot.current->keep_due) {
+        keep_for_restart(slot);
+      }
+    }
     if (console_) console_->refresh();
   }
   stop_jobs();
+  // What the server has not acknowledged yet is found by the next run.
+  for (Slot& slot : slots_) {
+    if (slot.current) keep_for_restart(slot);
+  }
   if (welcomed_) send(MessageType::kBye, protocol::Empty{});
   log_->info("Conductor client stopped");
 }

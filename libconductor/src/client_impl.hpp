@@ -72,7 +72,10 @@ class Client::Impl {
                                          // slot) for it; empty when none
     std::vector<std::string> verifying;  // complete downloads its job checks while unpacking
     std::optional<JobOutcome> outcome;  // set when the job ended; sent until acknowledged
-    fs::path result;
+    fs::path result;  // its archive in the outbox (unless held in memory: outcome->archive)
+    // A training result held in memory only is written to the outbox at this time (kHoldFor).
+    std::optional<Clock::time_point> keep_due;
+    bool is_kept = false;  // in the outbox with its description, for a restart
     // What the terminal's progress bar shows (show_progress).
     Clock::time_point received_at = Clock::now();
     int epoch = 0, total_epochs = 0;
@@ -94,6 +97,18 @@ class Client::Impl {
 
   std::string gpu_list() const;
   void stop_jobs();
+
+  // A small result (JobSpec::memory_result_bytes) of a training job that ran less than this is
+  // held in memory and written to the outbox only when the server has not acknowledged it this
+  // long after the job ended, or when the client stops: the fsync'ed files it would cost cap
+  // the client's pace, and a crash meanwhile loses at most this much work, which the server
+  // then hands out again. A longer job's result is written to the outbox at once.
+  static constexpr std::chrono::milliseconds kHoldFor{2000};
+  static constexpr std::uint64_t kMemoryResultBytes = std::uint64_t{1} << 20;
+
+  // Writes the slot's succeeded training result (and its description) to the outbox, where a
+  // restarted client finds it; once.
+  void keep_for_restart(Slot& slot);
 
   Slot* slot_holding(const std::string& item) {
     for (Slot& slot : slots_) {

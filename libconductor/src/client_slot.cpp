@@ -6,6 +6,7 @@
 
 #include <algorithm>
 #include <cstdlib>
+#include <cstring>
 
 #include "client_impl.hpp"
 #include "gpus.hpp"
@@ -187,6 +188,7 @@ void Client::Impl::start_job(Slot& slot) {
   spec.work_dir = options_.workdir / "work" / std::to_string(slot.index);
   spec.console_log = options_.workdir / "logs" / (c.assign.item + ".log");
   spec.result = outbox_->archive_path(c.assign.item, c.assign.attempt);
+  spec.memory_result_bytes = kMemoryResultBytes;
   spec.durable = c.assign.type != "prediction";
   spec.processing_unit = options_.processing_unit;
   spec.environment = {{"CONDUCTOR_SLOT", std::to_string(slot.index)}};
@@ -251,11 +253,14 @@ void Client::Impl::forward_job_progress(Slot& slot) {
   slot.current->outcome = std::move(outcome);
   const JobOutcome& o = *slot.current->outcome;
   if (o.succeeded) {
-    // Only a training result is described for a restart: a prediction's answer is worth only
-    // its request's deadline, and the server asks again when this client does not come back.
+    // Only a training result is kept for a restart: a prediction's answer is worth only its
+    // request's deadline, and the server asks again when this client does not come back.
     if (c.assign.type != "prediction") {
-      outbox_->keep(KeptResult{c.assign.item, c.assign.attempt, c.assign.version, c.assign.type,
-                               c.result, o});
+      if (o.archive && o.duration < std::chrono::duration<double>(kHoldFor).count() && welcomed_) {
+        slot.current->keep_due = Clock::now() + kHoldFor;
+      } else {
+        keep_for_restart(slot);
+      }
     }
     log_->info("Item {} finished in {:.1f} s{}; sending {} bytes", c.assign.item, o.duration,
                tag(slot), o.size);
@@ -281,6 +286,29 @@ void Client::Impl::report_outcome(Slot& slot) {
   }
 }
 
+void Client::Impl::keep_for_restart(Slot& slot) {
+  Current& c = *slot.current;
+  c.keep_due.reset();
+  if (c.is_kept || !c.outcome || !c.outcome->succeeded || c.assign.type == "prediction") return;
+  c.is_kept = true;
+  if (c.outcome->archive) {
+    fs::path part = c.result;
+    part += ".part";
+    std::error_code ec;
+    try {
+      fs::remove(part, ec);
+      write_durably(part, *c.outcome->archive);
+      fs::rename(part, c.result);
+    } catch (const std::exception& e) {
+      fs::remove(part, ec);
+      log_->warn("Cannot keep the result of item {} for a restart: {}", c.assign.item, e.what());
+      return;  // still offered while the client runs
+    }
+  }
+  outbox_->keep(KeptResult{c.assign.item, c.assign.attempt, c.assign.version, c.assign.type,
+                           c.result, *c.outcome});
+}
+
 void Client::Impl::fail(Slot& slot, const std::string& reason) {
   slot.current->outcome = JobOutcome{};
   slot.current->outcome->reason = reason;
@@ -298,7 +326,11 @@ void Client::Impl::on_pull(const protocol::Pull& pull) {
   auto length = std::min<std::uint64_t>(pull.length, size - pull.offset);
   slot->waiting_since = Clock::now();
   zmq::message_t payload(length);
-  read_at(c.result, pull.offset, payload.data(), length);
+  if (c.outcome->archive) {
+    std::memcpy(payload.data(), c.outcome->archive->data() + pull.offset, length);
+  } else {
+    read_at(c.result, pull.offset, payload.data(), length);
+  }
   uploaded_ += length;
   slot->current->uploaded = std::max(slot->current->uploaded, pull.offset + length);
   show_progress(*slot);
@@ -345,6 +377,7 @@ void Client::Impl::take_up_kept_result(Slot& slot) {
   c.assign.type = kept->type;
   c.result = kept->archive;
   c.outcome = std::move(kept->outcome);
+  c.is_kept = true;
   slot.current = std::move(c);
   log_->info("Resuming the unacknowledged result of item {}{}", slot.current->assign.item, tag(slot));
 }

@@ -101,6 +101,19 @@ void ChunkFile::sync() {
   if (::fsync(fd_) != 0) throw IoError("cannot sync '" + path_.string() + "': " + why());
 }
 
+void write_durably(const std::filesystem::path& file, std::string_view bytes) {
+  UniqueFd fd(::open(file.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644));
+  if (!fd.is_open()) throw IoError("cannot create " + file.string() + ": " + why());
+  while (!bytes.empty()) {
+    const ssize_t written = ::write(fd.get(), bytes.data(), bytes.size());
+    if (written < 0 && errno == EINTR) continue;
+    if (written < 0) throw IoError("cannot write " + file.string() + ": " + why());
+    bytes.remove_prefix(static_cast<std::size_t>(written));
+  }
+  if (::fsync(fd.get()) != 0) throw IoError("cannot fsync " + file.string() + ": " + why());
+  if (fd.close() != 0) throw IoError("cannot close " + file.string() + ": " + why());
+}
+
 void sync_path(const std::filesystem::path& path) {
   UniqueFd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW));
   if (!fd.is_open()) throw IoError("cannot open " + path.string() + " for fsync: " + why());

@@ -8,6 +8,7 @@
 #include <cstdint>
 #include <filesystem>
 #include <string>
+#include <string_view>
 
 namespace conductor {
 
@@ -68,6 +69,10 @@ class ChunkFile {
   std::filesystem::path path_;
   int fd_ = -1;
 };
+
+// Creates `file` (which must not exist: O_EXCL, so a planted symlink is never followed) holding
+// `bytes`, and makes its contents durable (fsync). Throws IoError naming the file.
+void write_durably(const std::filesystem::path& file, std::string_view bytes);
 
 // fsync of a file or folder by path (a file system that cannot fsync a folder is tolerated).
 // Throws IoError naming the path.

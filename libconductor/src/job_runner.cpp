@@ -23,6 +23,58 @@ constexpr std::size_t kMaxPendingLines = 20000;  // beyond this, lines still rea
 
 }  // namespace
 
+// The job's console: in memory while it is small and young (a short job then creates no file
+// for it), in JobSpec::console_log from the moment it is not, where a person can follow it.
+class ConsoleLog {
+ public:
+  ConsoleLog(fs::path file, bool memory_first) : file_(std::move(file)) {
+    if (!memory_first) to_file();
+  }
+
+  void add(std::string_view line) {
+    if (is_in_file_) {
+      out_ << line << '\n';
+      return;
+    }
+    text_.append(line);
+    text_ += '\n';
+    if (text_.size() > JobRunner::kMemoryConsoleBytes) to_file();
+  }
+
+  // The job has run `elapsed`: long enough, and what it said goes to the file.
+  void tick(std::chrono::steady_clock::duration elapsed) {
+    if (!is_in_file_ && elapsed >= JobRunner::kConsoleFileAfter) to_file();
+  }
+
+  bool is_in_memory() const { return !is_in_file_; }
+  const std::string& text() const { return text_; }
+  void close() { out_.close(); }
+
+  // The last `max_bytes`, from memory or from the file.
+  std::string tail(std::size_t max_bytes) {
+    if (is_in_file_) {
+      out_.flush();
+      return read_tail(file_, max_bytes);
+    }
+    return text_.size() > max_bytes ? text_.substr(text_.size() - max_bytes) : text_;
+  }
+
+ private:
+  void to_file() {
+    is_in_file_ = true;
+    std::error_code ignored;
+    fs::create_directories(file_.parent_path(), ignored);
+    out_.open(file_, std::ios::trunc);  // a console that cannot be written is only not kept
+    out_ << text_;
+    text_ = {};
+  }
+
+  fs::path file_;
+  std::ofstream out_;
+  std::string text_;
+  bool is_in_file_ = false;
+};
+
 JobRunner::JobRunner(JobSpec spec, std::function<void()> notify)
     : spec_(std::move(spec)), notify_(std::move(notify)) {
   thread_ = std::thread([this] { work(); });
@@ -47,15 +99,16 @@ std::optional<JobOutcome> JobRunner::outcome() {
 
 void JobRunner::work() {
   JobOutcome outcome;
+  ConsoleLog console(spec_.console_log, spec_.memory_result_bytes > 0);
   try {
-    outcome = run_commands();
+    outcome = run_commands(console);
   } catch (const std::exception& e) {
-    outcome.succeeded = false;
+    outcome = JobOutcome{};
     outcome.reason = e.what();
   }
   outcome.cancelled = is_cancelled();
   outcome.duration = std::chrono::duration<double>(std::chrono::steady_clock::now() - started_).count();
-  if (!outcome.succeeded) outcome.log_tail = read_tail(spec_.console_log, 1u << 20);
+  if (!outcome.succeeded) outcome.log_tail = console.tail(1u << 20);
   {
     std::lock_guard lock(mutex_);
     outcome_ = std::move(outcome);
@@ -63,7 +116,7 @@ void JobRunner::work() {
   notify_();
 }
 
-JobOutcome JobRunner::run_commands() {
+JobOutcome JobRunner::run_commands(ConsoleLog& console) {
   JobOutcome outcome;
   std::error_code ec;
   // Emptied, not removed and made again: the folder's inode is reused from item to item (a
@@ -83,7 +136,6 @@ JobOutcome JobRunner::run_commands() {
     fs::remove_all(spec_.work_dir, ec);
     fs::create_directories(spec_.work_dir);
   }
-  fs::create_directories(spec_.console_log.parent_path());
   std::set<std::string> input_names;
   for (std::size_t i = 0; i < spec_.packages.size(); ++i) {
     const auto& package = spec_.packages[i];
@@ -97,7 +149,6 @@ JobOutcome JobRunner::run_commands() {
   packages_verified_.store(true);
   notify_();
 
-  std::ofstream console(spec_.console_log, std::ios::trunc);
   TrainingMonitor monitor;
   ProcessExecutor executor;
   ProcessOptions options;
@@ -105,9 +156,13 @@ JobOutcome JobRunner::run_commands() {
   options.environment = {{"CONDUCTOR_TYPE", spec_.processing_unit}};
   options.environment.insert(options.environment.end(), spec_.environment.begin(),
                              spec_.environment.end());
-  options.should_stop = [&] { return is_cancelled() || monitor.is_aborted(); };
+  // Asked every poll interval while a command runs: the console's clock ticks here too.
+  options.should_stop = [&] {
+    console.tick(std::chrono::steady_clock::now() - started_);
+    return is_cancelled() || monitor.is_aborted();
+  };
   options.on_line = [&](std::string_view line) {
-    console << line << '\n';
+    console.add(line);
     if (spec_.echo) spec_.echo(line);
     monitor.observe(line);
     {
@@ -143,7 +198,6 @@ JobOutcome JobRunner::run_commands() {
       return outcome;
     }
   }
-  console.flush();
   outcome.epochs = monitor.epoch();
   outcome.last_epoch = monitor.last_epoch_seconds().value_or(0.0);
 
@@ -156,14 +210,29 @@ JobOutcome JobRunner::run_commands() {
     }
   }
   console.close();
-  outputs.push_back({spec_.console_log, kConsoleLogEntry});
-  fs::create_directories(spec_.result.parent_path());
+  if (console.is_in_memory()) {
+    outputs.push_back(PackEntry::in_memory(kConsoleLogEntry, console.text()));
+  } else {
+    outputs.push_back({spec_.console_log, kConsoleLogEntry});
+  }
+  std::uint64_t result_bytes = 0;
+  for (const PackEntry& entry : outputs) {
+    result_bytes += entry.content ? entry.content->size() : fs::file_size(entry.source);
+  }
   // zstd level 1: on this thread compression delays the upload; level 3 cost 0.5-0.9 s more per
   // 256 MiB of CSV for a few percent of size (docs/performance.md).
-  pack(outputs, spec_.result,
-       {.compression = Compression::kAuto, .level = 1, .sync = spec_.durable});
-  outcome.size = fs::file_size(spec_.result);
-  outcome.sha256 = sha256_file(spec_.result);
+  const PackOptions pack_options{.compression = Compression::kAuto, .level = 1, .sync = spec_.durable};
+  if (spec_.memory_result_bytes > 0 && result_bytes <= spec_.memory_result_bytes) {
+    auto archive = std::make_shared<const std::string>(pack_to_memory(outputs, pack_options));
+    outcome.size = archive->size();
+    outcome.sha256 = sha256_hex(*archive);
+    outcome.archive = std::move(archive);
+  } else {
+    fs::create_directories(spec_.result.parent_path());
+    pack(outputs, spec_.result, pack_options);
+    outcome.size = fs::file_size(spec_.result);
+    outcome.sha256 = sha256_file(spec_.result);
+  }
   outcome.succeeded = true;
   return outcome;
 }

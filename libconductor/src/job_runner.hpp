@@ -10,6 +10,7 @@
 #include <cstdint>
 #include <filesystem>
 #include <functional>
+#include <memory>
 #include <mutex>
 #include <optional>
 #include <string>
@@ -35,8 +36,15 @@ struct JobSpec {
   // (extract_verified): a download not checked yet. Empty, or an empty string: not checked.
   std::vector<std::string> package_sha256;
   std::filesystem::path work_dir;     // emptied and filled from the package
-  std::filesystem::path console_log;  // where every output line is kept
+  // Where every output line is kept. A job that says little and ends soon keeps them in memory
+  // only: the file is written once the lines pass kMemoryConsoleBytes or the job has run
+  // kConsoleFileAfter (or when memory_result_bytes is 0).
+  std::filesystem::path console_log;
   std::filesystem::path result;       // the result archive to write
+  // A result of at most this many bytes (files and console log, before packing) is packed into
+  // memory (JobOutcome::archive) and `result` is not written: a short job's small result then
+  // costs no file. 0: always written.
+  std::uint64_t memory_result_bytes = 0;
   // fsync the result before it takes its name. A training model is kept until the server
   // acknowledges it, across the client's restarts; a prediction's answer is only worth its
   // request's deadline, and is computed again if a crash loses it.
@@ -56,13 +64,21 @@ struct JobOutcome {
   std::string log_tail;  // the end of the console log, for a failure report
   std::uint64_t size = 0;
   std::string sha256;
+  // The result archive, when it was packed into memory (JobSpec::memory_result_bytes); else it
+  // is in JobSpec::result.
+  std::shared_ptr<const std::string> archive;
   double duration = 0;
   int epochs = 0;
   double last_epoch = 0;
 };
 
+class ConsoleLog;
+
 class JobRunner {
  public:
+  static constexpr std::size_t kMemoryConsoleBytes = std::size_t{64} << 10;
+  static constexpr std::chrono::milliseconds kConsoleFileAfter{2000};
+
   JobRunner(JobSpec spec, std::function<void()> notify);
   ~JobRunner();  // cancels and joins
   JobRunner(const JobRunner&) = delete;
@@ -82,7 +98,7 @@ class JobRunner {
 
  private:
   void work();
-  JobOutcome run_commands();
+  JobOutcome run_commands(ConsoleLog& console);
 
   JobSpec spec_;
   std::function<void()> notify_;

@@ -156,6 +156,32 @@ inline void feed_archive(Bytes data, const std::filesystem::path& work) {
     check_refused_cleanly();
   }
 
+  // The same bytes in memory: the verdict of the file; with the server's held console log,
+  // nothing under .conductor/ is ever written.
+  const std::string_view text = as_text(data);
+  const auto in_memory = ArchiveSource::in_memory(text, "input in memory");
+  fresh_destination();
+  try {
+    extract_verified(in_memory, destination, sha256_hex(text), kFuzzExtractLimits);
+    if (!is_verified_taken) throw std::logic_error("an archive in memory was taken, its file refused");
+  } catch (const Error&) {
+    check_refused_cleanly();
+    if (is_verified_taken) throw std::logic_error("an archive in memory was refused, its file taken");
+  }
+  fresh_destination();
+  try {
+    const HeldEntries held{".conductor", {".conductor/console.log"}, 1024};
+    const auto taken = extract_verified(in_memory, destination, sha256_hex(text),
+                                       kFuzzExtractLimits, held);
+    if (fs::exists(fs::symlink_status(destination / ".conductor")) ||
+        (taken.held.contains(".conductor/console.log") &&
+         taken.held.at(".conductor/console.log").size() > 1024)) {
+      throw std::logic_error("a held entry was written, or kept beyond max_bytes");
+    }
+  } catch (const Error&) {
+    check_refused_cleanly();
+  }
+
   fresh_destination();
   ExtractStats stats;
   try {

@@ -22,6 +22,7 @@
 namespace fs = std::filesystem;
 using namespace std::chrono_literals;
 using conductor::test::Cluster;
+using conductor::test::contains;
 using conductor::test::deadline_in;
 using conductor::test::FlagOnExit;
 using conductor::test::Handout;
@@ -530,4 +531,71 @@ TEST_CASE("the server exits 2 for bad arguments and 4 when it cannot bind") {
   const fs::path other = cluster.root() / "other";
   check_exit(run_server({"--workdir", other.string(), "--bind", cluster.endpoint()}), 4);
   CHECK(cluster.server().is_running());
+}
+
+TEST_CASE(
+    "a result the server has not acknowledged survives the client's restart: stored once, not run "
+    "again") {
+  Cluster cluster("conductor-e2e-kept");
+  const fs::path flag = cluster.root() / "release";
+  const fs::path runs = cluster.root() / "runs.log";
+  FlagOnExit release(flag);
+  // Short once released: its small result is held in memory at first (the client writes it to
+  // the outbox only 2 s after the job, or when it stops).
+  const std::string script =
+      "echo start >> '" + runs.string() + "'\ni=0\nwhile [ ! -e '" + flag.string() +
+      "' ]; do\n  i=$((i+1)); [ $i -gt 600 ] && exit 4\n  sleep 0.05\n"
+      "done\necho kept-result-console\nhead -c 1024 /dev/urandom > model.h5\n";
+  conductor::test::write_configuration(cluster.server_dir(), 0.0,
+                                       {VersionSpec{"v", 1, script, {}}});
+  cluster.start_server();
+  const fs::path workdir = cluster.root() / "clients" / "keeper";
+  cluster.start_client("keeper");
+  REQUIRE_MESSAGE(wait_until(deadline_in(30s), [&] { return fs::exists(runs); }),
+                  cluster.diagnostics());
+
+  // The server is frozen: the result is offered and never acknowledged.
+  cluster.server().kill(SIGSTOP);
+  release.raise();
+  auto& keeper = cluster.client("keeper");
+  const bool finished =
+      wait_until(deadline_in(30s), [&] { return contains(keeper.output(), "finished in"); });
+  auto kept = [&] {
+    std::size_t n = 0;
+    for (const auto& entry : fs::directory_iterator(workdir / "outbox")) {
+      n += entry.path().extension() == ".json" ? 1 : 0;
+    }
+    return n;
+  };
+  SUBCASE("killed once the result is in the outbox") {
+    REQUIRE_MESSAGE(finished, cluster.diagnostics());
+    REQUIRE_MESSAGE(wait_until(deadline_in(15s), [&] { return kept() == 1; }),
+                    cluster.diagnostics());
+    keeper.kill(SIGKILL);
+    REQUIRE(keeper.wait_for_exit(10s).has_value());
+  }
+  SUBCASE("stopped right after the job") {
+    REQUIRE_MESSAGE(finished, cluster.diagnostics());
+    CHECK(keeper.stop(10s).exited_with(0));
+    CHECK(kept() == 1);
+  }
+  cluster.server().kill(SIGCONT);
+
+  // The same client folder again: the kept result is offered and stored, the job not run again.
+  conductor::test::ChildProcess again(conductor::test::ChildOptions{
+      conductor::test::client_argv(cluster.endpoint(), workdir, "keeper"),
+      cluster.root() / "again.out",
+      {},
+      {}});
+  REQUIRE_MESSAGE(wait_until(deadline_in(60s), [&] { return cluster.model_ids("v").size() == 1; }),
+                  cluster.diagnostics() << "\n--- restarted client\n"
+                                        << again.output());
+  CHECK(contains(again.output(), "Resuming the unacknowledged result of item"));
+  const auto ids = cluster.model_ids("v");
+  CHECK(contains(read_file(cluster.version_dir("v") / "models" / ids.front() / "console.log"),
+                 "kept-result-console"));
+  CHECK(split_lines(read_file(runs)).size() == 1);
+  REQUIRE_MESSAGE(wait_until(deadline_in(15s), [&] { return kept() == 0; }), again.output());
+  CHECK(again.stop(10s).exited_with(0));
+  CHECK(cluster.server().stop(10s).exited_with(0));
 }

@@ -7,6 +7,7 @@
 #include <atomic>
 #include <chrono>
 #include <filesystem>
+#include <map>
 #include <string>
 #include <thread>
 #include <vector>
@@ -119,4 +120,112 @@ TEST_CASE("a job empties its work folder of the last item's files but never foll
   if (fs::exists(dir.path() / "elsewhere")) {
     CHECK(read_file(dir.path() / "elsewhere" / "precious.txt") == "keep me");
   }
+}
+
+namespace {
+
+// A job of an empty version whose one command is `sh -c <script>`.
+JobSpec shell_job(const fs::path& root, const std::string& script,
+                  std::uint64_t memory_result_bytes) {
+  fs::create_directories(root / "empty");
+  if (!fs::exists(root / "empty.tar"))
+    conductor::pack_directory(root / "empty", root / "empty.tar");
+  JobSpec spec = copying_job(root, root / "empty.tar", "");
+  spec.commands = {{"/bin/sh", "-c \"" + script + "\"", {}}};
+  spec.memory_result_bytes = memory_result_bytes;
+  return spec;
+}
+
+// The files of a result archive held in memory, by name.
+std::map<std::string, std::string> files_of(const std::string& archive, const fs::path& scratch) {
+  fs::create_directories(scratch);
+  const auto stats =
+      conductor::extract(conductor::ArchiveSource::in_memory(archive, "result"), scratch);
+  std::map<std::string, std::string> files;
+  for (const auto& name : stats.files) files[name] = read_file(scratch / name);
+  return files;
+}
+
+}  // namespace
+
+TEST_CASE("a short job's small result is packed into memory: no console file, no result file") {
+  TempDir root("conductor-job-memory");
+  JobRunner job(shell_job(root.path(), "echo hello; printf weights > model.h5", 1u << 20), [] {});
+  const JobOutcome outcome = wait_for(job);
+  REQUIRE_MESSAGE(outcome.succeeded, outcome.reason);
+  REQUIRE(outcome.archive != nullptr);
+  CHECK(outcome.size == outcome.archive->size());
+  CHECK(outcome.sha256 == conductor::sha256_hex(*outcome.archive));
+  CHECK_FALSE(fs::exists(root / "outbox" / "0a0b-1.tar"));
+  CHECK_FALSE(fs::exists(root / "logs" / "0a0b.log"));
+  CHECK(files_of(*outcome.archive, root / "check") ==
+        std::map<std::string, std::string>{{"model.h5", "weights"},
+                                           {".conductor/console.log", "hello\n"}});
+}
+
+TEST_CASE("a result beyond memory_result_bytes, or with none allowed, is written to its file") {
+  TempDir root("conductor-job-file");
+  SUBCASE("too big") {
+    JobRunner job(shell_job(root.path(), "head -c 5000 /dev/zero > model.h5", 4096), [] {});
+    const JobOutcome outcome = wait_for(job);
+    REQUIRE_MESSAGE(outcome.succeeded, outcome.reason);
+    CHECK(outcome.archive == nullptr);
+    CHECK(outcome.sha256 == conductor::sha256_file(root / "outbox" / "0a0b-1.tar"));
+    // The console stayed in memory (short and quiet) and still rides along.
+    CHECK_FALSE(fs::exists(root / "logs" / "0a0b.log"));
+  }
+  SUBCASE("none allowed: the console is written as it comes, as before") {
+    JobRunner job(shell_job(root.path(), "echo said; printf w > model.h5", 0), [] {});
+    const JobOutcome outcome = wait_for(job);
+    REQUIRE_MESSAGE(outcome.succeeded, outcome.reason);
+    CHECK(outcome.archive == nullptr);
+    CHECK(read_file(root / "logs" / "0a0b.log") == "said\n");
+  }
+  fs::create_directories(root / "check");
+  conductor::extract(root / "outbox" / "0a0b-1.tar", root / "check");
+  CHECK(fs::exists(root / "check" / "model.h5"));
+  CHECK(fs::exists(root / "check" / ".conductor" / "console.log"));
+}
+
+TEST_CASE("a job's console goes to its file once the job has run 2 s or said more than 64 KiB") {
+  TempDir root("conductor-job-console");
+  SUBCASE("a long job: the line said at the start is in the file while it runs") {
+    JobRunner job(shell_job(root.path(), "echo early; sleep 3; printf w > model.h5", 1u << 20),
+                  [&] {});
+    const bool in_file = [&] {
+      const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+      while (std::chrono::steady_clock::now() < deadline) {
+        if (fs::exists(root / "logs" / "0a0b.log") &&
+            read_file(root / "logs" / "0a0b.log") == "early\n")
+          return true;
+        if (job.outcome()) return false;
+        std::this_thread::sleep_for(std::chrono::milliseconds(20));
+      }
+      return false;
+    }();
+    CHECK(in_file);
+    const JobOutcome outcome = wait_for(job);
+    REQUIRE_MESSAGE(outcome.succeeded, outcome.reason);
+    REQUIRE(outcome.archive != nullptr);  // still small: packed in memory, from the file
+    CHECK(files_of(*outcome.archive, root / "check").at(".conductor/console.log") == "early\n");
+  }
+  SUBCASE("a talkative job") {
+    JobRunner job(shell_job(root.path(), "seq 1 20000; printf w > model.h5", 1u << 20), [] {});
+    const JobOutcome outcome = wait_for(job);
+    REQUIRE_MESSAGE(outcome.succeeded, outcome.reason);
+    const std::string console = read_file(root / "logs" / "0a0b.log");
+    CHECK(console.size() > conductor::JobRunner::kMemoryConsoleBytes);
+    CHECK(console.starts_with("1\n2\n"));
+    CHECK(console.ends_with("\n20000\n"));
+  }
+}
+
+TEST_CASE("a failed job reports the end of its console, from memory or from the file") {
+  TempDir root("conductor-job-failed");
+  JobRunner job(shell_job(root.path(), "echo first; echo boom >&2; exit 3", 1u << 20), [] {});
+  const JobOutcome outcome = wait_for(job);
+  CHECK_FALSE(outcome.succeeded);
+  CHECK(outcome.log_tail.find("first") != std::string::npos);
+  CHECK(outcome.log_tail.find("boom") != std::string::npos);
+  CHECK_FALSE(fs::exists(root / "logs" / "0a0b.log"));
 }

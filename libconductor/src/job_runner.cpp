@@ -1,6 +1,10 @@
 #include "job_runner.hpp"
 
+#include <unistd.h>
+
+#include <cerrno>
 #include <cstdio>
+#include <cstring>
 #include <fstream>
 #include <set>
 #include <sstream>
@@ -120,19 +124,29 @@ JobOutcome JobRunner::run_commands(ConsoleLog& console) {
   JobOutcome outcome;
   std::error_code ec;
   // Emptied, not removed and made again: the folder's inode is reused from item to item (a
-  // creation on ext4 costs more than the files it holds when they are small). A link a command
-  // put in its place is removed, never followed; what cannot be removed is left, as before.
+  // creation on ext4 costs more than the files it holds when they are small), and so are the
+  // inodes of the last item's top-level files, which the packages rewrite in place where they
+  // hold the same names (the version's scripts, a prediction's inputs); the rest go once the
+  // packages are unpacked. A link a command put in the folder's place is removed, never
+  // followed; what cannot be removed is left, as before.
+  std::set<std::string> reusable;
   bool emptied = false;
   if (fs::is_directory(fs::symlink_status(spec_.work_dir, ec))) {
     emptied = true;
     for (fs::directory_iterator it(spec_.work_dir, ec), end; !ec && it != end; it.increment(ec)) {
       std::error_code removed;
+      if (it->symlink_status(removed).type() == fs::file_type::regular &&
+          it->hard_link_count(removed) == 1 && !removed) {
+        reusable.insert(it->path().filename().string());
+        continue;
+      }
       fs::remove_all(it->path(), removed);
       if (removed) emptied = false;
     }
     if (ec) emptied = false;
   }
   if (!emptied) {
+    reusable.clear();
     fs::remove_all(spec_.work_dir, ec);
     fs::create_directories(spec_.work_dir);
   }
@@ -142,9 +156,19 @@ JobOutcome JobRunner::run_commands(ConsoleLog& console) {
     const bool is_checked = i < spec_.package_sha256.size() && !spec_.package_sha256[i].empty();
     // A fresh download is hashed here, from the bytes unpacking reads: the client's network
     // thread only wrote it, and the file is read once.
-    auto inputs = is_checked ? extract_verified(package, spec_.work_dir, spec_.package_sha256[i])
-                             : extract(package, spec_.work_dir);
+    ExtractOptions options;
+    options.reusable = &reusable;
+    auto inputs =
+        is_checked ? extract_verified(package, spec_.work_dir, spec_.package_sha256[i], {}, options)
+                   : extract(package, spec_.work_dir, {}, options);
     input_names.insert(inputs.files.begin(), inputs.files.end());
+  }
+  // Left-overs no package rewrote.
+  for (const std::string& name : reusable) {
+    if (::unlink((spec_.work_dir / name).c_str()) != 0 && errno != ENOENT) {
+      throw IoError("cannot empty " + spec_.work_dir.string() + " of " + name + ": " +
+                    std::strerror(errno));
+    }
   }
   packages_verified_.store(true);
   notify_();

@@ -323,7 +323,30 @@ struct ExtractContext {
   const ExtractLimits& limits;
   CreatedPaths& created;
   ExtractStats& stats;
+  std::set<std::string>* reusable;  // ExtractOptions::reusable
 };
+
+// Opens a left-over top-level file for rewriting (ExtractOptions::reusable), or returns a closed
+// descriptor when it cannot be reused (gone, replaced by something else, or linked elsewhere).
+UniqueFd open_reusable(const ExtractContext& context, int parent,
+                       std::span<const std::string> parts) {
+  if (context.reusable == nullptr || parts.size() != 1 ||
+      context.reusable->erase(parts.front()) == 0) {
+    return UniqueFd();
+  }
+  UniqueFd out(::openat(parent, parts.front().c_str(), O_WRONLY | O_NOFOLLOW | O_CLOEXEC));
+  struct stat info {};
+  if (!out.is_open() || ::fstat(out.get(), &info) != 0 || !S_ISREG(info.st_mode) ||
+      info.st_nlink != 1 || ::ftruncate(out.get(), 0) != 0) {
+    out.reset();
+    // Whatever is there now is not ours to write through: it goes, and the file is created.
+    if (::unlinkat(parent, parts.front().c_str(), 0) != 0 && errno != ENOENT) {
+      throw IoError("cannot replace " + quoted(context.destination / parts.front()) + ": " +
+                    errno_text());
+    }
+  }
+  return out;
+}
 
 void extract_file(const ExtractContext& context, archive_entry* entry, const std::string& name,
                   std::span<const std::string> parts) {
@@ -337,8 +360,11 @@ void extract_file(const ExtractContext& context, archive_entry* entry, const std
                                             parts.first(parts.size() - 1), context.created);
   const mode_t mode = (archive_entry_perm(entry) & 0111) != 0 ? 0755 : 0644;
   const fs::path target = context.destination / join(parts);
-  UniqueFd out(::openat(parent.get(), parts.back().c_str(),
-                              O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, mode));
+  UniqueFd out = open_reusable(context, parent.get(), parts);
+  if (!out.is_open()) {
+    out = UniqueFd(::openat(parent.get(), parts.back().c_str(),
+                            O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, mode));
+  }
   if (!out.is_open()) {
     if (errno == EEXIST) throw PackageError(refusal(name, "already exists in the destination"));
     throw IoError("cannot create " + quoted(target) + ": " + errno_text());
@@ -743,7 +769,7 @@ std::uint64_t read_entries(const ArchiveSource& archive_source, const ExtractLim
 
 // extract() and extract_verified(): the hash is checked when `expected_sha256` is set.
 ExtractStats extract_checked(const ArchiveSource& archive_source, const fs::path& destination,
-                             const ExtractLimits& limits, const HeldEntries& held,
+                             const ExtractLimits& limits, const ExtractOptions& options,
                              const std::string* expected_sha256) {
   const fs::path& archive_path = archive_source.name();
   UniqueFd root(::open(destination.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
@@ -752,32 +778,32 @@ ExtractStats extract_checked(const ArchiveSource& archive_source, const fs::path
   }
   CreatedPaths created;
   ExtractStats stats;
-  stats.entries =
-      read_entries(archive_source, limits, expected_sha256,
-                   [&](archive* reader, archive_entry* entry, const std::string& name,
-                       const std::vector<std::string>& parts) {
-                     const bool is_held =
-                         !held.folder.empty() && !parts.empty() && parts.front() == held.folder;
-                     if (is_held && archive_entry_filetype(entry) == AE_IFDIR) return;
-                     if (is_held) {
-                       const std::string clean = join(parts);
-                       if (parts.size() == 1) {
-                         throw PackageError(refusal(
-                             name, "is a file where '" + held.folder + "' must be a folder"));
-                       }
-                       if (!held.wanted.contains(clean)) return;  // skipped: read and hashed
-                       if (stats.held.contains(clean)) {
-                         throw PackageError(refusal(name, "repeats a name"));
-                       }
-                       stats.held[clean] = read_entry_tail(reader, archive_path, held.max_bytes);
-                     } else if (archive_entry_filetype(entry) == AE_IFDIR) {
-                       open_folder(root.get(), destination, name, parts, created);
-                     } else {
-                       const ExtractContext context{reader, archive_path, destination, root.get(),
-                                                    limits, created,      stats};
-                       extract_file(context, entry, name, parts);
-                     }
-                   });
+  stats.entries = read_entries(
+      archive_source, limits, expected_sha256,
+      [&](archive* reader, archive_entry* entry, const std::string& name,
+          const std::vector<std::string>& parts) {
+        const bool is_held =
+            !options.held_folder.empty() && !parts.empty() && parts.front() == options.held_folder;
+        if (is_held && archive_entry_filetype(entry) == AE_IFDIR) return;
+        if (is_held) {
+          const std::string clean = join(parts);
+          if (parts.size() == 1) {
+            throw PackageError(
+                refusal(name, "is a file where '" + options.held_folder + "' must be a folder"));
+          }
+          if (!options.held_files.contains(clean)) return;  // skipped: read and hashed
+          if (stats.held.contains(clean)) {
+            throw PackageError(refusal(name, "repeats a name"));
+          }
+          stats.held[clean] = read_entry_tail(reader, archive_path, options.held_max_bytes);
+        } else if (archive_entry_filetype(entry) == AE_IFDIR) {
+          open_folder(root.get(), destination, name, parts, created);
+        } else {
+          const ExtractContext context{reader, archive_path, destination, root.get(),
+                                       limits, created,      stats,       options.reusable};
+          extract_file(context, entry, name, parts);
+        }
+      });
   created.commit();
   return stats;
 }
@@ -785,14 +811,14 @@ ExtractStats extract_checked(const ArchiveSource& archive_source, const fs::path
 }  // namespace
 
 ExtractStats extract(const ArchiveSource& archive_source, const fs::path& destination,
-                     const ExtractLimits& limits, const HeldEntries& held) {
-  return extract_checked(archive_source, destination, limits, held, nullptr);
+                     const ExtractLimits& limits, const ExtractOptions& options) {
+  return extract_checked(archive_source, destination, limits, options, nullptr);
 }
 
 ExtractStats extract_verified(const ArchiveSource& archive_source, const fs::path& destination,
                               const std::string& expected_sha256, const ExtractLimits& limits,
-                              const HeldEntries& held) {
-  return extract_checked(archive_source, destination, limits, held, &expected_sha256);
+                              const ExtractOptions& options) {
+  return extract_checked(archive_source, destination, limits, options, &expected_sha256);
 }
 
 std::map<std::string, std::string> read_verified(const ArchiveSource& archive_source,

@@ -189,7 +189,7 @@ ResultReceiver::Finished ResultReceiver::finish(const fs::path& spool, const Upl
     ExtractStats stats = extract_verified(
         source, done.staged, upload.offer.sha256,
         ExtractLimits{100000, kMaxResultBytes, kMaxResultBytes},
-        HeldEntries{std::string(kConductorFolder), {kConsoleLogEntry}, kMaxConsoleBytes});
+        ExtractOptions{std::string(kConductorFolder), {kConsoleLogEntry}, kMaxConsoleBytes});
     if (auto console = stats.held.find(kConsoleLogEntry); console != stats.held.end()) {
       done.console_log = std::move(console->second);
     }

@@ -170,7 +170,7 @@ inline void feed_archive(Bytes data, const std::filesystem::path& work) {
   }
   fresh_destination();
   try {
-    const HeldEntries held{".conductor", {".conductor/console.log"}, 1024};
+    const ExtractOptions held{".conductor", {".conductor/console.log"}, 1024};
     const auto taken = extract_verified(in_memory, destination, sha256_hex(text),
                                        kFuzzExtractLimits, held);
     if (fs::exists(fs::symlink_status(destination / ".conductor")) ||

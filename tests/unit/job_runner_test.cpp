@@ -3,6 +3,7 @@
 #include "job_runner.hpp"
 
 #include <doctest/doctest.h>
+#include <sys/stat.h>
 
 #include <atomic>
 #include <chrono>
@@ -228,4 +229,46 @@ TEST_CASE("a failed job reports the end of its console, from memory or from the 
   CHECK(outcome.log_tail.find("first") != std::string::npos);
   CHECK(outcome.log_tail.find("boom") != std::string::npos);
   CHECK_FALSE(fs::exists(root / "logs" / "0a0b.log"));
+}
+
+TEST_CASE(
+    "the next job rewrites the last item's top-level files in place and removes what no package "
+    "holds") {
+  TempDir root("conductor-job-reuse");
+  write_file(root / "version" / "train.sh", "echo train\n");
+  write_file(root / "version" / "data.csv", "a,b\n1,2\n");
+  conductor::pack_directory(root / "version", root / "v.tar");
+  auto ino = [&](const std::string& name) {
+    struct stat info {};
+    REQUIRE(::stat((root / "work" / name).c_str(), &info) == 0);
+    return info.st_ino;
+  };
+  // The first job changes an input, leaves an output, and links an input to a file outside.
+  JobSpec first = copying_job(root.path(), root / "v.tar", "");
+  first.commands = {
+      {"/bin/sh",
+       "-c \"printf changed > data.csv; printf w > model.h5; ln train.sh ../outside.sh\"",
+       {}}};
+  {
+    JobRunner job(first, [] {});
+    REQUIRE(wait_for(job).succeeded);
+  }
+  const auto data_inode = ino("data.csv");
+  JobSpec second = copying_job(root.path(), root / "v.tar", conductor::sha256_file(root / "v.tar"));
+  second.item = "0a0c";
+  second.commands = {{"/bin/sh",
+                      "-c \"[ ! -e model.h5 ] && cat data.csv > seen.txt && printf w > model.h5\"",
+                      {}}};
+  JobRunner job(second, [] {});
+  const JobOutcome outcome = wait_for(job);
+  REQUIRE_MESSAGE(outcome.succeeded, outcome.reason);
+  // Rewritten where it was: the same inode, the package's bytes again.
+  CHECK(ino("data.csv") == data_inode);
+  CHECK(read_file(root / "work" / "seen.txt") == "a,b\n1,2\n");
+  // The linked one was replaced, never written through: the file outside is as the job left it.
+  CHECK(read_file(root / "work" / "train.sh") == "echo train\n");
+  CHECK(read_file(root / "outside.sh") == "echo train\n");
+  struct stat info {};
+  REQUIRE(::stat((root / "outside.sh").c_str(), &info) == 0);
+  CHECK(info.st_nlink == 1);
 }

@@ -749,7 +749,7 @@ TEST_CASE("held entries are read into memory, never written, and checked like th
   const fs::path archive = dir.path() / "r.tar";
   conductor::pack_directory(root, archive);
   const std::string announced = conductor::sha256_file(archive);
-  const conductor::HeldEntries held{".conductor", {".conductor/console.log"}, 1024};
+  const conductor::ExtractOptions held{".conductor", {".conductor/console.log"}, 1024};
 
   const fs::path out = dir.make("out");
   const auto stats = conductor::extract_verified(archive, out, announced, {}, held);
@@ -760,7 +760,7 @@ TEST_CASE("held entries are read into memory, never written, and checked like th
   // Only the end of a long one, from a whole line.
   const auto cut = conductor::extract_verified(
       archive, dir.make("cut"), announced, {},
-      conductor::HeldEntries{".conductor", {".conductor/console.log"}, 9});
+      conductor::ExtractOptions{".conductor", {".conductor/console.log"}, 9});
   CHECK(cut.held.at(".conductor/console.log") == "three\n");
 
   SUBCASE("the held folder as a file is refused") {
@@ -784,4 +784,36 @@ TEST_CASE("held entries are read into memory, never written, and checked like th
         doctest::Contains("hash mismatch"), PackageError);
     CHECK(is_empty_folder(target));
   }
+}
+
+TEST_CASE("extraction rewrites reusable left-overs in place, never through a link") {
+  TempDir dir;
+  const fs::path root = dir.make("v");
+  write_file(root / "a.txt", "new a\n");
+  write_file(root / "b.txt", "new b\n");
+  write_file(root / "sub" / "c.txt", "new c\n");
+  const fs::path archive = dir.path() / "v.tar";
+  conductor::pack_directory(root, archive);
+  const fs::path out = dir.make("out");
+  write_file(out / "a.txt", "old a, longer than the new one\n");
+  write_file(dir.path() / "secret.txt", "outside\n");
+  fs::create_symlink(dir.path() / "secret.txt", out / "b.txt");
+  write_file(out / "left.txt", "not in the archive\n");
+  struct stat before {};
+  REQUIRE(::stat((out / "a.txt").c_str(), &before) == 0);
+
+  std::set<std::string> reusable = {"a.txt", "b.txt", "left.txt"};
+  conductor::ExtractOptions options;
+  options.reusable = &reusable;
+  const auto stats = conductor::extract(archive, out, {}, options);
+  CHECK(stats.files == std::vector<std::string>{"a.txt", "b.txt", "sub/c.txt"});
+  struct stat after {};
+  REQUIRE(::stat((out / "a.txt").c_str(), &after) == 0);
+  CHECK(after.st_ino == before.st_ino);
+  CHECK(read_file(out / "a.txt") == "new a\n");
+  CHECK_FALSE(fs::is_symlink(out / "b.txt"));
+  CHECK(read_file(out / "b.txt") == "new b\n");
+  CHECK(read_file(dir.path() / "secret.txt") == "outside\n");
+  // What the archive does not hold is left to the caller.
+  CHECK(reusable == std::set<std::string>{"left.txt"});
 }

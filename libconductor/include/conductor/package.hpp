@@ -120,18 +120,24 @@ struct ExtractStats {
   std::uint64_t bytes = 0;         // file content written
   std::vector<std::string> files;  // regular files, in archive order, named as list_files()
                                    // names them: relative, "/"-separated, no "." parts
-  // The files below HeldEntries::folder, read into memory instead of written: name -> content.
+  // The files below ExtractOptions::held_folder, read into memory instead of written.
   std::map<std::string, std::string> held;
 };
 
-// Entries below the top-level folder `folder` (".conductor", say) are not written, and the
-// folder is not created: of the files named in `wanted`, the last `max_bytes` of each go to
-// ExtractStats::held (cut to start at a whole line, as read_verified() does); the others' bytes
-// are read (and hashed) and dropped. Empty `folder`: everything is written.
-struct HeldEntries {
-  std::string folder;
-  std::set<std::string> wanted;
-  std::uint64_t max_bytes = std::uint64_t{64} << 20;
+struct ExtractOptions {
+  // Entries below the top-level folder `held_folder` (".conductor", say) are not written, and
+  // the folder is not created: of the files named in `held_files`, the last `held_max_bytes` of
+  // each go to ExtractStats::held (cut to start at a whole line, as read_verified() does); the
+  // others' bytes are read (and hashed) and dropped. Empty: everything is written.
+  std::string held_folder;
+  std::set<std::string> held_files;
+  std::uint64_t held_max_bytes = std::uint64_t{64} << 20;
+  // Names of regular files directly in `destination` (an item's left-overs) that may be
+  // rewritten in place instead of created: a name the archive holds at the top level is
+  // truncated and written (when it is still a regular file with one link) and taken out of the
+  // set. Reusing the inode spares the file system an allocation, which on some costs more than
+  // writing a small file. A rewritten file counts as created: a refusal removes it.
+  std::set<std::string>* reusable = nullptr;
 };
 
 // Extracts a tar, uncompressed or zstd or gzip compressed, into the existing folder
@@ -146,7 +152,7 @@ struct HeldEntries {
 // folder, or writing fails. On any throw, every file and folder this call created is removed
 // again, so `destination` is left as it was found.
 ExtractStats extract(const ArchiveSource& archive, const std::filesystem::path& destination,
-                     const ExtractLimits& limits = {}, const HeldEntries& held = {});
+                     const ExtractLimits& limits = {}, const ExtractOptions& options = {});
 
 // extract(), checking on the way that the archive file's SHA-256 is `expected_sha256` (64
 // lower-case hex digits): the hash covers every byte of the file, any after the tar's end
@@ -158,7 +164,7 @@ ExtractStats extract(const ArchiveSource& archive, const std::filesystem::path& 
 ExtractStats extract_verified(const ArchiveSource& archive,
                               const std::filesystem::path& destination,
                               const std::string& expected_sha256, const ExtractLimits& limits = {},
-                              const HeldEntries& held = {});
+                              const ExtractOptions& options = {});
 
 // Reads the regular files named in `wanted` (names as list_files() gives them) out of the
 // archive into memory, the last `max_bytes` of each (where a log's verdict is; a file cut there

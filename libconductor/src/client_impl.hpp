@@ -57,7 +57,10 @@ class Client::Impl {
   struct Download {
     std::string blob;
     std::uint64_t size = 0;
-    ChunkFile file;
+    // Into the cache's .part file, or into memory: an item's own small inputs (a prediction's
+    // model and rows) are used once, so they never enter the cache and cost no file.
+    std::optional<ChunkFile> file;
+    std::shared_ptr<std::string> memory;
     std::uint64_t received = 0;
     std::uint64_t requested = 0;
     int verifier = -1;  // the slot whose job checks it; -1 while none does
@@ -105,6 +108,7 @@ class Client::Impl {
   // then hands out again. A longer job's result is written to the outbox at once.
   static constexpr std::chrono::milliseconds kHoldFor{2000};
   static constexpr std::uint64_t kMemoryResultBytes = std::uint64_t{1} << 20;
+  static constexpr std::uint64_t kMemoryInputsBytes = std::uint64_t{1} << 20;
 
   // Writes the slot's succeeded training result (and its description) to the outbox, where a
   // restarted client finds it; once.

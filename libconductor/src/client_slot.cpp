@@ -62,9 +62,13 @@ void Client::Impl::fetch_next_blob(Slot& slot) {
     if (cache_->find(blob)) continue;
     auto it = downloads_.find(blob);
     if (it == downloads_.end()) {
-      it = downloads_
-               .emplace(blob, Download{blob, size, ChunkFile(cache_->reserve(blob, size)), 0, 0})
-               .first;
+      Download download{blob, size, std::nullopt, nullptr, 0, 0};
+      if (blob == c.assign.inputs && size <= kMemoryInputsBytes) {
+        download.memory = std::make_shared<std::string>(size, '\0');
+      } else {
+        download.file.emplace(cache_->reserve(blob, size));
+      }
+      it = downloads_.emplace(blob, std::move(download)).first;
       request_chunks(it->second);
     }
     Download& d = it->second;
@@ -102,7 +106,11 @@ void Client::Impl::on_chunk(protocol::Message& message) {
     throw ProtocolError("CHUNK refused: data beyond the archive's announced size");
   }
   try {
-    d.file.write_at(d.received, payload.data(), payload.size());
+    if (d.memory) {
+      std::memcpy(d.memory->data() + d.received, payload.data(), payload.size());
+    } else {
+      d.file->write_at(d.received, payload.data(), payload.size());
+    }
   } catch (const Error& e) {
     give_up_downloads(d.blob, e.what());  // a full disk: the items that need it fail
     return;
@@ -135,8 +143,11 @@ void Client::Impl::settle_verification(Slot& slot, bool is_intact) {
   for (const auto& blob : verified) {
     auto it = downloads_.find(blob);
     if (it == downloads_.end() || it->second.verifier != slot.index) continue;
+    const bool was_in_memory = it->second.memory != nullptr;
     downloads_.erase(it);  // closes the file
-    if (!is_intact) {
+    if (was_in_memory) {
+      // Used by this item only: nothing to cache.
+    } else if (!is_intact) {
       cache_->abandon(blob);
     } else {
       try {
@@ -182,7 +193,13 @@ void Client::Impl::start_job(Slot& slot) {
   for (const auto& [blob, size] : c.blobs) {
     const bool is_checked =
         std::find(c.verifying.begin(), c.verifying.end(), blob) != c.verifying.end();
-    spec.packages.push_back(is_checked ? downloads_.at(blob).file.path() : cache_->path_of(blob));
+    const Download* download = is_checked ? &downloads_.at(blob) : nullptr;
+    if (download && download->memory) {
+      spec.packages.push_back(ArchiveSource::in_memory(*download->memory, "download " + blob));
+      spec.package_bytes.push_back(download->memory);
+    } else {
+      spec.packages.push_back(download ? download->file->path() : cache_->path_of(blob));
+    }
     spec.package_sha256.push_back(is_checked ? blob : std::string());
   }
   spec.work_dir = options_.workdir / "work" / std::to_string(slot.index);

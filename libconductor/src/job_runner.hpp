@@ -19,6 +19,7 @@
 #include <utility>
 #include <vector>
 
+#include "conductor/package.hpp"
 #include "conductor/version.hpp"
 
 namespace conductor {
@@ -31,7 +32,9 @@ struct JobSpec {
   // Archives unpacked into the working folder in order: the version's package, then the
   // item's own inputs (a prediction's model and data), from the client's cache or just
   // downloaded.
-  std::vector<std::filesystem::path> packages;
+  std::vector<ArchiveSource> packages;
+  // Keeps the bytes of packages held in memory (a prediction's small inputs) alive.
+  std::vector<std::shared_ptr<const std::string>> package_bytes;
   // For each package, the SHA-256 its bytes must have, checked while it is unpacked
   // (extract_verified): a download not checked yet. Empty, or an empty string: not checked.
   std::vector<std::string> package_sha256;

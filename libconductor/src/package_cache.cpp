@@ -43,6 +43,34 @@ PackageCache::PackageCache(fs::path dir, BackgroundWorker& worker)
   if (ec) throw IoError("cannot create package folder '" + dir_.string() + "': " + ec.message());
 }
 
+PackageBlob pack_blob(const std::vector<PackEntry>& entries, const fs::path& archive,
+                      const PackOptions& options, std::uint64_t max_bytes,
+                      const std::shared_ptr<MemoryBudget>& budget) {
+  std::uint64_t bytes = 0;
+  for (const PackEntry& entry : entries) {
+    bytes += entry.content ? entry.content->size() : fs::file_size(entry.source);
+  }
+  std::uint64_t used = budget->used.load();
+  while (bytes <= max_bytes && used + bytes <= budget->limit) {
+    if (!budget->used.compare_exchange_weak(used, used + bytes)) continue;  // `used` reloaded
+    std::unique_ptr<std::string> packed;
+    try {
+      packed = std::make_unique<std::string>(pack_to_memory(entries, options));
+    } catch (...) {
+      budget->used -= bytes;
+      throw;
+    }
+    std::shared_ptr<const std::string> held(packed.release(),
+                                            [budget, bytes](const std::string* p) {
+                                              budget->used -= bytes;
+                                              delete p;
+                                            });
+    return PackageBlob{sha256_hex(*held), archive, held->size(), held};
+  }
+  pack(entries, archive, options);
+  return PackageBlob{sha256_file(archive), archive, fs::file_size(archive), nullptr};
+}
+
 const PackageBlob* PackageCache::get(const std::string& version, const fs::path& folder) {
   // The listing (names, sizes, modification times) stands for the content: cheap to take on
   // every hand-out, and any edit a user makes changes it.

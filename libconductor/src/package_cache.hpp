@@ -5,13 +5,16 @@
 // Not thread-safe: owned by the server's network thread.
 #pragma once
 
+#include <atomic>
 #include <cstdint>
 #include <filesystem>
 #include <map>
+#include <memory>
 #include <string>
 #include <vector>
 
 #include "background_worker.hpp"
+#include "conductor/package.hpp"
 
 namespace conductor {
 
@@ -19,7 +22,26 @@ struct PackageBlob {
   std::string sha256;
   std::filesystem::path file;
   std::uint64_t size = 0;
+  // The archive's bytes when it is held in memory instead of `file` (a prediction's small
+  // inputs, thrown away with the request).
+  std::shared_ptr<const std::string> bytes;
 };
+
+// A limit on the bytes blobs hold in memory, shared by threads.
+struct MemoryBudget {
+  explicit MemoryBudget(std::uint64_t limit) : limit(limit) {}
+  const std::uint64_t limit;
+  std::atomic<std::uint64_t> used{0};
+};
+
+// Packs `entries` into memory when their files hold at most `max_bytes` and `budget` has room
+// for them (the blob's bytes then count against it until the last copy of them goes), else into
+// `archive`. For throw-away archives (a prediction's inputs): a file to create and remove costs
+// more than packing a small archive on file systems slow to create files. Throws what pack()
+// throws.
+PackageBlob pack_blob(const std::vector<PackEntry>& entries, const std::filesystem::path& archive,
+                      const PackOptions& options, std::uint64_t max_bytes,
+                      const std::shared_ptr<MemoryBudget>& budget);
 
 class PackageCache {
  public:

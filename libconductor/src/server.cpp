@@ -1,7 +1,6 @@
-#include "server_impl.hpp"
-
 #include <algorithm>
 #include <cstdlib>
+#include <cstring>
 #include <fstream>
 #include <thread>
 
@@ -10,6 +9,7 @@
 #include "conductor/reserve_policy.hpp"
 #include "file_io.hpp"
 #include "random_id.hpp"
+#include "server_impl.hpp"
 
 namespace conductor {
 
@@ -417,7 +417,11 @@ void Server::Impl::on_fetch(Peer& peer, const protocol::Fetch& fetch) {
   }
   auto length = std::min<std::uint64_t>(fetch.length, blob->size - fetch.offset);
   zmq::message_t payload(length);
-  read_at(blob->file, fetch.offset, payload.data(), length);
+  if (blob->bytes) {
+    std::memcpy(payload.data(), blob->bytes->data() + fetch.offset, length);
+  } else {
+    read_at(blob->file, fetch.offset, payload.data(), length);
+  }
   metrics_.bytes_sent += length;
   send(peer, MessageType::kChunk, protocol::Chunk{fetch.blob, fetch.offset}, std::move(payload));
 }

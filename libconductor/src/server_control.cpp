@@ -535,11 +535,12 @@ std::string Server::Impl::predict(const std::string& csv_rows, const PredictOpti
   for (const auto& model : models) {
     worker_.submit([this, request, name, model, data,
                     model_dir = store_.version_dir(name) / "models" / model,
-                    archive = folder / (model + ".tar")]() -> BackgroundWorker::Completion {
+                    archive = folder / (model + ".tar"),
+                    budget = inputs_in_memory_]() -> BackgroundWorker::Completion {
       std::optional<PackageBlob> blob;
       std::string failure;
       try {
-        blob = pack_prediction_inputs(model_dir, data, archive);
+        blob = pack_prediction_inputs(model_dir, data, archive, budget);
       } catch (const std::exception& e) {  // every failure ends in the completion below
         failure = std::string("its inputs could not be packed: ") + e.what();
       } catch (...) {
@@ -556,7 +557,8 @@ std::string Server::Impl::predict(const std::string& csv_rows, const PredictOpti
 }
 
 PackageBlob Server::Impl::pack_prediction_inputs(const fs::path& model_dir, const fs::path& data,
-                                                 const fs::path& archive) {
+                                                 const fs::path& archive,
+                                                 const std::shared_ptr<MemoryBudget>& budget) {
   // The model's files, its first model file again as model-latest<ext> (the name the
   // original's prediction scripts open), and the rows.
   std::vector<PackEntry> entries;
@@ -579,9 +581,10 @@ PackageBlob Server::Impl::pack_prediction_inputs(const fs::path& model_dir, cons
   if (latest) entries.push_back(*latest);
   entries.push_back({data, "predictiondata.csv"});
   // Not synced: a prediction's inputs are thrown away with its request, and the spool is
-  // cleared at start-up.
-  pack(entries, archive, {.compression = Compression::kAuto, .sync = false});
-  return PackageBlob{sha256_file(archive), archive, fs::file_size(archive)};
+  // cleared at start-up. Small ones stay in memory: a file to create and remove per model is
+  // most of what a fan-out costs the server on a file system slow to create files.
+  return pack_blob(entries, archive, {.compression = Compression::kAuto, .sync = false},
+                   kMemoryInputsBytes, budget);
 }
 
 void Server::Impl::queue_prediction_item(const std::string& request, const std::string& version,

@@ -240,3 +240,33 @@ TEST_CASE("predict --top 2 --by accuracy asks exactly the two most accurate mode
   CHECK(refused.status.exited_with(3));
   CHECK(refused.err.find("no model of 'v' has the metric 'f1'") != std::string::npos);
 }
+
+TEST_CASE(
+    "a prediction's inputs travel in memory when small and through files when not: both answered") {
+  Cluster cluster("conductor-predict-sizes");
+  conductor::test::write_configuration(cluster.server_dir(), 1.0,
+                                       {VersionSpec{"v", 0, "exit 1\n", {}, kPredictScript}});
+  std::map<std::string, double> expected;
+  expected[conductor::test::store_model(cluster.server_dir(), "v", {{"model.h5", "3"}})] = 3.0;
+  // 2 MiB of weights beside it: its inputs archive is beyond what is held in memory.
+  expected[conductor::test::store_model(
+      cluster.server_dir(), "v",
+      {{"model.h5", "7"}, {"weights.bin", conductor::test::pseudo_random(2u << 20)}})] = 7.0;
+  cluster.start_server();
+  cluster.start_client("reserve");
+  const fs::path rows = cluster.root() / "rows.csv";
+  conductor::test::write_file(rows, kRows);
+  const json result = parse_json(cluster.ctl({"predict", "--json", "--wait", "60", rows.string()}));
+  CHECK(result["complete"] == true);
+  CHECK(result["failures"].empty());
+  CHECK(values_by_model(result) == expected);
+  // In the client's cache: the version's package and the large inputs; the small ones never
+  // touched the disk there.
+  std::size_t cached = 0;
+  for (const auto& entry :
+       fs::directory_iterator(cluster.root() / "clients" / "reserve" / "cache")) {
+    cached += entry.path().extension() == ".tar" ? 1 : 0;
+  }
+  CHECK(cached == 2);
+  CHECK(cluster.stop_all()->exited_with(0));
+}

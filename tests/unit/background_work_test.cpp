@@ -501,3 +501,36 @@ TEST_CASE(
   }
   CHECK_FALSE(fs::exists(part));
 }
+
+TEST_CASE("pack_blob holds small archives in memory within the budget and files the rest") {
+  TempDir root("conductor-pack-blob");
+  write_file(root / "in" / "model.h5", std::string(1000, 'm'));
+  const auto entries = conductor::list_files(root / "in");
+  auto budget = std::make_shared<conductor::MemoryBudget>(2500);
+  const conductor::PackOptions options{.sync = false};
+
+  std::optional<conductor::PackageBlob> first =
+      conductor::pack_blob(entries, root / "first.tar", options, 4096, budget);
+  REQUIRE(first->bytes != nullptr);
+  CHECK_FALSE(fs::exists(root / "first.tar"));
+  CHECK(first->size == first->bytes->size());
+  CHECK(first->sha256 == conductor::sha256_hex(*first->bytes));
+  CHECK(budget->used == 1000);
+  auto second = conductor::pack_blob(entries, root / "second.tar", options, 4096, budget);
+  REQUIRE(second.bytes != nullptr);
+  CHECK(budget->used == 2000);
+  // No room left for a third: it is written to its file, and the same bytes.
+  auto third = conductor::pack_blob(entries, root / "third.tar", options, 4096, budget);
+  CHECK(third.bytes == nullptr);
+  CHECK(read_file(root / "third.tar") == *first->bytes);
+  CHECK(third.sha256 == first->sha256);
+  // Beyond max_bytes: a file whatever the room.
+  CHECK(conductor::pack_blob(entries, root / "big.tar", options, 999, budget).bytes == nullptr);
+  {
+    const conductor::PackageBlob copy = *first;
+    first.reset();
+    CHECK(budget->used == 2000);  // the copy still holds the bytes
+  }
+  // The last copy gone, its bytes count no more.
+  CHECK(budget->used == 1000);
+}

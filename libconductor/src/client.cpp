@@ -334,6 +334,8 @@ void Client::Impl::on_welcome(const protocol::Welcome& welcome) {
   window_ = std::clamp(welcome.window, 1, 64);
   usable_slots_ = welcome.slots > 0 ? std::min(welcome.slots, options_.slots) : 1;
   server_names_subjects_ = welcome.slots > 0;
+  inline_result_bytes_ =
+      std::min<std::uint64_t>(welcome.inline_result_bytes, protocol::kMaxPayloadBytes);
   log_->info("Connected to {}", endpoint_);
   if (usable_slots_ < options_.slots) {
     log_->warn("The server fills {} of this client's {} slots", usable_slots_, options_.slots);

@@ -233,6 +233,7 @@ class Client::Impl {
   std::uint32_t chunk_size_ = 1u << 20;
   int window_ = 8;
   int usable_slots_ = 1;  // the slots the server fills (WELCOME.slots)
+  std::uint64_t inline_result_bytes_ = 0;  // results this small go with RESULT (WELCOME)
   bool server_names_subjects_ = false;  // it knows slots, so its ERRORs name item or blob
   std::vector<Slot> slots_;
   std::map<std::string, Download> downloads_;  // by blob

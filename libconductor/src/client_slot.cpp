@@ -293,8 +293,28 @@ void Client::Impl::report_outcome(Slot& slot) {
   const Current& c = *slot.current;
   const JobOutcome& o = *c.outcome;
   if (o.succeeded) {
-    send(MessageType::kResult, protocol::ResultOffer{c.assign.item, c.assign.attempt, o.size,
-                                                     o.sha256, o.duration, o.epochs, o.last_epoch});
+    const protocol::ResultOffer offer{c.assign.item, c.assign.attempt, o.size,      o.sha256,
+                                      o.duration,    o.epochs,         o.last_epoch};
+    if (o.size > inline_result_bytes_) {
+      send(MessageType::kResult, offer);
+      return;
+    }
+    // Small enough to go with the offer: the server asks for nothing more.
+    zmq::message_t archive(o.size);
+    if (o.archive) {
+      std::memcpy(archive.data(), o.archive->data(), o.size);
+    } else {
+      try {
+        read_at(c.result, 0, archive.data(), o.size);
+      } catch (const std::exception& e) {
+        log_->warn("Result of item {} not sent with its offer: {}", c.assign.item, e.what());
+        send(MessageType::kResult, offer);  // the server's PULLs meet the same trouble, guarded
+        return;
+      }
+    }
+    uploaded_ += o.size;
+    slot.current->uploaded = o.size;
+    send(MessageType::kResult, offer, std::move(archive));
   } else {
     std::string tail = o.log_tail.size() > protocol::kMaxLogBytes
                            ? o.log_tail.substr(o.log_tail.size() - protocol::kMaxLogBytes)

@@ -35,8 +35,13 @@ bool is_known(std::uint8_t type) noexcept {
 
 namespace {
 
-bool carries_payload(MessageType type) {
-  return type == MessageType::kChunk || type == MessageType::kUpload;
+enum class Payload { kNone, kRequired, kOptional };
+
+Payload payload_of(MessageType type) {
+  if (type == MessageType::kChunk || type == MessageType::kUpload) return Payload::kRequired;
+  // A small result travels inline with its RESULT when the server said it takes that.
+  if (type == MessageType::kResult) return Payload::kOptional;
+  return Payload::kNone;
 }
 
 const msgpack::unpack_limit kLimits(kMaxArrayItems, kMaxMapItems, kMaxStringBytes,
@@ -75,10 +80,12 @@ Message decode(std::vector<zmq::message_t>& frames, std::size_t first) {
   }
   Message message;
   message.type_ = static_cast<MessageType>(s[4]);
-  const bool wants_payload = carries_payload(message.type_);
-  if (wants_payload != (count == 3)) {
-    throw ProtocolError(std::string("message refused: ") + to_string(message.type_) +
-                        (wants_payload ? " needs a payload frame" : " takes no payload frame"));
+  const Payload rule = payload_of(message.type_);
+  const bool wants_payload = count == 3;
+  if ((rule == Payload::kRequired && !wants_payload) || (rule == Payload::kNone && wants_payload)) {
+    throw ProtocolError(
+        std::string("message refused: ") + to_string(message.type_) +
+        (rule == Payload::kRequired ? " needs a payload frame" : " takes no payload frame"));
   }
   const auto& head = frames[first + 1];
   if (head.size() > kMaxHeaderBytes) {

@@ -118,7 +118,11 @@ struct Welcome {
   std::uint32_t chunk_size = 1u << 20;
   int window = 8;
   int slots = 0;  // the slots the server fills for this client; 0: a server that predates slots
-  MSGPACK_DEFINE_MAP(session, heartbeat_ms, liveness, chunk_size, window, slots)
+  // The largest result the server takes inline, as RESULT's payload frame (no PULL/UPLOAD);
+  // 0: a server that takes results only through PULL.
+  std::uint32_t inline_result_bytes = 0;
+  MSGPACK_DEFINE_MAP(session, heartbeat_ms, liveness, chunk_size, window, slots,
+                     inline_result_bytes)
 };
 
 // A free slot asks for work.

@@ -38,7 +38,8 @@ ResultReceiver::ResultReceiver(AssetStore& store, std::uint32_t chunk_size, int 
 
 std::vector<protocol::Pull> ResultReceiver::begin(const std::string& client, const WorkItem& item,
                                                   const protocol::ResultOffer& offer,
-                                                  std::set<std::string> read_files) {
+                                                  std::set<std::string> read_files,
+                                                  const zmq::message_t* inline_archive) {
   if (offer.size > kMaxResultBytes) {
     throw ProtocolError("RESULT refused: " + std::to_string(offer.size) + " bytes exceed the limit of " +
                         std::to_string(kMaxResultBytes));
@@ -47,11 +48,19 @@ std::vector<protocol::Pull> ResultReceiver::begin(const std::string& client, con
   if (!is_hex_sha256(offer.sha256)) {
     throw ProtocolError("RESULT refused: sha256 must be 64 lower-case hex digits");
   }
+  if (inline_archive != nullptr &&
+      (inline_archive->size() != offer.size || offer.size > kInlineResultBytes)) {
+    throw ProtocolError("RESULT refused: an inline archive of " +
+                        std::to_string(inline_archive->size()) + " bytes for a result of " +
+                        std::to_string(offer.size) + " (inline at most " +
+                        std::to_string(kInlineResultBytes) + ")");
+  }
   if (finishing_.contains(item.id)) return {};
   if (auto it = uploads_.find(item.id); it != uploads_.end()) {
     Upload& earlier = it->second;
-    if (earlier.client == client && earlier.offer.attempt == offer.attempt &&
-        earlier.offer.sha256 == offer.sha256 && earlier.offer.size == offer.size) {
+    if (inline_archive == nullptr && earlier.client == client &&
+        earlier.offer.attempt == offer.attempt && earlier.offer.sha256 == offer.sha256 &&
+        earlier.offer.size == offer.size) {
       // The same result again after a reconnect: go on from the last chunk written.
       earlier.offer = offer;
       earlier.requested = earlier.received;
@@ -78,6 +87,9 @@ std::vector<protocol::Pull> ResultReceiver::begin(const std::string& client, con
     upload.file.emplace(store_.spool_dir() / "incoming" / (item.id + ".part"));
   }
   auto [it, inserted] = uploads_.try_emplace(item.id, std::move(upload));
+  if (inline_archive != nullptr) {
+    return receive(client, protocol::Upload{item.id, offer.attempt, 0}, *inline_archive);
+  }
   std::vector<protocol::Pull> pulls;
   request_more(it->second, pulls);
   return pulls;

@@ -68,9 +68,15 @@ class ResultReceiver {
   // read instead of extracted: Finished::files gets `read_files` (names as list_files() gives
   // them), the console log goes to Finished::console_log as for any result. Throws
   // ProtocolError for an offer it will not take.
+  // `inline_archive`, when set, is the whole result, sent with the offer: it is taken at once
+  // (any earlier upload of the item is replaced), no PULL follows; its size must be the offer's
+  // and at most kInlineResultBytes.
   std::vector<protocol::Pull> begin(const std::string& client, const WorkItem& item,
                                     const protocol::ResultOffer& offer,
-                                    std::set<std::string> read_files = {});
+                                    std::set<std::string> read_files = {},
+                                    const zmq::message_t* inline_archive = nullptr);
+  // The largest result taken inline with its RESULT (WELCOME.inline_result_bytes).
+  static constexpr std::uint64_t kInlineResultBytes = std::uint64_t{256} << 10;
   // What is kept of each file of a prediction's result, its console log included: the end.
   static constexpr std::uint64_t kMaxReadBytes = std::uint64_t{8} << 20;
 

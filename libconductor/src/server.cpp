@@ -231,7 +231,10 @@ void Server::Impl::handle(transport::Received& received) {
                           std::to_string(protocol::kMaxFrames) + " frames");
     }
     auto message = protocol::decode(frames, 1);
-    if (message.type() == MessageType::kUpload) metrics_.bytes_received += message.payload()->size();
+    if (message.payload() &&
+        (message.type() == MessageType::kUpload || message.type() == MessageType::kResult)) {
+      metrics_.bytes_received += message.payload()->size();
+    }
     try {
       subject = message.as<protocol::Subject>();
     } catch (const ProtocolError&) {
@@ -262,7 +265,10 @@ void Server::Impl::handle(transport::Received& received) {
       case MessageType::kReady: on_ready(*peer, message.as<protocol::Ready>()); break;
       case MessageType::kFetch: on_fetch(*peer, message.as<protocol::Fetch>()); break;
       case MessageType::kProgress: on_progress(*peer, message.as<protocol::Progress>()); break;
-      case MessageType::kResult: on_result(*peer, message.as<protocol::ResultOffer>()); break;
+      case MessageType::kResult:
+        on_result(*peer, message.as<protocol::ResultOffer>(),
+                  message.payload() ? &*message.payload() : nullptr);
+        break;
       case MessageType::kUpload: on_upload(*peer, message); break;
       case MessageType::kFailed: on_failed(*peer, message.as<protocol::Failed>()); break;
       case MessageType::kBye: drop_peer(peer->id, "said goodbye", Departure::kGone); break;
@@ -325,6 +331,7 @@ void Server::Impl::on_hello(const std::string& routing, const std::string& key,
   welcome.chunk_size = kChunkSize;
   welcome.window = kWindow;
   welcome.slots = peer.slots;
+  welcome.inline_result_bytes = static_cast<std::uint32_t>(ResultReceiver::kInlineResultBytes);
   send(peer, MessageType::kWelcome, welcome);
   log(std::string(is_new ? "Client connected: " : "Client reconnected: ") + describe(peer));
   reattach(peer, hello);
@@ -442,7 +449,8 @@ void Server::Impl::on_progress(Peer& peer, const protocol::Progress& progress) {
   }
 }
 
-void Server::Impl::on_result(Peer& peer, const protocol::ResultOffer& offer) {
+void Server::Impl::on_result(Peer& peer, const protocol::ResultOffer& offer,
+                             const zmq::message_t* inline_archive) {
   if (!is_valid_item_id(offer.item)) throw ProtocolError("RESULT refused: malformed item id");
   auto item = scheduler_.find(offer.item);
   if (!item) {
@@ -458,7 +466,7 @@ void Server::Impl::on_result(Peer& peer, const protocol::ResultOffer& offer) {
       is_prediction(*item) && version != versions_.end()) {
     if (auto output = prediction_output_entry(version->second.version)) read_files.insert(*output);
   }
-  auto pulls = receiver_->begin(peer.id, *item, offer, std::move(read_files));
+  auto pulls = receiver_->begin(peer.id, *item, offer, std::move(read_files), inline_archive);
   for (auto& pull : pulls) send(peer, MessageType::kPull, pull);
 }
 

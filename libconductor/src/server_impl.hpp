@@ -165,7 +165,9 @@ class Server::Impl {
   void on_ready(Peer& peer, const protocol::Ready& ready);
   void on_fetch(Peer& peer, const protocol::Fetch& fetch);
   void on_progress(Peer& peer, const protocol::Progress& progress);
-  void on_result(Peer& peer, const protocol::ResultOffer& offer);
+  // `inline_archive`: the whole result, sent with the RESULT (WELCOME.inline_result_bytes).
+  void on_result(Peer& peer, const protocol::ResultOffer& offer,
+                 const zmq::message_t* inline_archive);
   void on_upload(Peer& peer, protocol::Message& message);
   // Every complete upload, a worker's result or an operator's folder, once unpacked.
   void on_finished(const std::string& client, ResultReceiver::Finished done);

@@ -534,3 +534,36 @@ TEST_CASE("pack_blob holds small archives in memory within the budget and files 
   // The last copy gone, its bytes count no more.
   CHECK(budget->used == 1000);
 }
+
+TEST_CASE("a result sent inline with its offer is finished at once, no PULL asked") {
+  TempDir root("conductor-receive-inline-offer");
+  conductor::AssetStore store(root / "server");
+  store.clean_spool();
+  BackgroundWorker worker;
+  std::optional<ResultReceiver::Finished> finished;
+  ResultReceiver receiver(
+      store, 4096, 2, worker,
+      [&](const std::string&, ResultReceiver::Finished done) { finished = std::move(done); });
+  write_file(root / "out" / "model.h5", std::string(10000, 'w'));
+  conductor::pack_directory(root / "out", root / "result.tar");
+  const std::string bytes = read_file(root / "result.tar");
+  const conductor::WorkItem item{"0a2a", conductor::WorkType::kTraining, "v1", 1};
+  const conductor::protocol::ResultOffer offer{item.id, item.attempt, bytes.size(),
+                                               conductor::sha256_hex(bytes)};
+  // An upload begun the usual way is replaced by the inline one.
+  REQUIRE_FALSE(receiver.begin("client-1", item, offer).empty());
+  const zmq::message_t archive(bytes.data(), bytes.size());
+  CHECK(receiver.begin("client-1", item, offer, {}, &archive).empty());
+  REQUIRE(finished.has_value());
+  CHECK(finished->error.empty());
+  CHECK(read_file(finished->staged / "model.h5") == std::string(10000, 'w'));
+  CHECK_FALSE(receiver.is_receiving("client-1", item.id));
+
+  // The inline bytes must be the offer's.
+  const zmq::message_t short_archive(bytes.data(), bytes.size() - 1);
+  CHECK_THROWS_AS(
+      receiver.begin("client-1", {"0a2b", conductor::WorkType::kTraining, "v1", 1},
+                     {"0a2b", 1, bytes.size(), conductor::sha256_hex(bytes)}, {}, &short_archive),
+      conductor::ProtocolError);
+  CHECK_FALSE(receiver.is_receiving("client-1", "0a2b"));
+}

@@ -227,3 +227,37 @@ TEST_CASE("random garbage never crashes the decoder") {
   }
   CHECK(true);
 }
+
+TEST_CASE("a RESULT may carry its archive as a payload frame, or go without one") {
+  const conductor::protocol::ResultOffer offer{"0a1b", 2, 5, std::string(64, 'a'), 1.5, 3, 0.5};
+  auto plain = encode(MessageType::kResult, offer);
+  auto without = decode(plain);
+  CHECK_FALSE(without.payload().has_value());
+  CHECK(without.as<conductor::protocol::ResultOffer>().size == 5);
+  auto framed = encode(MessageType::kResult, offer, zmq::message_t("bytes", 5));
+  auto with = decode(framed);
+  REQUIRE(with.payload().has_value());
+  CHECK(with.payload()->to_string() == "bytes");
+  CHECK(with.as<conductor::protocol::ResultOffer>().item == "0a1b");
+}
+
+TEST_CASE("WELCOME's inline_result_bytes reads 0 from a server that does not send it") {
+  conductor::protocol::Welcome welcome;
+  welcome.inline_result_bytes = 262144;
+  auto frames = encode(MessageType::kWelcome, welcome);
+  CHECK(decode(frames).as<conductor::protocol::Welcome>().inline_result_bytes == 262144);
+  // A map without the key, as an older server writes it.
+  msgpack::sbuffer buffer;
+  msgpack::packer<msgpack::sbuffer> packer(buffer);
+  packer.pack_map(2);
+  packer.pack(std::string("session"));
+  packer.pack(std::string("s"));
+  packer.pack(std::string("slots"));
+  packer.pack(2);
+  std::vector<zmq::message_t> old;
+  old.push_back(conductor::protocol::signature(MessageType::kWelcome));
+  old.emplace_back(buffer.data(), buffer.size());
+  const auto decoded = decode(old).as<conductor::protocol::Welcome>();
+  CHECK(decoded.slots == 2);
+  CHECK(decoded.inline_result_bytes == 0);
+}

@@ -239,6 +239,7 @@ void Client::Impl::say_hello() {
   hello.version = options_.container_version;
   hello.slots = options_.slots;
   hello.gpus = options_.gpus;
+  hello.inline_inputs_bytes = kInlineInputsBytes;
   for (const Slot& slot : slots_) {
     if (!slot.current) continue;
     const auto& a = slot.current->assign;
@@ -307,7 +308,10 @@ void Client::Impl::handle(transport::Received& received) {
         welcomed_ = false;
         say_hello();
         break;
-      case MessageType::kAssign: on_assign(message.as<protocol::Assign>()); break;
+      case MessageType::kAssign:
+        on_assign(message.as<protocol::Assign>(),
+                  message.payload() ? &*message.payload() : nullptr);
+        break;
       case MessageType::kChunk: on_chunk(message); break;
       case MessageType::kPull: on_pull(message.as<protocol::Pull>()); break;
       case MessageType::kAck: on_ack(message.as<protocol::Ack>()); break;

@@ -109,6 +109,8 @@ class Client::Impl {
   static constexpr std::chrono::milliseconds kHoldFor{2000};
   static constexpr std::uint64_t kMemoryResultBytes = std::uint64_t{1} << 20;
   static constexpr std::uint64_t kMemoryInputsBytes = std::uint64_t{1} << 20;
+  // The largest inputs archive taken inline with its ASSIGN (HELLO.inline_inputs_bytes).
+  static constexpr std::uint32_t kInlineInputsBytes = 256u << 10;
 
   // Writes the slot's succeeded training result (and its description) to the outbox, where a
   // restarted client finds it; once.
@@ -154,7 +156,8 @@ class Client::Impl {
   }
 
   void on_welcome(const protocol::Welcome& welcome);
-  void on_assign(const protocol::Assign& assign);
+  // `inputs`: the item's inputs archive, sent with the ASSIGN (HELLO.inline_inputs_bytes).
+  void on_assign(const protocol::Assign& assign, const zmq::message_t* inputs);
 
   // Every slot's archives stay in the cache while it holds its item.
   void mark_blobs_in_use();

@@ -13,7 +13,7 @@
 
 namespace conductor {
 
-void Client::Impl::on_assign(const protocol::Assign& assign) {
+void Client::Impl::on_assign(const protocol::Assign& assign, const zmq::message_t* inputs) {
   auto is_blob_id = [](const std::string& id) {
     return id.size() == 64 && id.find_first_not_of("0123456789abcdef") == std::string::npos;
   };
@@ -21,6 +21,11 @@ void Client::Impl::on_assign(const protocol::Assign& assign) {
       assign.item.empty() || assign.item.size() > 64 ||
       assign.item.find_first_not_of("0123456789abcdef-") != std::string::npos) {
     throw ProtocolError("ASSIGN refused: malformed item or blob id");
+  }
+  if (inputs != nullptr && (assign.inputs.empty() || inputs->size() != assign.inputs_size ||
+                            inputs->size() > kInlineInputsBytes)) {
+    throw ProtocolError("ASSIGN refused: " + std::to_string(inputs->size()) +
+                        " inline bytes for inputs of " + std::to_string(assign.inputs_size));
   }
   if (slot_holding(assign.item)) return;  // sent again for a READY that crossed it
   if (assign.slot < 0 || assign.slot >= static_cast<int>(slots_.size())) {
@@ -41,6 +46,13 @@ void Client::Impl::on_assign(const protocol::Assign& assign) {
   slot.waiting_since = Clock::now();
   c.blobs.emplace_back(assign.blob, assign.blob_size);
   if (!assign.inputs.empty()) c.blobs.emplace_back(assign.inputs, assign.inputs_size);
+  if (inputs != nullptr && !downloads_.contains(assign.inputs)) {
+    // Arrived whole: a download already complete, checked by the job as any other.
+    auto bytes = std::make_shared<std::string>(inputs->data<char>(), inputs->size());
+    downloads_.emplace(assign.inputs, Download{assign.inputs, inputs->size(), std::nullopt,
+                                               std::move(bytes), inputs->size(), inputs->size()});
+    fetched_ += inputs->size();
+  }
   mark_blobs_in_use();
   log_->info("Item {} of {} ({}, attempt {}){}: {} command(s)", assign.item, assign.version,
              assign.type, assign.attempt, tag(slot), assign.commands.size());
@@ -426,6 +438,14 @@ void Client::Impl::discard(Slot& slot) {
   std::error_code ec;
   if (!slot.current->result.empty()) outbox_->discard(slot.current->result);
   fs::remove(options_.workdir / "logs" / (slot.current->assign.item + ".log"), ec);
+  // Inputs that came with the ASSIGN are this item's alone: gone with it, checked or not.
+  if (const auto& inputs = slot.current->assign.inputs; !inputs.empty()) {
+    const auto download = downloads_.find(inputs);
+    if (download != downloads_.end() && download->second.memory && download->second.verifier < 0 &&
+        slot.current->fetching != inputs) {
+      downloads_.erase(download);
+    }
+  }
   const std::string fetching = slot.current->fetching;
   slot.current.reset();
   // Still wanted while another slot waits for it or another slot's job checks it.

@@ -39,8 +39,9 @@ enum class Payload { kNone, kRequired, kOptional };
 
 Payload payload_of(MessageType type) {
   if (type == MessageType::kChunk || type == MessageType::kUpload) return Payload::kRequired;
-  // A small result travels inline with its RESULT when the server said it takes that.
-  if (type == MessageType::kResult) return Payload::kOptional;
+  // A small result travels inline with its RESULT when the server said it takes that, small
+  // inputs with their ASSIGN when the client did.
+  if (type == MessageType::kResult || type == MessageType::kAssign) return Payload::kOptional;
   return Payload::kNone;
 }
 

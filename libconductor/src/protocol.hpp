@@ -107,8 +107,11 @@ struct Hello {
   int slots = 1;                     // items the client runs at once
   std::vector<std::string> gpus;     // slot i runs on gpus[i]; empty on a CPU client
   std::vector<RunningItem> running;  // every item it holds; empty from a client before slots
+  // The largest inputs archive the client takes inline, as ASSIGN's payload frame (no
+  // FETCH/CHUNK); 0: a client that fetches every archive.
+  std::uint32_t inline_inputs_bytes = 0;
   MSGPACK_DEFINE_MAP(protocol, client_id, host, os, type, version, running_item, running_version,
-                     running_attempt, running_type, slots, gpus, running)
+                     running_attempt, running_type, slots, gpus, running, inline_inputs_bytes)
 };
 
 struct Welcome {

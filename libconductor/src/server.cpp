@@ -315,6 +315,8 @@ void Server::Impl::on_hello(const std::string& routing, const std::string& key,
   peer.type = hello.type.substr(0, 16);
   peer.version = hello.version.substr(0, 64);
   peer.slots = std::clamp(hello.slots, 1, protocol::kMaxSlots);
+  peer.inline_inputs_bytes =
+      std::min<std::uint64_t>(hello.inline_inputs_bytes, protocol::kMaxPayloadBytes);
   peer.gpus.clear();
   for (std::size_t i = 0; i < hello.gpus.size() && i < static_cast<std::size_t>(peer.slots); ++i) {
     peer.gpus.push_back(hello.gpus[i].substr(0, 64));
@@ -700,15 +702,23 @@ bool Server::Impl::hand_out(Peer& peer, const WorkItem& item, int slot, const Pa
   assign.blob = blob->sha256;
   assign.blob_size = blob->size;
   assign.model_pattern = version.model_pattern;
+  std::optional<zmq::message_t> inputs;
   if (auto prediction = prediction_items_.find(item.id); prediction != prediction_items_.end()) {
-    assign.inputs = prediction->second.inputs.sha256;
-    assign.inputs_size = prediction->second.inputs.size;
+    const PackageBlob& blob = prediction->second.inputs;
+    assign.inputs = blob.sha256;
+    assign.inputs_size = blob.size;
+    // Small inputs held in memory go with the ASSIGN to a client that takes them so: no
+    // FETCH/CHUNK round trip before its job can start.
+    if (blob.bytes && blob.size <= peer.inline_inputs_bytes) {
+      inputs.emplace(blob.bytes->data(), blob.bytes->size());
+      metrics_.bytes_sent += blob.size;
+    }
   }
   auto timeout = item.type == WorkType::kTraining ? options_.training_timeout
                                                   : options_.prediction_timeout;
   assign.timeout_ms = timeout.count();
   assign.slot = slot;
-  send(peer, MessageType::kAssign, assign);
+  send(peer, MessageType::kAssign, assign, std::move(inputs));
   // "slot n" only for clients that run several items, so one-slot logs read as before.
   const std::string where = peer.host + (peer.slots > 1 ? " slot " + std::to_string(slot) : "");
   if (handout == Handout::kRepeat) {

@@ -136,6 +136,7 @@ class Server::Impl {
     std::set<int> waiting;          // free slots that sent READY and have no item yet
     std::map<std::string, Epoch> epochs;  // of its running items, by item id
     std::string key;                // CURVE public key it connected with; empty without CURVE
+    std::uint64_t inline_inputs_bytes = 0;  // inputs it takes with ASSIGN (HELLO)
   };
 
   // A prediction request in flight.

@@ -7,26 +7,29 @@
 #include <signal.h>
 #include <sys/stat.h>
 
-#include <zmq.hpp>
-#include <zmq_addon.hpp>
-
 #include <chrono>
 #include <cstdlib>
 #include <functional>
 #include <iterator>
+#include <memory>
 #include <nlohmann/json.hpp>
 #include <optional>
 #include <regex>
 #include <set>
 #include <string>
 #include <vector>
+#include <zmq.hpp>
+#include <zmq_addon.hpp>
 
 #include "cluster.hpp"
+#include "conductor/sha256.hpp"
 #include "support/child_process.hpp"
 #include "support/temp_dir.hpp"
 
 namespace fs = std::filesystem;
 using namespace std::chrono_literals;
+using conductor::test::ChildOptions;
+using conductor::test::ChildProcess;
 using conductor::test::Cluster;
 using conductor::test::contains;
 using conductor::test::deadline_in;
@@ -500,4 +503,63 @@ TEST_CASE("when a client with 3 slots is SIGKILLed mid-run, its 3 items are queu
   CHECK(std::set<std::string>(stored.begin(), stored.end()) == victims_items);
   CHECK_FALSE(wait_until(deadline_in(1s), [&] { return cluster.model_ids("v").size() > 3; }));
   CHECK(cluster.server().is_running());
+}
+
+TEST_CASE(
+    "ASSIGN carries small prediction inputs to a client that takes them inline, not to one that "
+    "does not") {
+  Cluster cluster("conductor-inline-inputs");
+  conductor::test::write_configuration(
+      cluster.server_dir(), 1.0, {VersionSpec{"v", 0, "exit 1\n", {}, "cat model-latest.h5\n"}});
+  conductor::test::store_model(cluster.server_dir(), "v", {{"model.h5", "PredictedBuffer=1\n"}});
+  cluster.start_server({"--lease-ms", "60000"});
+  const fs::path rows = cluster.root() / "rows.csv";
+  conductor::test::write_file(rows, "x\n1\n");
+  std::vector<std::unique_ptr<ChildProcess>> requests;
+  // Asks for one prediction without waiting for it (the hand-made clients never answer).
+  auto request = [&] {
+    requests.push_back(std::make_unique<ChildProcess>(
+        ChildOptions{{conductor::test::kCtlBin.string(), cluster.endpoint(), "predict", "--wait",
+                      "60", rows.string()},
+                     cluster.root() / ("predict-" + std::to_string(requests.size()) + ".out"),
+                     {},
+                     {}}));
+  };
+  // The frames of the next ASSIGN `socket` receives within 30 s.
+  auto next_assign = [&](zmq::socket_t& socket) {
+    const auto deadline = deadline_in(30s);
+    while (std::chrono::steady_clock::now() < deadline) {
+      auto frames = receive_frames(socket, 100ms);
+      if (frames && (*frames)[0].data<std::uint8_t>()[4] == kAssign) return std::move(*frames);
+    }
+    FAIL("no ASSIGN within 30 s\n" << cluster.diagnostics());
+    return std::vector<zmq::message_t>{};
+  };
+  zmq::context_t context;
+  auto connect = [&](const std::string& id, std::optional<std::uint32_t> inline_bytes) {
+    zmq::socket_t socket(context, zmq::socket_type::dealer);
+    socket.set(zmq::sockopt::linger, 0);
+    socket.connect(cluster.endpoint());
+    json hello = {{"protocol", 1}, {"client_id", id}, {"host", id}, {"type", "cpu"}, {"slots", 1}};
+    if (inline_bytes) hello["inline_inputs_bytes"] = *inline_bytes;
+    send_cwp(socket, kHello, hello);
+    send_cwp(socket, kReady, {{"slot", 0}});
+    return socket;
+  };
+
+  zmq::socket_t taker = connect("taker", 262144);
+  request();
+  auto frames = next_assign(taker);
+  REQUIRE(frames.size() == 3);
+  const json assign = json::from_msgpack(frames[1].to_string());
+  CHECK(assign.at("type") == "prediction");
+  CHECK(frames[2].size() == assign.at("inputs_size").get<std::size_t>());
+  CHECK(conductor::sha256_hex(frames[2].to_string()) == assign.at("inputs").get<std::string>());
+
+  zmq::socket_t fetcher = connect("fetcher", std::nullopt);
+  request();
+  frames = next_assign(fetcher);
+  CHECK(frames.size() == 2);
+  CHECK_FALSE(json::from_msgpack(frames[1].to_string()).at("inputs").get<std::string>().empty());
+  for (auto& process : requests) process->kill(SIGTERM);
 }

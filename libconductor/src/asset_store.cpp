@@ -375,8 +375,9 @@ CommitOutcome AssetStore::commit_model(const Version& version, const fs::path& s
       problem.erase(at, spool_prefix.size());
     }
   }
-  write_durably(staged_folder / kMetaFile, meta_xml(stored, evaluation.problems));
-  write_durably(staged_folder / kConsoleLogFile, console_log_text);
+  // Synced with the rest of the folder just below, each file once.
+  write_durably(staged_folder / kMetaFile, meta_xml(stored, evaluation.problems), false);
+  write_durably(staged_folder / kConsoleLogFile, console_log_text, false);
   // Everything the rename publishes must be on disk first, or a crash right after it could
   // show a model folder with empty files.
   sync_tree(staged_folder);

@@ -101,7 +101,7 @@ void ChunkFile::sync() {
   if (::fsync(fd_) != 0) throw IoError("cannot sync '" + path_.string() + "': " + why());
 }
 
-void write_durably(const std::filesystem::path& file, std::string_view bytes) {
+void write_durably(const std::filesystem::path& file, std::string_view bytes, bool sync) {
   UniqueFd fd(::open(file.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644));
   if (!fd.is_open()) throw IoError("cannot create " + file.string() + ": " + why());
   while (!bytes.empty()) {
@@ -110,7 +110,7 @@ void write_durably(const std::filesystem::path& file, std::string_view bytes) {
     if (written < 0) throw IoError("cannot write " + file.string() + ": " + why());
     bytes.remove_prefix(static_cast<std::size_t>(written));
   }
-  if (::fsync(fd.get()) != 0) throw IoError("cannot fsync " + file.string() + ": " + why());
+  if (sync && ::fsync(fd.get()) != 0) throw IoError("cannot fsync " + file.string() + ": " + why());
   if (fd.close() != 0) throw IoError("cannot close " + file.string() + ": " + why());
 }
 

@@ -71,8 +71,9 @@ class ChunkFile {
 };
 
 // Creates `file` (which must not exist: O_EXCL, so a planted symlink is never followed) holding
-// `bytes`, and makes its contents durable (fsync). Throws IoError naming the file.
-void write_durably(const std::filesystem::path& file, std::string_view bytes);
+// `bytes`, and makes its contents durable (fsync) unless `sync` is false (a caller that syncs a
+// whole folder afterwards). Throws IoError naming the file.
+void write_durably(const std::filesystem::path& file, std::string_view bytes, bool sync = true);
 
 // fsync of a file or folder by path (a file system that cannot fsync a folder is tolerated).
 // Throws IoError naming the path.

@@ -250,7 +250,9 @@ void Client::Impl::forward_job_progress(Slot& slot) {
     slot.current->total_epochs = total;
     show_progress(slot);
   }
-  if (!lines.empty() && welcomed_ && !slot.job->is_cancelled()) {
+  // A prediction's lines reach the server with its result, moments later; the server keeps no
+  // live console for it, so they are not sent twice.
+  if (!lines.empty() && welcomed_ && !slot.job->is_cancelled() && c.assign.type != "prediction") {
     // Batches stay well inside the header limit: at most 1000 lines and 1 MiB each.
     protocol::Progress progress{c.assign.item, c.assign.attempt, epoch, total, {}};
     std::size_t bytes = 0;
@@ -438,11 +440,17 @@ void Client::Impl::discard(Slot& slot) {
   std::error_code ec;
   if (!slot.current->result.empty()) outbox_->discard(slot.current->result);
   fs::remove(options_.workdir / "logs" / (slot.current->assign.item + ".log"), ec);
-  // Inputs that came with the ASSIGN are this item's alone: gone with it, checked or not.
-  if (const auto& inputs = slot.current->assign.inputs; !inputs.empty()) {
+  // Inputs held in memory are never cached: gone with the last slot that wants them, unless a
+  // job checks them (settle_verification lets go of those) or this slot fetches them (below).
+  if (const std::string inputs = slot.current->assign.inputs; !inputs.empty()) {
     const auto download = downloads_.find(inputs);
+    const bool wanted_elsewhere = std::any_of(slots_.begin(), slots_.end(), [&](const Slot& other) {
+      return &other != &slot && other.current &&
+             std::any_of(other.current->blobs.begin(), other.current->blobs.end(),
+                         [&](const auto& blob) { return blob.first == inputs; });
+    });
     if (download != downloads_.end() && download->second.memory && download->second.verifier < 0 &&
-        slot.current->fetching != inputs) {
+        slot.current->fetching != inputs && !wanted_elsewhere) {
       downloads_.erase(download);
     }
   }

@@ -8,6 +8,7 @@
 #include <fstream>
 #include <set>
 #include <sstream>
+#include <utility>
 
 #include "conductor/error.hpp"
 #include "conductor/package.hpp"
@@ -135,8 +136,11 @@ JobOutcome JobRunner::run_commands(ConsoleLog& console) {
     emptied = true;
     for (fs::directory_iterator it(spec_.work_dir, ec), end; !ec && it != end; it.increment(ec)) {
       std::error_code removed;
+      // Small ones only: the inode is what is saved, and a big left-over would take up the
+      // disk while the next packages are unpacked.
       if (it->symlink_status(removed).type() == fs::file_type::regular &&
-          it->hard_link_count(removed) == 1 && !removed) {
+          it->hard_link_count(removed) == 1 && !removed &&
+          it->file_size(removed) <= kReusableFileBytes && !removed) {
         reusable.insert(it->path().filename().string());
         continue;
       }
@@ -151,25 +155,37 @@ JobOutcome JobRunner::run_commands(ConsoleLog& console) {
     fs::create_directories(spec_.work_dir);
   }
   std::set<std::string> input_names;
-  for (std::size_t i = 0; i < spec_.packages.size(); ++i) {
-    const auto& package = spec_.packages[i];
-    const bool is_checked = i < spec_.package_sha256.size() && !spec_.package_sha256[i].empty();
-    // A fresh download is hashed here, from the bytes unpacking reads: the client's network
-    // thread only wrote it, and the file is read once.
-    ExtractOptions options;
-    options.reusable = &reusable;
-    auto inputs =
-        is_checked ? extract_verified(package, spec_.work_dir, spec_.package_sha256[i], {}, options)
-                   : extract(package, spec_.work_dir, {}, options);
-    input_names.insert(inputs.files.begin(), inputs.files.end());
-  }
-  // Left-overs no package rewrote.
-  for (const std::string& name : reusable) {
-    if (::unlink((spec_.work_dir / name).c_str()) != 0 && errno != ENOENT) {
-      throw IoError("cannot empty " + spec_.work_dir.string() + " of " + name + ": " +
-                    std::strerror(errno));
+  // Left-overs no package rewrote go, also when unpacking failed.
+  auto remove_left_overs = [&] {
+    for (const std::string& name : std::exchange(reusable, {})) {
+      if (::unlink((spec_.work_dir / name).c_str()) != 0 && errno != ENOENT) {
+        throw IoError("cannot empty " + spec_.work_dir.string() + " of " + name + ": " +
+                      std::strerror(errno));
+      }
     }
+  };
+  try {
+    for (std::size_t i = 0; i < spec_.packages.size(); ++i) {
+      const auto& package = spec_.packages[i];
+      const bool is_checked = i < spec_.package_sha256.size() && !spec_.package_sha256[i].empty();
+      // A fresh download is hashed here, from the bytes unpacking reads: the client's network
+      // thread only wrote it, and the file is read once.
+      ExtractOptions options;
+      options.reusable = &reusable;
+      auto inputs = is_checked ? extract_verified(package, spec_.work_dir, spec_.package_sha256[i],
+                                                  {}, options)
+                               : extract(package, spec_.work_dir, {}, options);
+      input_names.insert(inputs.files.begin(), inputs.files.end());
+    }
+  } catch (...) {
+    try {
+      remove_left_overs();
+    } catch (const std::exception&) {
+      // The unpacking failure is the one to report; the next item empties the folder again.
+    }
+    throw;
   }
+  remove_left_overs();
   packages_verified_.store(true);
   notify_();
 

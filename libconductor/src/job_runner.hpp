@@ -80,6 +80,9 @@ class ConsoleLog;
 class JobRunner {
  public:
   static constexpr std::size_t kMemoryConsoleBytes = std::size_t{64} << 10;
+  // The last item's top-level files up to this size are rewritten in place by the next item's
+  // packages where they hold the same names; bigger ones are removed first.
+  static constexpr std::uintmax_t kReusableFileBytes = std::uintmax_t{1} << 20;
   static constexpr std::chrono::milliseconds kConsoleFileAfter{2000};
 
   JobRunner(JobSpec spec, std::function<void()> notify);

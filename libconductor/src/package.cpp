@@ -257,8 +257,10 @@ class CreatedPaths {
 
 // Opens the folder `parts` names below `root`, creating what is missing. Each step is an
 // openat() with O_NOFOLLOW, so a symlink already in the destination can never redirect us.
+// A left-over top-level file (ExtractOptions::reusable) where the archive wants a folder goes.
 UniqueFd open_folder(int root, const fs::path& destination, const std::string& name,
-                           std::span<const std::string> parts, CreatedPaths& created) {
+                     std::span<const std::string> parts, CreatedPaths& created,
+                     std::set<std::string>* reusable) {
   UniqueFd current(::fcntl(root, F_DUPFD_CLOEXEC, 0));
   if (!current.is_open()) {
     throw IoError("cannot duplicate the descriptor of " + quoted(destination) + ": " +
@@ -266,6 +268,11 @@ UniqueFd open_folder(int root, const fs::path& destination, const std::string& n
   }
   for (std::size_t i = 0; i < parts.size(); ++i) {
     const std::string relative = join(parts.first(i + 1));
+    if (i == 0 && reusable != nullptr && reusable->erase(parts[0]) > 0 &&
+        ::unlinkat(current.get(), parts[0].c_str(), 0) != 0 && errno != ENOENT) {
+      throw IoError("cannot replace " + quoted(destination / relative) +
+                    " by a folder: " + errno_text());
+    }
     if (::mkdirat(current.get(), parts[i].c_str(), 0755) == 0) {
       created.add(destination / relative);
     } else if (errno != EEXIST) {
@@ -334,7 +341,9 @@ UniqueFd open_reusable(const ExtractContext& context, int parent,
       context.reusable->erase(parts.front()) == 0) {
     return UniqueFd();
   }
-  UniqueFd out(::openat(parent, parts.front().c_str(), O_WRONLY | O_NOFOLLOW | O_CLOEXEC));
+  // O_NONBLOCK: a fifo put in its place must not block the open.
+  UniqueFd out(
+      ::openat(parent, parts.front().c_str(), O_WRONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC));
   struct stat info {};
   if (!out.is_open() || ::fstat(out.get(), &info) != 0 || !S_ISREG(info.st_mode) ||
       info.st_nlink != 1 || ::ftruncate(out.get(), 0) != 0) {
@@ -348,6 +357,21 @@ UniqueFd open_reusable(const ExtractContext& context, int parent,
   return out;
 }
 
+// Refuses an entry whose data read so far (`file_bytes`) or the archive's (`total_bytes`) pass
+// the limits.
+void check_unpacked(const std::string& name, std::uint64_t file_bytes, std::uint64_t total_bytes,
+                    const ExtractLimits& limits) {
+  if (file_bytes > limits.max_file_bytes) {
+    throw PackageError(refusal(name, "holds more than " + std::to_string(limits.max_file_bytes) +
+                                         " bytes (max_file_bytes)"));
+  }
+  if (total_bytes > limits.max_total_bytes) {
+    throw PackageError(refusal(name, "takes the archive past " +
+                                         std::to_string(limits.max_total_bytes) +
+                                         " unpacked bytes (max_total_bytes)"));
+  }
+}
+
 void extract_file(const ExtractContext& context, archive_entry* entry, const std::string& name,
                   std::span<const std::string> parts) {
   if (archive_entry_size_is_set(entry) != 0 &&
@@ -356,8 +380,9 @@ void extract_file(const ExtractContext& context, archive_entry* entry, const std
                                          std::to_string(context.limits.max_file_bytes) +
                                          " bytes (max_file_bytes)"));
   }
-  const UniqueFd parent = open_folder(context.root, context.destination, name,
-                                            parts.first(parts.size() - 1), context.created);
+  const UniqueFd parent =
+      open_folder(context.root, context.destination, name, parts.first(parts.size() - 1),
+                  context.created, context.reusable);
   const mode_t mode = (archive_entry_perm(entry) & 0111) != 0 ? 0755 : 0644;
   const fs::path target = context.destination / join(parts);
   UniqueFd out = open_reusable(context, parent.get(), parts);
@@ -653,8 +678,10 @@ class HashingSource {
 // The rest of the current entry's data, its last `max_bytes` only (where a log's verdict is); a
 // text cut there starts at its first whole line, since a cut line could read as another value
 // ("...5.2" of "12345.2").
-std::string read_entry_tail(archive* reader, const fs::path& archive_name,
-                            std::uint64_t max_bytes) {
+// `on_read(bytes)` hears of every block read, and may refuse (throw) when they are too many.
+template <typename OnRead>
+std::string read_entry_tail(archive* reader, const fs::path& archive_name, std::uint64_t max_bytes,
+                            OnRead&& on_read) {
   std::string content;
   bool cut = false;
   char block[64 * 1024];
@@ -665,6 +692,7 @@ std::string read_entry_tail(archive* reader, const fs::path& archive_name,
       throw PackageError("archive " + quoted(archive_name) +
                          " is not a readable tar: " + archive_text(reader));
     }
+    on_read(static_cast<std::uint64_t>(got));
     content.append(block, static_cast<std::size_t>(got));
     // Trimmed now and then, so each byte moves about once.
     if (content.size() > 2 * max_bytes) {
@@ -791,13 +819,22 @@ ExtractStats extract_checked(const ArchiveSource& archive_source, const fs::path
             throw PackageError(
                 refusal(name, "is a file where '" + options.held_folder + "' must be a folder"));
           }
-          if (!options.held_files.contains(clean)) return;  // skipped: read and hashed
-          if (stats.held.contains(clean)) {
+          const bool is_wanted = options.held_files.contains(clean);
+          if (is_wanted && stats.held.contains(clean)) {
             throw PackageError(refusal(name, "repeats a name"));
           }
-          stats.held[clean] = read_entry_tail(reader, archive_path, options.held_max_bytes);
+          // Read (and hashed) whether kept or not, and counted against the limits as a file.
+          std::uint64_t file_bytes = 0;
+          std::string content =
+              read_entry_tail(reader, archive_path, is_wanted ? options.held_max_bytes : 0,
+                              [&](std::uint64_t bytes) {
+                                file_bytes += bytes;
+                                check_unpacked(name, file_bytes, stats.bytes + bytes, limits);
+                                stats.bytes += bytes;
+                              });
+          if (is_wanted) stats.held[clean] = std::move(content);
         } else if (archive_entry_filetype(entry) == AE_IFDIR) {
-          open_folder(root.get(), destination, name, parts, created);
+          open_folder(root.get(), destination, name, parts, created, options.reusable);
         } else {
           const ExtractContext context{reader, archive_path, destination, root.get(),
                                        limits, created,      stats,       options.reusable};
@@ -835,7 +872,8 @@ std::map<std::string, std::string> read_verified(const ArchiveSource& archive_so
                  if (!wanted.contains(clean))
                    return;  // its data is read (and hashed) as it is skipped
                  if (files.contains(clean)) throw PackageError(refusal(name, "repeats a name"));
-                 files[clean] = read_entry_tail(reader, archive_source.name(), max_bytes);
+                 files[clean] = read_entry_tail(reader, archive_source.name(), max_bytes,
+                                                [](std::uint64_t) {});
                });
   return files;
 }

@@ -46,9 +46,12 @@ PackageCache::PackageCache(fs::path dir, BackgroundWorker& worker)
 PackageBlob pack_blob(const std::vector<PackEntry>& entries, const fs::path& archive,
                       const PackOptions& options, std::uint64_t max_bytes,
                       const std::shared_ptr<MemoryBudget>& budget) {
-  std::uint64_t bytes = 0;
+  // What the tar holds at most (compression only shrinks it): a 512-byte header per entry,
+  // content padded to 512 bytes, the two closing blocks.
+  std::uint64_t bytes = 1024;
   for (const PackEntry& entry : entries) {
-    bytes += entry.content ? entry.content->size() : fs::file_size(entry.source);
+    const std::uint64_t size = entry.content ? entry.content->size() : fs::file_size(entry.source);
+    bytes += 512 + (size + 511) / 512 * 512;
   }
   std::uint64_t used = budget->used.load();
   while (bytes <= max_bytes && used + bytes <= budget->limit) {

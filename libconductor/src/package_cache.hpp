@@ -34,11 +34,11 @@ struct MemoryBudget {
   std::atomic<std::uint64_t> used{0};
 };
 
-// Packs `entries` into memory when their files hold at most `max_bytes` and `budget` has room
-// for them (the blob's bytes then count against it until the last copy of them goes), else into
-// `archive`. For throw-away archives (a prediction's inputs): a file to create and remove costs
-// more than packing a small archive on file systems slow to create files. Throws what pack()
-// throws.
+// Packs `entries` into memory when the archive takes at most `max_bytes` and `budget` has room
+// for it (counted as the uncompressed tar: headers and padding included; it counts against the
+// budget until the last copy of the bytes goes), else into `archive`. For throw-away archives (a
+// prediction's inputs): a file to create and remove costs more than packing a small archive on file
+// systems slow to create files. Throws what pack() throws.
 PackageBlob pack_blob(const std::vector<PackEntry>& entries, const std::filesystem::path& archive,
                       const PackOptions& options, std::uint64_t max_bytes,
                       const std::shared_ptr<MemoryBudget>& budget);

@@ -506,7 +506,9 @@ TEST_CASE("pack_blob holds small archives in memory within the budget and files 
   TempDir root("conductor-pack-blob");
   write_file(root / "in" / "model.h5", std::string(1000, 'm'));
   const auto entries = conductor::list_files(root / "in");
-  auto budget = std::make_shared<conductor::MemoryBudget>(2500);
+  // One entry of 1000 bytes: a tar of at most 512 + 1024 + 1024 bytes.
+  constexpr std::uint64_t kTar = 2560;
+  auto budget = std::make_shared<conductor::MemoryBudget>(2 * kTar + 100);
   const conductor::PackOptions options{.sync = false};
 
   std::optional<conductor::PackageBlob> first =
@@ -515,24 +517,25 @@ TEST_CASE("pack_blob holds small archives in memory within the budget and files 
   CHECK_FALSE(fs::exists(root / "first.tar"));
   CHECK(first->size == first->bytes->size());
   CHECK(first->sha256 == conductor::sha256_hex(*first->bytes));
-  CHECK(budget->used == 1000);
+  CHECK(budget->used == kTar);
   auto second = conductor::pack_blob(entries, root / "second.tar", options, 4096, budget);
   REQUIRE(second.bytes != nullptr);
-  CHECK(budget->used == 2000);
+  CHECK(budget->used == 2 * kTar);
   // No room left for a third: it is written to its file, and the same bytes.
   auto third = conductor::pack_blob(entries, root / "third.tar", options, 4096, budget);
   CHECK(third.bytes == nullptr);
   CHECK(read_file(root / "third.tar") == *first->bytes);
   CHECK(third.sha256 == first->sha256);
   // Beyond max_bytes: a file whatever the room.
-  CHECK(conductor::pack_blob(entries, root / "big.tar", options, 999, budget).bytes == nullptr);
+  CHECK(conductor::pack_blob(entries, root / "big.tar", options, kTar - 1, budget).bytes ==
+        nullptr);
   {
     const conductor::PackageBlob copy = *first;
     first.reset();
-    CHECK(budget->used == 2000);  // the copy still holds the bytes
+    CHECK(budget->used == 2 * kTar);  // the copy still holds the bytes
   }
   // The last copy gone, its bytes count no more.
-  CHECK(budget->used == 1000);
+  CHECK(budget->used == kTar);
 }
 
 TEST_CASE("a result sent inline with its offer is finished at once, no PULL asked") {

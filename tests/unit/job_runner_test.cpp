@@ -272,3 +272,19 @@ TEST_CASE(
   REQUIRE(::stat((root / "outside.sh").c_str(), &info) == 0);
   CHECK(info.st_nlink == 1);
 }
+
+TEST_CASE(
+    "a left-over file where the next package has a folder of its name does not fail the item") {
+  TempDir root("conductor-job-file-to-folder");
+  write_file(root / "version" / "config" / "settings.txt", "s\n");
+  conductor::pack_directory(root / "version", root / "v.tar");
+  write_file(root / "work" / "config", "an output of the last item\n");
+  write_file(root / "work" / "big.bin", std::string(JobRunner::kReusableFileBytes + 1, 'b'));
+  JobSpec spec = copying_job(root.path(), root / "v.tar", "");
+  spec.commands = {{"/bin/sh", "-c \"cat config/settings.txt > model.h5; ls > listing.txt\"", {}}};
+  JobRunner job(spec, [] {});
+  const JobOutcome outcome = wait_for(job);
+  REQUIRE_MESSAGE(outcome.succeeded, outcome.reason);
+  CHECK(read_file(root / "work" / "model.h5") == "s\n");
+  CHECK(read_file(root / "work" / "listing.txt") == "config\nlisting.txt\nmodel.h5\n");
+}

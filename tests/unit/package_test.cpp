@@ -817,3 +817,46 @@ TEST_CASE("extraction rewrites reusable left-overs in place, never through a lin
   // What the archive does not hold is left to the caller.
   CHECK(reusable == std::set<std::string>{"left.txt"});
 }
+
+TEST_CASE(
+    "a reusable left-over gives way to a folder of its name, and a fifo in its place never "
+    "blocks") {
+  TempDir dir;
+  const fs::path root = dir.make("v");
+  write_file(root / "config" / "a.txt", "in a folder now\n");
+  write_file(root / "b.txt", "b\n");
+  const fs::path archive = dir.path() / "v.tar";
+  conductor::pack_directory(root, archive);
+  const fs::path out = dir.make("out");
+  write_file(out / "config", "a file last time\n");
+  REQUIRE(::mkfifo((out / "b.txt").c_str(), 0644) == 0);
+  std::set<std::string> reusable = {"config", "b.txt"};
+  conductor::ExtractOptions options;
+  options.reusable = &reusable;
+  conductor::extract(archive, out, {}, options);
+  CHECK(read_file(out / "config" / "a.txt") == "in a folder now\n");
+  CHECK(fs::is_regular_file(fs::symlink_status(out / "b.txt")));
+  CHECK(read_file(out / "b.txt") == "b\n");
+  CHECK(reusable.empty());
+}
+
+TEST_CASE("entries under the held folder count against the limits, kept or not") {
+  TempDir dir;
+  const fs::path root = dir.make("result");
+  write_file(root / "model.h5", "w");
+  write_file(root / ".conductor" / "junk.bin", std::string(10000, 'j'));
+  const fs::path archive = dir.path() / "r.tar";
+  conductor::pack_directory(root, archive, {}, PackOptions{Compression::kZstd});
+  const conductor::ExtractOptions held{".conductor", {".conductor/console.log"}, 1024};
+  CHECK_THROWS_WITH_AS(
+      conductor::extract_verified(archive, dir.make("total"), conductor::sha256_file(archive),
+                                  ExtractLimits{.max_total_bytes = 5000}, held),
+      doctest::Contains("max_total_bytes"), PackageError);
+  CHECK_THROWS_WITH_AS(
+      conductor::extract_verified(archive, dir.make("file"), conductor::sha256_file(archive),
+                                  ExtractLimits{.max_file_bytes = 5000}, held),
+      doctest::Contains("max_file_bytes"), PackageError);
+  CHECK(conductor::extract_verified(archive, dir.make("fits"), conductor::sha256_file(archive),
+                                    ExtractLimits{.max_total_bytes = 20000}, held)
+            .bytes == 10001);
+}

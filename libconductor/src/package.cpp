@@ -346,7 +346,7 @@ UniqueFd open_reusable(const ExtractContext& context, int parent,
       ::openat(parent, parts.front().c_str(), O_WRONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC));
   struct stat info {};
   if (!out.is_open() || ::fstat(out.get(), &info) != 0 || !S_ISREG(info.st_mode) ||
-      info.st_nlink != 1 || ::ftruncate(out.get(), 0) != 0) {
+      info.st_nlink != 1) {
     out.reset();
     // Whatever is there now is not ours to write through: it goes, and the file is created.
     if (::unlinkat(parent, parts.front().c_str(), 0) != 0 && errno != ENOENT) {
@@ -386,6 +386,9 @@ void extract_file(const ExtractContext& context, archive_entry* entry, const std
   const mode_t mode = (archive_entry_perm(entry) & 0111) != 0 ? 0755 : 0644;
   const fs::path target = context.destination / join(parts);
   UniqueFd out = open_reusable(context, parent.get(), parts);
+  // Overwritten from the start and cut to its new size at the end: blocks that stay in use are
+  // not freed and allocated again.
+  const bool is_reused = out.is_open();
   if (!out.is_open()) {
     out = UniqueFd(::openat(parent.get(), parts.back().c_str(),
                             O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, mode));
@@ -429,6 +432,9 @@ void extract_file(const ExtractContext& context, archive_entry* entry, const std
     write_all(out.get(), static_cast<const char*>(block), size, target);
     written += size;
     context.stats.bytes += size;
+  }
+  if (is_reused && ::ftruncate(out.get(), static_cast<off_t>(written)) != 0) {
+    throw IoError("cannot cut " + quoted(target) + " to its size: " + errno_text());
   }
   if (out.close() != 0) {
     throw IoError("cannot finish writing " + quoted(target) + ": " + errno_text());

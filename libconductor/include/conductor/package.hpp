@@ -134,8 +134,9 @@ struct ExtractOptions {
   std::uint64_t held_max_bytes = std::uint64_t{64} << 20;
   // Names of regular files directly in `destination` (an item's left-overs) that may be
   // rewritten in place instead of created: a name the archive holds at the top level is
-  // truncated and written (when it is still a regular file with one link) and taken out of the
-  // set. Reusing the inode spares the file system an allocation, which on some costs more than
+  // rewritten (when it is still a regular file with one link) and taken out of the
+  // set. Reusing the inode (and the blocks the new content still fills: the file is overwritten,
+  // then cut to its new size) spares the file system allocations, which on some cost more than
   // writing a small file. A rewritten file counts as created: a refusal removes it.
   std::set<std::string>* reusable = nullptr;
 };

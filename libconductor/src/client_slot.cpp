@@ -315,16 +315,12 @@ void Client::Impl::report_outcome(Slot& slot) {
     }
     // Small enough to go with the offer: the server asks for nothing more.
     zmq::message_t archive(o.size);
-    if (o.archive) {
-      std::memcpy(archive.data(), o.archive->data(), o.size);
-    } else {
-      try {
-        read_at(c.result, 0, archive.data(), o.size);
-      } catch (const std::exception& e) {
-        log_->warn("Result of item {} not sent with its offer: {}", c.assign.item, e.what());
-        send(MessageType::kResult, offer);  // the server's PULLs meet the same trouble, guarded
-        return;
-      }
+    try {
+      read_at(o.archive.get(), c.result, 0, archive.data(), o.size);
+    } catch (const std::exception& e) {
+      log_->warn("Result of item {} not sent with its offer: {}", c.assign.item, e.what());
+      send(MessageType::kResult, offer);  // the server's PULLs meet the same trouble, guarded
+      return;
     }
     uploaded_ += o.size;
     slot.current->uploaded = o.size;
@@ -377,11 +373,7 @@ void Client::Impl::on_pull(const protocol::Pull& pull) {
   auto length = std::min<std::uint64_t>(pull.length, size - pull.offset);
   slot->waiting_since = Clock::now();
   zmq::message_t payload(length);
-  if (c.outcome->archive) {
-    std::memcpy(payload.data(), c.outcome->archive->data() + pull.offset, length);
-  } else {
-    read_at(c.result, pull.offset, payload.data(), length);
-  }
+  read_at(c.outcome->archive.get(), c.result, pull.offset, payload.data(), length);
   uploaded_ += length;
   slot->current->uploaded = std::max(slot->current->uploaded, pull.offset + length);
   show_progress(*slot);

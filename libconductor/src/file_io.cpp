@@ -32,6 +32,15 @@ std::string read_tail(const std::filesystem::path& file, std::uintmax_t max_byte
   return out.str();
 }
 
+void read_at(const std::string* memory, const std::filesystem::path& file, std::uint64_t offset,
+             void* data, std::size_t size) {
+  if (memory == nullptr) {
+    read_at(file, offset, data, size);
+  } else {
+    std::memcpy(data, memory->data() + offset, size);
+  }
+}
+
 void read_at(const std::filesystem::path& file, std::uint64_t offset, void* data, std::size_t size) {
   int fd = ::open(file.c_str(), O_RDONLY | O_CLOEXEC);
   if (fd < 0) throw IoError("cannot open '" + file.string() + "': " + why());

@@ -49,6 +49,10 @@ class UniqueFd {
 std::string read_tail(const std::filesystem::path& file, std::uintmax_t max_bytes);
 
 void read_at(const std::filesystem::path& file, std::uint64_t offset, void* data, std::size_t size);
+// The same range of bytes held in `memory` when it is set (an archive kept in memory), else of
+// `file`.
+void read_at(const std::string* memory, const std::filesystem::path& file, std::uint64_t offset,
+             void* data, std::size_t size);
 
 // An open file for chunked writing; closes on destruction. Movable, not copyable.
 class ChunkFile {

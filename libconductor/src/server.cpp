@@ -1,6 +1,5 @@
 #include <algorithm>
 #include <cstdlib>
-#include <cstring>
 #include <fstream>
 #include <thread>
 
@@ -426,11 +425,7 @@ void Server::Impl::on_fetch(Peer& peer, const protocol::Fetch& fetch) {
   }
   auto length = std::min<std::uint64_t>(fetch.length, blob->size - fetch.offset);
   zmq::message_t payload(length);
-  if (blob->bytes) {
-    std::memcpy(payload.data(), blob->bytes->data() + fetch.offset, length);
-  } else {
-    read_at(blob->file, fetch.offset, payload.data(), length);
-  }
+  read_at(blob->bytes.get(), blob->file, fetch.offset, payload.data(), length);
   metrics_.bytes_sent += length;
   send(peer, MessageType::kChunk, protocol::Chunk{fetch.blob, fetch.offset}, std::move(payload));
 }

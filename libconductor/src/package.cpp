@@ -419,16 +419,7 @@ void extract_file(const ExtractContext& context, archive_entry* entry, const std
       throw PackageError(refusal(name, "is a sparse file, which packages do not use"));
     }
     // Checked before writing, from the data itself: a header can understate what follows.
-    if (written + size > context.limits.max_file_bytes) {
-      throw PackageError(refusal(name, "holds more than " +
-                                           std::to_string(context.limits.max_file_bytes) +
-                                           " bytes (max_file_bytes)"));
-    }
-    if (context.stats.bytes + size > context.limits.max_total_bytes) {
-      throw PackageError(refusal(name, "takes the archive past " +
-                                           std::to_string(context.limits.max_total_bytes) +
-                                           " unpacked bytes (max_total_bytes)"));
-    }
+    check_unpacked(name, written + size, context.stats.bytes + size, context.limits);
     write_all(out.get(), static_cast<const char*>(block), size, target);
     written += size;
     context.stats.bytes += size;

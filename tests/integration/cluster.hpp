@@ -289,6 +289,11 @@ inline std::string await_endpoint(ChildProcess& server,
 class Cluster {
  public:
   explicit Cluster(std::string_view name) : root_(name) {}
+  // Clients get SIGTERM first, so they stop their commands (a SIGKILLed client leaves its
+  // commands' process groups running); whatever is left is then killed.
+  ~Cluster() {
+    for (auto& [name, process] : clients_) process->stop(std::chrono::seconds(5));
+  }
   Cluster(const Cluster&) = delete;
   Cluster& operator=(const Cluster&) = delete;
 

@@ -77,9 +77,13 @@ inline std::map<std::string, double> metric_samples(const std::string& url) {
 
 // Prints "Epoch 1/4" and "Epoch 2/4", waits until `go` exists, then finishes the epochs and
 // writes a model.
+// Held for at most 60 s, and no longer than the folder of `go` exists: a test that ends without
+// releasing it (its temp folder removed first) leaves no process behind.
 inline std::string held_training_script(const std::filesystem::path& go) {
-  return "echo 'Epoch 1/4'\necho 'Epoch 2/4'\nwhile [ ! -f '" + go.string() +
-         "' ]; do sleep 0.05; done\necho 'Epoch 3/4'\necho 'Epoch 4/4'\n"
+  const std::string folder = go.parent_path().string();
+  return "echo 'Epoch 1/4'\necho 'Epoch 2/4'\ni=0\nwhile [ ! -f '" + go.string() +
+         "' ]; do\n  i=$((i+1)); [ $i -gt 1200 ] && exit 4\n  [ -d '" + folder +
+         "' ] || exit 4\n  sleep 0.05\ndone\necho 'Epoch 3/4'\necho 'Epoch 4/4'\n"
          "head -c 2048 /dev/urandom > model.h5\n";
 }
 

@@ -24,6 +24,15 @@ void BackgroundWorker::submit(Job job) {
   wanted_.notify_one();
 }
 
+void BackgroundWorker::post(Completion completion) {
+  {
+    std::lock_guard lock(mutex_);
+    if (stopping_) return;
+    completions_.push_back(std::move(completion));
+  }
+  wake_.signal();
+}
+
 void BackgroundWorker::run_completions() {
   wake_.drain();
   for (;;) {

@@ -32,6 +32,11 @@ class BackgroundWorker {
   // the failure surfaces on the network thread. Thread-safe.
   void submit(Job job);
 
+  // Queues `completion` to run on the thread that runs completions, as if a job had returned
+  // it: for threads of their own (a result extracted while it arrives). Dropped once the worker
+  // is being destroyed. Thread-safe.
+  void post(Completion completion);
+
   // Runs the completions of finished jobs, oldest first; an exception from one propagates and
   // leaves the later ones for the next call (wake_fd() stays readable for them). Call from one
   // thread only, when wake_fd() is readable or at any other time.

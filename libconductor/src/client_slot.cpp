@@ -384,6 +384,13 @@ void Client::Impl::on_pull(const protocol::Pull& pull) {
 void Client::Impl::on_ack(const protocol::Ack& ack) {
   Slot* slot = slot_holding(ack.item);
   if (!slot) return;
+  if (slot->job) {
+    // The slot runs the item again (it gave up its earlier result, which the server stored
+    // after all): that run is not needed. The job ends soon; forward_job_progress() cleans up.
+    log_->info("Item {}: {} while it runs again; stopping that run", ack.item, ack.status);
+    slot->job->cancel();
+    return;
+  }
   if (ack.status == "stored") {
     ++completed_;
     log_->info("Item {} stored by the server", ack.item);

@@ -10,6 +10,7 @@
 #include <algorithm>
 #include <cerrno>
 #include <cstring>
+#include <exception>
 #include <memory>
 #include <optional>
 #include <set>
@@ -605,9 +606,9 @@ PackStats pack_directory(const fs::path& root, const fs::path& archive_path,
 
 namespace {
 
-// Feeds libarchive from a descriptor, or from bytes in memory, and hashes every byte it hands
-// over, in order. No skip or seek callback is set, so libarchive reads everything through
-// read(): the hash sees each byte once, and the file is read once.
+// Feeds libarchive from a descriptor, from bytes in memory or from a stream, and hashes every
+// byte it hands over, in order. No skip or seek callback is set, so libarchive reads everything
+// through read(): the hash sees each byte once, and the file is read once.
 class HashingSource {
  public:
   HashingSource(int fd, const fs::path& path)
@@ -616,12 +617,27 @@ class HashingSource {
         block_(std::make_unique_for_overwrite<char[]>(kArchiveReadBlockSize)) {}
   HashingSource(std::string_view memory, const fs::path& path)
       : path_(path), memory_(memory), is_in_memory_(true) {}
+  HashingSource(ArchiveStream& stream, const fs::path& path) : path_(path), stream_(&stream) {}
 
   static la_ssize_t read(archive* handle, void* self, const void** block) {
     auto& source = *static_cast<HashingSource*>(self);
     if (source.is_in_memory_) {
       *block = source.memory_.data();
       return static_cast<la_ssize_t>(source.take_memory());
+    }
+    if (source.stream_ != nullptr) {
+      // An exception must not cross libarchive's C frames: kept, the read fails, and
+      // read_entries() rethrows it.
+      try {
+        const std::string_view bytes = source.stream_->next();
+        source.hash_.update(bytes.data(), bytes.size());
+        *block = bytes.data();
+        return static_cast<la_ssize_t>(bytes.size());
+      } catch (...) {
+        source.failure_ = std::current_exception();
+        archive_set_error(handle, ECANCELED, "the archive's stream was abandoned");
+        return -1;
+      }
     }
     const ssize_t got = source.read_block();
     if (got < 0) {
@@ -635,8 +651,15 @@ class HashingSource {
   // Reads and hashes what libarchive left unread (the end-of-archive blocks, or everything
   // after a refusal), then ends the hash: 64 hex digits. Throws IoError when reading fails.
   std::string finish() {
+    rethrow_failure();
     if (is_in_memory_) {
       take_memory();
+      return hash_.finish_hex();
+    }
+    if (stream_ != nullptr) {
+      for (std::string_view bytes = stream_->next(); !bytes.empty(); bytes = stream_->next()) {
+        hash_.update(bytes.data(), bytes.size());
+      }
       return hash_.finish_hex();
     }
     for (;;) {
@@ -669,7 +692,15 @@ class HashingSource {
   std::unique_ptr<char[]> block_;
   std::string_view memory_;
   bool is_in_memory_ = false;
+  ArchiveStream* stream_ = nullptr;
+  std::exception_ptr failure_;  // what the stream threw inside read()
   Sha256 hash_;
+
+ public:
+  // The stream's own exception, when it ended a read: the reason, whatever libarchive said.
+  void rethrow_failure() const {
+    if (failure_) std::rethrow_exception(failure_);
+  }
 };
 
 // The rest of the current entry's data, its last `max_bytes` only (where a log's verdict is); a
@@ -717,7 +748,7 @@ std::uint64_t read_entries(const ArchiveSource& archive_source, const ExtractLim
                            const std::string* expected_sha256, OnEntry&& on_entry) {
   const fs::path& archive_path = archive_source.name();
   UniqueFd in;
-  if (!archive_source.is_in_memory()) {
+  if (!archive_source.is_in_memory() && archive_source.stream() == nullptr) {
     in = UniqueFd(::open(archive_path.c_str(), O_RDONLY | O_CLOEXEC));
     if (!in.is_open()) {
       throw IoError("cannot open archive " + quoted(archive_path) + ": " + errno_text());
@@ -725,7 +756,9 @@ std::uint64_t read_entries(const ArchiveSource& archive_source, const ExtractLim
   }
   // Declared before the reader, which points at it: it outlives the reader.
   std::optional<HashingSource> source;
-  if (expected_sha256 != nullptr && archive_source.is_in_memory()) {
+  if (archive_source.stream() != nullptr) {
+    source.emplace(*archive_source.stream(), archive_path);  // hashed even when not checked
+  } else if (expected_sha256 != nullptr && archive_source.is_in_memory()) {
     source.emplace(archive_source.bytes(), archive_path);
   } else if (expected_sha256 != nullptr) {
     source.emplace(in.get(), archive_path);
@@ -743,6 +776,7 @@ std::uint64_t read_entries(const ArchiveSource& archive_source, const ExtractLim
   auto check_hash = [&] {
     if (!source) return;
     const std::string actual = source->finish();
+    if (expected_sha256 == nullptr) return;
     if (actual != *expected_sha256) {
       throw PackageError("archive " + quoted(archive_path) + " refused: hash mismatch: expected " +
                          *expected_sha256 + ", read " + actual);

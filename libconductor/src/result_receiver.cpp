@@ -1,8 +1,13 @@
 #include "result_receiver.hpp"
 
+#include <atomic>
+#include <condition_variable>
 #include <cstring>
+#include <deque>
 #include <fstream>
+#include <mutex>
 #include <sstream>
+#include <thread>
 
 #include "conductor/error.hpp"
 #include "conductor/package.hpp"
@@ -24,16 +29,101 @@ bool is_hex_sha256(const std::string& text) {
 
 }  // namespace
 
+// The chunks of one upload on their way from the network thread to the stream's thread, which
+// unpacks them (read_entries() calls next() through libarchive). Memory: the chunks queued,
+// which request_more() keeps within the window, and the one being unpacked.
+class ResultReceiver::Stream final : public ArchiveStream {
+ public:
+  // `on_credit` runs on the stream's thread when it took a chunk while the network thread
+  // waited for room (want_credit()). Set before the thread starts.
+  void set_on_credit(std::function<void()> on_credit) { on_credit_ = std::move(on_credit); }
+  ~Stream() override {
+    if (thread.joinable()) thread.join();
+  }
+
+  void push(zmq::message_t chunk) {
+    {
+      std::lock_guard lock(mutex_);
+      chunks_.push_back(std::move(chunk));
+    }
+    ready_.notify_one();
+  }
+  // The last chunk was pushed: next() returns the end once the queue is empty.
+  void close() {
+    {
+      std::lock_guard lock(mutex_);
+      closed_ = true;
+    }
+    ready_.notify_one();
+  }
+  // Gives up: next() throws, the extraction removes what it created, the thread ends.
+  void abort() {
+    {
+      std::lock_guard lock(mutex_);
+      aborted_ = true;
+      chunks_.clear();
+    }
+    ready_.notify_one();
+  }
+  bool is_aborted() {
+    std::lock_guard lock(mutex_);
+    return aborted_;
+  }
+  // Bytes the stream's thread has taken.
+  std::uint64_t consumed() const { return consumed_.load(); }
+  // The network thread asks for no more until the thread takes a chunk: on_credit() then.
+  void want_credit() {
+    std::lock_guard lock(mutex_);
+    wants_credit_ = true;
+  }
+
+  std::string_view next() override {
+    std::unique_lock lock(mutex_);
+    current_ = zmq::message_t();  // unpacked: let it go before waiting
+    ready_.wait(lock, [&] { return aborted_ || closed_ || !chunks_.empty(); });
+    if (aborted_) throw IoError("upload abandoned before its last byte arrived");
+    if (chunks_.empty()) return {};
+    current_ = std::move(chunks_.front());
+    chunks_.pop_front();
+    consumed_ += current_.size();
+    const bool credit = std::exchange(wants_credit_, false);
+    lock.unlock();
+    if (credit) on_credit_();
+    return {static_cast<const char*>(current_.data()), current_.size()};
+  }
+
+  std::thread thread;
+  std::atomic<bool> done{false};  // the thread's work is over: join() returns at once
+
+ private:
+  std::function<void()> on_credit_;
+  std::mutex mutex_;
+  std::condition_variable ready_;
+  std::deque<zmq::message_t> chunks_;  // guarded by mutex_
+  bool closed_ = false;                // guarded by mutex_
+  bool aborted_ = false;               // guarded by mutex_
+  bool wants_credit_ = false;          // guarded by mutex_
+  zmq::message_t current_;             // the stream's thread's only
+  std::atomic<std::uint64_t> consumed_{0};
+};
+
 ResultReceiver::ResultReceiver(AssetStore& store, std::uint32_t chunk_size, int window,
-                               BackgroundWorker& worker, FinishedHandler on_finished)
+                               BackgroundWorker& worker, FinishedHandler on_finished,
+                               PullSender send_pull)
     : store_(store),
       chunk_size_(chunk_size),
       window_(window),
       worker_(worker),
-      on_finished_(std::move(on_finished)) {
+      on_finished_(std::move(on_finished)),
+      send_pull_(std::move(send_pull)) {
   fs::create_directories(store_.spool_dir() / "incoming");
   fs::create_directories(store_.spool_dir() / "staging");
   fs::create_directories(store_.spool_dir() / "live");
+}
+
+ResultReceiver::~ResultReceiver() {
+  for (auto& stream : streams_) stream->abort();
+  streams_.clear();  // each joins its thread
 }
 
 std::vector<protocol::Pull> ResultReceiver::begin(const std::string& client, const WorkItem& item,
@@ -76,19 +166,25 @@ std::vector<protocol::Pull> ResultReceiver::begin(const std::string& client, con
                 offer,
                 std::nullopt,
                 {},
+                nullptr,
                 0,
                 0,
                 std::chrono::steady_clock::now(),
                 std::move(read_files)};
+  reap_streams();
+  const bool is_read = item.type == WorkType::kPrediction;
   if (offer.size <= kMemoryResultBytes && memory_bytes_ + offer.size <= kMaxMemoryBytes) {
     upload.memory.resize(offer.size);
     memory_bytes_ += offer.size;
+  } else if (!is_read && inline_archive == nullptr && streams_.size() < kMaxStreams) {
+    start_stream(upload);
   } else {
     upload.file.emplace(store_.spool_dir() / "incoming" / (item.id + ".part"));
   }
   auto [it, inserted] = uploads_.try_emplace(item.id, std::move(upload));
   if (inline_archive != nullptr) {
-    return receive(client, protocol::Upload{item.id, offer.attempt, 0}, *inline_archive);
+    zmq::message_t archive(inline_archive->data(), inline_archive->size());
+    return receive(client, protocol::Upload{item.id, offer.attempt, 0}, std::move(archive));
   }
   std::vector<protocol::Pull> pulls;
   request_more(it->second, pulls);
@@ -97,8 +193,15 @@ std::vector<protocol::Pull> ResultReceiver::begin(const std::string& client, con
 
 std::vector<protocol::Pull> ResultReceiver::receive(const std::string& client,
                                                     const protocol::Upload& upload,
-                                                    const zmq::message_t& payload) {
+                                                    zmq::message_t&& payload) {
   auto it = uploads_.find(upload.item);
+  // A repeat of a chunk of an upload that is complete, being unpacked or already answered (its
+  // client offered the result again and answered both rounds of PULLs): nothing to refuse. An
+  // ERROR would make the client give up an item whose answer is on its way.
+  if (it == uploads_.end() &&
+      (finishing_.contains(upload.item) || recently_complete_.contains(upload.item))) {
+    return {};
+  }
   if (it == uploads_.end() || it->second.client != client ||
       it->second.offer.attempt != upload.attempt) {
     throw ProtocolError("UPLOAD refused: no result of item '" + upload.item.substr(0, 64) +
@@ -115,13 +218,17 @@ std::vector<protocol::Pull> ResultReceiver::receive(const std::string& client,
                         " of " + std::to_string(payload.size()) + " bytes does not fit a result of " +
                         std::to_string(current.offer.size) + " bytes; upload abandoned");
   }
-  // Only the write: the hash is checked when the whole file is extracted (finish()).
-  if (current.file) {
-    current.file->write_at(current.received, payload.data(), payload.size());
+  // Only the write (or the hand-over to the stream): the hash is checked while the whole
+  // archive is extracted.
+  const std::size_t size = payload.size();
+  if (current.stream) {
+    current.stream->push(std::move(payload));
+  } else if (current.file) {
+    current.file->write_at(current.received, payload.data(), size);
   } else {
-    std::memcpy(current.memory.data() + current.received, payload.data(), payload.size());
+    std::memcpy(current.memory.data() + current.received, payload.data(), size);
   }
-  current.received += payload.size();
+  current.received += size;
   current.last_activity = std::chrono::steady_clock::now();
   std::vector<protocol::Pull> pulls;
   if (current.received < current.offer.size) {
@@ -131,6 +238,14 @@ std::vector<protocol::Pull> ResultReceiver::receive(const std::string& client,
   if (current.item.type == WorkType::kTraining) {
     std::error_code ec;
     fs::remove(store_.spool_dir() / "live" / (current.item.id + ".log"), ec);
+  }
+  remember_complete(current.item.id);
+  if (current.stream) {
+    // Its thread unpacks what is left, syncs, and posts on_stream_finished.
+    current.stream->close();
+    finishing_.insert(current.item.id);
+    uploads_.erase(it);
+    return pulls;
   }
   auto complete = std::make_shared<Upload>(std::move(current));
   uploads_.erase(it);
@@ -154,12 +269,83 @@ std::vector<protocol::Pull> ResultReceiver::receive(const std::string& client,
 
 void ResultReceiver::request_more(Upload& upload, std::vector<protocol::Pull>& pulls) {
   const std::uint64_t window_bytes = static_cast<std::uint64_t>(window_) * chunk_size_;
-  while (upload.requested < upload.offer.size && upload.requested - upload.received < window_bytes) {
+  // A stream counts what still waits for its thread as in flight: memory stays within the
+  // window however far the network runs ahead of the disk.
+  const std::uint64_t settled = upload.stream ? upload.stream->consumed() : upload.received;
+  while (upload.requested < upload.offer.size && upload.requested - settled < window_bytes) {
     auto length = static_cast<std::uint32_t>(
         std::min<std::uint64_t>(chunk_size_, upload.offer.size - upload.requested));
     pulls.push_back({upload.item.id, upload.offer.attempt, upload.requested, length});
     upload.requested += length;
   }
+  // Nothing in flight and no room: the stream's next chunk taken asks for more.
+  if (upload.stream && upload.requested < upload.offer.size &&
+      upload.requested == upload.received) {
+    upload.stream->want_credit();
+    // It may have taken everything between the check above and the wish: ask again.
+    if (upload.stream->consumed() != settled) request_more(upload, pulls);
+  }
+}
+
+void ResultReceiver::start_stream(Upload& upload) {
+  auto stream = std::make_shared<Stream>();
+  const std::weak_ptr<Stream> weak = stream;
+  stream->set_on_credit([this, weak, item_id = upload.item.id] {
+    worker_.post([this, weak, item_id] {
+      if (auto alive = weak.lock()) on_stream_credit(item_id, alive);
+    });
+  });
+  // Named per stream: a replaced upload's thread may still be removing its own.
+  fs::path staged = store_.spool_dir() / "staging" /
+                    (upload.item.id + "-" + std::to_string(upload.offer.attempt) + "-s" +
+                     std::to_string(++stream_serial_));
+  stream->thread =
+      std::thread([this, raw = stream.get(), weak, client = upload.client, item = upload.item,
+                   offer = upload.offer, staged = std::move(staged)]() mutable {
+        const fs::path name = store_.spool_dir() / "incoming" / (item.id + " (streamed)");
+        Finished done =
+            extract_training(ArchiveSource::from_stream(*raw, name), item, offer, staged, true);
+        if (raw->is_aborted()) {
+          std::error_code ec;
+          if (!done.staged.empty()) fs::remove_all(done.staged, ec);
+        } else {
+          worker_.post([this, client, done = std::move(done)]() mutable {
+            on_stream_finished(client, std::move(done));
+          });
+        }
+        raw->done = true;
+      });
+  upload.stream = std::move(stream);
+  streams_.push_back(upload.stream);
+}
+
+void ResultReceiver::on_stream_credit(const std::string& item_id,
+                                      const std::shared_ptr<Stream>& stream) {
+  auto it = uploads_.find(item_id);
+  if (it == uploads_.end() || it->second.stream != stream) return;  // over or replaced
+  std::vector<protocol::Pull> pulls;
+  request_more(it->second, pulls);
+  for (const auto& pull : pulls) send_pull_(it->second.client, pull);
+}
+
+void ResultReceiver::on_stream_finished(const std::string& client, Finished done) {
+  finishing_.erase(done.item.id);
+  reap_streams();
+  on_finished_(client, std::move(done));
+}
+
+void ResultReceiver::remember_complete(const std::string& item_id) {
+  if (!recently_complete_.insert(item_id).second) return;
+  complete_order_.push_back(item_id);
+  if (complete_order_.size() > kRecentlyComplete) {
+    recently_complete_.erase(complete_order_.front());
+    complete_order_.pop_front();
+  }
+}
+
+void ResultReceiver::reap_streams() {
+  std::erase_if(streams_,
+                [](const std::shared_ptr<Stream>& stream) { return stream->done.load(); });
 }
 
 ResultReceiver::Finished ResultReceiver::finish(const fs::path& spool, const Upload& upload,
@@ -190,8 +376,19 @@ ResultReceiver::Finished ResultReceiver::finish(const fs::path& spool, const Upl
     }
     return done;
   }
-  done.staged = spool / "staging" /
-                (upload.item.id + "-" + std::to_string(upload.offer.attempt));
+  done = extract_training(
+      source, upload.item, upload.offer,
+      spool / "staging" / (upload.item.id + "-" + std::to_string(upload.offer.attempt)), sync);
+  remove_part();
+  return done;
+}
+
+ResultReceiver::Finished ResultReceiver::extract_training(const ArchiveSource& source,
+                                                          const WorkItem& item,
+                                                          const protocol::ResultOffer& offer,
+                                                          fs::path staged, bool sync) {
+  Finished done{item, offer, std::move(staged), {}, {}, {}};
+  std::error_code ec;
   fs::remove_all(done.staged, ec);
   try {
     fs::create_directories(done.staged);
@@ -199,8 +396,7 @@ ResultReceiver::Finished ResultReceiver::finish(const fs::path& spool, const Upl
     // would otherwise have caused. The console log is read into memory, never written here:
     // commit_model writes it where it belongs. Nothing else under .conductor/ is kept.
     ExtractStats stats = extract_verified(
-        source, done.staged, upload.offer.sha256,
-        ExtractLimits{100000, kMaxResultBytes, kMaxResultBytes},
+        source, done.staged, offer.sha256, ExtractLimits{100000, kMaxResultBytes, kMaxResultBytes},
         ExtractOptions{std::string(kConductorFolder), {kConsoleLogEntry}, kMaxConsoleBytes});
     if (auto console = stats.held.find(kConsoleLogEntry); console != stats.held.end()) {
       done.console_log = std::move(console->second);
@@ -211,19 +407,18 @@ ResultReceiver::Finished ResultReceiver::finish(const fs::path& spool, const Upl
     done.error = e.what();
     fs::remove_all(done.staged, ec);
     done.staged.clear();
-    remove_part();
-    return done;
   }
-  remove_part();
   return done;
 }
 
 void ResultReceiver::release_memory(const Upload& upload) {
-  if (!upload.file) memory_bytes_ -= upload.offer.size;
+  if (!upload.file && !upload.stream) memory_bytes_ -= upload.offer.size;
 }
 
 void ResultReceiver::discard(std::map<std::string, Upload>::iterator upload) {
   release_memory(upload->second);
+  // Its thread removes what it unpacked and ends; reap_streams() joins it.
+  if (upload->second.stream) upload->second.stream->abort();
   const std::optional<fs::path> part =
       upload->second.file ? std::optional(upload->second.file->path()) : std::nullopt;
   uploads_.erase(upload);  // closes the file first
@@ -241,6 +436,7 @@ void ResultReceiver::abandon(const std::string& client) {
 
 std::vector<std::string> ResultReceiver::abandon_idle(std::chrono::steady_clock::time_point now,
                                                       std::chrono::milliseconds max_idle) {
+  reap_streams();
   std::vector<std::string> abandoned;
   for (auto it = uploads_.begin(); it != uploads_.end();) {
     auto next = std::next(it);

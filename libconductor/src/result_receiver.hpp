@@ -1,16 +1,21 @@
 // ResultReceiver: the server's side of result uploads. It pulls a result archive from its client
-// chunk by chunk (at most kWindow chunks in flight) and writes it to the spool; once complete it
-// extracts it into a staging folder for AssetStore::commit_model, checking the archive's SHA-256
-// while extraction reads it (extract_verified: the file is read once, and a resumed upload is
-// verified whole): a small result at once, a large one on the background worker (hashing,
-// extraction and fsync of a 1 GiB model take seconds the network thread must not stop for), so
-// the network thread only writes chunks. A prediction's result is not extracted: the few files
+// chunk by chunk (at most kWindow chunks in flight). A large training result is extracted while
+// it arrives: a thread of its own (a Stream, at most kMaxStreams at once) hashes and unpacks
+// each chunk into a staging folder as it comes, so the model is written once, never to a spool
+// file first, and is ready for AssetStore::commit_model moments after its last byte; the
+// network thread only hands chunks over, and asks for more only as the stream takes them, so
+// what waits in memory stays within the window. Any other result is received into memory (up to
+// kMemoryResultBytes) or into a spool file, and extracted once complete, checking the archive's
+// SHA-256 while extraction reads it (extract_verified: read once, and a resumed upload is
+// verified whole): a small result at once, a large one on the background worker. A prediction's
+// result is not extracted: the few files
 // the server reads of it (the console log, the version's output file) are read out of the
 // archive into memory (read_verified), so an answer costs no staging folder. Also keeps the live
 // console of running items in spool/live/<item>.log. Not thread-safe: owned by the network thread.
 #pragma once
 
 #include <chrono>
+#include <deque>
 #include <filesystem>
 #include <functional>
 #include <map>
@@ -23,6 +28,7 @@
 
 #include "background_worker.hpp"
 #include "conductor/asset_store.hpp"
+#include "conductor/package.hpp"
 #include "conductor/scheduler.hpp"
 #include "file_io.hpp"
 #include "protocol.hpp"
@@ -46,9 +52,19 @@ class ResultReceiver {
   static constexpr std::uint64_t kMemoryResultBytes = std::uint64_t{1} << 20;
   static constexpr std::uint64_t kMaxMemoryBytes = std::uint64_t{64} << 20;
 
-  // `worker` must outlive this object.
+  // Sends PULLs asked for outside begin() and receive(): a stream that took chunks lets more in.
+  using PullSender = std::function<void(const std::string& client, const protocol::Pull& pull)>;
+  // Training results above kMemoryResultBytes are extracted while they arrive, this many at
+  // once; beyond that they go to a spool file as before.
+  static constexpr std::size_t kMaxStreams = 4;
+
+  // `worker` must outlive this object: its threads post their completions there.
   ResultReceiver(AssetStore& store, std::uint32_t chunk_size, int window, BackgroundWorker& worker,
-                 FinishedHandler on_finished);
+                 FinishedHandler on_finished, PullSender send_pull);
+  // Abandons the streams still running and waits for their threads.
+  ~ResultReceiver();
+  ResultReceiver(const ResultReceiver&) = delete;
+  ResultReceiver& operator=(const ResultReceiver&) = delete;
 
   struct Finished {
     WorkItem item;
@@ -80,11 +96,13 @@ class ResultReceiver {
   // What is kept of each file of a prediction's result, its console log included: the end.
   static constexpr std::uint64_t kMaxReadBytes = std::uint64_t{8} << 20;
 
-  // Takes one UPLOAD chunk and returns the PULLs to send. The chunk that completes the result
+  // Takes one UPLOAD chunk and returns the PULLs to send (a stream's further PULLs may instead
+  // follow through the PullSender, as it takes chunks). The chunk that completes the result
   // leads to the FinishedHandler: before this returns for a small result, from a later
-  // BackgroundWorker completion for a large one. Throws ProtocolError for data nobody asked for.
+  // BackgroundWorker completion for a large one. A streamed result takes `payload` over (moved
+  // from). Throws ProtocolError for data nobody asked for.
   std::vector<protocol::Pull> receive(const std::string& client, const protocol::Upload& upload,
-                                      const zmq::message_t& payload);
+                                      zmq::message_t&& payload);
 
   bool is_receiving(const std::string& client, const std::string& item) const {
     auto it = uploads_.find(item);
@@ -103,14 +121,17 @@ class ResultReceiver {
   void append_live_log(const std::string& item_id, const std::vector<std::string>& lines);
 
  private:
+  class Stream;
   struct Upload {
     std::string client;
     WorkItem item;
     protocol::ResultOffer offer;
-    // A small result is received into `memory` (no file to create, write and remove), any
-    // other into `file` in spool/incoming.
+    // A small result is received into `memory` (no file to create, write and remove), a large
+    // training result into a `stream` that extracts it as it comes, any other into `file` in
+    // spool/incoming.
     std::optional<ChunkFile> file;
     std::string memory;
+    std::shared_ptr<Stream> stream;
     std::uint64_t received = 0;
     std::uint64_t requested = 0;
     std::chrono::steady_clock::time_point last_activity = std::chrono::steady_clock::now();
@@ -124,15 +145,36 @@ class ResultReceiver {
   // Extracts (reads, for a prediction), checking the hash; file system work only, so it may run
   // on the worker.
   static Finished finish(const std::filesystem::path& spool, const Upload& upload, bool sync);
+  // Unpacks `source` into `staged` (created here), checking `offer`'s hash, and syncs it when
+  // `sync`: a training result's Finished, or its error with nothing left in `staged`.
+  static Finished extract_training(const ArchiveSource& source, const WorkItem& item,
+                                   const protocol::ResultOffer& offer, std::filesystem::path staged,
+                                   bool sync);
+  // Starts the thread that extracts `upload` while it arrives.
+  void start_stream(Upload& upload);
+  // On the network thread: a stream took chunks (more may be asked for), or has finished.
+  void on_stream_credit(const std::string& item_id, const std::shared_ptr<Stream>& stream);
+  void on_stream_finished(const std::string& client, Finished done);
+  // Joins the threads of streams that ended.
+  void reap_streams();
+  // Late repeats of this upload's chunks are dropped from now on (the last kRecentlyComplete).
+  void remember_complete(const std::string& item_id);
+  static constexpr std::size_t kRecentlyComplete = 1024;
 
   AssetStore& store_;
   std::uint32_t chunk_size_;
   int window_;
   BackgroundWorker& worker_;
   FinishedHandler on_finished_;
+  PullSender send_pull_;
   std::map<std::string, Upload> uploads_;  // by item id
+  // Every stream whose thread has not been joined: receiving, finishing or abandoned.
+  std::vector<std::shared_ptr<Stream>> streams_;
+  std::uint64_t stream_serial_ = 0;        // names each stream's staging folder
   std::uint64_t memory_bytes_ = 0;         // what uploads in memory reserved
   std::set<std::string> finishing_;        // item ids being extracted on the worker
+  std::set<std::string> recently_complete_;  // item ids whose last byte came, the latest
+  std::deque<std::string> complete_order_;   // the same, oldest first
 };
 
 }  // namespace conductor

@@ -50,7 +50,10 @@ Server::Impl::Impl(ServerOptions options)
   cache_ = std::make_unique<PackageCache>(store_.spool_dir() / "packages", worker_);
   receiver_ = std::make_unique<ResultReceiver>(
       store_, kChunkSize, kWindow, worker_,
-      [this](const std::string& client, ResultReceiver::Finished done) { on_finished(client, std::move(done)); });
+      [this](const std::string& client, ResultReceiver::Finished done) {
+        on_finished(client, std::move(done));
+      },
+      [this](const std::string& client, const protocol::Pull& pull) { send_pull(client, pull); });
   config_ = store_.load_or_create_configuration();
   load_versions();
   setup_security();
@@ -469,8 +472,16 @@ void Server::Impl::on_result(Peer& peer, const protocol::ResultOffer& offer,
 
 void Server::Impl::on_upload(Peer& peer, protocol::Message& message) {
   auto upload = message.as<protocol::Upload>();
-  for (auto& pull : receiver_->receive(peer.id, upload, *message.payload())) {
+  for (auto& pull : receiver_->receive(peer.id, upload, std::move(*message.payload()))) {
     send(peer, MessageType::kPull, pull);
+  }
+}
+
+void Server::Impl::send_pull(const std::string& client, const protocol::Pull& pull) {
+  if (client.starts_with(kOperatorPrefix)) {
+    reply(client.substr(kOperatorPrefix.size()), MessageType::kPull, pull);
+  } else if (auto peer = peers_.find(client); peer != peers_.end()) {
+    send(peer->second, MessageType::kPull, pull);
   }
 }
 

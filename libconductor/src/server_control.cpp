@@ -121,7 +121,8 @@ void Server::Impl::serve_control(const std::string& routing, const protocol::Con
 
 void Server::Impl::on_control_upload(const std::string& routing, protocol::Message& message) {
   auto upload = message.as<protocol::Upload>();
-  for (auto& pull : receiver_->receive(std::string(kOperatorPrefix) + routing, upload, *message.payload())) {
+  for (auto& pull : receiver_->receive(std::string(kOperatorPrefix) + routing, upload,
+                                       std::move(*message.payload()))) {
     reply(routing, MessageType::kPull, pull);
   }
 }

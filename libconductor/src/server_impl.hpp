@@ -57,6 +57,8 @@ nlohmann::json ensemble_json(const EnsembleResult& result);
 class Server::Impl {
  public:
   explicit Impl(ServerOptions options);
+  // The receiver's stream threads post to worker_: they are joined while it still exists.
+  ~Impl() { receiver_.reset(); }
   void run();
   // Async-signal-safe: conductor-server calls it from its SIGINT/SIGTERM handler.
   void stop() {
@@ -172,6 +174,8 @@ class Server::Impl {
   void on_upload(Peer& peer, protocol::Message& message);
   // Every complete upload, a worker's result or an operator's folder, once unpacked.
   void on_finished(const std::string& client, ResultReceiver::Finished done);
+  // A PULL the receiver asks for on its own (a stream took chunks): to a client or an operator.
+  void send_pull(const std::string& client, const protocol::Pull& pull);
   void finish_result(Peer& peer, const ResultReceiver::Finished& done);
   void on_failed(Peer& peer, const protocol::Failed& failed);
   void record_failure(Peer& peer, const WorkItem& item, int attempt, const std::string& reason,

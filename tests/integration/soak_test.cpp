@@ -172,7 +172,7 @@ TEST_CASE(
   CHECK_FALSE(overshot);
 
   CHECK_MESSAGE(cluster.server_running(), cluster.diagnostics());
-  CHECK(cluster.stop_clients());
+  CHECK_MESSAGE(cluster.stop_clients(), cluster.diagnostics());
   check_round(total_target);
   conductor::test::check_no_partial_results(cluster, {"soak-a", "soak-b"});
   check_server_did_not_fail(cluster);

@@ -182,58 +182,192 @@ TEST_CASE("a background pack that fails is reported on every call until the fold
 
 namespace {
 
-// Answers `pulls` and every PULL that follows with `bytes`, as a client does.
-void answer_pulls(ResultReceiver& receiver, const std::string& client,
-                  const conductor::WorkItem& item, std::vector<conductor::protocol::Pull> pulls,
-                  const std::string& bytes) {
-  while (!pulls.empty()) {
-    auto pull = pulls.front();
+using conductor::protocol::Pull;
+
+// Collects the PULLs a receiver sends on its own (a stream that took chunks lets more in).
+struct SentPulls {
+  std::vector<Pull> pulls;
+  ResultReceiver::PullSender sender() {
+    return [this](const std::string&, const Pull& pull) { pulls.push_back(pull); };
+  }
+};
+
+// Answers `pulls` and every PULL that follows with `bytes`, as a client does: those receive()
+// returns and those the receiver sends on its own (`sent`), waiting for the worker's completions
+// while none is asked for, until every byte was asked for and sent.
+// `answered`: bytes the test sent before.
+void answer_pulls(ResultReceiver& receiver, BackgroundWorker& worker, SentPulls& sent,
+                  const std::string& client, const conductor::WorkItem& item,
+                  std::vector<Pull> pulls, const std::string& bytes, std::uint64_t answered = 0) {
+  while (answered < bytes.size()) {
+    if (pulls.empty()) pulls = std::exchange(sent.pulls, {});
+    if (pulls.empty()) {
+      run_next_completions(worker);
+      continue;
+    }
+    const auto pull = pulls.front();
     pulls.erase(pulls.begin());
-    zmq::message_t payload(bytes.data() + pull.offset, pull.length);
-    auto more = receiver.receive(client, {item.id, item.attempt, pull.offset}, payload);
+    auto more = receiver.receive(client, {item.id, item.attempt, pull.offset},
+                                 zmq::message_t(bytes.data() + pull.offset, pull.length));
+    answered += pull.length;
     pulls.insert(pulls.end(), more.begin(), more.end());
   }
 }
 
-// Uploads `archive` to `receiver` the way a client answers PULLs.
-void upload_all(ResultReceiver& receiver, const std::string& client,
-                const conductor::WorkItem& item, const fs::path& archive) {
-  const std::string bytes = read_file(archive);
+// Uploads `bytes` to `receiver` the way a client answers PULLs.
+void upload_all(ResultReceiver& receiver, BackgroundWorker& worker, SentPulls& sent,
+                const std::string& client, const conductor::WorkItem& item,
+                const std::string& bytes) {
   conductor::protocol::ResultOffer offer{item.id, item.attempt, bytes.size(),
                                          conductor::sha256_hex(bytes)};
-  answer_pulls(receiver, client, item, receiver.begin(client, item, offer), bytes);
+  answer_pulls(receiver, worker, sent, client, item, receiver.begin(client, item, offer), bytes);
+}
+
+// Whether `condition` holds within 30 s (another thread is to make it so).
+template <typename Condition>
+bool eventually(Condition condition) {
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(30);
+  while (!condition()) {
+    if (std::chrono::steady_clock::now() > deadline) return false;
+    std::this_thread::sleep_for(std::chrono::milliseconds(2));
+  }
+  return true;
+}
+
+// Runs the worker's completions until `is_finished()`.
+template <typename Condition>
+void wait_for_finish(BackgroundWorker& worker, Condition is_finished) {
+  while (!is_finished()) run_next_completions(worker);
+}
+
+// A result archive holding model.h5 of `size` random bytes.
+std::string result_archive(const fs::path& root, std::size_t size) {
+  write_file(root / "out" / "model.h5", conductor::test::pseudo_random(size));
+  conductor::pack_directory(root / "out", root / "result.tar");
+  return read_file(root / "result.tar");
 }
 
 }  // namespace
 
-TEST_CASE("a result receiver extracts a large result in the background and refuses nothing meanwhile") {
-  TempDir root("conductor-receive-async");
+TEST_CASE(
+    "a large training result is unpacked while it arrives, written once, never to the spool") {
+  TempDir root("conductor-receive-stream");
   conductor::AssetStore store(root / "server");
   store.clean_spool();
   BackgroundWorker worker;
+  SentPulls sent;
   std::vector<std::pair<std::string, ResultReceiver::Finished>> finished;
-  ResultReceiver receiver(store, 1u << 20, 8, worker,
-                          [&](const std::string& client, ResultReceiver::Finished done) {
-                            finished.emplace_back(client, std::move(done));
-                          });
-  write_file(root / "out" / "model.h5", std::string(ResultReceiver::kInlineFinishBytes, 'm'));
+  constexpr std::uint32_t kChunk = 64 << 10;
+  constexpr int kWindow = 2;
+  ResultReceiver receiver(
+      store, kChunk, kWindow, worker,
+      [&](const std::string& client, ResultReceiver::Finished done) {
+        finished.emplace_back(client, std::move(done));
+      },
+      sent.sender());
+  write_file(root / "out" / "model.h5", conductor::test::pseudo_random(3 << 20));
+  write_file(root / "out" / ".conductor" / "console.log", "Epoch 1/1\n");
   conductor::pack_directory(root / "out", root / "result.tar");
-  const conductor::WorkItem item{"0a1b2c3d", conductor::WorkType::kTraining, "v1", 1};
-
-  upload_all(receiver, "client-1", item, root / "result.tar");
-  CHECK(finished.empty());  // extracting on the worker
-  // The client offers the same result again meanwhile (it had no answer): nothing is pulled,
-  // the answer follows once the first upload is unpacked.
   const std::string bytes = read_file(root / "result.tar");
-  CHECK(receiver.begin("client-1", item, {item.id, item.attempt, bytes.size(),
-                                          conductor::sha256_hex(bytes)})
-            .empty());
-  run_next_completions(worker);
+  REQUIRE(bytes.size() > ResultReceiver::kMemoryResultBytes);
+  const conductor::WorkItem item{"0f1a", conductor::WorkType::kTraining, "v1", 1};
+  const conductor::protocol::ResultOffer offer{item.id, item.attempt, bytes.size(),
+                                               conductor::sha256_hex(bytes)};
+
+  std::vector<Pull> pulls = receiver.begin("client-1", item, offer);
+  REQUIRE(pulls.size() == kWindow);
+  // Chunk by chunk, as a client answers: never more asked for than the window, no spool file.
+  std::uint64_t received = 0;
+  std::uint64_t requested = pulls.size() * kChunk;
+  while (received < bytes.size()) {
+    if (pulls.empty()) {
+      pulls = std::exchange(sent.pulls, {});
+      for (const auto& next : pulls) requested += next.length;
+      CHECK(requested - received <= kWindow * kChunk);
+    }
+    if (pulls.empty()) {
+      run_next_completions(worker);
+      continue;
+    }
+    const Pull pull = pulls.front();
+    pulls.erase(pulls.begin());
+    CHECK(pull.offset == received);  // in order, each byte asked for once
+    auto more = receiver.receive("client-1", {item.id, item.attempt, pull.offset},
+                                 zmq::message_t(bytes.data() + pull.offset, pull.length));
+    received += pull.length;
+    for (const auto& next : more) requested += next.length;
+    CHECK(requested - received <= kWindow * kChunk);
+    CHECK(fs::is_empty(store.spool_dir() / "incoming"));
+    pulls.insert(pulls.end(), more.begin(), more.end());
+  }
+  // A repeat of a chunk while the rest is unpacked (the client answered PULLs of an offer it
+  // repeated) is dropped, not refused: a refusal would make the client give the item up.
+  if (finished.empty()) {
+    CHECK(receiver
+              .receive("client-1", {item.id, item.attempt, 0}, zmq::message_t(bytes.data(), kChunk))
+              .empty());
+  }
+  wait_for_finish(worker, [&] { return !finished.empty(); });
   REQUIRE(finished.size() == 1);
   CHECK(finished[0].first == "client-1");
   const auto& done = finished[0].second;
   CHECK(done.error.empty());
-  CHECK(read_file(done.staged / "model.h5").size() == ResultReceiver::kInlineFinishBytes);
+  CHECK(done.console_log == "Epoch 1/1\n");
+  CHECK(conductor::sha256_file(done.staged / "model.h5") ==
+        conductor::sha256_file(root / "out" / "model.h5"));
+  CHECK_FALSE(fs::exists(done.staged / ".conductor"));
+  CHECK(fs::is_empty(store.spool_dir() / "incoming"));
+  // Once answered, too.
+  CHECK(
+      receiver.receive("client-1", {item.id, item.attempt, 0}, zmq::message_t(bytes.data(), kChunk))
+          .empty());
+}
+
+TEST_CASE(
+    "a result receiver extracts a large result in the background and refuses nothing meanwhile") {
+  TempDir root("conductor-receive-async");
+  conductor::AssetStore store(root / "server");
+  store.clean_spool();
+  BackgroundWorker worker;
+  SentPulls sent;
+  std::vector<std::pair<std::string, ResultReceiver::Finished>> finished;
+  ResultReceiver receiver(
+      store, 1u << 20, 8, worker,
+      [&](const std::string& client, ResultReceiver::Finished done) {
+        finished.emplace_back(client, std::move(done));
+      },
+      sent.sender());
+  write_file(root / "out" / "model.h5", std::string(ResultReceiver::kInlineFinishBytes, 'm'));
+  conductor::pack_directory(root / "out", root / "result.tar");
+  const std::string bytes = read_file(root / "result.tar");
+  // A training result is unpacked while it arrives; a prediction's that is too large for memory
+  // goes to a spool file and is read on the worker once complete.
+  for (const auto type : {conductor::WorkType::kTraining, conductor::WorkType::kPrediction}) {
+    CAPTURE(conductor::to_string(type));
+    finished.clear();
+    const conductor::WorkItem item{type == conductor::WorkType::kTraining ? "0a1b2c3d" : "0a1b2c3e",
+                                   type, "v1", 1};
+    upload_all(receiver, worker, sent, "client-1", item, bytes);
+    // The client offers the same result again meanwhile (it had no answer): nothing is pulled,
+    // the answer follows once the first upload is unpacked.
+    if (finished.empty()) {
+      CHECK(receiver
+                .begin("client-1", item,
+                       {item.id, item.attempt, bytes.size(), conductor::sha256_hex(bytes)})
+                .empty());
+    }
+    wait_for_finish(worker, [&] { return !finished.empty(); });
+    REQUIRE(finished.size() == 1);
+    CHECK(finished[0].first == "client-1");
+    const auto& done = finished[0].second;
+    CHECK(done.error.empty());
+    if (type == conductor::WorkType::kTraining) {
+      CHECK(read_file(done.staged / "model.h5").size() == ResultReceiver::kInlineFinishBytes);
+    } else {
+      CHECK(done.staged.empty());
+    }
+    CHECK(fs::is_empty(store.spool_dir() / "incoming"));
+  }
 }
 
 TEST_CASE("a small result is finished before receive returns") {
@@ -241,13 +375,16 @@ TEST_CASE("a small result is finished before receive returns") {
   conductor::AssetStore store(root / "server");
   store.clean_spool();
   BackgroundWorker worker;
+  SentPulls sent;
   std::optional<ResultReceiver::Finished> finished;
-  ResultReceiver receiver(store, 1u << 20, 8, worker,
-                          [&](const std::string&, ResultReceiver::Finished done) { finished = std::move(done); });
+  ResultReceiver receiver(
+      store, 1u << 20, 8, worker,
+      [&](const std::string&, ResultReceiver::Finished done) { finished = std::move(done); },
+      sent.sender());
   write_file(root / "out" / "model.h5", "weights");
   conductor::pack_directory(root / "out", root / "result.tar");
-  upload_all(receiver, "client-1", {"0a1b", conductor::WorkType::kTraining, "v1", 1},
-             root / "result.tar");
+  upload_all(receiver, worker, sent, "client-1", {"0a1b", conductor::WorkType::kTraining, "v1", 1},
+             read_file(root / "result.tar"));
   REQUIRE(finished.has_value());
   CHECK(read_file(finished->staged / "model.h5") == "weights");
 }
@@ -259,10 +396,12 @@ TEST_CASE(
   conductor::AssetStore store(root / "server");
   store.clean_spool();
   BackgroundWorker worker;
+  SentPulls sent;
   std::optional<ResultReceiver::Finished> finished;
   ResultReceiver receiver(
       store, 4096, 2, worker,
-      [&](const std::string&, ResultReceiver::Finished done) { finished = std::move(done); });
+      [&](const std::string&, ResultReceiver::Finished done) { finished = std::move(done); },
+      sent.sender());
   write_file(root / "out" / "model.h5", std::string(20000, 'w'));
   write_file(root / "out" / ".conductor" / "console.log", "epoch 1\nPredictedBuffer=3\n");
   write_file(root / "out" / ".conductor" / "other.txt", "not kept");
@@ -274,13 +413,14 @@ TEST_CASE(
                                                conductor::sha256_hex(bytes)};
   auto pulls = receiver.begin("client-1", item, offer);
   REQUIRE(pulls.size() == 2);
-  zmq::message_t first(bytes.data(), pulls[0].length);
-  auto more = receiver.receive("client-1", {item.id, item.attempt, 0}, first);
+  auto more = receiver.receive("client-1", {item.id, item.attempt, 0},
+                               zmq::message_t(bytes.data(), pulls[0].length));
   // Part of it is in: no file was created for it.
   CHECK(fs::is_empty(store.spool_dir() / "incoming"));
+  CHECK(fs::is_empty(store.spool_dir() / "staging"));
   pulls.erase(pulls.begin());
   pulls.insert(pulls.end(), more.begin(), more.end());
-  answer_pulls(receiver, "client-1", item, std::move(pulls), bytes);
+  answer_pulls(receiver, worker, sent, "client-1", item, std::move(pulls), bytes, 4096);
   REQUIRE(finished.has_value());
   CHECK(finished->error.empty());
   CHECK(finished->console_log == "epoch 1\nPredictedBuffer=3\n");
@@ -295,13 +435,15 @@ TEST_CASE(
   conductor::AssetStore store(root / "server");
   store.clean_spool();
   BackgroundWorker worker;
-  ResultReceiver receiver(store, 4096, 1, worker,
-                          [](const std::string&, ResultReceiver::Finished) {});
+  SentPulls sent;
+  ResultReceiver receiver(
+      store, 4096, 1, worker, [](const std::string&, ResultReceiver::Finished) {}, sent.sender());
   const std::uint64_t size = ResultReceiver::kMemoryResultBytes;
   const std::uint64_t fit = ResultReceiver::kMaxMemoryBytes / size;
   const std::string hash(64, 'a');
+  // Predictions: beyond the budget, theirs go to a spool file (a training result would stream).
   auto offer = [&](const std::string& client, int n) {
-    const conductor::WorkItem item{"0b" + std::to_string(n), conductor::WorkType::kTraining, "v1",
+    const conductor::WorkItem item{"0b" + std::to_string(n), conductor::WorkType::kPrediction, "v1",
                                    1};
     receiver.begin(client, item, {item.id, item.attempt, size, hash});
     return store.spool_dir() / "incoming" / (item.id + ".part");
@@ -319,71 +461,100 @@ TEST_CASE("an upload nobody continues is abandoned after the idle limit, its par
   conductor::AssetStore store(root / "server");
   store.clean_spool();
   BackgroundWorker worker;
+  SentPulls sent;
   int finished = 0;
-  ResultReceiver receiver(store, 4096, 2, worker,
-                          [&](const std::string&, ResultReceiver::Finished) { ++finished; });
-  // Beyond what is received into memory: the upload has a partial file.
-  const std::string bytes(ResultReceiver::kMemoryResultBytes + (64 << 10), 'r');
-  const conductor::WorkItem item{"0abc", conductor::WorkType::kTraining, "v1", 1};
-  const conductor::protocol::ResultOffer offer{item.id, item.attempt, bytes.size(),
-                                               conductor::sha256_hex(bytes)};
-  auto pulls = receiver.begin("client-1", item, offer);
-  REQUIRE(pulls.size() == 2);
-  zmq::message_t first(bytes.data(), pulls[0].length);
-  receiver.receive("client-1", {item.id, item.attempt, 0}, first);
-  const fs::path part = store.spool_dir() / "incoming" / (item.id + ".part");
-  REQUIRE(fs::exists(part));
+  ResultReceiver receiver(
+      store, 4096, 2, worker, [&](const std::string&, ResultReceiver::Finished) { ++finished; },
+      sent.sender());
+  // Beyond what is received into memory: a prediction's upload has a partial file, a training
+  // result a stream unpacking into the staging folder.
+  const std::string bytes = result_archive(root.path(), ResultReceiver::kMemoryResultBytes + 4096);
+  for (const auto type : {conductor::WorkType::kPrediction, conductor::WorkType::kTraining}) {
+    CAPTURE(conductor::to_string(type));
+    const conductor::WorkItem item{type == conductor::WorkType::kTraining ? "0abc" : "0abe", type,
+                                   "v1", 1};
+    const conductor::protocol::ResultOffer offer{item.id, item.attempt, bytes.size(),
+                                                 conductor::sha256_hex(bytes)};
+    auto pulls = receiver.begin("client-1", item, offer);
+    REQUIRE(pulls.size() == 2);
+    receiver.receive("client-1", {item.id, item.attempt, 0}, zmq::message_t(bytes.data(), 4096));
+    const fs::path part = store.spool_dir() / "incoming" / (item.id + ".part");
+    CHECK(fs::exists(part) == (type == conductor::WorkType::kPrediction));
 
-  const auto now = std::chrono::steady_clock::now();
-  CHECK(receiver.abandon_idle(now, std::chrono::minutes(10)).empty());  // still fresh
-  const auto abandoned = receiver.abandon_idle(now + std::chrono::minutes(11), std::chrono::minutes(10));
-  CHECK(abandoned == std::vector<std::string>{"0abc from client-1"});
-  CHECK_FALSE(fs::exists(part));
-  CHECK_FALSE(receiver.is_receiving("client-1", item.id));
-  // A late chunk of the abandoned upload is refused; the same offer again starts from byte 0.
-  zmq::message_t second(bytes.data() + 4096, 4096);
-  CHECK_THROWS_AS(receiver.receive("client-1", {item.id, item.attempt, 4096}, second),
-                  conductor::ProtocolError);
-  auto again = receiver.begin("client-1", item, offer);
-  REQUIRE_FALSE(again.empty());
-  CHECK(again.front().offset == 0);
+    const auto now = std::chrono::steady_clock::now();
+    CHECK(receiver.abandon_idle(now, std::chrono::minutes(10)).empty());  // still fresh
+    const auto abandoned =
+        receiver.abandon_idle(now + std::chrono::minutes(11), std::chrono::minutes(10));
+    CHECK(abandoned == std::vector<std::string>{item.id + " from client-1"});
+    CHECK_FALSE(fs::exists(part));
+    CHECK_FALSE(receiver.is_receiving("client-1", item.id));
+    // A late chunk of the abandoned upload is refused; the same offer again starts from byte 0.
+    CHECK_THROWS_AS(receiver.receive("client-1", {item.id, item.attempt, 4096},
+                                     zmq::message_t(bytes.data() + 4096, 4096)),
+                    conductor::ProtocolError);
+    auto again = receiver.begin("client-1", item, offer);
+    REQUIRE_FALSE(again.empty());
+    CHECK(again.front().offset == 0);
+    receiver.abandon("client-1");
+  }
+  // The abandoned streams' threads removed what they had unpacked.
+  CHECK(eventually([&] { return fs::is_empty(store.spool_dir() / "staging"); }));
   CHECK(finished == 0);
 }
 
-TEST_CASE("abandoning a client's uploads removes their partial files") {
+TEST_CASE("abandoning a client's uploads removes their partial files and unpacked bytes") {
   TempDir root("conductor-receive-abandon");
   conductor::AssetStore store(root / "server");
   store.clean_spool();
   BackgroundWorker worker;
-  ResultReceiver receiver(store, 4096, 2, worker, [](const std::string&, ResultReceiver::Finished) {});
-  // Beyond what is received into memory: the upload has a partial file.
-  const std::string bytes(ResultReceiver::kMemoryResultBytes + (64 << 10), 'r');
-  const conductor::WorkItem item{"0abd", conductor::WorkType::kTraining, "v1", 1};
-  receiver.begin("client-1", item, {item.id, item.attempt, bytes.size(), conductor::sha256_hex(bytes)});
-  const fs::path part = store.spool_dir() / "incoming" / (item.id + ".part");
+  SentPulls sent;
+  int finished = 0;
+  ResultReceiver receiver(
+      store, 4096, 2, worker, [&](const std::string&, ResultReceiver::Finished) { ++finished; },
+      sent.sender());
+  const std::string bytes = result_archive(root.path(), ResultReceiver::kMemoryResultBytes + 4096);
+  const conductor::WorkItem prediction{"0abd", conductor::WorkType::kPrediction, "v1", 1};
+  const conductor::WorkItem training{"0abf", conductor::WorkType::kTraining, "v1", 1};
+  for (const auto& item : {prediction, training}) {
+    receiver.begin("client-1", item,
+                   {item.id, item.attempt, bytes.size(), conductor::sha256_hex(bytes)});
+    receiver.receive("client-1", {item.id, item.attempt, 0}, zmq::message_t(bytes.data(), 4096));
+  }
+  const fs::path part = store.spool_dir() / "incoming" / (prediction.id + ".part");
   REQUIRE(fs::exists(part));
   receiver.abandon("client-2");
   CHECK(fs::exists(part));
+  CHECK(receiver.is_receiving("client-1", training.id));
   receiver.abandon("client-1");
   CHECK_FALSE(fs::exists(part));
+  CHECK_FALSE(receiver.is_receiving("client-1", training.id));
+  CHECK(eventually([&] { return fs::is_empty(store.spool_dir() / "staging"); }));
+  CHECK(finished == 0);
 }
 
-namespace {
-
-
-// A result archive holding model.h5 of `size` random bytes.
-std::string result_archive(const fs::path& root, std::size_t size) {
-  write_file(root / "out" / "model.h5", conductor::test::pseudo_random(size));
-  conductor::pack_directory(root / "out", root / "result.tar");
-  return read_file(root / "result.tar");
+TEST_CASE(
+    "a receiver destroyed while a stream waits for chunks ends its thread and leaves nothing") {
+  TempDir root("conductor-receive-stream-stop");
+  conductor::AssetStore store(root / "server");
+  store.clean_spool();
+  BackgroundWorker worker;
+  SentPulls sent;
+  const std::string bytes = result_archive(root.path(), 2 << 20);
+  {
+    ResultReceiver receiver(
+        store, 4096, 2, worker, [](const std::string&, ResultReceiver::Finished) {}, sent.sender());
+    const conductor::WorkItem item{"0ac0", conductor::WorkType::kTraining, "v1", 1};
+    receiver.begin("client-1", item,
+                   {item.id, item.attempt, bytes.size(), conductor::sha256_hex(bytes)});
+    receiver.receive("client-1", {item.id, item.attempt, 0}, zmq::message_t(bytes.data(), 4096));
+  }  // joins the stream's thread, which is waiting for the next chunk
+  CHECK(fs::is_empty(store.spool_dir() / "staging"));
 }
-
-}  // namespace
 
 TEST_CASE(
     "a result whose last byte differs from the offered hash is refused, large or small, "
     "and leaves no file behind") {
-  // The small one is received into memory, the large one into a file and finished on the worker.
+  // The small one is received into memory, the large one unpacked while it arrives.
   for (const std::size_t size :
        {std::size_t{1000}, std::size_t{ResultReceiver::kInlineFinishBytes}}) {
     CAPTURE(size);
@@ -391,18 +562,21 @@ TEST_CASE(
     conductor::AssetStore store(root / "server");
     store.clean_spool();
     BackgroundWorker worker;
+    SentPulls sent;
     std::optional<ResultReceiver::Finished> finished;
     ResultReceiver receiver(
         store, 1u << 20, 8, worker,
-        [&](const std::string&, ResultReceiver::Finished done) { finished = std::move(done); });
+        [&](const std::string&, ResultReceiver::Finished done) { finished = std::move(done); },
+        sent.sender());
     const std::string bytes = result_archive(root.path(), size);
     std::string damaged = bytes;
     damaged.back() ^= 0x01;  // in the end-of-archive blocks: only the hash can tell
     const conductor::WorkItem item{"0d4a", conductor::WorkType::kTraining, "v1", 1};
     const conductor::protocol::ResultOffer offer{item.id, item.attempt, bytes.size(),
                                                  conductor::sha256_hex(bytes)};
-    answer_pulls(receiver, "client-1", item, receiver.begin("client-1", item, offer), damaged);
-    if (!finished) run_next_completions(worker);
+    answer_pulls(receiver, worker, sent, "client-1", item, receiver.begin("client-1", item, offer),
+                 damaged);
+    wait_for_finish(worker, [&] { return finished.has_value(); });
     REQUIRE(finished.has_value());
     CHECK(finished->error.find("hash mismatch") != std::string::npos);
     CHECK(finished->staged.empty());
@@ -417,45 +591,65 @@ TEST_CASE(
   conductor::AssetStore store(root / "server");
   store.clean_spool();
   BackgroundWorker worker;
+  SentPulls sent;
   std::optional<ResultReceiver::Finished> finished;
   constexpr std::uint32_t kChunk = 256 << 10;
   ResultReceiver receiver(
       store, kChunk, 2, worker,
-      [&](const std::string&, ResultReceiver::Finished done) { finished = std::move(done); });
+      [&](const std::string&, ResultReceiver::Finished done) { finished = std::move(done); },
+      sent.sender());
   const std::string bytes = result_archive(root.path(), ResultReceiver::kInlineFinishBytes);
-  const conductor::WorkItem item{"0e5b", conductor::WorkType::kTraining, "v1", 1};
+  // A prediction's result goes to a spool file (which the test damages); a training result is
+  // unpacked while it arrives, and resumes into the same stream.
+  bool damage_first_chunk = false;
+  conductor::WorkType type = conductor::WorkType::kTraining;
+  SUBCASE("streamed") {}
+  SUBCASE("into a file, intact") { type = conductor::WorkType::kPrediction; }
+  SUBCASE("into a file, the first chunk damaged on disk meanwhile") {
+    type = conductor::WorkType::kPrediction;
+    damage_first_chunk = true;
+  }
+  const conductor::WorkItem item{"0e5b", type, "v1", 1};
   const conductor::protocol::ResultOffer offer{item.id, item.attempt, bytes.size(),
                                                conductor::sha256_hex(bytes)};
   // Two chunks arrive, then the link goes: the client offers the same result again.
-  auto pulls = receiver.begin("client-1", item, offer);
+  auto pulls = receiver.begin("client-1", item, offer, {"model.h5"});
   REQUIRE(pulls.size() == 2);
   for (const auto& pull : pulls) {
-    zmq::message_t payload(bytes.data() + pull.offset, pull.length);
-    receiver.receive("client-1", {item.id, item.attempt, pull.offset}, payload);
+    receiver.receive("client-1", {item.id, item.attempt, pull.offset},
+                     zmq::message_t(bytes.data() + pull.offset, pull.length));
   }
+  sent.pulls.clear();  // lost with the link
   const fs::path part = store.spool_dir() / "incoming" / (item.id + ".part");
-  bool damage_first_chunk = false;
-  SUBCASE("intact") {}
-  SUBCASE("the first chunk damaged on disk meanwhile") { damage_first_chunk = true; }
   if (damage_first_chunk) {
     conductor::ChunkFile reopened(part);  // truncates: only the damaged first chunk comes back
     std::string first = bytes.substr(0, 2 * kChunk);
     first[100] ^= 0x01;
     reopened.write_at(0, first.data(), first.size());
   }
-  auto resumed = receiver.begin("client-1", item, offer);
+  auto resumed = receiver.begin("client-1", item, offer, {"model.h5"});
+  if (type == conductor::WorkType::kTraining && resumed.empty()) {
+    resumed = std::exchange(sent.pulls, {});  // the stream had not taken the chunks yet
+    while (resumed.empty()) {
+      run_next_completions(worker);
+      resumed = std::exchange(sent.pulls, {});
+    }
+  }
   REQUIRE_FALSE(resumed.empty());
-  CHECK(resumed.front().offset == 2 * kChunk);  // from the last chunk written, not from 0
-  answer_pulls(receiver, "client-1", item, resumed, bytes);
-  run_next_completions(worker);
+  CHECK(resumed.front().offset == 2 * kChunk);  // from the last chunk received, not from 0
+  answer_pulls(receiver, worker, sent, "client-1", item, resumed, bytes, 2 * kChunk);
+  wait_for_finish(worker, [&] { return finished.has_value(); });
   REQUIRE(finished.has_value());
+  const std::string model = read_file(root / "out" / "model.h5");
   if (damage_first_chunk) {
     CHECK(finished->error.find("hash mismatch") != std::string::npos);
     CHECK(finished->staged.empty());
+  } else if (type == conductor::WorkType::kTraining) {
+    CHECK(finished->error.empty());
+    CHECK(read_file(finished->staged / "model.h5") == model);
   } else {
     CHECK(finished->error.empty());
-    CHECK(conductor::sha256_file(finished->staged / "model.h5") ==
-          conductor::sha256_file(root / "out" / "model.h5"));
+    CHECK(finished->files["model.h5"] == model);
   }
   CHECK_FALSE(fs::exists(part));
 }
@@ -502,9 +696,11 @@ TEST_CASE("a result sent inline with its offer is finished at once, no PULL aske
   store.clean_spool();
   BackgroundWorker worker;
   std::optional<ResultReceiver::Finished> finished;
+  SentPulls sent;
   ResultReceiver receiver(
       store, 4096, 2, worker,
-      [&](const std::string&, ResultReceiver::Finished done) { finished = std::move(done); });
+      [&](const std::string&, ResultReceiver::Finished done) { finished = std::move(done); },
+      sent.sender());
   write_file(root / "out" / "model.h5", std::string(10000, 'w'));
   conductor::pack_directory(root / "out", root / "result.tar");
   const std::string bytes = read_file(root / "result.tar");

@@ -11,6 +11,7 @@
 #include <filesystem>
 #include <map>
 #include <memory>
+#include <optional>
 #include <set>
 #include <string>
 #include <vector>
@@ -738,6 +739,79 @@ TEST_CASE("an archive in memory is read and refused as the same archive in a fil
   CHECK_THROWS_AS(conductor::extract(conductor::ArchiveSource::in_memory(truncated, "cut"), out),
                   PackageError);
   CHECK(is_empty_folder(out));
+}
+
+namespace {
+
+// Hands out `bytes` in pieces of `piece` bytes, as chunks of an upload arrive; throws
+// IoError("gone") instead of the piece at `fail_at` (a byte offset), when set.
+class PieceStream final : public conductor::ArchiveStream {
+ public:
+  PieceStream(std::string bytes, std::size_t piece, std::optional<std::size_t> fail_at = {})
+      : bytes_(std::move(bytes)), piece_(piece), fail_at_(fail_at) {}
+  std::string_view next() override {
+    if (fail_at_ && offset_ >= *fail_at_) throw conductor::IoError("gone");
+    const std::size_t size = std::min(piece_, bytes_.size() - offset_);
+    const std::string_view view(bytes_.data() + offset_, size);
+    offset_ += size;
+    return view;
+  }
+  std::size_t offset() const { return offset_; }
+
+ private:
+  std::string bytes_;
+  std::size_t piece_;
+  std::optional<std::size_t> fail_at_;
+  std::size_t offset_ = 0;
+};
+
+}  // namespace
+
+TEST_CASE("an archive read from a stream is extracted and checked as the same archive in a file") {
+  TempDir dir;
+  const fs::path root = dir.make("result");
+  write_file(root / "model.h5", pseudo_random(300000));
+  write_file(root / "sub" / "b.txt", "b\n");
+  for (const auto compression : {Compression::kNone, Compression::kZstd}) {
+    CAPTURE(static_cast<int>(compression));
+    const std::string bytes =
+        conductor::pack_to_memory(conductor::list_files(root), PackOptions{compression});
+    const std::string announced = conductor::sha256_hex(bytes);
+    {
+      // Pieces that split headers and data anywhere; every byte is read, the trailer included.
+      PieceStream stream(bytes, 1000);
+      const fs::path out = dir.make("out");
+      const auto stats = conductor::extract_verified(
+          conductor::ArchiveSource::from_stream(stream, "upload of item 0a"), out, announced);
+      CHECK(stats.files == std::vector<std::string>{"model.h5", "sub/b.txt"});
+      CHECK(read_file(out / "model.h5") == read_file(root / "model.h5"));
+      CHECK(stream.offset() == bytes.size());
+      fs::remove_all(out);
+    }
+    {
+      std::string damaged = bytes;
+      damaged.back() ^= 0x01;
+      PieceStream stream(damaged, 4096);
+      const fs::path out = dir.make("out");
+      CHECK_THROWS_WITH_AS(
+          conductor::extract_verified(conductor::ArchiveSource::from_stream(stream, "upload 0b"),
+                                      out, announced),
+          doctest::Contains("'upload 0b' refused: hash mismatch"), PackageError);
+      CHECK(is_empty_folder(out));
+      fs::remove_all(out);
+    }
+    {
+      // The stream gives up half-way: its own exception is the reason, and nothing is left.
+      PieceStream stream(bytes, 4096, bytes.size() / 2);
+      const fs::path out = dir.make("out");
+      CHECK_THROWS_WITH_AS(
+          conductor::extract_verified(conductor::ArchiveSource::from_stream(stream, "upload 0c"),
+                                      out, announced),
+          "gone", conductor::IoError);
+      CHECK(is_empty_folder(out));
+      fs::remove_all(out);
+    }
+  }
 }
 
 TEST_CASE("held entries are read into memory, never written, and checked like the rest") {

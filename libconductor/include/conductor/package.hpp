@@ -88,8 +88,18 @@ PackStats pack_directory(const std::filesystem::path& root, const std::filesyste
                          const std::vector<std::string>& exclude_top_level = {},
                          const PackOptions& options = {});
 
-// Where an archive to read comes from: a file (a path converts implicitly), or bytes in memory
-// that must outlive the call, with a name for messages.
+// Archive bytes that arrive over time (a result still being uploaded), read in order once.
+class ArchiveStream {
+ public:
+  virtual ~ArchiveStream() = default;
+  // The next bytes, waiting until there are some; they stay valid until the next call. An
+  // empty view: the archive ended. May throw to abandon the read (the reader then fails with
+  // that exception, and an extraction removes what it created).
+  virtual std::string_view next() = 0;
+};
+
+// Where an archive to read comes from: a file (a path converts implicitly), bytes in memory
+// that must outlive the call, or a stream read while it arrives; with a name for messages.
 class ArchiveSource {
  public:
   ArchiveSource(std::filesystem::path path) : name_(std::move(path)) {}  // NOLINT: implicit
@@ -99,14 +109,22 @@ class ArchiveSource {
     source.is_in_memory_ = true;
     return source;
   }
+  // `stream` must outlive the call.
+  static ArchiveSource from_stream(ArchiveStream& stream, std::filesystem::path name) {
+    ArchiveSource source(std::move(name));
+    source.stream_ = &stream;
+    return source;
+  }
   const std::filesystem::path& name() const { return name_; }
   bool is_in_memory() const { return is_in_memory_; }
   std::string_view bytes() const { return bytes_; }
+  ArchiveStream* stream() const { return stream_; }
 
  private:
   std::filesystem::path name_;
   std::string_view bytes_;
   bool is_in_memory_ = false;
+  ArchiveStream* stream_ = nullptr;
 };
 
 struct ExtractLimits {

@@ -385,10 +385,13 @@ void Client::Impl::on_ack(const protocol::Ack& ack) {
   Slot* slot = slot_holding(ack.item);
   if (!slot) return;
   if (slot->job) {
-    // The slot runs the item again (it gave up its earlier result, which the server stored
-    // after all): that run is not needed. The job ends soon; forward_job_progress() cleans up.
-    log_->info("Item {}: {} while it runs again; stopping that run", ack.item, ack.status);
-    slot->job->cancel();
+    // The slot runs the item again, so the ACK answers an earlier result it gave up. Stored
+    // after all (or stored before): this run is not needed; it ends soon and
+    // forward_job_progress() cleans up. Refused: this run is the retry, and goes on.
+    if (ack.status == "stored" || ack.status == "duplicate") {
+      log_->info("Item {}: {} while it runs again; stopping that run", ack.item, ack.status);
+      slot->job->cancel();
+    }
     return;
   }
   if (ack.status == "stored") {

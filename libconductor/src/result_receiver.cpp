@@ -38,6 +38,7 @@ class ResultReceiver::Stream final : public ArchiveStream {
   // waited for room (want_credit()). Set before the thread starts.
   void set_on_credit(std::function<void()> on_credit) { on_credit_ = std::move(on_credit); }
   ~Stream() override {
+    abort();  // a thread still waiting for chunks ends (no-op once it is done)
     if (thread.joinable()) thread.join();
   }
 
@@ -299,24 +300,37 @@ void ResultReceiver::start_stream(Upload& upload) {
   fs::path staged = store_.spool_dir() / "staging" /
                     (upload.item.id + "-" + std::to_string(upload.offer.attempt) + "-s" +
                      std::to_string(++stream_serial_));
+  streams_.push_back(stream);  // first: the thread is joined even if what follows throws
+  upload.stream = stream;
   stream->thread =
       std::thread([this, raw = stream.get(), weak, client = upload.client, item = upload.item,
                    offer = upload.offer, staged = std::move(staged)]() mutable {
         const fs::path name = store_.spool_dir() / "incoming" / (item.id + " (streamed)");
         Finished done =
             extract_training(ArchiveSource::from_stream(*raw, name), item, offer, staged, true);
+        // A failure before the archive was read to its end (the staging folder could not be made,
+        // say): the rest is still taken, so the upload ends as any other does, with its last byte,
+        // and the answer follows it.
+        try {
+          while (!done.error.empty() && !raw->next().empty()) {
+          }
+        } catch (const std::exception&) {
+          // Abandoned meanwhile: nothing to answer.
+        }
         if (raw->is_aborted()) {
           std::error_code ec;
           if (!done.staged.empty()) fs::remove_all(done.staged, ec);
         } else {
-          worker_.post([this, client, done = std::move(done)]() mutable {
-            on_stream_finished(client, std::move(done));
-          });
+          try {
+            worker_.post([this, weak, client, done = std::move(done)]() mutable {
+              on_stream_finished(client, weak.lock(), std::move(done));
+            });
+          } catch (const std::exception&) {
+            // Out of memory: the upload stays finishing until the server restarts.
+          }
         }
         raw->done = true;
       });
-  upload.stream = std::move(stream);
-  streams_.push_back(upload.stream);
 }
 
 void ResultReceiver::on_stream_credit(const std::string& item_id,
@@ -328,7 +342,13 @@ void ResultReceiver::on_stream_credit(const std::string& item_id,
   for (const auto& pull : pulls) send_pull_(it->second.client, pull);
 }
 
-void ResultReceiver::on_stream_finished(const std::string& client, Finished done) {
+void ResultReceiver::on_stream_finished(const std::string& client,
+                                        const std::shared_ptr<Stream>& stream, Finished done) {
+  // The stream posts only once its upload ended with the last byte (closed): the upload is no
+  // longer open. Should it be, it is given up rather than left waiting for a thread that ended.
+  if (auto it = uploads_.find(done.item.id); it != uploads_.end() && it->second.stream == stream) {
+    discard(it);
+  }
   finishing_.erase(done.item.id);
   reap_streams();
   on_finished_(client, std::move(done));

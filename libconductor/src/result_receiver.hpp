@@ -154,7 +154,8 @@ class ResultReceiver {
   void start_stream(Upload& upload);
   // On the network thread: a stream took chunks (more may be asked for), or has finished.
   void on_stream_credit(const std::string& item_id, const std::shared_ptr<Stream>& stream);
-  void on_stream_finished(const std::string& client, Finished done);
+  void on_stream_finished(const std::string& client, const std::shared_ptr<Stream>& stream,
+                          Finished done);
   // Joins the threads of streams that ended.
   void reap_streams();
   // Late repeats of this upload's chunks are dropped from now on (the last kRecentlyComplete).

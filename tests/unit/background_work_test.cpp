@@ -533,6 +533,46 @@ TEST_CASE("abandoning a client's uploads removes their partial files and unpacke
 }
 
 TEST_CASE(
+    "a stream that cannot unpack still takes the upload to its last byte, then answers with the "
+    "error and lets the item be offered afresh") {
+  TempDir root("conductor-receive-stream-fail");
+  conductor::AssetStore store(root / "server");
+  store.clean_spool();
+  BackgroundWorker worker;
+  SentPulls sent;
+  std::vector<ResultReceiver::Finished> finished;
+  ResultReceiver receiver(
+      store, 64 << 10, 2, worker,
+      [&](const std::string&, ResultReceiver::Finished done) {
+        finished.push_back(std::move(done));
+      },
+      sent.sender());
+  // The staging folder is a file: the stream cannot make its folder before reading a byte.
+  fs::remove_all(store.spool_dir() / "staging");
+  write_file(store.spool_dir() / "staging", "in the way");
+  const std::string bytes = result_archive(root.path(), 2 << 20);
+  const conductor::WorkItem item{"0ac1", conductor::WorkType::kTraining, "v1", 1};
+  upload_all(receiver, worker, sent, "client-1", item, bytes);
+  wait_for_finish(worker, [&] { return !finished.empty(); });
+  REQUIRE(finished.size() == 1);
+  CHECK_FALSE(finished[0].error.empty());
+  CHECK(finished[0].staged.empty());
+  CHECK_FALSE(receiver.is_receiving("client-1", item.id));
+  // Not stuck as finishing: the same result offered again is pulled from its first byte.
+  fs::remove(store.spool_dir() / "staging");
+  fs::create_directories(store.spool_dir() / "staging");
+  const conductor::protocol::ResultOffer offer{item.id, item.attempt, bytes.size(),
+                                               conductor::sha256_hex(bytes)};
+  auto again = receiver.begin("client-1", item, offer);
+  REQUIRE_FALSE(again.empty());
+  CHECK(again.front().offset == 0);
+  answer_pulls(receiver, worker, sent, "client-1", item, again, bytes);
+  wait_for_finish(worker, [&] { return finished.size() == 2; });
+  CHECK(finished[1].error.empty());
+  CHECK(read_file(finished[1].staged / "model.h5") == read_file(root / "out" / "model.h5"));
+}
+
+TEST_CASE(
     "a receiver destroyed while a stream waits for chunks ends its thread and leaves nothing") {
   TempDir root("conductor-receive-stream-stop");
   conductor::AssetStore store(root / "server");

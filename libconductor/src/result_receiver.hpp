@@ -58,7 +58,9 @@ class ResultReceiver {
   // once; beyond that they go to a spool file as before.
   static constexpr std::size_t kMaxStreams = 4;
 
-  // `worker` must outlive this object: its threads post their completions there.
+  // `worker` must outlive this object: its threads post their completions there. Those
+  // completions call into this object, so none may run after it is gone (the server destroys
+  // it first and never runs completions again).
   ResultReceiver(AssetStore& store, std::uint32_t chunk_size, int window, BackgroundWorker& worker,
                  FinishedHandler on_finished, PullSender send_pull);
   // Abandons the streams still running and waits for their threads.

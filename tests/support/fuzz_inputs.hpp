@@ -26,6 +26,7 @@
 #include "conductor/sha256.hpp"
 #include "curve.hpp"
 #include "protocol.hpp"
+#include "support/piece_stream.hpp"
 #include "support/temp_dir.hpp"
 
 namespace conductor::test {
@@ -117,22 +118,6 @@ inline constexpr ExtractLimits kFuzzExtractLimits{64, 1u << 20, 256u << 10};
 // there. extract_verified must refuse it, leaving the destination empty, when given another
 // hash, and do what extract does when given its own. Throws what extract throws (PackageError,
 // IoError).
-// An archive's bytes handed out in pieces of `piece` bytes, as the chunks of an upload reach a
-// result's stream on the server.
-class PiecewiseStream final : public ArchiveStream {
- public:
-  PiecewiseStream(std::string_view bytes, std::size_t piece) : bytes_(bytes), piece_(piece) {}
-  std::string_view next() override {
-    const std::string_view piece = bytes_.substr(0, piece_);
-    bytes_.remove_prefix(piece.size());
-    return piece;
-  }
-
- private:
-  std::string_view bytes_;
-  std::size_t piece_;
-};
-
 inline void feed_archive(Bytes data, const std::filesystem::path& work) {
   namespace fs = std::filesystem;
   const fs::path archive = write_file(work / "input.tar", as_text(data));
@@ -188,7 +173,7 @@ inline void feed_archive(Bytes data, const std::filesystem::path& work) {
   // blocks split anywhere): the verdict of the file.
   fresh_destination();
   {
-    PiecewiseStream stream(text, 1 + (data.empty() ? 0 : data[data.size() / 2] * 7u));
+    PieceStream stream(text, 1 + (data.empty() ? 0 : data[data.size() / 2] * 7u));
     try {
       extract_verified(ArchiveSource::from_stream(stream, "input streamed"), destination,
                        sha256_hex(text), kFuzzExtractLimits);

@@ -11,13 +11,13 @@
 #include <filesystem>
 #include <map>
 #include <memory>
-#include <optional>
 #include <set>
 #include <string>
 #include <vector>
 
 #include "conductor/error.hpp"
 #include "conductor/sha256.hpp"
+#include "support/piece_stream.hpp"
 #include "support/temp_dir.hpp"
 
 namespace {
@@ -27,6 +27,7 @@ using conductor::Compression;
 using conductor::ExtractLimits;
 using conductor::PackageError;
 using conductor::PackOptions;
+using conductor::test::PieceStream;
 using conductor::test::pseudo_random;
 using conductor::test::read_file;
 using conductor::test::TempDir;
@@ -740,32 +741,6 @@ TEST_CASE("an archive in memory is read and refused as the same archive in a fil
                   PackageError);
   CHECK(is_empty_folder(out));
 }
-
-namespace {
-
-// Hands out `bytes` in pieces of `piece` bytes, as chunks of an upload arrive; throws
-// IoError("gone") instead of the piece at `fail_at` (a byte offset), when set.
-class PieceStream final : public conductor::ArchiveStream {
- public:
-  PieceStream(std::string bytes, std::size_t piece, std::optional<std::size_t> fail_at = {})
-      : bytes_(std::move(bytes)), piece_(piece), fail_at_(fail_at) {}
-  std::string_view next() override {
-    if (fail_at_ && offset_ >= *fail_at_) throw conductor::IoError("gone");
-    const std::size_t size = std::min(piece_, bytes_.size() - offset_);
-    const std::string_view view(bytes_.data() + offset_, size);
-    offset_ += size;
-    return view;
-  }
-  std::size_t offset() const { return offset_; }
-
- private:
-  std::string bytes_;
-  std::size_t piece_;
-  std::optional<std::size_t> fail_at_;
-  std::size_t offset_ = 0;
-};
-
-}  // namespace
 
 TEST_CASE("an archive read from a stream is extracted and checked as the same archive in a file") {
   TempDir dir;

@@ -12,6 +12,7 @@
 
 #include "client_impl.hpp"
 #include "conductor/keys.hpp"
+#include "conductor/process_executor.hpp"
 #include "curve.hpp"
 #include "random_id.hpp"
 
@@ -149,6 +150,12 @@ Client::Impl::Impl(ClientOptions options)
   // an earlier run uses any more.
   cache_.emplace(options_.workdir / "cache", options_.cache_bytes);
   outbox_.emplace(options_.workdir / "outbox", [this](const std::string& text) { log_->warn(text); });
+  // An earlier client killed without cleaning up (SIGKILL, the OOM killer) may have left its
+  // commands running: they go before new work starts beside them, and before their folders go.
+  running_.emplace(options_.workdir / "running");
+  for (const std::string& line : running_->stop_leftovers(ProcessOptions{}.kill_grace)) {
+    log_->warn("Start-up: {}", line);
+  }
   fs::remove_all(options_.workdir / "work", ec);
   client_id_ = load_or_create_client_id(options_.workdir);
   if (!options_.server_key.empty() && !is_z85_key(options_.server_key)) {

@@ -26,6 +26,7 @@
 #include "job_runner.hpp"
 #include "outbox.hpp"
 #include "protocol.hpp"
+#include "running_commands.hpp"
 #include "transport.hpp"
 #include "wakeup.hpp"
 
@@ -222,6 +223,7 @@ class Client::Impl {
   std::optional<FileLock> lock_;
   std::optional<BlobCache> cache_;  // <workdir>/cache: package archives by SHA-256
   std::optional<Outbox> outbox_;    // <workdir>/outbox: results until acknowledged
+  std::optional<RunningCommands> running_;      // <workdir>/running: each slot's command's group
   Wakeup wake_{"the client's network thread"};  // job progress and stop() end the poll
   std::shared_ptr<ClientConsole> console_;  // with log_to_stdout: stdout, plain or with bars
   std::shared_ptr<spdlog::logger> log_;

@@ -227,6 +227,13 @@ void Client::Impl::start_job(Slot& slot) {
     }
   }
   spec.timeout = std::chrono::milliseconds(std::max<std::int64_t>(c.assign.timeout_ms, 0));
+  spec.on_command = [running = &*running_, index = slot.index](int process_group) {
+    if (process_group > 0) {
+      running->record(index, process_group);
+    } else {
+      running->clear(index);
+    }
+  };
   if (console_) {
     // Several slots: each echoed line says whose it is.
     const std::string prefix = slots_.size() > 1 ? "[slot " + std::to_string(slot.index) + "] " : "";

@@ -213,6 +213,7 @@ JobOutcome JobRunner::run_commands(ConsoleLog& console) {
     }
     notify_();
   };
+  if (spec_.on_command) options.on_started = spec_.on_command;
   const auto started = started_;
   for (std::size_t i = 0; i < spec_.commands.size(); ++i) {
     const Command& command = spec_.commands[i];
@@ -222,6 +223,7 @@ JobOutcome JobRunner::run_commands(ConsoleLog& console) {
       options.timeout = std::max(left, std::chrono::milliseconds(1));
     }
     ProcessResult result = executor.run(command, options);
+    if (spec_.on_command) spec_.on_command(0);
     std::string which = "command " + std::to_string(i + 1) + " of " +
                         std::to_string(spec_.commands.size()) + " (" + command.file_name + " " +
                         command.arguments + ")";

@@ -497,6 +497,7 @@ ProcessResult ProcessExecutor::run(const Command& command, const ProcessOptions&
   if (spawn_error != 0) return fail("cannot execute '" + name + "': " + errno_text(spawn_error));
 
   RunningChild child(pid);
+  if (options.on_started) options.on_started(pid);
   const std::optional<ProcessEnd> stop_reason = supervise(child, output, options, started);
 
   const int status = child.reap();

@@ -69,6 +69,27 @@ std::optional<Handout> last_handout_of(const std::vector<Handout>& handouts,
   return last;
 }
 
+// Still running: neither gone nor a zombie waiting to be reaped.
+bool is_running_process(pid_t pid) {
+  const std::string stat = read_file_if_present("/proc/" + std::to_string(pid) + "/stat");
+  const auto close = stat.rfind(')');
+  return close != std::string::npos && close + 2 < stat.size() && stat[close + 2] != 'Z';
+}
+
+// SIGKILL at scope exit to processes a failed check may have left running.
+class KillOnExit {
+ public:
+  KillOnExit() = default;
+  ~KillOnExit() {
+    for (pid_t pid : pids_) ::kill(pid, SIGKILL);
+  }
+  KillOnExit(const KillOnExit&) = delete;
+  KillOnExit& operator=(const KillOnExit&) = delete;
+  void add(pid_t pid) { pids_.push_back(pid); }
+
+ private:
+  std::vector<pid_t> pids_;
+};
 
 void check_log_format(const Cluster& cluster) {
   static const std::regex kLine(
@@ -214,6 +235,66 @@ TEST_CASE("an item held by a client that is SIGKILLed is finished by another und
   CHECK(fs::exists(cluster.version_dir("slow") / "models" / first.item / "model.h5"));
   CHECK_FALSE(wait_until(deadline_in(1s), [&] { return cluster.model_ids("slow").size() > 1; }));
   CHECK(cluster.server().is_running());
+}
+
+TEST_CASE(
+    "a client restarted after SIGKILL first stops the commands its predecessor left running, "
+    "then runs the item again") {
+  Cluster cluster("conductor-e2e-leftovers");
+  const fs::path leader_file = cluster.root() / "leader";
+  const fs::path child_file = cluster.root() / "child";
+  const fs::path go = cluster.root() / "go";
+  // The first run leaves a child in its process group and waits for it; once `go` exists a
+  // run trains at once.
+  const std::string script = "if [ -e '" + go.string() +
+                             "' ]; then head -c 1024 /dev/urandom > model.h5; exit 0; fi\n"
+                             "sleep 120 &\necho $! > '" +
+                             child_file.string() + ".tmp'\nmv '" + child_file.string() + ".tmp' '" +
+                             child_file.string() + "'\necho $$ > '" + leader_file.string() +
+                             ".tmp'\nmv '" + leader_file.string() + ".tmp' '" +
+                             leader_file.string() + "'\nwait\n";
+  conductor::test::write_configuration(cluster.server_dir(), 0.0,
+                                       {VersionSpec{"held", 1, script, {}}});
+  cluster.start_server();
+  cluster.start_client("crashy");
+  REQUIRE_MESSAGE(wait_until(deadline_in(30s), [&] { return fs::exists(leader_file); }),
+                  cluster.diagnostics());
+  const pid_t leader = std::stoi(read_file(leader_file));
+  const pid_t child = std::stoi(read_file(child_file));
+  KillOnExit cleanup;
+  cleanup.add(leader);
+  cleanup.add(child);
+
+  cluster.client("crashy").kill(SIGKILL);
+  REQUIRE(cluster.client("crashy").wait_for_exit(10s).has_value());
+  // What the client's death leaves: the command and its child go on.
+  CHECK_FALSE(wait_until(deadline_in(500ms), [&] {
+    return !is_running_process(leader) || !is_running_process(child);
+  }));
+
+  conductor::test::write_file(go, "go\n");
+  conductor::test::ChildProcess again(conductor::test::ChildOptions{
+      conductor::test::client_argv(cluster.endpoint(), cluster.root() / "clients" / "crashy",
+                                   "crashy"),
+      cluster.root() / "again.out",
+      {},
+      {}});
+  CHECK_MESSAGE(
+      wait_until(deadline_in(10s),
+                 [&] { return !is_running_process(leader) && !is_running_process(child); }),
+      again.output());
+  const std::string stopped = "Start-up: stopped process group " + std::to_string(leader) + " (";
+  CHECK_MESSAGE(wait_until(deadline_in(10s), [&] { return contains(again.output(), stopped); }),
+                again.output());
+  CHECK_MESSAGE(contains(again.output(), "sleep (" + std::to_string(child) + ")"), again.output());
+  CHECK_MESSAGE(contains(again.output(), "left running in slot 0 (SIGTERM)"), again.output());
+  REQUIRE_MESSAGE(
+      wait_until(deadline_in(60s), [&] { return cluster.model_ids("held").size() == 1; }),
+      cluster.diagnostics() << "\n--- restarted client\n"
+                            << again.output());
+  CHECK(again.stop(10s).exited_with(0));
+  // The run that stored the model recorded its group and cleared the record when it ended.
+  CHECK(read_file(cluster.root() / "clients" / "crashy" / "running" / "0").empty());
 }
 
 TEST_CASE("a running training item's console is followed in spool/live until its model is stored") {

@@ -9,6 +9,7 @@
 #include <chrono>
 #include <filesystem>
 #include <map>
+#include <stdexcept>
 #include <string>
 #include <thread>
 #include <vector>
@@ -98,6 +99,40 @@ TEST_CASE("a job takes an archive from the cache as it is: no SHA-256 to check")
   const JobOutcome outcome = wait_for(job);
   CHECK_MESSAGE(outcome.succeeded, outcome.reason);
   CHECK(job.are_packages_verified());
+}
+
+TEST_CASE("a job names each command's process group as it starts, and says when it has ended") {
+  TempDir root("conductor-job-groups");
+  packed_version(root.path());
+  JobSpec spec = copying_job(root.path(), root / "v.tar", "");
+  spec.commands = {{"/bin/sh", "-c 'echo $$ > first'", {}},
+                   {"/bin/sh", "-c 'echo $$ > second'", {}},
+                   {"/bin/cp", "data.bin model.h5", {}}};
+  std::vector<int> heard;  // written on the job thread, read once it has ended
+  spec.on_command = [&](int group) { heard.push_back(group); };
+  JobRunner job(std::move(spec), [] {});
+  const JobOutcome outcome = wait_for(job);
+  CHECK_MESSAGE(outcome.succeeded, outcome.reason);
+  REQUIRE(heard.size() == 6);
+  CHECK(heard[0] == std::stoi(read_file(root / "work" / "first")));
+  CHECK(heard[2] == std::stoi(read_file(root / "work" / "second")));
+  CHECK(heard[4] > 0);
+  CHECK(heard[1] == 0);
+  CHECK(heard[3] == 0);
+  CHECK(heard[5] == 0);
+}
+
+TEST_CASE("a job whose command's group cannot be recorded fails with the reason, command stopped") {
+  TempDir root("conductor-job-unrecorded");
+  packed_version(root.path());
+  JobSpec spec = copying_job(root.path(), root / "v.tar", "");
+  spec.on_command = [](int group) {
+    if (group > 0) throw std::runtime_error("cannot write 'running/0': No space left on device");
+  };
+  JobRunner job(std::move(spec), [] {});
+  const JobOutcome outcome = wait_for(job);
+  CHECK_FALSE(outcome.succeeded);
+  CHECK(outcome.reason == "cannot write 'running/0': No space left on device");
 }
 
 TEST_CASE("a job empties its work folder of the last item's files but never follows a link there") {

@@ -339,6 +339,32 @@ TEST_CASE("run kills the child and rethrows when on_line throws") {
   CHECK(has_no_children());
 }
 
+TEST_CASE("run names the started child, the leader of its own process group, before it ends") {
+  pid_t started = 0;
+  pid_t group = 0;
+  ProcessOptions options;
+  options.on_started = [&](int pid) {
+    started = pid;
+    group = ::getpgid(pid);  // the child cannot have been reaped yet
+  };
+  const Run r = run("bash", "-c 'echo $$'", options);
+  CHECK(r.result.succeeded());
+  REQUIRE(r.lines.size() == 1);
+  CHECK(started == std::stoi(r.lines[0]));
+  CHECK(group == started);
+  CHECK(group != ::getpgrp());
+}
+
+TEST_CASE("run kills the child and rethrows when on_started throws") {
+  ProcessOptions options;
+  options.on_started = [](int) { throw std::runtime_error("cannot record it"); };
+  const auto started = std::chrono::steady_clock::now();
+  CHECK_THROWS_WITH_AS(ProcessExecutor().run(Command{"sleep", "100", ""}, options),
+                       "cannot record it", std::runtime_error);
+  CHECK(std::chrono::steady_clock::now() - started < 2s);
+  CHECK(has_no_children());
+}
+
 TEST_CASE("run may be called from several threads at once") {
   constexpr int kThreads = 6;
   std::vector<Run> runs(kThreads);

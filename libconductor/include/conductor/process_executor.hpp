@@ -37,6 +37,9 @@ struct ProcessOptions {
   // lines longer than kMaxLineBytes arrive in pieces. Called on the caller's thread; it may
   // throw, which ends the child (SIGKILL to its group) and propagates out of run().
   std::function<void(std::string_view line)> on_line;
+  // Called on the caller's thread right after the child started, with its process id, which
+  // is also its process group's. It may throw, which ends the child as on_line does.
+  std::function<void(int pid)> on_started;
   // Polled at least every poll_interval on the caller's thread; true stops the child.
   std::function<bool()> should_stop;
   std::chrono::milliseconds poll_interval{100};

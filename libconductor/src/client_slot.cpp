@@ -227,11 +227,19 @@ void Client::Impl::start_job(Slot& slot) {
     }
   }
   spec.timeout = std::chrono::milliseconds(std::max<std::int64_t>(c.assign.timeout_ms, 0));
-  spec.on_command = [running = &*running_, index = slot.index](int process_group) {
-    if (process_group > 0) {
-      running->record(index, process_group);
-    } else {
-      running->clear(index);
+  // Bookkeeping only: a command whose group cannot be written down still runs, unprotected
+  // against this client's crash, and says so.
+  spec.on_command = [running = &*running_, log = log_, index = slot.index](
+                        int process_group, const std::string& token) {
+    try {
+      if (process_group > 0) {
+        running->record(index, process_group, token);
+      } else {
+        running->clear(index);
+      }
+    } catch (const std::exception& e) {
+      log->warn("Slot {}: {}; were this client killed, its next start would not stop the command",
+                index, e.what());
     }
   };
   if (console_) {

@@ -16,13 +16,34 @@
 #include "conductor/sha256.hpp"
 #include "conductor/training_monitor.hpp"
 #include "file_io.hpp"
+#include "random_id.hpp"
 #include "result_receiver.hpp"
+#include "running_commands.hpp"
 
 namespace conductor {
 
 namespace fs = std::filesystem;
 
 namespace {
+
+// Tells JobSpec::on_command that a command has ended as it goes out of scope, however the
+// command ended; what that throws is dropped (the command's outcome is what counts).
+class CommandEnded {
+ public:
+  explicit CommandEnded(const std::function<void(int, const std::string&)>& on_command)
+      : on_command_(on_command) {}
+  ~CommandEnded() {
+    try {
+      if (on_command_) on_command_(0, {});
+    } catch (...) {
+    }
+  }
+  CommandEnded(const CommandEnded&) = delete;
+  CommandEnded& operator=(const CommandEnded&) = delete;
+
+ private:
+  const std::function<void(int, const std::string&)>& on_command_;
+};
 
 constexpr std::size_t kMaxPendingLines = 20000;  // beyond this, lines still reach console.log
 
@@ -213,7 +234,11 @@ JobOutcome JobRunner::run_commands(ConsoleLog& console) {
     }
     notify_();
   };
-  if (spec_.on_command) options.on_started = spec_.on_command;
+  std::string token;
+  if (spec_.on_command) {
+    options.environment.emplace_back(RunningCommands::kTokenVariable, std::string());
+    options.on_started = [&](int pid) { spec_.on_command(pid, token); };
+  }
   const auto started = started_;
   for (std::size_t i = 0; i < spec_.commands.size(); ++i) {
     const Command& command = spec_.commands[i];
@@ -222,8 +247,12 @@ JobOutcome JobRunner::run_commands(ConsoleLog& console) {
                                       std::chrono::steady_clock::now() - started);
       options.timeout = std::max(left, std::chrono::milliseconds(1));
     }
+    if (spec_.on_command) {
+      token = random_uuid();
+      options.environment.back().second = token;
+    }
+    const CommandEnded tell_ended(spec_.on_command);
     ProcessResult result = executor.run(command, options);
-    if (spec_.on_command) spec_.on_command(0);
     std::string which = "command " + std::to_string(i + 1) + " of " +
                         std::to_string(spec_.commands.size()) + " (" + command.file_name + " " +
                         command.arguments + ")";

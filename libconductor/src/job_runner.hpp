@@ -56,10 +56,12 @@ struct JobSpec {
   // Further variables for the commands: the slot's CUDA_VISIBLE_DEVICES and CONDUCTOR_SLOT.
   std::vector<std::pair<std::string, std::string>> environment;
   std::chrono::milliseconds timeout{0};
-  // Called on the job thread with each command's process group right after it started, and
-  // with 0 once it has ended (RunningCommands keeps them for the client's next start). It may
-  // throw, which stops the command and fails the job with the exception's text.
-  std::function<void(int process_group)> on_command;
+  // Called on the job thread with each command's process group and token (a fresh random id
+  // in the command's environment as CONDUCTOR_COMMAND_ID) right after it started, and with 0
+  // and an empty token once it has ended, also when the job failed (RunningCommands keeps them
+  // for the client's next start). It may throw when a command started, which stops the command
+  // and fails the job with the exception's text; what it throws at the end is dropped.
+  std::function<void(int process_group, const std::string& token)> on_command;
   // Called on the job thread with each line the commands print; empty: lines are not echoed.
   std::function<void(std::string_view)> echo;
 };

@@ -16,6 +16,7 @@
 #include "cluster.hpp"
 #include "conductor/sha256.hpp"
 #include "support/child_process.hpp"
+#include "support/processes.hpp"
 #include "support/temp_dir.hpp"
 #include "wire_abuse.hpp"
 
@@ -26,6 +27,8 @@ using conductor::test::contains;
 using conductor::test::deadline_in;
 using conductor::test::FlagOnExit;
 using conductor::test::Handout;
+using conductor::test::is_running_process;
+using conductor::test::KillOnExit;
 using conductor::test::read_file;
 using conductor::test::read_file_if_present;
 using conductor::test::split_lines;
@@ -68,28 +71,6 @@ std::optional<Handout> last_handout_of(const std::vector<Handout>& handouts,
   }
   return last;
 }
-
-// Still running: neither gone nor a zombie waiting to be reaped.
-bool is_running_process(pid_t pid) {
-  const std::string stat = read_file_if_present("/proc/" + std::to_string(pid) + "/stat");
-  const auto close = stat.rfind(')');
-  return close != std::string::npos && close + 2 < stat.size() && stat[close + 2] != 'Z';
-}
-
-// SIGKILL at scope exit to processes a failed check may have left running.
-class KillOnExit {
- public:
-  KillOnExit() = default;
-  ~KillOnExit() {
-    for (pid_t pid : pids_) ::kill(pid, SIGKILL);
-  }
-  KillOnExit(const KillOnExit&) = delete;
-  KillOnExit& operator=(const KillOnExit&) = delete;
-  void add(pid_t pid) { pids_.push_back(pid); }
-
- private:
-  std::vector<pid_t> pids_;
-};
 
 void check_log_format(const Cluster& cluster) {
   static const std::regex kLine(
@@ -264,6 +245,11 @@ TEST_CASE(
   KillOnExit cleanup;
   cleanup.add(leader);
   cleanup.add(child);
+  // Written right after the command started: long since, but the kill must not beat it.
+  const fs::path record = cluster.root() / "clients" / "crashy" / "running" / "0";
+  REQUIRE_MESSAGE(
+      wait_until(deadline_in(10s), [&] { return !read_file_if_present(record).empty(); }),
+      cluster.diagnostics());
 
   cluster.client("crashy").kill(SIGKILL);
   REQUIRE(cluster.client("crashy").wait_for_exit(10s).has_value());
@@ -294,7 +280,7 @@ TEST_CASE(
                             << again.output());
   CHECK(again.stop(10s).exited_with(0));
   // The run that stored the model recorded its group and cleared the record when it ended.
-  CHECK(read_file(cluster.root() / "clients" / "crashy" / "running" / "0").empty());
+  CHECK(read_file(record).empty());
 }
 
 TEST_CASE("a running training item's console is followed in spool/live until its model is stored") {

@@ -101,38 +101,50 @@ TEST_CASE("a job takes an archive from the cache as it is: no SHA-256 to check")
   CHECK(job.are_packages_verified());
 }
 
-TEST_CASE("a job names each command's process group as it starts, and says when it has ended") {
+TEST_CASE("a job names each command's process group and token as it starts, and its end") {
   TempDir root("conductor-job-groups");
   packed_version(root.path());
   JobSpec spec = copying_job(root.path(), root / "v.tar", "");
-  spec.commands = {{"/bin/sh", "-c 'echo $$ > first'", {}},
-                   {"/bin/sh", "-c 'echo $$ > second'", {}},
+  spec.commands = {{"/bin/sh", "-c 'echo $$ $CONDUCTOR_COMMAND_ID > first'", {}},
+                   {"/bin/sh", "-c 'echo $$ $CONDUCTOR_COMMAND_ID > second'", {}},
                    {"/bin/cp", "data.bin model.h5", {}}};
-  std::vector<int> heard;  // written on the job thread, read once it has ended
-  spec.on_command = [&](int group) { heard.push_back(group); };
+  std::vector<std::pair<int, std::string>> heard;  // written on the job thread, read after it
+  spec.on_command = [&](int group, const std::string& token) { heard.emplace_back(group, token); };
   JobRunner job(std::move(spec), [] {});
   const JobOutcome outcome = wait_for(job);
   CHECK_MESSAGE(outcome.succeeded, outcome.reason);
   REQUIRE(heard.size() == 6);
-  CHECK(heard[0] == std::stoi(read_file(root / "work" / "first")));
-  CHECK(heard[2] == std::stoi(read_file(root / "work" / "second")));
-  CHECK(heard[4] > 0);
-  CHECK(heard[1] == 0);
-  CHECK(heard[3] == 0);
-  CHECK(heard[5] == 0);
+  const std::string first = read_file(root / "work" / "first");
+  const std::string second = read_file(root / "work" / "second");
+  CHECK(first == std::to_string(heard[0].first) + " " + heard[0].second + "\n");
+  CHECK(second == std::to_string(heard[2].first) + " " + heard[2].second + "\n");
+  CHECK(heard[0].second.size() == 36);  // a UUID, fresh for each command
+  CHECK(heard[2].second != heard[0].second);
+  CHECK(heard[4].first > 0);
+  for (std::size_t ended : {1u, 3u, 5u}) {
+    CHECK(heard[ended].first == 0);
+    CHECK(heard[ended].second.empty());
+  }
 }
 
 TEST_CASE("a job whose command's group cannot be recorded fails with the reason, command stopped") {
   TempDir root("conductor-job-unrecorded");
   packed_version(root.path());
   JobSpec spec = copying_job(root.path(), root / "v.tar", "");
-  spec.on_command = [](int group) {
+  // Would leave a file behind a second later, were it not stopped.
+  spec.commands = {{"/bin/sh", "-c 'sleep 1; touch late'", {}}};
+  int ends = 0;
+  spec.on_command = [&](int group, const std::string&) {
     if (group > 0) throw std::runtime_error("cannot write 'running/0': No space left on device");
+    ++ends;
   };
   JobRunner job(std::move(spec), [] {});
   const JobOutcome outcome = wait_for(job);
   CHECK_FALSE(outcome.succeeded);
   CHECK(outcome.reason == "cannot write 'running/0': No space left on device");
+  CHECK(ends == 1);  // told of the end all the same
+  std::this_thread::sleep_for(std::chrono::milliseconds(1500));
+  CHECK_FALSE(fs::exists(root / "work" / "late"));
 }
 
 TEST_CASE("a job empties its work folder of the last item's files but never follows a link there") {

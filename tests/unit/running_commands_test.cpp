@@ -11,12 +11,12 @@
 
 #include <chrono>
 #include <filesystem>
-#include <fstream>
 #include <sstream>
 #include <string>
 #include <thread>
 #include <vector>
 
+#include "support/processes.hpp"
 #include "support/temp_dir.hpp"
 
 extern char** environ;
@@ -25,6 +25,8 @@ namespace {
 
 namespace fs = std::filesystem;
 using conductor::RunningCommands;
+using conductor::test::is_running_process;
+using conductor::test::KillOnExit;
 using conductor::test::read_file;
 using conductor::test::read_file_if_present;
 using conductor::test::TempDir;
@@ -43,28 +45,33 @@ bool eventually(Condition&& condition, std::chrono::milliseconds limit = 3s) {
 }
 
 // `script` under /bin/sh as the leader of a process group of its own, as a client's command
-// runs. The caller reaps it.
-pid_t start_group(const std::string& script) {
+// runs, with CONDUCTOR_COMMAND_ID=`token` in its environment unless `token` is empty. The
+// caller reaps it.
+pid_t start_group(const std::string& script, const std::string& token = {}) {
   posix_spawnattr_t attributes;
   REQUIRE(::posix_spawnattr_init(&attributes) == 0);
   REQUIRE(::posix_spawnattr_setflags(&attributes, POSIX_SPAWN_SETPGROUP) == 0);
   REQUIRE(::posix_spawnattr_setpgroup(&attributes, 0) == 0);
   std::string shell = "/bin/sh", flag = "-c", text = script;
   char* argv[] = {shell.data(), flag.data(), text.data(), nullptr};
+  std::vector<std::string> variables;
+  for (char** entry = environ; *entry != nullptr; ++entry) variables.emplace_back(*entry);
+  if (!token.empty())
+    variables.push_back(std::string(RunningCommands::kTokenVariable) + "=" + token);
+  std::vector<char*> envp;
+  for (auto& variable : variables) envp.push_back(variable.data());
+  envp.push_back(nullptr);
   pid_t pid = -1;
-  const int rc = ::posix_spawn(&pid, "/bin/sh", nullptr, &attributes, argv, environ);
+  const int rc = ::posix_spawn(&pid, "/bin/sh", nullptr, &attributes, argv, envp.data());
   ::posix_spawnattr_destroy(&attributes);
   REQUIRE(rc == 0);
   return pid;
 }
 
-// Still running: neither gone nor a zombie waiting to be reaped.
-bool is_alive(pid_t pid) {
-  std::ifstream stat("/proc/" + std::to_string(pid) + "/stat");
-  std::string text;
-  if (!stat || !std::getline(stat, text)) return false;
-  const auto close = text.rfind(')');
-  return close != std::string::npos && close + 2 < text.size() && text[close + 2] != 'Z';
+// A script line that writes the pid of the last background process to `file`, whole.
+std::string write_background_pid(const fs::path& file) {
+  return "echo $! > '" + file.string() + ".tmp'; mv '" + file.string() + ".tmp' '" + file.string() +
+         "'";
 }
 
 // The pid a script wrote to `file`, once it has.
@@ -74,36 +81,23 @@ pid_t pid_written_to(const fs::path& file) {
   return std::stoi(read_file(file));
 }
 
-void reap(pid_t pid) {
+// Kills the group of an unreaped leader (whose id stays reserved until then), then reaps it.
+void end_group(pid_t leader) {
+  ::kill(-leader, SIGKILL);
   int status = 0;
-  ::waitpid(pid, &status, 0);
+  ::waitpid(leader, &status, 0);
 }
-
-// SIGKILL to what a failed check may have left running.
-class KillOnExit {
- public:
-  explicit KillOnExit(std::vector<pid_t> pids) : pids_(std::move(pids)) {}
-  ~KillOnExit() {
-    for (pid_t pid : pids_) ::kill(pid, SIGKILL);
-  }
-  KillOnExit(const KillOnExit&) = delete;
-  KillOnExit& operator=(const KillOnExit&) = delete;
-
- private:
-  std::vector<pid_t> pids_;
-};
 
 }  // namespace
 
 TEST_CASE("a command group an earlier client left running is stopped with SIGTERM, and only that") {
   TempDir root("conductor-running");
-  const pid_t leader =
-      start_group("sleep 60 & echo $! > '" + (root / "child").string() + ".tmp'; mv '" +
-                  (root / "child").string() + ".tmp' '" + (root / "child").string() + "'; wait");
+  const pid_t leader = start_group("sleep 60 & " + write_background_pid(root / "child") + "; wait");
   const pid_t child = pid_written_to(root / "child");
   const pid_t bystander = start_group("sleep 60");  // a group nobody recorded
-  KillOnExit cleanup({leader, child, bystander});
-  RunningCommands(root / "running").record(3, leader);
+  KillOnExit cleanup;
+  for (pid_t pid : {leader, child, bystander}) cleanup.add(pid);
+  RunningCommands(root / "running").record(3, leader, "t-3");
   CHECK_FALSE(read_file(root / "running" / "3").empty());
 
   const auto started = std::chrono::steady_clock::now();
@@ -115,94 +109,153 @@ TEST_CASE("a command group an earlier client left running is stopped with SIGTER
   CHECK(report[0].find("sleep (" + std::to_string(child) + ")") != std::string::npos);
   CHECK(report[0].find("left running in slot 3") != std::string::npos);
   CHECK(report[0].ends_with("(SIGTERM)"));
-  CHECK_FALSE(is_alive(leader));
-  CHECK(eventually([&] { return !is_alive(child); }));
-  CHECK(is_alive(bystander));
+  CHECK_FALSE(is_running_process(leader));
+  CHECK(eventually([&] { return !is_running_process(child); }));
+  CHECK(is_running_process(bystander));
   CHECK(read_file(root / "running" / "3").empty());
-  reap(leader);
-  ::kill(bystander, SIGKILL);
-  reap(bystander);
+  end_group(leader);
+  end_group(bystander);
 }
 
-TEST_CASE("a command group that ignores SIGTERM gets SIGKILL once the grace has passed") {
+TEST_CASE("several slots' leftovers are stopped together: SIGKILL once the grace has passed") {
   TempDir root("conductor-running-stubborn");
-  const pid_t leader = start_group(
-      "trap '' TERM; sleep 60 & echo $! > '" + (root / "child.tmp").string() + "'; mv '" +
-      (root / "child.tmp").string() + "' '" + (root / "child").string() + "'; wait");
-  const pid_t child = pid_written_to(root / "child");
-  KillOnExit cleanup({leader, child});
-  RunningCommands(root / "running").record(0, leader);
+  // Ignoring SIGTERM, which the background sleep inherits.
+  const pid_t first =
+      start_group("trap '' TERM; sleep 60 & " + write_background_pid(root / "child-0") + "; wait");
+  const pid_t second =
+      start_group("trap '' TERM; sleep 60 & " + write_background_pid(root / "child-1") + "; wait");
+  const pid_t first_child = pid_written_to(root / "child-0");
+  const pid_t second_child = pid_written_to(root / "child-1");
+  KillOnExit cleanup;
+  for (pid_t pid : {first, second, first_child, second_child}) cleanup.add(pid);
+  {
+    RunningCommands running(root / "running");
+    running.record(0, first, "t-0");
+    running.record(1, second, "t-1");
+  }
 
   const auto started = std::chrono::steady_clock::now();
-  const std::vector<std::string> report = RunningCommands(root / "running").stop_leftovers(200ms);
+  const std::vector<std::string> report = RunningCommands(root / "running").stop_leftovers(300ms);
   const auto took = std::chrono::steady_clock::now() - started;
-  CHECK(took >= 200ms);
-  CHECK(took < 3s);
+  CHECK(took >= 300ms);
+  CHECK(took < 1300ms);  // one grace for both, not one each
+  REQUIRE(report.size() == 2);
+  for (const std::string& line : report) {
+    INFO(line);
+    CHECK(line.starts_with("stopped process group "));
+    CHECK(line.ends_with("(SIGKILL after 300 ms)"));
+  }
+  CHECK_FALSE(is_running_process(first));
+  CHECK_FALSE(is_running_process(second));
+  CHECK(eventually(
+      [&] { return !is_running_process(first_child) && !is_running_process(second_child); }));
+  end_group(first);
+  end_group(second);
+}
+
+TEST_CASE("once the leader is gone, only the group's processes that carry the token are stopped") {
+  TempDir root("conductor-running-leaderless");
+  // Both leaders start a background sleep and exit at once; their sleeps live on, leaderless.
+  const std::string token = "0f1e2d3c-token";
+  const pid_t ours = start_group("sleep 60 & " + write_background_pid(root / "ours"), token);
+  const pid_t theirs = start_group("sleep 60 & " + write_background_pid(root / "theirs"));
+  const pid_t our_child = pid_written_to(root / "ours");
+  const pid_t their_child = pid_written_to(root / "theirs");
+  KillOnExit cleanup;
+  for (pid_t pid : {our_child, their_child}) cleanup.add(pid);
+  {
+    RunningCommands running(root / "running");
+    running.record(0, ours, token);
+    running.record(1, theirs, token);  // a group id recorded, now held by processes without it
+  }
+  for (pid_t leader : {ours, theirs}) {
+    int status = 0;
+    ::waitpid(leader, &status, 0);
+  }
+
+  const std::vector<std::string> report = RunningCommands(root / "running").stop_leftovers(5s);
   REQUIRE(report.size() == 1);
   INFO(report[0]);
-  CHECK(report[0].starts_with("stopped process group " + std::to_string(leader)));
-  CHECK(report[0].ends_with("(SIGKILL after 200 ms)"));
-  CHECK_FALSE(is_alive(leader));
-  CHECK(eventually([&] { return !is_alive(child); }));
-  reap(leader);
+  CHECK(report[0] == "stopped process group " + std::to_string(ours) + " (sleep (" +
+                         std::to_string(our_child) +
+                         ")) that an earlier client left running in slot 0 (SIGTERM)");
+  CHECK(eventually([&] { return !is_running_process(our_child); }));
+  CHECK(is_running_process(their_child));
+  CHECK(read_file(root / "running" / "0").empty());
+  CHECK(read_file(root / "running" / "1").empty());
+  ::kill(their_child, SIGKILL);
 }
 
 TEST_CASE("a process that took over a recorded id is never signalled") {
   TempDir root("conductor-running-reused");
-  const pid_t other = start_group("sleep 60");
-  KillOnExit cleanup({other});
-  RunningCommands(root / "running").record(1, other);
+  const pid_t other = start_group("sleep 60", "t-1");
+  KillOnExit cleanup;
+  cleanup.add(other);
+  RunningCommands(root / "running").record(1, other, "t-1");
   // The same id, started at another time: the recorded group ended and the id was reused.
   std::istringstream fields(read_file(root / "running" / "1"));
   long group = 0;
   unsigned long long start = 0;
-  std::string boot;
-  const bool parsed = static_cast<bool>(fields >> group >> start >> boot);
+  std::string boot, pid_namespace, token;
+  const bool parsed = static_cast<bool>(fields >> group >> start >> boot >> pid_namespace >> token);
   REQUIRE(parsed);
   CHECK(group == other);
-  write_file(root / "running" / "1",
-             std::to_string(group) + " " + std::to_string(start + 1) + " " + boot + "\n");
+  CHECK(token == "t-1");
+  write_file(root / "running" / "1", std::to_string(group) + " " + std::to_string(start + 1) + " " +
+                                         boot + " " + pid_namespace + " " + token + "\n");
 
   CHECK(RunningCommands(root / "running").stop_leftovers(5s).empty());
-  CHECK(is_alive(other));
+  CHECK(is_running_process(other));
   CHECK(read_file(root / "running" / "1").empty());
-  ::kill(other, SIGKILL);
-  reap(other);
+  end_group(other);
 }
 
-TEST_CASE("records of ended groups and of an earlier boot go quietly, unreadable ones are named") {
+TEST_CASE("records of ended groups, another boot or another pid namespace go quietly") {
   TempDir root("conductor-running-stale");
   const pid_t ended = start_group("exit 0");
-  RunningCommands(root / "running").record(0, ended);  // recorded while it still exists
-  reap(ended);
-  write_file(root / "running" / "1", "4242 17 not-this-boot\n");
-  write_file(root / "running" / "2", "gone fishing\n");
+  RunningCommands(root / "running").record(0, ended, "t-0");  // recorded while it still exists
+  int status = 0;
+  ::waitpid(ended, &status, 0);
+  const pid_t alive = start_group("sleep 60", "t-2");
+  KillOnExit cleanup;
+  cleanup.add(alive);
+  RunningCommands(root / "running").record(2, alive, "t-2");
+  std::istringstream fields(read_file(root / "running" / "2"));
+  std::string group, start, boot, pid_namespace, token;
+  REQUIRE(static_cast<bool>(fields >> group >> start >> boot >> pid_namespace >> token));
+  write_file(root / "running" / "1",
+             group + " " + start + " another-boot " + pid_namespace + " " + token + "\n");
+  write_file(root / "running" / "2",
+             group + " " + start + " " + boot + " pid:[4026531835] " + token + "\n");
+  write_file(root / "running" / "3", "gone fishing\n");
   write_file(root / "running" / "notes.txt", "an operator's file\n");
-  write_file(root / "running" / "3", "");
+  write_file(root / "running" / "4", "");
 
   const std::vector<std::string> report = RunningCommands(root / "running").stop_leftovers(5s);
   REQUIRE(report.size() == 1);
   CHECK(report[0] == "ignored an unreadable record of a running command in '" +
-                         (root / "running" / "2").string() + "': 'gone fishing'");
-  for (const char* slot : {"0", "1", "2", "3"}) {
+                         (root / "running" / "3").string() + "': 'gone fishing'");
+  CHECK(is_running_process(alive));  // named only by records of another boot or namespace
+  for (const char* slot : {"0", "1", "2", "3", "4"}) {
     INFO("slot " << slot);
     CHECK(read_file(root / "running" / slot).empty());
   }
   CHECK(read_file(root / "running" / "notes.txt") == "an operator's file\n");
+  end_group(alive);
 }
 
 TEST_CASE("a slot's record is rewritten in place: no file is created per command") {
   TempDir root("conductor-running-in-place");
   RunningCommands running(root / "running");
-  running.record(0, ::getpid());
+  running.record(0, ::getpid(), "t-0");
   struct stat first {};
   REQUIRE(::stat((root / "running" / "0").c_str(), &first) == 0);
   const std::string written = read_file(root / "running" / "0");
   CHECK(written.starts_with(std::to_string(::getpid()) + " "));
-  CHECK(written.ends_with("\n"));
+  CHECK(written.ends_with(" t-0\n"));
   running.clear(0);
   CHECK(read_file(root / "running" / "0").empty());
-  running.record(0, ::getpid());
+  running.record(0, ::getpid(), "t-0");
   CHECK(read_file(root / "running" / "0") == written);
   struct stat second {};
   REQUIRE(::stat((root / "running" / "0").c_str(), &second) == 0);
@@ -213,7 +266,8 @@ TEST_CASE("a slot's record is rewritten in place: no file is created per command
 TEST_CASE("recording a process that does not exist is refused with the reason") {
   TempDir root("conductor-running-missing");
   const pid_t ended = start_group("exit 0");
-  reap(ended);
-  CHECK_THROWS_WITH(RunningCommands(root / "running").record(0, ended),
+  int status = 0;
+  ::waitpid(ended, &status, 0);
+  CHECK_THROWS_WITH(RunningCommands(root / "running").record(0, ended, "t-0"),
                     doctest::Contains("/stat is unreadable"));
 }

@@ -43,6 +43,24 @@ PackageCache::PackageCache(fs::path dir, BackgroundWorker& worker)
   if (ec) throw IoError("cannot create package folder '" + dir_.string() + "': " + ec.message());
 }
 
+bool try_reserve(MemoryBudget& budget, std::uint64_t bytes) {
+  std::uint64_t used = budget.used.load();
+  while (used + bytes <= budget.limit) {
+    if (budget.used.compare_exchange_weak(used, used + bytes)) return true;  // else reloaded
+  }
+  return false;
+}
+
+std::shared_ptr<const std::string> hold_reserved(std::unique_ptr<std::string> content,
+                                                 const std::shared_ptr<MemoryBudget>& budget,
+                                                 std::uint64_t reserved) {
+  return std::shared_ptr<const std::string>(content.release(),
+                                            [budget, reserved](const std::string* p) {
+                                              budget->used -= reserved;
+                                              delete p;
+                                            });
+}
+
 PackageBlob pack_blob(const std::vector<PackEntry>& entries, const fs::path& archive,
                       const PackOptions& options, std::uint64_t max_bytes,
                       const std::shared_ptr<MemoryBudget>& budget) {
@@ -53,9 +71,7 @@ PackageBlob pack_blob(const std::vector<PackEntry>& entries, const fs::path& arc
     const std::uint64_t size = entry.content ? entry.content->size() : fs::file_size(entry.source);
     bytes += 512 + (size + 511) / 512 * 512;
   }
-  std::uint64_t used = budget->used.load();
-  while (bytes <= max_bytes && used + bytes <= budget->limit) {
-    if (!budget->used.compare_exchange_weak(used, used + bytes)) continue;  // `used` reloaded
+  if (bytes <= max_bytes && try_reserve(*budget, bytes)) {
     std::unique_ptr<std::string> packed;
     try {
       packed = std::make_unique<std::string>(pack_to_memory(entries, options));
@@ -63,11 +79,7 @@ PackageBlob pack_blob(const std::vector<PackEntry>& entries, const fs::path& arc
       budget->used -= bytes;
       throw;
     }
-    std::shared_ptr<const std::string> held(packed.release(),
-                                            [budget, bytes](const std::string* p) {
-                                              budget->used -= bytes;
-                                              delete p;
-                                            });
+    auto held = hold_reserved(std::move(packed), budget, bytes);
     return PackageBlob{sha256_hex(*held), archive, held->size(), held};
   }
   pack(entries, archive, options);

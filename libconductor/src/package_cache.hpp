@@ -34,6 +34,14 @@ struct MemoryBudget {
   std::atomic<std::uint64_t> used{0};
 };
 
+// Takes `bytes` from `budget` when it has room for them; false (nothing taken) when not.
+bool try_reserve(MemoryBudget& budget, std::uint64_t bytes);
+// `content` held against `budget`, which gives `reserved` (taken by try_reserve) back once the
+// last copy of the returned pointer goes.
+std::shared_ptr<const std::string> hold_reserved(std::unique_ptr<std::string> content,
+                                                 const std::shared_ptr<MemoryBudget>& budget,
+                                                 std::uint64_t reserved);
+
 // Packs `entries` into memory when the archive takes at most `max_bytes` and `budget` has room
 // for it (counted as the uncompressed tar: headers and padding included; it counts against the
 // budget until the last copy of the bytes goes), else into `archive`. For throw-away archives (a

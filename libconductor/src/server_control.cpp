@@ -517,31 +517,33 @@ std::string Server::Impl::predict(const std::string& csv_rows, const PredictOpti
   predictions_.emplace(request,
                        PendingPrediction{Ensemble(request, name, models),
                                          SteadyClock::now() + options_.prediction_timeout, folder});
-  // The inputs are packed on the background worker, one model per job, so this returns at once
+  // The inputs are made on the background worker, one model per job, so this returns at once
   // and the network thread keeps serving; each model's item is queued as soon as its inputs
-  // exist, so the first clients start while the rest are still being packed. Jobs run in
+  // exist, so the first clients start while the rest are still being made. Jobs run in
   // submission order: the rows are written before any model needs them.
-  const fs::path data = folder / "predictiondata.csv";
-  worker_.submit([this, request, data, csv_rows]() -> BackgroundWorker::Completion {
-    std::ofstream out(data, std::ios::binary);
-    out << csv_rows;
+  auto rows = std::make_shared<PredictionInputs::Rows>();
+  rows->file = folder / "predictiondata.csv";
+  rows->csv = csv_rows;
+  worker_.submit([this, request, rows]() -> BackgroundWorker::Completion {
+    std::ofstream out(rows->file, std::ios::binary);
+    out << rows->csv;
     out.close();
     if (out) return {};
     // Each model's job then fails to read the rows and records the failure.
-    return [this, request, data] {
-      warn("Prediction " + request + ": cannot write " + data.string());
+    return [this, request, file = rows->file] {
+      warn("Prediction " + request + ": cannot write " + file.string());
     };
   });
   inputs_packing_ += models.size();
   for (const auto& model : models) {
-    worker_.submit([this, request, name, model, data,
+    worker_.submit([this, request, name, model, rows, inputs = prediction_inputs_,
                     model_dir = store_.version_dir(name) / "models" / model,
                     archive = folder / (model + ".tar"),
                     budget = inputs_in_memory_]() -> BackgroundWorker::Completion {
       std::optional<PackageBlob> blob;
       std::string failure;
       try {
-        blob = pack_prediction_inputs(model_dir, data, archive, budget);
+        blob = inputs->make(model_dir, *rows, archive, kMemoryInputsBytes, budget);
       } catch (const std::exception& e) {  // every failure ends in the completion below
         failure = std::string("its inputs could not be packed: ") + e.what();
       } catch (...) {
@@ -555,37 +557,6 @@ std::string Server::Impl::predict(const std::string& csv_rows, const PredictOpti
   log("Prediction " + request + " for " + name + ": " + std::to_string(models.size()) +
       " model(s) queued");
   return request;
-}
-
-PackageBlob Server::Impl::pack_prediction_inputs(const fs::path& model_dir, const fs::path& data,
-                                                 const fs::path& archive,
-                                                 const std::shared_ptr<MemoryBudget>& budget) {
-  // The model's files, its first model file again as model-latest<ext> (the name the
-  // original's prediction scripts open), and the rows.
-  std::vector<PackEntry> entries;
-  std::optional<PackEntry> latest;
-  const auto files = list_files(model_dir);
-  auto has = [&](const std::string& name) {
-    return std::any_of(files.begin(), files.end(),
-                       [&](const PackEntry& f) { return f.name == name; });
-  };
-  for (auto file : files) {
-    // The request's rows win over a file of the same name; meta and log stay on the server.
-    if (file.name == "meta.xml" || file.name == "console.log" || file.name == "predictiondata.csv")
-      continue;
-    if (!latest && file.name.find('/') == std::string::npos && file.name.ends_with(".h5") &&
-        !has("model-latest" + fs::path(file.name).extension().string())) {
-      latest = PackEntry{file.source, "model-latest" + fs::path(file.name).extension().string()};
-    }
-    entries.push_back(std::move(file));
-  }
-  if (latest) entries.push_back(*latest);
-  entries.push_back({data, "predictiondata.csv"});
-  // Not synced: a prediction's inputs are thrown away with its request, and the spool is
-  // cleared at start-up. Small ones stay in memory: a file to create and remove per model is
-  // most of what a fan-out costs the server on a file system slow to create files.
-  return pack_blob(entries, archive, {.compression = Compression::kAuto, .sync = false},
-                   kMemoryInputsBytes, budget);
 }
 
 void Server::Impl::queue_prediction_item(const std::string& request, const std::string& version,

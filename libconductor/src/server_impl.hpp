@@ -32,6 +32,7 @@
 #include "file_io.hpp"
 #include "http_endpoint.hpp"
 #include "package_cache.hpp"
+#include "prediction_inputs.hpp"
 #include "protocol.hpp"
 #include "result_receiver.hpp"
 #include "server_log.hpp"
@@ -265,14 +266,10 @@ class Server::Impl {
   std::vector<std::string> ranked_models(const std::string& version,
                                          const PredictOptions& options) const;
   // A prediction item ended: with a value, or with a failure reason.
-  // Packs one model's prediction inputs: into memory when they are small (up to
-  // kMemoryInputsBytes, and within `budget`: pack_blob), else into `archive`. Touches only
-  // files: runs on the background worker. Throws Error or filesystem_error.
+  // A model's prediction inputs go into memory when they take up to kMemoryInputsBytes and
+  // inputs_in_memory_ has room (PredictionInputs, on the background worker).
   static constexpr std::uint64_t kMemoryInputsBytes = std::uint64_t{1} << 20;
   static constexpr std::uint64_t kMaxMemoryInputsBytes = std::uint64_t{256} << 20;
-  static PackageBlob pack_prediction_inputs(const fs::path& model_dir, const fs::path& data,
-                                            const fs::path& archive,
-                                            const std::shared_ptr<MemoryBudget>& budget);
   // On the network thread, once a model's inputs are packed (or failed): queues its item.
   void queue_prediction_item(const std::string& request, const std::string& version,
                              const std::string& model, const std::optional<PackageBlob>& inputs,
@@ -341,9 +338,11 @@ class Server::Impl {
   std::map<std::string, PendingPrediction> predictions_;     // by request id
   std::map<std::string, PredictionItem> prediction_items_;   // by item id
   std::size_t inputs_packing_ = 0;  // prediction items whose inputs the worker still packs
-  // Prediction inputs held in memory (pack_prediction_inputs), shared with the worker.
+  // Prediction inputs held in memory, shared with the worker.
   std::shared_ptr<MemoryBudget> inputs_in_memory_ =
       std::make_shared<MemoryBudget>(kMaxMemoryInputsBytes);
+  // Makes prediction inputs; used on the background worker only (its jobs hold it).
+  std::shared_ptr<PredictionInputs> prediction_inputs_ = std::make_shared<PredictionInputs>();
   std::deque<EnsembleResult> finished_predictions_;          // the latest, newest last
   std::mutex finished_mutex_;
   std::condition_variable finished_ready_;

@@ -1,0 +1,139 @@
+#include "prediction_inputs.hpp"
+
+#include <algorithm>
+#include <optional>
+#include <system_error>
+#include <utility>
+#include <vector>
+
+#include "conductor/error.hpp"
+#include "conductor/sha256.hpp"
+
+namespace fs = std::filesystem;
+
+namespace conductor {
+namespace {
+
+constexpr std::size_t kTarEnd = 1024;  // the two zero blocks that end a tar
+
+// The model's files, less meta.xml, console.log and a predictiondata.csv of its own (the
+// request's rows win), then its first top-level *.h5 again as model-latest.h5 unless it holds
+// one.
+std::vector<PackEntry> model_entries(const fs::path& model_dir) {
+  std::vector<PackEntry> entries;
+  std::optional<PackEntry> latest;
+  const auto files = list_files(model_dir);
+  auto has = [&](const std::string& name) {
+    return std::any_of(files.begin(), files.end(),
+                       [&](const PackEntry& f) { return f.name == name; });
+  };
+  for (auto file : files) {
+    if (file.name == "meta.xml" || file.name == "console.log" || file.name == "predictiondata.csv")
+      continue;
+    if (!latest && file.name.find('/') == std::string::npos && file.name.ends_with(".h5") &&
+        !has("model-latest" + fs::path(file.name).extension().string())) {
+      latest = PackEntry{file.source, "model-latest" + fs::path(file.name).extension().string()};
+    }
+    entries.push_back(std::move(file));
+  }
+  if (latest) entries.push_back(*latest);
+  return entries;
+}
+
+// What the listing says of the content: names, sizes, modification times. Sizes are summed
+// into `bytes`.
+std::string fingerprint(const std::vector<PackEntry>& entries, std::uint64_t& bytes) {
+  Sha256 listing;
+  bytes = 0;
+  for (const PackEntry& entry : entries) {
+    std::error_code ec;
+    const auto size = fs::file_size(entry.source, ec);
+    const auto mtime = fs::last_write_time(entry.source, ec);
+    if (!ec) bytes += size;
+    listing.update(entry.name);
+    listing.update(entry.source.native());
+    listing.update(std::to_string(size) + ":" + std::to_string(mtime.time_since_epoch().count()) +
+                   "\n");
+  }
+  return listing.finish_hex();
+}
+
+// An upper bound of the tar entries of files holding `bytes` in all: a header and padding each,
+// and a pax extended header each for names or values a plain header cannot hold.
+std::uint64_t entries_bound(const std::vector<PackEntry>& entries, std::uint64_t bytes) {
+  return bytes + entries.size() * (512 + 511 + 1536);
+}
+
+}  // namespace
+
+std::shared_ptr<const std::string> PredictionInputs::model_part(
+    const fs::path& model_dir, const std::vector<PackEntry>& entries, std::string print) {
+  const std::string key = model_dir.native();
+  if (auto it = parts_.find(key); it != parts_.end()) {
+    if (it->second.fingerprint == print) {
+      uses_.splice(uses_.begin(), uses_, it->second.use);
+      return it->second.entries;
+    }
+    cached_bytes_ -= it->second.entries->size();
+    uses_.erase(it->second.use);
+    parts_.erase(it);
+  }
+  std::string packed = pack_to_memory(entries, PackOptions{});
+  if (packed.size() < kTarEnd ||
+      packed.find_first_not_of('\0', packed.size() - kTarEnd) != std::string::npos) {
+    throw PackageError("the archive of '" + model_dir.string() +
+                       "' does not end in two zero blocks");
+  }
+  packed.resize(packed.size() - kTarEnd);
+  auto part = std::make_shared<const std::string>(std::move(packed));
+  if (part->size() <= max_cached_bytes_) {
+    while (cached_bytes_ + part->size() > max_cached_bytes_ && !uses_.empty()) {
+      auto oldest = parts_.find(uses_.back());
+      cached_bytes_ -= oldest->second.entries->size();
+      parts_.erase(oldest);
+      uses_.pop_back();
+    }
+    uses_.push_front(key);
+    parts_[key] = Part{std::move(print), part, uses_.begin()};
+    cached_bytes_ += part->size();
+  }
+  return part;
+}
+
+PackageBlob PredictionInputs::make(const fs::path& model_dir, Rows& rows, const fs::path& archive,
+                                   std::uint64_t max_memory_bytes,
+                                   const std::shared_ptr<MemoryBudget>& budget) {
+  std::vector<PackEntry> entries = model_entries(model_dir);
+  if (rows.csv.size() <= kMaxRowsForParts) {
+    std::uint64_t model_bytes = 0;
+    std::string print = fingerprint(entries, model_bytes);
+    if (rows.archive.empty()) {
+      rows.archive = pack_to_memory({PackEntry::in_memory("predictiondata.csv", rows.csv)});
+    }
+    if (entries_bound(entries, model_bytes) + rows.archive.size() <= max_memory_bytes) {
+      const std::shared_ptr<const std::string> part =
+          model_part(model_dir, entries, std::move(print));
+      const std::uint64_t size = part->size() + rows.archive.size();
+      if (size <= max_memory_bytes && try_reserve(*budget, size)) {
+        std::unique_ptr<std::string> bytes;
+        try {
+          bytes = std::make_unique<std::string>();
+          bytes->reserve(size);
+          bytes->append(*part).append(rows.archive);
+        } catch (...) {
+          budget->used -= size;
+          throw;
+        }
+        auto held = hold_reserved(std::move(bytes), budget, size);
+        return PackageBlob{sha256_hex(*held), archive, size, held};
+      }
+    }
+  }
+  entries.push_back({rows.file, "predictiondata.csv"});
+  // Not synced: a prediction's inputs are thrown away with its request, and the spool is
+  // cleared at start-up.
+  return pack_blob(entries, archive, {.compression = Compression::kAuto, .sync = false},
+                   max_memory_bytes, budget);
+}
+
+}  // namespace conductor

@@ -1,0 +1,172 @@
+// PredictionInputs: each model's prediction inputs, from the model's entries packed once and
+// the request's rows packed once, or packed whole per request when they are large.
+#include "prediction_inputs.hpp"
+
+#include <doctest/doctest.h>
+
+#include <filesystem>
+#include <map>
+#include <memory>
+#include <string>
+
+#include "conductor/package.hpp"
+#include "conductor/sha256.hpp"
+#include "support/temp_dir.hpp"
+
+namespace {
+
+namespace fs = std::filesystem;
+using conductor::MemoryBudget;
+using conductor::PackageBlob;
+using conductor::PredictionInputs;
+using conductor::test::pseudo_random;
+using conductor::test::read_file;
+using conductor::test::TempDir;
+using conductor::test::write_file;
+
+constexpr std::uint64_t kMiB = std::uint64_t{1} << 20;
+
+// A stored model's folder as AssetStore leaves it.
+fs::path stored_model(const fs::path& root, const std::string& id, const std::string& model) {
+  const fs::path folder = root / "models" / id;
+  write_file(folder / "model.h5", model);
+  write_file(folder / "weights" / "layer.bin", "layer of " + id);
+  write_file(folder / "meta.xml", "<Meta/>");
+  write_file(folder / "console.log", "Epoch 1/1\n");
+  return folder;
+}
+
+PredictionInputs::Rows rows_of(const fs::path& root, const std::string& request,
+                               const std::string& csv) {
+  write_file(root / request / "predictiondata.csv", csv);
+  return PredictionInputs::Rows{root / request / "predictiondata.csv", csv, {}};
+}
+
+// Every file the inputs unpack to, by name, after their hash was checked.
+std::map<std::string, std::string> unpacked(const PackageBlob& blob, const fs::path& folder) {
+  fs::create_directories(folder);
+  if (blob.bytes) {
+    conductor::extract_verified(conductor::ArchiveSource::in_memory(*blob.bytes, "inputs"), folder,
+                                blob.sha256);
+  } else {
+    conductor::extract_verified(blob.file, folder, blob.sha256);
+  }
+  std::map<std::string, std::string> files;
+  for (const auto& entry : fs::recursive_directory_iterator(folder)) {
+    if (entry.is_regular_file()) {
+      files[fs::relative(entry.path(), folder).string()] = read_file(entry.path());
+    }
+  }
+  return files;
+}
+
+std::map<std::string, std::string> expected(const std::string& model, const std::string& id,
+                                            const std::string& csv) {
+  return {{"model.h5", model},
+          {"model-latest.h5", model},
+          {"weights/layer.bin", "layer of " + id},
+          {"predictiondata.csv", csv}};
+}
+
+}  // namespace
+
+TEST_CASE("small inputs are the model's entries packed once, followed by the rows' archive") {
+  TempDir root("conductor-inputs-parts");
+  const fs::path model = stored_model(root.path(), "m1", "PredictedBuffer=1");
+  auto budget = std::make_shared<MemoryBudget>(16 * kMiB);
+  PredictionInputs inputs;
+
+  PredictionInputs::Rows first_rows = rows_of(root.path(), "r1", "a,b\n1,2\n");
+  const PackageBlob first = inputs.make(model, first_rows, root / "r1" / "m1.tar", kMiB, budget);
+  REQUIRE(first.bytes != nullptr);
+  CHECK_FALSE(fs::exists(root / "r1" / "m1.tar"));
+  CHECK(first.size == first.bytes->size());
+  CHECK(first.sha256 == conductor::sha256_hex(*first.bytes));
+  CHECK(budget->used == first.size);
+  CHECK(inputs.is_cached(model));
+  CHECK(unpacked(first, root / "out1") == expected("PredictedBuffer=1", "m1", "a,b\n1,2\n"));
+  // The rows' archive is packed once per request and ends every model's inputs.
+  CHECK_FALSE(first_rows.archive.empty());
+  CHECK(first.bytes->ends_with(first_rows.archive));
+
+  // Another request: the model's entries again, other rows.
+  PredictionInputs::Rows second_rows = rows_of(root.path(), "r2", "a,b\n3,4\n5,6\n");
+  const PackageBlob second = inputs.make(model, second_rows, root / "r2" / "m1.tar", kMiB, budget);
+  REQUIRE(second.bytes != nullptr);
+  CHECK(inputs.cached_models() == 1);
+  CHECK(unpacked(second, root / "out2") == expected("PredictedBuffer=1", "m1", "a,b\n3,4\n5,6\n"));
+  const std::size_t model_part = first.size - first_rows.archive.size();
+  CHECK(first.bytes->compare(0, model_part, *second.bytes, 0, model_part) == 0);
+}
+
+TEST_CASE("a model's kept entries are packed again once its folder changes") {
+  TempDir root("conductor-inputs-changed");
+  const fs::path model = stored_model(root.path(), "m1", "old weights");
+  auto budget = std::make_shared<MemoryBudget>(16 * kMiB);
+  PredictionInputs inputs;
+  PredictionInputs::Rows rows = rows_of(root.path(), "r1", "x\n1\n");
+  inputs.make(model, rows, root / "r1" / "m1.tar", kMiB, budget);
+
+  write_file(model / "model.h5", "new weights, longer");
+  const PackageBlob again = inputs.make(model, rows, root / "r1" / "m1.tar", kMiB, budget);
+  CHECK(unpacked(again, root / "out") == expected("new weights, longer", "m1", "x\n1\n"));
+  CHECK(inputs.cached_models() == 1);
+}
+
+TEST_CASE("large rows, and inputs beyond the memory limit or the budget, are packed whole") {
+  TempDir root("conductor-inputs-whole");
+  const fs::path model = stored_model(root.path(), "m1", pseudo_random(4096));
+  const std::string model_bytes = read_file(model / "model.h5");
+  auto budget = std::make_shared<MemoryBudget>(16 * kMiB);
+  PredictionInputs inputs;
+
+  SUBCASE("rows above kMaxRowsForParts") {
+    const std::string csv(PredictionInputs::kMaxRowsForParts + 1, '7');
+    PredictionInputs::Rows rows = rows_of(root.path(), "r1", csv);
+    const PackageBlob blob = inputs.make(model, rows, root / "r1" / "m1.tar", kMiB, budget);
+    CHECK(inputs.cached_models() == 0);
+    CHECK(rows.archive.empty());
+    CHECK(unpacked(blob, root / "out") == expected(model_bytes, "m1", csv));
+  }
+  SUBCASE("inputs beyond the memory limit go to their file") {
+    PredictionInputs::Rows rows = rows_of(root.path(), "r1", "x\n1\n");
+    const PackageBlob blob = inputs.make(model, rows, root / "r1" / "m1.tar", 2048, budget);
+    CHECK(blob.bytes == nullptr);
+    CHECK(fs::exists(root / "r1" / "m1.tar"));
+    CHECK(budget->used == 0);
+    CHECK(unpacked(blob, root / "out") == expected(model_bytes, "m1", "x\n1\n"));
+  }
+  SUBCASE("no room left in the budget: to the file as well") {
+    auto full = std::make_shared<MemoryBudget>(1000);
+    PredictionInputs::Rows rows = rows_of(root.path(), "r1", "x\n1\n");
+    const PackageBlob blob = inputs.make(model, rows, root / "r1" / "m1.tar", kMiB, full);
+    CHECK(blob.bytes == nullptr);
+    CHECK(full->used == 0);
+    CHECK(unpacked(blob, root / "out") == expected(model_bytes, "m1", "x\n1\n"));
+  }
+}
+
+TEST_CASE("kept entries stay within their limit, the least recently used dropped first") {
+  TempDir root("conductor-inputs-limit");
+  // Each model's entries take 17 KiB packed (model.h5 twice, a pax header each): room for two.
+  const fs::path a = stored_model(root.path(), "a", pseudo_random(6000));
+  const fs::path b = stored_model(root.path(), "b", pseudo_random(6000));
+  const fs::path c = stored_model(root.path(), "c", pseudo_random(6000));
+  auto budget = std::make_shared<MemoryBudget>(16 * kMiB);
+  PredictionInputs inputs(40000);
+  PredictionInputs::Rows rows = rows_of(root.path(), "r1", "x\n1\n");
+  inputs.make(a, rows, root / "r1" / "a.tar", kMiB, budget);
+  CHECK(inputs.cached_bytes() > 13000);  // so three never fit
+  CHECK(inputs.cached_bytes() < 20000);  // so two do
+  inputs.make(b, rows, root / "r1" / "b.tar", kMiB, budget);
+  inputs.make(a, rows, root / "r1" / "a.tar", kMiB, budget);  // a used after b
+  inputs.make(c, rows, root / "r1" / "c.tar", kMiB, budget);
+  CHECK(inputs.cached_models() == 2);
+  CHECK(inputs.is_cached(a));
+  CHECK_FALSE(inputs.is_cached(b));
+  CHECK(inputs.is_cached(c));
+  CHECK(inputs.cached_bytes() <= 40000);
+  // A dropped model is packed again, the same inputs as ever.
+  const PackageBlob again = inputs.make(b, rows, root / "r1" / "b.tar", kMiB, budget);
+  CHECK(unpacked(again, root / "out") == expected(read_file(b / "model.h5"), "b", "x\n1\n"));
+}

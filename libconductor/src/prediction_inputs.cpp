@@ -1,5 +1,7 @@
 #include "prediction_inputs.hpp"
 
+#include <sys/stat.h>
+
 #include <algorithm>
 #include <optional>
 #include <system_error>
@@ -8,6 +10,7 @@
 
 #include "conductor/error.hpp"
 #include "conductor/sha256.hpp"
+#include "file_io.hpp"
 
 namespace fs = std::filesystem;
 
@@ -40,20 +43,29 @@ std::vector<PackEntry> model_entries(const fs::path& model_dir) {
   return entries;
 }
 
-// What the listing says of the content: names, sizes, modification times. Sizes are summed
-// into `bytes`.
-std::string fingerprint(const std::vector<PackEntry>& entries, std::uint64_t& bytes) {
+// What stat() says of each entry's file: inode, mode, size, modification and change times (a
+// rewrite, a chmod, even one that keeps size and mtime, moves the change time). Sizes are
+// summed into `bytes`. nullopt when a file cannot be stat()ed.
+std::optional<std::string> fingerprint(const std::vector<PackEntry>& entries,
+                                       std::uint64_t& bytes) {
   Sha256 listing;
   bytes = 0;
   for (const PackEntry& entry : entries) {
-    std::error_code ec;
-    const auto size = fs::file_size(entry.source, ec);
-    const auto mtime = fs::last_write_time(entry.source, ec);
-    if (!ec) bytes += size;
+    struct stat info {};
+    if (::stat(entry.source.c_str(), &info) != 0) return std::nullopt;
+    bytes += static_cast<std::uint64_t>(info.st_size);
     listing.update(entry.name);
+    listing.update("\0", 1);
     listing.update(entry.source.native());
-    listing.update(std::to_string(size) + ":" + std::to_string(mtime.time_since_epoch().count()) +
-                   "\n");
+    listing.update("\0", 1);
+    const long long fields[] = {static_cast<long long>(info.st_ino),
+                                static_cast<long long>(info.st_mode),
+                                static_cast<long long>(info.st_size),
+                                static_cast<long long>(info.st_mtim.tv_sec),
+                                info.st_mtim.tv_nsec,
+                                static_cast<long long>(info.st_ctim.tv_sec),
+                                info.st_ctim.tv_nsec};
+    listing.update(fields, sizeof fields);
   }
   return listing.finish_hex();
 }
@@ -78,11 +90,17 @@ std::shared_ptr<const std::string> PredictionInputs::model_part(
     uses_.erase(it->second.use);
     parts_.erase(it);
   }
-  std::string packed = pack_to_memory(entries, PackOptions{});
-  if (packed.size() < kTarEnd ||
+  std::string packed;
+  try {
+    packed = pack_to_memory(entries, PackOptions{});
+  } catch (const Error&) {
+    return nullptr;  // packed whole, which names the reason
+  }
+  ++models_packed_;
+  // Whole entries, then exactly the two zero blocks (no padding to a larger block).
+  if (packed.size() < kTarEnd || packed.size() % 512 != 0 ||
       packed.find_first_not_of('\0', packed.size() - kTarEnd) != std::string::npos) {
-    throw PackageError("the archive of '" + model_dir.string() +
-                       "' does not end in two zero blocks");
+    return nullptr;
   }
   packed.resize(packed.size() - kTarEnd);
   auto part = std::make_shared<const std::string>(std::move(packed));
@@ -93,40 +111,51 @@ std::shared_ptr<const std::string> PredictionInputs::model_part(
       parts_.erase(oldest);
       uses_.pop_back();
     }
-    uses_.push_front(key);
-    parts_[key] = Part{std::move(print), part, uses_.begin()};
+    auto [it, inserted] = parts_.emplace(key, Part{std::move(print), part, uses_.end()});
+    try {
+      uses_.push_front(key);
+    } catch (...) {
+      parts_.erase(it);
+      throw;
+    }
+    it->second.use = uses_.begin();
     cached_bytes_ += part->size();
   }
   return part;
 }
 
-PackageBlob PredictionInputs::make(const fs::path& model_dir, Rows& rows, const fs::path& archive,
-                                   std::uint64_t max_memory_bytes,
+void PredictionInputs::prepare(Rows& rows, const std::string& csv) {
+  write_durably(rows.file, csv, false);
+  if (csv.size() <= kMaxRowsForParts) {
+    rows.archive = pack_to_memory({PackEntry::in_memory("predictiondata.csv", csv)});
+  }
+}
+
+PackageBlob PredictionInputs::make(const fs::path& model_dir, const Rows& rows,
+                                   const fs::path& archive, std::uint64_t max_memory_bytes,
                                    const std::shared_ptr<MemoryBudget>& budget) {
   std::vector<PackEntry> entries = model_entries(model_dir);
-  if (rows.csv.size() <= kMaxRowsForParts) {
-    std::uint64_t model_bytes = 0;
-    std::string print = fingerprint(entries, model_bytes);
-    if (rows.archive.empty()) {
-      rows.archive = pack_to_memory({PackEntry::in_memory("predictiondata.csv", rows.csv)});
-    }
-    if (entries_bound(entries, model_bytes) + rows.archive.size() <= max_memory_bytes) {
-      const std::shared_ptr<const std::string> part =
-          model_part(model_dir, entries, std::move(print));
-      const std::uint64_t size = part->size() + rows.archive.size();
-      if (size <= max_memory_bytes && try_reserve(*budget, size)) {
-        std::unique_ptr<std::string> bytes;
-        try {
-          bytes = std::make_unique<std::string>();
-          bytes->reserve(size);
-          bytes->append(*part).append(rows.archive);
-        } catch (...) {
-          budget->used -= size;
-          throw;
-        }
-        auto held = hold_reserved(std::move(bytes), budget, size);
-        return PackageBlob{sha256_hex(*held), archive, size, held};
+  std::uint64_t model_bytes = 0;
+  std::optional<std::string> print;
+  if (!rows.archive.empty()) print = fingerprint(entries, model_bytes);
+  const std::uint64_t bound = entries_bound(entries, model_bytes) + rows.archive.size();
+  // Not packed apart when the whole would not be held in memory anyway.
+  if (print && bound <= max_memory_bytes && budget->used.load() + bound <= budget->limit) {
+    const std::shared_ptr<const std::string> part =
+        model_part(model_dir, entries, std::move(*print));
+    const std::uint64_t size = part ? part->size() + rows.archive.size() : 0;
+    if (part && size <= max_memory_bytes && try_reserve(*budget, size)) {
+      std::unique_ptr<std::string> bytes;
+      try {
+        bytes = std::make_unique<std::string>();
+        bytes->reserve(size);
+        bytes->append(*part).append(rows.archive);
+      } catch (...) {
+        budget->used -= size;
+        throw;
       }
+      auto held = hold_reserved(std::move(bytes), budget, size);
+      return PackageBlob{sha256_hex(*held), archive, size, held};
     }
   }
   entries.push_back({rows.file, "predictiondata.csv"});

@@ -523,16 +523,16 @@ std::string Server::Impl::predict(const std::string& csv_rows, const PredictOpti
   // submission order: the rows are written before any model needs them.
   auto rows = std::make_shared<PredictionInputs::Rows>();
   rows->file = folder / "predictiondata.csv";
-  rows->csv = csv_rows;
-  worker_.submit([this, request, rows]() -> BackgroundWorker::Completion {
-    std::ofstream out(rows->file, std::ios::binary);
-    out << rows->csv;
-    out.close();
-    if (out) return {};
-    // Each model's job then fails to read the rows and records the failure.
-    return [this, request, file = rows->file] {
-      warn("Prediction " + request + ": cannot write " + file.string());
-    };
+  worker_.submit([this, request, rows, csv_rows]() -> BackgroundWorker::Completion {
+    try {
+      PredictionInputs::prepare(*rows, csv_rows);
+      return {};
+    } catch (const std::exception& e) {
+      // Each model's job then fails to read the rows and records the failure.
+      return [this, request, reason = std::string(e.what())] {
+        warn("Prediction " + request + ": " + reason);
+      };
+    }
   });
   inputs_packing_ += models.size();
   for (const auto& model : models) {

@@ -265,7 +265,6 @@ class Server::Impl {
   void update_version(const std::string& name, const std::function<void(Version&)>& change);
   std::vector<std::string> ranked_models(const std::string& version,
                                          const PredictOptions& options) const;
-  // A prediction item ended: with a value, or with a failure reason.
   // A model's prediction inputs go into memory when they take up to kMemoryInputsBytes and
   // inputs_in_memory_ has room (PredictionInputs, on the background worker).
   static constexpr std::uint64_t kMemoryInputsBytes = std::uint64_t{1} << 20;
@@ -274,6 +273,7 @@ class Server::Impl {
   void queue_prediction_item(const std::string& request, const std::string& version,
                              const std::string& model, const std::optional<PackageBlob>& inputs,
                              const std::string& failure);
+  // A prediction item ended: with a value, or with a failure reason.
   void record_prediction(const WorkItem& item, std::optional<double> value,
                          const std::string& failure);
   // The entry of a prediction's result that holds its answer: the version's output file, as a
@@ -338,7 +338,8 @@ class Server::Impl {
   std::map<std::string, PendingPrediction> predictions_;     // by request id
   std::map<std::string, PredictionItem> prediction_items_;   // by item id
   std::size_t inputs_packing_ = 0;  // prediction items whose inputs the worker still packs
-  // Prediction inputs held in memory, shared with the worker.
+  // Prediction inputs held in memory, shared with the worker (PredictionInputs' kept model
+  // entries, at most 64 MiB more, are not counted here).
   std::shared_ptr<MemoryBudget> inputs_in_memory_ =
       std::make_shared<MemoryBudget>(kMaxMemoryInputsBytes);
   // Makes prediction inputs; used on the background worker only (its jobs hold it).

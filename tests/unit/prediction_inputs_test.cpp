@@ -7,6 +7,7 @@
 #include <filesystem>
 #include <map>
 #include <memory>
+#include <optional>
 #include <string>
 
 #include "conductor/package.hpp"
@@ -38,8 +39,11 @@ fs::path stored_model(const fs::path& root, const std::string& id, const std::st
 
 PredictionInputs::Rows rows_of(const fs::path& root, const std::string& request,
                                const std::string& csv) {
-  write_file(root / request / "predictiondata.csv", csv);
-  return PredictionInputs::Rows{root / request / "predictiondata.csv", csv, {}};
+  fs::create_directories(root / request);
+  PredictionInputs::Rows rows{root / request / "predictiondata.csv", {}};
+  PredictionInputs::prepare(rows, csv);
+  CHECK(read_file(rows.file) == csv);
+  return rows;
 }
 
 // Every file the inputs unpack to, by name, after their hash was checked.
@@ -94,9 +98,57 @@ TEST_CASE("small inputs are the model's entries packed once, followed by the row
   const PackageBlob second = inputs.make(model, second_rows, root / "r2" / "m1.tar", kMiB, budget);
   REQUIRE(second.bytes != nullptr);
   CHECK(inputs.cached_models() == 1);
+  CHECK(inputs.models_packed() == 1);  // the kept entries, not packed again
   CHECK(unpacked(second, root / "out2") == expected("PredictedBuffer=1", "m1", "a,b\n3,4\n5,6\n"));
   const std::size_t model_part = first.size - first_rows.archive.size();
   CHECK(first.bytes->compare(0, model_part, *second.bytes, 0, model_part) == 0);
+
+  // Another model of the same request: its own entries, the same rows' archive.
+  const fs::path other = stored_model(root.path(), "m2", "PredictedBuffer=2");
+  const PackageBlob third = inputs.make(other, second_rows, root / "r2" / "m2.tar", kMiB, budget);
+  REQUIRE(third.bytes != nullptr);
+  CHECK(third.bytes->ends_with(second_rows.archive));
+  CHECK(unpacked(third, root / "out3") == expected("PredictedBuffer=2", "m2", "a,b\n3,4\n5,6\n"));
+  CHECK(inputs.models_packed() == 2);
+}
+
+TEST_CASE("inputs held in memory count against the budget until their last copy goes") {
+  TempDir root("conductor-inputs-budget");
+  const fs::path model = stored_model(root.path(), "m1", "weights");
+  auto budget = std::make_shared<MemoryBudget>(16 * kMiB);
+  PredictionInputs inputs;
+  PredictionInputs::Rows rows = rows_of(root.path(), "r1", "x\n1\n");
+  std::optional<PackageBlob> blob = inputs.make(model, rows, root / "r1" / "m1.tar", kMiB, budget);
+  CHECK(budget->used == blob->size);
+  PackageBlob copy = *blob;
+  blob.reset();
+  CHECK(budget->used == copy.size);
+  copy.bytes.reset();
+  CHECK(budget->used == 0);
+}
+
+TEST_CASE("a model's own predictiondata.csv gives way to the rows, its own model-latest stays") {
+  TempDir root("conductor-inputs-names");
+  const fs::path model = stored_model(root.path(), "m1", "weights");
+  write_file(model / "predictiondata.csv", "the model's own rows\n");
+  write_file(model / "model-latest.h5", "latest weights");
+  // Names a plain tar header cannot hold: beyond 100 bytes, and not ASCII.
+  const std::string long_name = std::string(150, 'n') + ".txt";
+  write_file(model / "deep" / long_name, "long");
+  write_file(model / "gr\xc3\xbc\xc3\x9f" "e.txt", "non-ASCII");
+  auto budget = std::make_shared<MemoryBudget>(16 * kMiB);
+  PredictionInputs inputs;
+  PredictionInputs::Rows rows = rows_of(root.path(), "r1", "x\n1\n");
+  const PackageBlob blob = inputs.make(model, rows, root / "r1" / "m1.tar", kMiB, budget);
+  REQUIRE(blob.bytes != nullptr);
+  CHECK(inputs.is_cached(model));
+  const std::map<std::string, std::string> want = {{"model.h5", "weights"},
+                                                   {"model-latest.h5", "latest weights"},
+                                                   {"weights/layer.bin", "layer of m1"},
+                                                   {"deep/" + long_name, "long"},
+                                                   {"gr\xc3\xbc\xc3\x9f" "e.txt", "non-ASCII"},
+                                                   {"predictiondata.csv", "x\n1\n"}};
+  CHECK(unpacked(blob, root / "out") == want);
 }
 
 TEST_CASE("a model's kept entries are packed again once its folder changes") {
@@ -107,9 +159,18 @@ TEST_CASE("a model's kept entries are packed again once its folder changes") {
   PredictionInputs::Rows rows = rows_of(root.path(), "r1", "x\n1\n");
   inputs.make(model, rows, root / "r1" / "m1.tar", kMiB, budget);
 
-  write_file(model / "model.h5", "new weights, longer");
+  CHECK(inputs.models_packed() == 1);
+
+  SUBCASE("rewritten, longer") { write_file(model / "model.h5", "new weights, longer"); }
+  SUBCASE("rewritten with the same size and modification time") {
+    const auto mtime = fs::last_write_time(model / "model.h5");
+    write_file(model / "model.h5", "NEW weights");
+    fs::last_write_time(model / "model.h5", mtime);
+  }
+  const std::string now = read_file(model / "model.h5");
   const PackageBlob again = inputs.make(model, rows, root / "r1" / "m1.tar", kMiB, budget);
-  CHECK(unpacked(again, root / "out") == expected("new weights, longer", "m1", "x\n1\n"));
+  CHECK(inputs.models_packed() == 2);
+  CHECK(unpacked(again, root / "out") == expected(now, "m1", "x\n1\n"));
   CHECK(inputs.cached_models() == 1);
 }
 
@@ -125,6 +186,7 @@ TEST_CASE("large rows, and inputs beyond the memory limit or the budget, are pac
     PredictionInputs::Rows rows = rows_of(root.path(), "r1", csv);
     const PackageBlob blob = inputs.make(model, rows, root / "r1" / "m1.tar", kMiB, budget);
     CHECK(inputs.cached_models() == 0);
+    CHECK(inputs.models_packed() == 0);
     CHECK(rows.archive.empty());
     CHECK(unpacked(blob, root / "out") == expected(model_bytes, "m1", csv));
   }
@@ -142,6 +204,7 @@ TEST_CASE("large rows, and inputs beyond the memory limit or the budget, are pac
     const PackageBlob blob = inputs.make(model, rows, root / "r1" / "m1.tar", kMiB, full);
     CHECK(blob.bytes == nullptr);
     CHECK(full->used == 0);
+    CHECK(inputs.models_packed() == 0);  // not packed apart for nothing
     CHECK(unpacked(blob, root / "out") == expected(model_bytes, "m1", "x\n1\n"));
   }
 }

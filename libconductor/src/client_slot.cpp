@@ -18,7 +18,8 @@ void Client::Impl::on_assign(const protocol::Assign& assign, const zmq::message_
     return id.size() == 64 && id.find_first_not_of("0123456789abcdef") == std::string::npos;
   };
   if (!is_blob_id(assign.blob) || (!assign.inputs.empty() && !is_blob_id(assign.inputs)) ||
-      assign.item.empty() || assign.item.size() > 64 ||
+      (!assign.model.empty() && !is_blob_id(assign.model)) || assign.item.empty() ||
+      assign.item.size() > 64 ||
       assign.item.find_first_not_of("0123456789abcdef-") != std::string::npos) {
     throw ProtocolError("ASSIGN refused: malformed item or blob id");
   }
@@ -45,6 +46,9 @@ void Client::Impl::on_assign(const protocol::Assign& assign, const zmq::message_
   c.assign = assign;
   slot.waiting_since = Clock::now();
   c.blobs.emplace_back(assign.blob, assign.blob_size);
+  // A large model's own archive: downloaded into the cache and kept there like a package, so
+  // the next request over the model moves only its rows.
+  if (!assign.model.empty()) c.blobs.emplace_back(assign.model, assign.model_size);
   if (!assign.inputs.empty()) c.blobs.emplace_back(assign.inputs, assign.inputs_size);
   if (inputs != nullptr && !downloads_.contains(assign.inputs)) {
     // Arrived whole: a download already complete, checked by the job as any other.

@@ -80,10 +80,10 @@ PackageBlob pack_blob(const std::vector<PackEntry>& entries, const fs::path& arc
       throw;
     }
     auto held = hold_reserved(std::move(packed), budget, bytes);
-    return PackageBlob{sha256_hex(*held), archive, held->size(), held};
+    return PackageBlob{sha256_hex(*held), archive, held->size(), held, nullptr};
   }
   pack(entries, archive, options);
-  return PackageBlob{sha256_file(archive), archive, fs::file_size(archive), nullptr};
+  return PackageBlob{sha256_file(archive), archive, fs::file_size(archive), nullptr, nullptr};
 }
 
 const PackageBlob* PackageCache::get(const std::string& version, const fs::path& folder) {

@@ -25,6 +25,9 @@ struct PackageBlob {
   // The archive's bytes when it is held in memory instead of `file` (a prediction's small
   // inputs, thrown away with the request).
   std::shared_ptr<const std::string> bytes;
+  // Keeps `file` while a blob names it, where its owner may drop it meanwhile (a large model's
+  // prediction pack): its deleter removes the file.
+  std::shared_ptr<const void> keep;
 };
 
 // A limit on the bytes blobs hold in memory, shared by threads.

@@ -124,45 +124,123 @@ std::shared_ptr<const std::string> PredictionInputs::model_part(
   return part;
 }
 
+PredictionInputs::PredictionInputs(fs::path packs_dir, std::uint64_t max_cached_bytes,
+                                   std::uint64_t max_pack_bytes)
+    : packs_dir_(std::move(packs_dir)),
+      max_cached_bytes_(max_cached_bytes),
+      max_pack_bytes_(max_pack_bytes) {
+  std::error_code ec;
+  fs::remove_all(packs_dir_, ec);
+  fs::create_directories(packs_dir_, ec);
+  if (ec) throw IoError("cannot create '" + packs_dir_.string() + "': " + ec.message());
+}
+
+PackageBlob PredictionInputs::model_pack(const fs::path& model_dir,
+                                         const std::vector<PackEntry>& entries, std::string print) {
+  const std::string key = model_dir.native();
+  if (auto it = packs_.find(key); it != packs_.end()) {
+    if (it->second.fingerprint == print) {
+      pack_uses_.splice(pack_uses_.begin(), pack_uses_, it->second.use);
+      return it->second.blob;
+    }
+    pack_bytes_ -= it->second.blob.size;
+    pack_uses_.erase(it->second.use);
+    packs_.erase(it);  // its file goes once no item names it
+  }
+  const fs::path file = packs_dir_ / ("model-" + std::to_string(++packs_made_) + ".tar");
+  // Removed with the last blob that names it, also when packing fails half-way.
+  std::shared_ptr<const void> keep(nullptr, [file](const void*) {
+    std::error_code ignored;
+    fs::remove(file, ignored);
+  });
+  pack(entries, file, {.compression = Compression::kAuto, .sync = false});
+  ++models_packed_;
+  PackageBlob blob{sha256_file(file), file, fs::file_size(file), nullptr, std::move(keep)};
+  if (blob.size <= max_pack_bytes_) {
+    while (pack_bytes_ + blob.size > max_pack_bytes_ && !pack_uses_.empty()) {
+      auto oldest = packs_.find(pack_uses_.back());
+      pack_bytes_ -= oldest->second.blob.size;
+      packs_.erase(oldest);
+      pack_uses_.pop_back();
+    }
+    auto [it, inserted] = packs_.emplace(key, Pack{std::move(print), blob, pack_uses_.end()});
+    try {
+      pack_uses_.push_front(key);
+    } catch (...) {
+      packs_.erase(it);
+      throw;
+    }
+    it->second.use = pack_uses_.begin();
+    pack_bytes_ += blob.size;
+  }
+  return blob;
+}
+
+const PackageBlob& PredictionInputs::rows_blob(Rows& rows, std::uint64_t max_memory_bytes,
+                                               const std::shared_ptr<MemoryBudget>& budget) {
+  if (!rows.blob) {
+    if (rows.archive) {
+      rows.blob =
+          PackageBlob{sha256_hex(*rows.archive), {}, rows.archive->size(), rows.archive, nullptr};
+    } else {
+      rows.blob =
+          pack_blob({{rows.file, "predictiondata.csv"}}, rows.file.parent_path() / "rows.tar",
+                    {.compression = Compression::kAuto, .sync = false}, max_memory_bytes, budget);
+    }
+  }
+  return *rows.blob;
+}
+
 void PredictionInputs::prepare(Rows& rows, const std::string& csv) {
   write_durably(rows.file, csv, false);
   if (csv.size() <= kMaxRowsForParts) {
-    rows.archive = pack_to_memory({PackEntry::in_memory("predictiondata.csv", csv)});
+    rows.archive = std::make_shared<const std::string>(
+        pack_to_memory({PackEntry::in_memory("predictiondata.csv", csv)}));
   }
 }
 
-PackageBlob PredictionInputs::make(const fs::path& model_dir, const Rows& rows,
-                                   const fs::path& archive, std::uint64_t max_memory_bytes,
-                                   const std::shared_ptr<MemoryBudget>& budget) {
+PredictionInputs::Made PredictionInputs::make(const fs::path& model_dir, Rows& rows,
+                                              const fs::path& archive,
+                                              std::uint64_t max_memory_bytes,
+                                              const std::shared_ptr<MemoryBudget>& budget) {
   std::vector<PackEntry> entries = model_entries(model_dir);
   std::uint64_t model_bytes = 0;
-  std::optional<std::string> print;
-  if (!rows.archive.empty()) print = fingerprint(entries, model_bytes);
-  const std::uint64_t bound = entries_bound(entries, model_bytes) + rows.archive.size();
+  std::optional<std::string> print = fingerprint(entries, model_bytes);
+  const std::uint64_t model_bound = entries_bound(entries, model_bytes);
+  if (print && model_bound > max_memory_bytes) {
+    // A large model: its own archive, kept, beside the request's rows.
+    Made made;
+    made.model = model_pack(model_dir, entries, std::move(*print));
+    made.inputs = rows_blob(rows, max_memory_bytes, budget);
+    return made;
+  }
+  const std::uint64_t rows_bytes = rows.archive ? rows.archive->size() : 0;
   // Not packed apart when the whole would not be held in memory anyway.
-  if (print && bound <= max_memory_bytes && budget->used.load() + bound <= budget->limit) {
+  if (print && rows.archive && model_bound + rows_bytes <= max_memory_bytes &&
+      budget->used.load() + model_bound + rows_bytes <= budget->limit) {
     const std::shared_ptr<const std::string> part =
         model_part(model_dir, entries, std::move(*print));
-    const std::uint64_t size = part ? part->size() + rows.archive.size() : 0;
+    const std::uint64_t size = part ? part->size() + rows_bytes : 0;
     if (part && size <= max_memory_bytes && try_reserve(*budget, size)) {
       std::unique_ptr<std::string> bytes;
       try {
         bytes = std::make_unique<std::string>();
         bytes->reserve(size);
-        bytes->append(*part).append(rows.archive);
+        bytes->append(*part).append(*rows.archive);
       } catch (...) {
         budget->used -= size;
         throw;
       }
       auto held = hold_reserved(std::move(bytes), budget, size);
-      return PackageBlob{sha256_hex(*held), archive, size, held};
+      return Made{std::nullopt, PackageBlob{sha256_hex(*held), archive, size, held, nullptr}};
     }
   }
   entries.push_back({rows.file, "predictiondata.csv"});
   // Not synced: a prediction's inputs are thrown away with its request, and the spool is
   // cleared at start-up.
-  return pack_blob(entries, archive, {.compression = Compression::kAuto, .sync = false},
-                   max_memory_bytes, budget);
+  return Made{std::nullopt,
+              pack_blob(entries, archive, {.compression = Compression::kAuto, .sync = false},
+                        max_memory_bytes, budget)};
 }
 
 }  // namespace conductor

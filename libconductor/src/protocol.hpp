@@ -155,8 +155,12 @@ struct Assign {
   std::string inputs;
   std::uint64_t inputs_size = 0;
   int slot = 0;  // the client's slot that runs it (the slot whose READY it answers)
+  // A prediction item of a large model: the model's own archive (content-addressed, cached
+  // like a package), unpacked after the package and before `inputs`; empty when there is none.
+  std::string model;
+  std::uint64_t model_size = 0;
   MSGPACK_DEFINE_MAP(item, attempt, type, version, commands, blob, blob_size, model_pattern,
-                     timeout_ms, inputs, inputs_size, slot)
+                     timeout_ms, inputs, inputs_size, slot, model, model_size)
 };
 
 struct Fetch {

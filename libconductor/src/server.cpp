@@ -48,6 +48,7 @@ Server::Impl::Impl(ServerOptions options)
       router_(context_, zmq::socket_type::router) {
   store_.clean_spool();
   cache_ = std::make_unique<PackageCache>(store_.spool_dir() / "packages", worker_);
+  prediction_inputs_ = std::make_shared<PredictionInputs>(store_.spool_dir() / "model-packs");
   receiver_ = std::make_unique<ResultReceiver>(
       store_, kChunkSize, kWindow, worker_,
       [this](const std::string& client, ResultReceiver::Finished done) {
@@ -416,6 +417,8 @@ void Server::Impl::on_fetch(Peer& peer, const protocol::Fetch& fetch) {
   if (!blob) {
     for (const auto& [id, item] : prediction_items_) {
       if (item.inputs.sha256 == fetch.blob) blob = &item.inputs;
+      if (item.model_pack && item.model_pack->sha256 == fetch.blob) blob = &*item.model_pack;
+      if (blob) break;
     }
   }
   if (!blob || fetch.length == 0 || fetch.length > protocol::kMaxPayloadBytes ||
@@ -713,6 +716,10 @@ bool Server::Impl::hand_out(Peer& peer, const WorkItem& item, int slot, const Pa
     const PackageBlob& blob = prediction->second.inputs;
     assign.inputs = blob.sha256;
     assign.inputs_size = blob.size;
+    if (const auto& pack = prediction->second.model_pack) {
+      assign.model = pack->sha256;
+      assign.model_size = pack->size;
+    }
     // Small inputs held in memory go with the ASSIGN to a client that takes them so: no
     // FETCH/CHUNK round trip before its job can start.
     if (blob.bytes && blob.size <= peer.inline_inputs_bytes) {

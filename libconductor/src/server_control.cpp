@@ -540,7 +540,7 @@ std::string Server::Impl::predict(const std::string& csv_rows, const PredictOpti
                     model_dir = store_.version_dir(name) / "models" / model,
                     archive = folder / (model + ".tar"),
                     budget = inputs_in_memory_]() -> BackgroundWorker::Completion {
-      std::optional<PackageBlob> blob;
+      std::optional<PredictionInputs::Made> blob;
       std::string failure;
       try {
         blob = inputs->make(model_dir, *rows, archive, kMemoryInputsBytes, budget);
@@ -561,7 +561,7 @@ std::string Server::Impl::predict(const std::string& csv_rows, const PredictOpti
 
 void Server::Impl::queue_prediction_item(const std::string& request, const std::string& version,
                                          const std::string& model,
-                                         const std::optional<PackageBlob>& inputs,
+                                         const std::optional<PredictionInputs::Made>& inputs,
                                          const std::string& failure) {
   --inputs_packing_;
   auto pending = predictions_.find(request);
@@ -573,7 +573,7 @@ void Server::Impl::queue_prediction_item(const std::string& request, const std::
     return;
   }
   WorkItem item{random_uuid(), WorkType::kPrediction, version, 0};
-  prediction_items_[item.id] = PredictionItem{request, model, *inputs};
+  prediction_items_[item.id] = PredictionItem{request, model, inputs->inputs, inputs->model};
   scheduler_.enqueue(item);
 }
 

@@ -152,6 +152,7 @@ class Server::Impl {
     std::string request;
     std::string model;
     PackageBlob inputs;
+    std::optional<PackageBlob> model_pack;  // a large model's own archive, unpacked first
   };
 
   // ---- messages ------------------------------------------------------------------------
@@ -271,7 +272,8 @@ class Server::Impl {
   static constexpr std::uint64_t kMaxMemoryInputsBytes = std::uint64_t{256} << 20;
   // On the network thread, once a model's inputs are packed (or failed): queues its item.
   void queue_prediction_item(const std::string& request, const std::string& version,
-                             const std::string& model, const std::optional<PackageBlob>& inputs,
+                             const std::string& model,
+                             const std::optional<PredictionInputs::Made>& inputs,
                              const std::string& failure);
   // A prediction item ended: with a value, or with a failure reason.
   void record_prediction(const WorkItem& item, std::optional<double> value,
@@ -343,7 +345,8 @@ class Server::Impl {
   std::shared_ptr<MemoryBudget> inputs_in_memory_ =
       std::make_shared<MemoryBudget>(kMaxMemoryInputsBytes);
   // Makes prediction inputs; used on the background worker only (its jobs hold it).
-  std::shared_ptr<PredictionInputs> prediction_inputs_ = std::make_shared<PredictionInputs>();
+  // Created in the constructor: its packs go to spool/model-packs.
+  std::shared_ptr<PredictionInputs> prediction_inputs_;
   std::deque<EnsembleResult> finished_predictions_;          // the latest, newest last
   std::mutex finished_mutex_;
   std::condition_variable finished_ready_;

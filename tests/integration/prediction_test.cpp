@@ -1,6 +1,7 @@
 // Ensemble predictions end to end: conductorctl predict against the real server and clients on
 // 127.0.0.1, with models stored before the server starts so each value is known to the test.
 #include <doctest/doctest.h>
+#include <sys/stat.h>
 
 #include <chrono>
 #include <map>
@@ -269,4 +270,68 @@ TEST_CASE(
   }
   CHECK(cached == 2);
   CHECK(cluster.stop_all()->exited_with(0));
+}
+
+TEST_CASE(
+    "a large model's files reach a client once: the next request over it moves only its rows") {
+  Cluster cluster("conductor-predict-large");
+  // The model's first line holds its number, 2 MiB of weights follow: beyond the 1 MiB the
+  // server holds in memory, so each model goes as an archive of its own. The answer adds the
+  // number of rows, so each request's rows must reach the job.
+  const std::string predict =
+      "n=$(head -n 1 model-latest.h5)\nrows=$(wc -l < predictiondata.csv)\n"
+      "echo \"PredictedBuffer=$((n + rows))\"\n";
+  conductor::test::write_configuration(cluster.server_dir(), 0.0,
+                                       {VersionSpec{"v", 0, "exit 1\n", {}, predict}});
+  std::map<std::string, int> numbers;  // model id -> number
+  for (int number : {10, 20}) {
+    const std::string weights = conductor::test::pseudo_random(2 << 20);
+    numbers[conductor::test::store_model(cluster.server_dir(), "v",
+                                         {{"model.h5", std::to_string(number) + "\n" + weights}})] =
+        number;
+  }
+  cluster.start_server();
+  cluster.start_client("solo");
+  const fs::path cache = cluster.root() / "clients" / "solo" / "cache";
+  // The archives in the client's cache of at least `size` bytes.
+  auto cached_at_least = [&](std::uintmax_t size) {
+    std::set<std::string> names;
+    for (const auto& entry : fs::directory_iterator(cache)) {
+      if (entry.path().extension() == ".tar" && entry.file_size() >= size) {
+        names.insert(entry.path().filename().string());
+      }
+    }
+    return names;
+  };
+  auto predict_rows = [&](const std::string& rows, int lines) {
+    const fs::path file = cluster.root() / ("rows-" + std::to_string(lines) + ".csv");
+    conductor::test::write_file(file, rows);
+    const auto run = cluster.ctl({"predict", "--json", "--wait", "60", file.string()});
+    INFO("conductorctl stdout:\n" << run.out << "\nstderr:\n" << run.err << cluster.diagnostics());
+    REQUIRE(run.status.exited_with(0));
+    std::map<std::string, double> want;
+    for (const auto& [id, number] : numbers) want[id] = number + lines;
+    CHECK(values_by_model(parse_json(run)) == want);
+  };
+
+  predict_rows("a,b\n1,2\n", 2);
+  const std::set<std::string> packs = cached_at_least(2 << 20);
+  CHECK(packs.size() == 2);  // one archive per model, kept
+  CHECK(conductor::test::list_names(cluster.server_dir() / "spool" / "model-packs").size() == 2);
+  // A download writes a new file; the cache only touches a file it reuses.
+  auto inode = [&](const std::string& name) {
+    struct stat info {};
+    REQUIRE(::stat((cache / name).c_str(), &info) == 0);
+    return info.st_ino;
+  };
+  std::map<std::string, ino_t> written;
+  for (const auto& name : packs) written[name] = inode(name);
+
+  predict_rows("a,b\n1,2\n3,4\n5,6\n", 4);
+  CHECK(cached_at_least(2 << 20) == packs);
+  for (const auto& [name, number] : written) {
+    INFO(name);
+    CHECK(inode(name) == number);  // not fetched again
+  }
+  CHECK(conductor::test::list_names(cluster.server_dir() / "spool" / "model-packs").size() == 2);
 }

@@ -38,6 +38,19 @@ TEST_CASE("every header round-trips through encode and decode") {
   CHECK(decoded.commands[0].arguments == "-c \"python3 train.py\"");
   CHECK(decoded.blob_size == assign.blob_size);
   CHECK(decoded.timeout_ms == assign.timeout_ms);
+  CHECK(decoded.model.empty());
+  CHECK(decoded.model_size == 0);
+  assign.type = "prediction";
+  assign.inputs = std::string(64, 'b');
+  assign.inputs_size = 1024;
+  assign.model = std::string(64, 'c');
+  assign.model_size = 5ull << 30;
+  frames = encode(MessageType::kAssign, assign);
+  decoded = decode(frames).as<Assign>();
+  CHECK(decoded.inputs == assign.inputs);
+  CHECK(decoded.inputs_size == 1024);
+  CHECK(decoded.model == assign.model);
+  CHECK(decoded.model_size == assign.model_size);
 
   Hello hello{kMajorVersion, "client-1", "host", "ubuntu", "gpu", "dev", "item-9", "v1", 3, "training", 1, {}, {}};
   frames = encode(MessageType::kHello, hello);

@@ -247,6 +247,7 @@ void Client::Impl::say_hello() {
   hello.slots = options_.slots;
   hello.gpus = options_.gpus;
   hello.inline_inputs_bytes = kInlineInputsBytes;
+  hello.model_archives = true;
   for (const Slot& slot : slots_) {
     if (!slot.current) continue;
     const auto& a = slot.current->assign;

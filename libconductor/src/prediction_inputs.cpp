@@ -131,7 +131,7 @@ PredictionInputs::PredictionInputs(fs::path packs_dir, std::uint64_t max_cached_
       max_pack_bytes_(max_pack_bytes) {
   std::error_code ec;
   fs::remove_all(packs_dir_, ec);
-  fs::create_directories(packs_dir_, ec);
+  fs::create_directories(packs_dir_ / "trash", ec);
   if (ec) throw IoError("cannot create '" + packs_dir_.string() + "': " + ec.message());
 }
 
@@ -148,10 +148,13 @@ PackageBlob PredictionInputs::model_pack(const fs::path& model_dir,
     packs_.erase(it);  // its file goes once no item names it
   }
   const fs::path file = packs_dir_ / ("model-" + std::to_string(++packs_made_) + ".tar");
-  // Removed with the last blob that names it, also when packing fails half-way.
-  std::shared_ptr<const void> keep(nullptr, [file](const void*) {
+  // Goes with the last blob that names it, also when packing fails half-way. That may be on
+  // the network thread, where removing gigabytes could stall it: moved aside (a rename), and
+  // removed here, on the worker, by the next make().
+  std::shared_ptr<const void> keep(nullptr, [file, trash = packs_dir_ / "trash"](const void*) {
     std::error_code ignored;
-    fs::remove(file, ignored);
+    fs::rename(file, trash / file.filename(), ignored);
+    if (ignored) fs::remove(file, ignored);
   });
   pack(entries, file, {.compression = Compression::kAuto, .sync = false});
   ++models_packed_;
@@ -184,7 +187,7 @@ const PackageBlob& PredictionInputs::rows_blob(Rows& rows, std::uint64_t max_mem
           PackageBlob{sha256_hex(*rows.archive), {}, rows.archive->size(), rows.archive, nullptr};
     } else {
       rows.blob =
-          pack_blob({{rows.file, "predictiondata.csv"}}, rows.file.parent_path() / "rows.tar",
+          pack_blob({{rows.file, "predictiondata.csv"}}, rows.file.parent_path() / ".rows.tar",
                     {.compression = Compression::kAuto, .sync = false}, max_memory_bytes, budget);
     }
   }
@@ -203,6 +206,12 @@ PredictionInputs::Made PredictionInputs::make(const fs::path& model_dir, Rows& r
                                               const fs::path& archive,
                                               std::uint64_t max_memory_bytes,
                                               const std::shared_ptr<MemoryBudget>& budget) {
+  std::error_code ignored;
+  for (fs::directory_iterator it(packs_dir_ / "trash", ignored), end; !ignored && it != end;
+       it.increment(ignored)) {
+    std::error_code each;
+    fs::remove(it->path(), each);
+  }
   std::vector<PackEntry> entries = model_entries(model_dir);
   std::uint64_t model_bytes = 0;
   std::optional<std::string> print = fingerprint(entries, model_bytes);

@@ -14,8 +14,11 @@
 //   rows, which go as the item's inputs (the request's rows archive, packed once).
 // - Anything else (large rows of a small model, no room in memory) is packed whole per request
 //   as before (pack_blob, zstd where it pays).
-// The kept entries (at most kMaxCachedBytes) are not counted in the MemoryBudget of the inputs
-// handed out. A kept pack file is removed once it is dropped and no blob names it any more.
+// "Large" counts up to 2.5 KiB of tar headers per file beside the files' bytes. The kept
+// entries (at most kMaxCachedBytes) are not counted in the MemoryBudget of the inputs handed
+// out. Packs are kept up to kMaxPackBytes; a dropped one stays while an item still names it,
+// then goes to packs_dir/trash, emptied by the next make(). A request over more large models
+// than the packs' limit holds packs them again each time.
 //
 // Not thread-safe: one object serves the one background worker thread.
 #pragma once
@@ -71,7 +74,7 @@ class PredictionInputs {
   // The inputs of the model in `model_dir` for `rows`. Archives of at most `max_memory_bytes`
   // are held in memory while `budget` has room (held against it until the last copy goes),
   // else written next to `archive` (the whole inputs' file; a large model's rows go to
-  // rows.tar beside it). Throws what list_files() and pack() throw.
+  // .rows.tar beside it). Throws what list_files() and pack() throw.
   Made make(const std::filesystem::path& model_dir, Rows& rows,
             const std::filesystem::path& archive, std::uint64_t max_memory_bytes,
             const std::shared_ptr<MemoryBudget>& budget);

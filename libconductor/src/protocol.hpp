@@ -110,8 +110,12 @@ struct Hello {
   // The largest inputs archive the client takes inline, as ASSIGN's payload frame (no
   // FETCH/CHUNK); 0: a client that fetches every archive.
   std::uint32_t inline_inputs_bytes = 0;
+  // Whether the client unpacks ASSIGN's `model` archive: an older client is never given an
+  // item that has one (it would run without the model's files).
+  bool model_archives = false;
   MSGPACK_DEFINE_MAP(protocol, client_id, host, os, type, version, running_item, running_version,
-                     running_attempt, running_type, slots, gpus, running, inline_inputs_bytes)
+                     running_attempt, running_type, slots, gpus, running, inline_inputs_bytes,
+                     model_archives)
 };
 
 struct Welcome {

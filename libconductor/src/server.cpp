@@ -320,6 +320,7 @@ void Server::Impl::on_hello(const std::string& routing, const std::string& key,
   peer.slots = std::clamp(hello.slots, 1, protocol::kMaxSlots);
   peer.inline_inputs_bytes =
       std::min<std::uint64_t>(hello.inline_inputs_bytes, protocol::kMaxPayloadBytes);
+  peer.model_archives = hello.model_archives;
   peer.gpus.clear();
   for (std::size_t i = 0; i < hello.gpus.size() && i < static_cast<std::size_t>(peer.slots); ++i) {
     peer.gpus.push_back(hello.gpus[i].substr(0, 64));
@@ -639,19 +640,24 @@ void Server::Impl::dispatch(TimePoint now) {
   }
   // Items of a version still being packed wait; the others go out meanwhile.
   const std::map<std::string, const PackageBlob*> packaged = packaged_queued_versions();
+  // A large model's prediction item only goes to a client that unpacks its model archive.
   auto accepts = [this, &packaged](const ClientSlots& client) {
-    return [this, client, &packaged](const WorkItem& item) {
-      return packaged.contains(item.version) && may_take(client, item, requirement_of(item));
+    const bool model_archives = peers_.at(client.id).model_archives;
+    return [this, client, model_archives, &packaged](const WorkItem& item) {
+      return packaged.contains(item.version) && may_take(client, item, requirement_of(item)) &&
+             (model_archives || !has_model_archive(item));
     };
   };
-  // Clients of one type and reserve status take the same items: the queue is searched once per
-  // such kind, not once per client (many idle CPU clients beside GPU-only work, say).
-  std::map<std::pair<std::string, bool>, bool> kind_has_work;
+  // Clients of one type, reserve status and capability take the same items: the queue is
+  // searched once per such kind, not once per client (many idle CPU clients beside GPU-only
+  // work, say).
+  std::map<std::tuple<std::string, bool, bool>, bool> kind_has_work;
   std::vector<FreeSlots> free;
   for (const ClientSlots& client : clients) {
     const Peer& peer = peers_.at(client.id);
     if (peer.waiting.empty()) continue;
-    auto [kind, is_new] = kind_has_work.try_emplace({client.type, client.reserved}, false);
+    auto [kind, is_new] =
+        kind_has_work.try_emplace({client.type, client.reserved, peer.model_archives}, false);
     if (is_new) {
       kind->second = std::any_of(scheduler_.queue().begin(), scheduler_.queue().end(), accepts(client));
     }
@@ -665,6 +671,11 @@ void Server::Impl::dispatch(TimePoint now) {
       peer.waiting.erase(assignment.slot);
     }
   }
+}
+
+bool Server::Impl::has_model_archive(const WorkItem& item) const {
+  const auto prediction = prediction_items_.find(item.id);
+  return prediction != prediction_items_.end() && prediction->second.model_pack.has_value();
 }
 
 std::vector<ClientSlots> Server::Impl::placement_clients() const {

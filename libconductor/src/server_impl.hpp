@@ -140,6 +140,7 @@ class Server::Impl {
     std::map<std::string, Epoch> epochs;  // of its running items, by item id
     std::string key;                // CURVE public key it connected with; empty without CURVE
     std::uint64_t inline_inputs_bytes = 0;  // inputs it takes with ASSIGN (HELLO)
+    bool model_archives = false;            // it unpacks ASSIGN's `model` (HELLO)
   };
 
   // A prediction request in flight.
@@ -198,6 +199,8 @@ class Server::Impl {
   std::map<std::string, const PackageBlob*> packaged_queued_versions();
   // The connected clients in connection order, as placement sees them.
   std::vector<ClientSlots> placement_clients() const;
+  // A prediction item whose model goes as an archive of its own (ASSIGN `model`).
+  bool has_model_archive(const WorkItem& item) const;
   Requirement requirement_of(const WorkItem& item) const;
   enum class Count { kFromDisk, kInMemory };
   void reconcile(const std::string& why, Count count = Count::kFromDisk);

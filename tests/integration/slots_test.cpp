@@ -563,3 +563,50 @@ TEST_CASE(
   CHECK_FALSE(json::from_msgpack(frames[1].to_string()).at("inputs").get<std::string>().empty());
   for (auto& process : requests) process->kill(SIGTERM);
 }
+
+TEST_CASE(
+    "a client from before model archives is never given a large model's prediction item; a "
+    "current client is") {
+  Cluster cluster("conductor-slots-old-predict");
+  const std::string predict = "n=$(head -n 1 model-latest.h5)\necho \"PredictedBuffer=$n\"\n";
+  conductor::test::write_configuration(cluster.server_dir(), 0.0,
+                                       {VersionSpec{"v", 0, "exit 1\n", {}, predict}});
+  // Beyond the 1 MiB the server holds in memory: the model goes as an archive of its own.
+  const std::string model = conductor::test::store_model(
+      cluster.server_dir(), "v", {{"model.h5", "7\n" + conductor::test::pseudo_random(2 << 20)}});
+  cluster.start_server({"--lease-ms", "60000"});
+  ClientBeforeSlots old(cluster.endpoint());
+  old.send(kHello, {{"protocol", 1},
+                    {"client_id", "old-1"},
+                    {"host", "old"},
+                    {"type", "cpu"},
+                    {"slots", 1},
+                    {"inline_inputs_bytes", 262144}});
+  REQUIRE(old.receive(kWelcome).has_value());
+  old.send(kReady, {{"slot", 0}});
+
+  const fs::path rows = cluster.root() / "rows.csv";
+  conductor::test::write_file(rows, "a,b\n1,2\n");
+  ChildProcess request(ChildOptions{{conductor::test::kCtlBin.string(), cluster.endpoint(),
+                                     "predict", "--json", "--wait", "60", rows.string()},
+                                    cluster.root() / "predict.out",
+                                    {},
+                                    {}});
+  REQUIRE_MESSAGE(wait_until(deadline_in(10s),
+                             [&] { return contains(cluster.server_log(), "model(s) queued"); }),
+                  cluster.diagnostics());
+  CHECK_FALSE(old.receive(kAssign, 2s).has_value());
+
+  cluster.start_client("current");
+  const auto done = request.wait_for_exit(60s);
+  INFO("conductorctl output:\n" << request.output() << cluster.diagnostics());
+  REQUIRE(done.has_value());
+  CHECK(done->exited_with(0));
+  const std::string output = request.output();
+  REQUIRE(output.find('{') != std::string::npos);
+  const json result = json::parse(output.substr(output.find('{')));
+  REQUIRE(result["values"].size() == 1);
+  CHECK(result["values"][0]["model"] == model);
+  CHECK(result["values"][0]["value"] == 7.0);
+  CHECK_FALSE(old.receive(kAssign, 500ms).has_value());
+}

@@ -274,3 +274,32 @@ TEST_CASE("WELCOME's inline_result_bytes reads 0 from a server that does not sen
   CHECK(decoded.slots == 2);
   CHECK(decoded.inline_result_bytes == 0);
 }
+
+TEST_CASE("HELLO's model_archives and ASSIGN's model read as none from an older peer") {
+  // Maps without the keys, as an older client and server write them.
+  auto old_message = [](MessageType type, const std::string& key, const std::string& value) {
+    msgpack::sbuffer buffer;
+    msgpack::packer<msgpack::sbuffer> packer(buffer);
+    packer.pack_map(1);
+    packer.pack(key);
+    packer.pack(value);
+    std::vector<zmq::message_t> frames;
+    frames.push_back(conductor::protocol::signature(type));
+    frames.emplace_back(buffer.data(), buffer.size());
+    return frames;
+  };
+  auto hello = old_message(MessageType::kHello, "client_id", "c-1");
+  const auto old_hello = decode(hello).as<conductor::protocol::Hello>();
+  CHECK(old_hello.client_id == "c-1");
+  CHECK_FALSE(old_hello.model_archives);
+  auto assign = old_message(MessageType::kAssign, "item", "0a1b");
+  const auto old_assign = decode(assign).as<Assign>();
+  CHECK(old_assign.item == "0a1b");
+  CHECK(old_assign.model.empty());
+  CHECK(old_assign.model_size == 0);
+
+  conductor::protocol::Hello current;
+  current.model_archives = true;
+  auto frames = encode(MessageType::kHello, current);
+  CHECK(decode(frames).as<conductor::protocol::Hello>().model_archives);
+}

@@ -78,18 +78,47 @@ std::uint64_t entries_bound(const std::vector<PackEntry>& entries, std::uint64_t
 
 }  // namespace
 
+template <typename Value>
+const Value* PredictionInputs::Kept<Value>::find(const std::string& key, const std::string& print) {
+  auto it = entries_.find(key);
+  if (it == entries_.end()) return nullptr;
+  if (it->second.fingerprint != print) {
+    drop(it);
+    return nullptr;
+  }
+  uses_.splice(uses_.begin(), uses_, it->second.use);
+  return &it->second.value;
+}
+
+template <typename Value>
+void PredictionInputs::Kept<Value>::keep(const std::string& key, std::string print, Value value,
+                                         std::uint64_t bytes) {
+  if (auto it = entries_.find(key); it != entries_.end()) drop(it);
+  if (bytes > max_bytes_) return;
+  while (bytes_ + bytes > max_bytes_ && !uses_.empty()) drop(entries_.find(uses_.back()));
+  auto [it, inserted] =
+      entries_.emplace(key, Entry{std::move(print), std::move(value), bytes, uses_.end()});
+  try {
+    uses_.push_front(key);
+  } catch (...) {
+    entries_.erase(it);
+    throw;
+  }
+  it->second.use = uses_.begin();
+  bytes_ += bytes;
+}
+
+template <typename Value>
+void PredictionInputs::Kept<Value>::drop(
+    typename std::unordered_map<std::string, Entry>::iterator it) {
+  bytes_ -= it->second.bytes;
+  uses_.erase(it->second.use);
+  entries_.erase(it);
+}
+
 std::shared_ptr<const std::string> PredictionInputs::model_part(
     const fs::path& model_dir, const std::vector<PackEntry>& entries, std::string print) {
-  const std::string key = model_dir.native();
-  if (auto it = parts_.find(key); it != parts_.end()) {
-    if (it->second.fingerprint == print) {
-      uses_.splice(uses_.begin(), uses_, it->second.use);
-      return it->second.entries;
-    }
-    cached_bytes_ -= it->second.entries->size();
-    uses_.erase(it->second.use);
-    parts_.erase(it);
-  }
+  if (auto kept = parts_.find(model_dir.native(), print)) return *kept;
   std::string packed;
   try {
     packed = pack_to_memory(entries, PackOptions{});
@@ -104,31 +133,13 @@ std::shared_ptr<const std::string> PredictionInputs::model_part(
   }
   packed.resize(packed.size() - kTarEnd);
   auto part = std::make_shared<const std::string>(std::move(packed));
-  if (part->size() <= max_cached_bytes_) {
-    while (cached_bytes_ + part->size() > max_cached_bytes_ && !uses_.empty()) {
-      auto oldest = parts_.find(uses_.back());
-      cached_bytes_ -= oldest->second.entries->size();
-      parts_.erase(oldest);
-      uses_.pop_back();
-    }
-    auto [it, inserted] = parts_.emplace(key, Part{std::move(print), part, uses_.end()});
-    try {
-      uses_.push_front(key);
-    } catch (...) {
-      parts_.erase(it);
-      throw;
-    }
-    it->second.use = uses_.begin();
-    cached_bytes_ += part->size();
-  }
+  parts_.keep(model_dir.native(), std::move(print), part, part->size());
   return part;
 }
 
 PredictionInputs::PredictionInputs(fs::path packs_dir, std::uint64_t max_cached_bytes,
                                    std::uint64_t max_pack_bytes)
-    : packs_dir_(std::move(packs_dir)),
-      max_cached_bytes_(max_cached_bytes),
-      max_pack_bytes_(max_pack_bytes) {
+    : packs_dir_(std::move(packs_dir)), parts_(max_cached_bytes), packs_(max_pack_bytes) {
   std::error_code ec;
   fs::remove_all(packs_dir_, ec);
   fs::create_directories(packs_dir_ / "trash", ec);
@@ -137,16 +148,8 @@ PredictionInputs::PredictionInputs(fs::path packs_dir, std::uint64_t max_cached_
 
 PackageBlob PredictionInputs::model_pack(const fs::path& model_dir,
                                          const std::vector<PackEntry>& entries, std::string print) {
-  const std::string key = model_dir.native();
-  if (auto it = packs_.find(key); it != packs_.end()) {
-    if (it->second.fingerprint == print) {
-      pack_uses_.splice(pack_uses_.begin(), pack_uses_, it->second.use);
-      return it->second.blob;
-    }
-    pack_bytes_ -= it->second.blob.size;
-    pack_uses_.erase(it->second.use);
-    packs_.erase(it);  // its file goes once no item names it
-  }
+  // A stale pack is dropped here; its file goes once no item names it.
+  if (auto kept = packs_.find(model_dir.native(), print)) return *kept;
   const fs::path file = packs_dir_ / ("model-" + std::to_string(++packs_made_) + ".tar");
   // Goes with the last blob that names it, also when packing fails half-way. That may be on
   // the network thread, where removing gigabytes could stall it: moved aside (a rename), and
@@ -159,23 +162,7 @@ PackageBlob PredictionInputs::model_pack(const fs::path& model_dir,
   pack(entries, file, {.compression = Compression::kAuto, .sync = false});
   ++models_packed_;
   PackageBlob blob{sha256_file(file), file, fs::file_size(file), nullptr, std::move(keep)};
-  if (blob.size <= max_pack_bytes_) {
-    while (pack_bytes_ + blob.size > max_pack_bytes_ && !pack_uses_.empty()) {
-      auto oldest = packs_.find(pack_uses_.back());
-      pack_bytes_ -= oldest->second.blob.size;
-      packs_.erase(oldest);
-      pack_uses_.pop_back();
-    }
-    auto [it, inserted] = packs_.emplace(key, Pack{std::move(print), blob, pack_uses_.end()});
-    try {
-      pack_uses_.push_front(key);
-    } catch (...) {
-      packs_.erase(it);
-      throw;
-    }
-    it->second.use = pack_uses_.begin();
-    pack_bytes_ += blob.size;
-  }
+  packs_.keep(model_dir.native(), std::move(print), blob, blob.size);
   return blob;
 }
 

@@ -81,7 +81,7 @@ class PredictionInputs {
 
   // Small models whose packed entries are kept, and their bytes; large models' packs kept.
   std::size_t cached_models() const { return parts_.size(); }
-  std::uint64_t cached_bytes() const { return cached_bytes_; }
+  std::uint64_t cached_bytes() const { return parts_.bytes(); }
   std::size_t kept_packs() const { return packs_.size(); }
   bool is_cached(const std::filesystem::path& model_dir) const {
     return parts_.contains(model_dir.native());
@@ -90,15 +90,35 @@ class PredictionInputs {
   std::uint64_t models_packed() const { return models_packed_; }
 
  private:
-  struct Part {
-    std::string fingerprint;
-    std::shared_ptr<const std::string> entries;  // the model's tar without its end
-    std::list<std::string>::iterator use;        // in uses_
-  };
-  struct Pack {
-    std::string fingerprint;
-    PackageBlob blob;
-    std::list<std::string>::iterator use;  // in pack_uses_
+  // Values by model folder, each kept while its files' fingerprint holds, within a byte limit,
+  // the least recently used dropped first.
+  template <typename Value>
+  class Kept {
+   public:
+    explicit Kept(std::uint64_t max_bytes) : max_bytes_(max_bytes) {}
+    // The value kept for `key` while its fingerprint is `print`, else nullptr (a stale one is
+    // dropped). Valid until the next keep().
+    const Value* find(const std::string& key, const std::string& print);
+    // Keeps `value`, which takes `bytes`, dropping the least recently used to make room. A value
+    // beyond the limit is not kept.
+    void keep(const std::string& key, std::string print, Value value, std::uint64_t bytes);
+    std::size_t size() const { return entries_.size(); }
+    std::uint64_t bytes() const { return bytes_; }
+    bool contains(const std::string& key) const { return entries_.contains(key); }
+
+   private:
+    struct Entry {
+      std::string fingerprint;
+      Value value;
+      std::uint64_t bytes;
+      std::list<std::string>::iterator use;  // in uses_
+    };
+    void drop(typename std::unordered_map<std::string, Entry>::iterator it);
+
+    std::unordered_map<std::string, Entry> entries_;
+    std::list<std::string> uses_;  // keys, most recently used first
+    std::uint64_t bytes_ = 0;
+    const std::uint64_t max_bytes_;
   };
 
   // The model's packed entries, from the cache while its files' fingerprint is `print`;
@@ -114,16 +134,10 @@ class PredictionInputs {
                                const std::shared_ptr<MemoryBudget>& budget);
 
   std::filesystem::path packs_dir_;
-  std::unordered_map<std::string, Part> parts_;  // by model folder
-  std::list<std::string> uses_;                  // model folders, most recently used first
-  std::uint64_t cached_bytes_ = 0;
-  std::unordered_map<std::string, Pack> packs_;  // by model folder
-  std::list<std::string> pack_uses_;
-  std::uint64_t pack_bytes_ = 0;
+  Kept<std::shared_ptr<const std::string>> parts_;  // small models' entries
+  Kept<PackageBlob> packs_;                         // large models' archives
   std::uint64_t packs_made_ = 0;
   std::uint64_t models_packed_ = 0;
-  const std::uint64_t max_cached_bytes_;
-  const std::uint64_t max_pack_bytes_;
 };
 
 }  // namespace conductor

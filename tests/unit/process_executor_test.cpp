@@ -11,13 +11,13 @@
 #include <chrono>
 #include <cstdlib>
 #include <filesystem>
-#include <fstream>
 #include <stdexcept>
 #include <string>
 #include <thread>
 #include <vector>
 
 #include "conductor/error.hpp"
+#include "support/processes.hpp"
 #include "support/temp_dir.hpp"
 
 namespace {
@@ -56,13 +56,7 @@ bool has_no_children() { return ::waitpid(-1, nullptr, WNOHANG) == -1 && errno =
 bool process_ends_soon(pid_t pid) {
   const auto deadline = std::chrono::steady_clock::now() + 3s;
   while (std::chrono::steady_clock::now() < deadline) {
-    std::ifstream stat("/proc/" + std::to_string(pid) + "/stat");
-    std::string content;
-    if (!stat || !std::getline(stat, content)) return true;
-    const auto close = content.rfind(')');
-    if (close != std::string::npos && close + 2 < content.size() && content[close + 2] == 'Z') {
-      return true;
-    }
+    if (!conductor::test::is_running_process(pid)) return true;
     std::this_thread::sleep_for(20ms);
   }
   return false;

@@ -8,6 +8,7 @@
 #include <thread>
 
 #include "bench_support.hpp"
+#include "conductor/client.hpp"
 #include "conductor/server.hpp"
 #include "raw_limits.hpp"
 
@@ -104,6 +105,86 @@ FanOutFigures prediction_fan_out(int clients, int runs) {
   }
   Child::stop_all(fleet);
   server.stop();
+  return figures;
+}
+
+LargeFanOutFigures prediction_fan_out_large(int models, int clients, std::uint64_t model_bytes,
+                                            int runs) {
+  constexpr const char* kLarge = "fanout-large";
+  LargeFanOutFigures figures;
+  for (int run = 0; run < runs; ++run) {
+    ScratchDir root("conductor-bench-fanout-large");
+    const fs::path server_dir = root / "server";
+    VersionFixture version{kLarge, 0, {{"/usr/bin/touch", "model.h5"}}};
+    version.prediction_commands = {{"/bin/cat", "model-latest.h5"}};
+    write_server_config(server_dir, {version}, 1.0);
+    const auto ids = seed_models(server_dir, kLarge, models, model_file);
+    std::map<std::string, double> expected;
+    for (int i = 0; i < models; ++i) {
+      expected[ids[i]] = i;
+      // Sizes a page apart: write_random_file seeds its bytes with the size.
+      write_random_file(server_dir / "assets" / kLarge / "models" / ids[i] / "weights.bin",
+                        model_bytes + static_cast<std::uint64_t>(i) * 4096);
+    }
+    write_text(root / "model-latest.h5", model_file(1));
+    figures.raw_command_seconds.push_back(
+        raw_parallel_spawn_seconds({"/bin/cat", (root / "model-latest.h5").string()}, models));
+    const std::uint64_t all_bytes = model_bytes * static_cast<std::uint64_t>(models);
+    figures.raw_tcp_seconds.push_back(static_cast<double>(all_bytes) /
+                                      raw_tcp_bytes_per_second(all_bytes));
+
+    ServerOptions server_options;
+    server_options.workdir = server_dir;
+    server_options.bind = "tcp://127.0.0.1:*";
+    server_options.log_to_stdout = false;
+    Server server(server_options);
+    server.start();
+    std::vector<std::unique_ptr<Client>> fleet;
+    for (int i = 0; i < clients; ++i) {
+      ClientOptions options;
+      options.server = server.endpoint();
+      options.workdir = root / ("reserve-" + std::to_string(i));
+      options.host_name = "reserve-" + std::to_string(i);
+      options.log_to_stdout = false;
+      fleet.push_back(std::make_unique<Client>(options));
+      fleet.back()->start();
+    }
+    if (!wait_for([&] { return server.status().clients == static_cast<std::size_t>(clients); },
+                  std::chrono::minutes(1), 10ms)) {
+      throw std::runtime_error("large fan-out: only " + std::to_string(server.status().clients) +
+                               " of " + std::to_string(clients) + " clients connected");
+    }
+    auto fetched = [&] {
+      std::uint64_t bytes = 0;
+      for (const auto& client : fleet) bytes += client->payload_bytes_fetched();
+      return static_cast<double>(bytes);
+    };
+    PredictOptions options;
+    options.version = kLarge;
+    // One request, timed; the package bytes the clients fetched for it.
+    auto request = [&](std::vector<double>& seconds, std::vector<double>& bytes) {
+      std::this_thread::sleep_for(200ms);  // every client back to idle (READY sent)
+      const double before = fetched();
+      const auto started = Clock::now();
+      const EnsembleResult result = wait_for_ensemble(server, server.predict(kRows, options));
+      seconds.push_back(seconds_since(started));
+      print_perf_window("large fan-out request", started, Clock::now());
+      bytes.push_back(fetched() - before);
+      check_values(result, expected);
+    };
+    request(figures.cold_seconds, figures.cold_bytes);
+    // Items go to whichever client is ready first: until every client has fetched every model,
+    // a request may still move some. Then only the rows move, inline with each ASSIGN.
+    std::vector<double> seconds, bytes{static_cast<double>(model_bytes)};
+    int warm_ups = 0;
+    for (; bytes.back() >= static_cast<double>(model_bytes) && warm_ups < 4 * models; ++warm_ups) {
+      request(seconds, bytes);
+    }
+    figures.warm_ups.push_back(warm_ups);
+    request(figures.warm_seconds, figures.warm_bytes);
+    fleet.clear();
+    server.stop();
+  }
   return figures;
 }
 

@@ -325,6 +325,8 @@ void check_type(archive_entry* entry, const std::string& name) {
 
 struct ExtractContext {
   archive* reader;
+  // The archive's descriptor when it is read from a file as it is (no hash to check), else -1.
+  int archive_file;
   const fs::path& archive_path;
   const fs::path& destination;
   int root;
@@ -373,6 +375,53 @@ void check_unpacked(const std::string& name, std::uint64_t file_bytes, std::uint
   }
 }
 
+// Copies a file entry's data from the archive file to `out` inside the kernel
+// (copy_file_range): one copy instead of a read into libarchive's buffer and a write out of
+// it, which is most of what unpacking a large cached package or model costs. Only for a plain
+// tar read from a file, where an entry's data lies in the file as it is, right after its
+// headers. Returns false, having read nothing, when that does not hold or the file systems
+// cannot copy so; the caller then reads the data through libarchive.
+bool copy_in_kernel(const ExtractContext& context, archive_entry* entry, const std::string& name,
+                    int out, const fs::path& target) {
+  if (context.archive_file < 0 || archive_entry_size_is_set(entry) == 0 ||
+      archive_entry_sparse_count(entry) != 0 || archive_filter_count(context.reader) != 1 ||
+      archive_filter_code(context.reader, 0) != ARCHIVE_FILTER_NONE) {
+    return false;
+  }
+  const auto size = static_cast<std::uint64_t>(archive_entry_size(entry));
+  // Data that small is in libarchive's buffer already.
+  if (size < kArchiveReadBlockSize) return false;
+  // The bytes libarchive consumed so far: the headers end there, on a tar block boundary.
+  loff_t from = archive_filter_bytes(context.reader, 0);
+  if (from < 0 || from % 512 != 0) return false;
+  check_unpacked(name, size, context.stats.bytes + size, context.limits);
+  std::uint64_t copied = 0;
+  while (copied < size) {
+    const ssize_t got = ::copy_file_range(context.archive_file, &from, out, nullptr,
+                                          static_cast<std::size_t>(size - copied), 0);
+    if (got < 0 && errno == EINTR) continue;
+    if (got < 0 && copied == 0 &&
+        (errno == EXDEV || errno == EINVAL || errno == ENOSYS || errno == EOPNOTSUPP ||
+         errno == EBADF || errno == EPERM)) {
+      return false;
+    }
+    if (got < 0) throw IoError("cannot write " + quoted(target) + ": " + errno_text());
+    if (got == 0) {
+      throw PackageError("archive " + quoted(context.archive_path) +
+                         " is corrupt or truncated in '" + name + "': it ends within the file");
+    }
+    copied += static_cast<std::uint64_t>(got);
+  }
+  // Past the data (and its padding) for the next header.
+  if (archive_read_data_skip(context.reader) != ARCHIVE_OK) {
+    throw PackageError("archive " + quoted(context.archive_path) + " is corrupt or truncated in '" +
+                       name + "': " + archive_text(context.reader));
+  }
+  context.stats.bytes += size;
+  context.stats.copied_bytes += size;
+  return true;
+}
+
 void extract_file(const ExtractContext& context, archive_entry* entry, const std::string& name,
                   std::span<const std::string> parts) {
   if (archive_entry_size_is_set(entry) != 0 &&
@@ -405,7 +454,9 @@ void extract_file(const ExtractContext& context, archive_entry* entry, const std
   }
 
   std::uint64_t written = 0;
-  for (;;) {
+  const bool is_copied = copy_in_kernel(context, entry, name, out.get(), target);
+  if (is_copied) written = static_cast<std::uint64_t>(archive_entry_size(entry));
+  while (!is_copied) {
     const void* block = nullptr;
     std::size_t size = 0;
     la_int64_t offset = 0;
@@ -739,10 +790,11 @@ std::string read_entry_tail(archive* reader, const fs::path& archive_name, std::
 }
 
 // Reads `archive` (a tar, plain or zstd or gzip), calling `on_entry(reader, entry, name,
-// parts)` for each entry that passed the common checks (limits.max_entries, the entry's type);
-// `parts` is the entry's clean name, split. Checks the SHA-256 when `expected_sha256` is set,
-// also when reading or `on_entry` threw: a mismatch is then the reason given. Returns the
-// number of entries.
+// parts, archive_file)` for each entry that passed the common checks (limits.max_entries, the
+// entry's type); `parts` is the entry's clean name, split; `archive_file` is the archive's
+// descriptor when it is read from a file without a hash to check, else -1. Checks the SHA-256 when
+// `expected_sha256` is set, also when reading or `on_entry` threw: a mismatch is then the reason
+// given. Returns the number of entries.
 template <typename OnEntry>
 std::uint64_t read_entries(const ArchiveSource& archive_source, const ExtractLimits& limits,
                            const std::string* expected_sha256, OnEntry&& on_entry) {
@@ -816,7 +868,7 @@ std::uint64_t read_entries(const ArchiveSource& archive_source, const ExtractLim
       if (archive_entry_filetype(entry) != AE_IFDIR && parts.empty()) {
         throw PackageError(refusal(name, "names no file"));
       }
-      on_entry(reader.get(), entry, name, parts);
+      on_entry(reader.get(), entry, name, parts, source ? -1 : in.get());
     }
   } catch (const Error&) {
     check_hash();
@@ -840,7 +892,7 @@ ExtractStats extract_checked(const ArchiveSource& archive_source, const fs::path
   stats.entries = read_entries(
       archive_source, limits, expected_sha256,
       [&](archive* reader, archive_entry* entry, const std::string& name,
-          const std::vector<std::string>& parts) {
+          const std::vector<std::string>& parts, int archive_file) {
         const bool is_held =
             !options.held_folder.empty() && !parts.empty() && parts.front() == options.held_folder;
         if (is_held && archive_entry_filetype(entry) == AE_IFDIR) return;
@@ -867,8 +919,9 @@ ExtractStats extract_checked(const ArchiveSource& archive_source, const fs::path
         } else if (archive_entry_filetype(entry) == AE_IFDIR) {
           open_folder(root.get(), destination, name, parts, created, options.reusable);
         } else {
-          const ExtractContext context{reader, archive_path, destination, root.get(),
-                                       limits, created,      stats,       options.reusable};
+          const ExtractContext context{reader,      archive_file, archive_path,
+                                       destination, root.get(),   limits,
+                                       created,     stats,        options.reusable};
           extract_file(context, entry, name, parts);
         }
       });
@@ -897,7 +950,7 @@ std::map<std::string, std::string> read_verified(const ArchiveSource& archive_so
   std::map<std::string, std::string> files;
   read_entries(archive_source, limits, &expected_sha256,
                [&](archive* reader, archive_entry* entry, const std::string& name,
-                   const std::vector<std::string>& parts) {
+                   const std::vector<std::string>& parts, int /*archive_file*/) {
                  if (archive_entry_filetype(entry) == AE_IFDIR) return;
                  const std::string clean = join(parts);
                  if (!wanted.contains(clean))

@@ -487,6 +487,53 @@ TEST_CASE("extraction refuses a truncated archive, plain or zstd, and removes wh
   }
 }
 
+TEST_CASE("a plain archive file's large entries are copied inside the kernel, byte for byte") {
+  TempDir dir;
+  const fs::path root = dir.make("version");
+  const std::string long_name(150, 'n');  // beyond the 100 bytes of a plain header: pax
+  std::map<std::string, std::string> files = {
+      {"model.bin", pseudo_random(3u << 20)},
+      {long_name + ".bin", pseudo_random(200u << 10).substr(1)},  // not a multiple of 512
+      {"small.txt", "small\n"},
+      {"sub/deep/weights.bin", pseudo_random((5u << 20) + 7)},
+      {"exactly-64k.bin", pseudo_random(64u << 10)}};
+  std::uint64_t large = 0;
+  for (const auto& [name, content] : files) {
+    write_file(root / name, content);
+    if (content.size() >= (64u << 10)) large += content.size();
+  }
+  const fs::path archive = dir.path() / "v.tar";
+  conductor::pack_directory(root, archive, {}, PackOptions{Compression::kNone});
+  const fs::path out = dir.make("out");
+  const auto stats = conductor::extract(archive, out);
+  CHECK(stats.copied_bytes == large);
+  for (const auto& [name, content] : files) {
+    CAPTURE(name);
+    CHECK(read_file(out / name) == content);
+  }
+  SUBCASE("a zstd archive and a checked one go through libarchive, with the same files") {
+    const fs::path packed = dir.path() / "z.tar";
+    conductor::pack_directory(root, packed, {}, PackOptions{Compression::kZstd});
+    const fs::path zstd_out = dir.make("zstd");
+    CHECK(conductor::extract(packed, zstd_out).copied_bytes == 0);
+    const fs::path checked_out = dir.make("checked");
+    CHECK(conductor::extract_verified(archive, checked_out, conductor::sha256_file(archive))
+              .copied_bytes == 0);
+    for (const auto& [name, content] : files) {
+      CAPTURE(name);
+      CHECK(read_file(zstd_out / name) == content);
+      CHECK(read_file(checked_out / name) == content);
+    }
+  }
+  SUBCASE("a file that claims more than max_file_bytes is refused before any copy") {
+    ExtractLimits limits;
+    limits.max_file_bytes = 1u << 20;
+    const fs::path refused = dir.make("refused");
+    CHECK_THROWS_AS(conductor::extract(archive, refused, limits), PackageError);
+    CHECK(is_empty_folder(refused));
+  }
+}
+
 TEST_CASE("extraction never overwrites an existing file and keeps what was there before") {
   TempDir dir;
   const fs::path archive = dir.path() / "a.tar";

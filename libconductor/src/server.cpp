@@ -166,12 +166,9 @@ void Server::Impl::serve_timers(TimePoint& next_reconcile) {
 }
 
 void Server::Impl::announce_stored(const std::string& version, const std::string& id) {
+  // Its meta.xml is read by next_stored_model(), on the caller's thread: this thread has
+  // every client to serve, and a server nobody asks never reads it.
   StoredModel model{version, id, store_.version_dir(version) / "models" / id, {}};
-  try {
-    model.meta = store_.load_model_meta(version, id);
-  } catch (const Error& e) {
-    warn("Model " + id + " was stored but its meta.xml cannot be read back: " + e.what());
-  }
   std::lock_guard lock(stored_mutex_);
   stored_models_.push_back(std::move(model));
   while (stored_models_.size() > 10000) stored_models_.pop_front();
@@ -183,6 +180,12 @@ std::optional<StoredModel> Server::Impl::next_stored_model(std::chrono::millisec
   if (!stored_ready_.wait_for(lock, timeout, [&] { return !stored_models_.empty(); })) return std::nullopt;
   StoredModel model = std::move(stored_models_.front());
   stored_models_.pop_front();
+  lock.unlock();
+  try {
+    model.meta = store_.load_model_meta(model.version, model.id);
+  } catch (const Error&) {
+    // Removed since (the version was removed): the model is still reported, its meta empty.
+  }
   return model;
 }
 

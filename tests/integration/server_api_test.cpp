@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "cluster.hpp"
+#include "conductor/client.hpp"
 #include "conductor/error.hpp"
 #include "conductor/server.hpp"
 #include "support/temp_dir.hpp"
@@ -278,6 +279,47 @@ TEST_CASE("a removed version stops training but keeps its stored models on disk"
   restarted.start();
   CHECK_FALSE(wait_until(deadline_in(1s), [&] { return restarted.status().queued > 0; }));
   CHECK(restarted.status().versions.empty());
+}
+
+TEST_CASE("next_stored_model reports each accepted model with its meta.xml, read when taken") {
+  conductor::test::TempDir root("conductor-api-stored");
+  const fs::path workdir = root / "server";
+  conductor::test::write_configuration(workdir, 0, {VersionSpec{"v", 2, kTrain, {}}});
+  conductor::Server server(options_for(workdir));
+  server.start();
+  conductor::ClientOptions client_options;
+  client_options.server = server.endpoint();
+  client_options.workdir = root / "client";
+  client_options.host_name = "worker-a";
+  client_options.log_to_stdout = false;
+  conductor::Client client(client_options);
+  client.start();
+  const auto first = server.next_stored_model(60s);
+  REQUIRE(first.has_value());
+  CHECK(first->version == "v");
+  CHECK(first->folder == fs::absolute(workdir) / "assets" / "v" / "models" / first->id);
+  CHECK(first->meta.item_id == first->id);
+  CHECK(first->meta.node_name == "worker-a");
+  CHECK_FALSE(first->meta.timestamp.empty());
+  REQUIRE(wait_until(deadline_in(60s), [&] {
+    const auto status = server.status();
+    return !status.versions.empty() && status.versions.front().stored_models == 2;
+  }));
+  client.stop();
+  // Its folder gone before it is taken: still reported once, with an empty meta.
+  const auto second_id = [&] {
+    for (const auto& entry : fs::directory_iterator(workdir / "assets" / "v" / "models")) {
+      if (entry.path().filename() != first->id) return entry.path().filename().string();
+    }
+    return std::string();
+  }();
+  REQUIRE_FALSE(second_id.empty());
+  fs::remove_all(workdir / "assets" / "v" / "models" / second_id);
+  const auto second = server.next_stored_model(10s);
+  REQUIRE(second.has_value());
+  CHECK(second->id == second_id);
+  CHECK(second->meta.item_id.empty());
+  CHECK_FALSE(server.next_stored_model(100ms).has_value());
 }
 
 TEST_CASE("add_version copies a folder as a local version and refuses a taken name") {

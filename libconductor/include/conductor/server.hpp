@@ -82,7 +82,9 @@ struct StoredModel {
   std::string version;
   std::string id;
   std::filesystem::path folder;  // assets/<version>/models/<id>
-  ModelMeta meta;                // as written to meta.xml, metrics included
+  // As written to meta.xml, metrics included, read when next_stored_model() takes the model
+  // (on the caller's thread); default values when it can no longer be read (removed since).
+  ModelMeta meta;
 };
 
 // At most this many items may be queued when a prediction request arrives (the original's limit).

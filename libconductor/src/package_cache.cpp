@@ -36,8 +36,9 @@ PackageBlob make_pack(const fs::path& dir, const std::string& version,
 
 }  // namespace
 
-PackageCache::PackageCache(fs::path dir, BackgroundWorker& worker)
-    : dir_(std::move(dir)), worker_(worker) {
+PackageCache::PackageCache(fs::path dir, BackgroundWorker& worker,
+                           std::chrono::milliseconds recheck_after)
+    : dir_(std::move(dir)), worker_(worker), recheck_after_(recheck_after) {
   std::error_code ec;
   fs::create_directories(dir_, ec);
   if (ec) throw IoError("cannot create package folder '" + dir_.string() + "': " + ec.message());
@@ -87,6 +88,11 @@ PackageBlob pack_blob(const std::vector<PackEntry>& entries, const fs::path& arc
 }
 
 const PackageBlob* PackageCache::get(const std::string& version, const fs::path& folder) {
+  const auto now = std::chrono::steady_clock::now();
+  if (auto it = by_version_.find(version); it != by_version_.end() && it->second.folder == folder &&
+                                           now - it->second.checked < recheck_after_) {
+    return &it->second.blob;
+  }
   // The listing (names, sizes, modification times) stands for the content: cheap to take on
   // every hand-out, and any edit a user makes changes it.
   auto entries = list_files(folder, kNonPayloadFolders);
@@ -103,8 +109,9 @@ const PackageBlob* PackageCache::get(const std::string& version, const fs::path&
                    std::to_string(mtime.time_since_epoch().count()) + "\n");
   }
   std::string fingerprint = listing.finish_hex();
-  if (auto it = by_version_.find(version);
-      it != by_version_.end() && it->second.fingerprint == fingerprint) {
+  if (auto it = by_version_.find(version); it != by_version_.end() && it->second.folder == folder &&
+                                           it->second.fingerprint == fingerprint) {
+    it->second.checked = now;
     return &it->second.blob;
   }
   if (auto it = failed_.find(version); it != failed_.end()) {
@@ -113,16 +120,16 @@ const PackageBlob* PackageCache::get(const std::string& version, const fs::path&
   }
   if (packing_.contains(version)) return nullptr;  // a newer listing is packed after this one
   if (bytes < kInlinePackBytes) {
-    return &keep(version, std::move(fingerprint), make_pack(dir_, version, entries));
+    return &keep(version, folder, std::move(fingerprint), make_pack(dir_, version, entries));
   }
   packing_[version] = fingerprint;
-  worker_.submit([this, dir = dir_, version, fingerprint, entries = std::move(entries)]()
-                     -> BackgroundWorker::Completion {
+  worker_.submit([this, dir = dir_, version, folder, fingerprint,
+                  entries = std::move(entries)]() -> BackgroundWorker::Completion {
     try {
       PackageBlob blob = make_pack(dir, version, entries);
-      return [this, version, fingerprint, blob = std::move(blob)] {
+      return [this, version, folder, fingerprint, blob = std::move(blob)] {
         packing_.erase(version);
-        keep(version, fingerprint, blob);
+        keep(version, folder, fingerprint, blob);
       };
     } catch (const Error& e) {
       return [this, version, fingerprint, message = std::string(e.what())] {
@@ -134,11 +141,13 @@ const PackageBlob* PackageCache::get(const std::string& version, const fs::path&
   return nullptr;
 }
 
-const PackageBlob& PackageCache::keep(const std::string& version, std::string fingerprint,
-                                      PackageBlob blob) {
+const PackageBlob& PackageCache::keep(const std::string& version, const fs::path& folder,
+                                      std::string fingerprint, PackageBlob blob) {
   by_sha_[blob.sha256] = blob;
   auto& entry = by_version_[version];
-  entry = Entry{std::move(fingerprint), std::move(blob)};
+  // Current as of the listing it was packed from, which may be older than now (a background
+  // pack): checked again on the next call.
+  entry = Entry{std::move(fingerprint), std::move(blob), folder, {}};
   return entry.blob;
 }
 

@@ -6,6 +6,7 @@
 #pragma once
 
 #include <atomic>
+#include <chrono>
 #include <cstdint>
 #include <filesystem>
 #include <map>
@@ -58,13 +59,20 @@ class PackageCache {
  public:
   // Folders holding fewer bytes than this are packed at once, on the calling thread.
   static constexpr std::uint64_t kInlinePackBytes = std::uint64_t{8} << 20;
+  // A version's folder is listed again only when its pack was found current longer ago than
+  // this: the server asks for every hand-out, and listing a folder of many thousand files
+  // (three stats each) each time would stall its network thread.
+  static constexpr std::chrono::milliseconds kRecheckAfter{1000};
 
   // `dir` holds the packs; it is created when missing. Large folders are packed on `worker`,
   // which must outlive this object.
-  PackageCache(std::filesystem::path dir, BackgroundWorker& worker);
+  PackageCache(std::filesystem::path dir, BackgroundWorker& worker,
+               std::chrono::milliseconds recheck_after = kRecheckAfter);
 
   // The current pack of `folder` for `version`, packing it again only when a file was added,
-  // removed, resized or touched. nullptr while the pack is being made in the background
+  // removed, resized or touched (seen within `recheck_after` of the change: until then the
+  // pack found current before is returned without a look at the folder). nullptr while the
+  // pack is being made in the background
   // (started here when needed); a later call, after the worker's completion ran, returns it.
   // Throws PackageError (e.g. a symlink in the folder) or IoError, for a background pack on
   // every call after it failed until the folder changes.
@@ -80,15 +88,19 @@ class PackageCache {
   struct Entry {
     std::string fingerprint;
     PackageBlob blob;
+    std::filesystem::path folder;
+    std::chrono::steady_clock::time_point checked;  // when the folder last matched `fingerprint`
   };
   struct Failure {
     std::string fingerprint;
     std::string message;
   };
-  const PackageBlob& keep(const std::string& version, std::string fingerprint, PackageBlob blob);
+  const PackageBlob& keep(const std::string& version, const std::filesystem::path& folder,
+                          std::string fingerprint, PackageBlob blob);
 
   std::filesystem::path dir_;
   BackgroundWorker& worker_;
+  const std::chrono::milliseconds recheck_after_;
   std::map<std::string, Entry> by_version_;
   std::map<std::string, PackageBlob> by_sha_;
   std::map<std::string, std::string> packing_;  // version -> fingerprint being packed

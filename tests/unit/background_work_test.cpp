@@ -162,6 +162,29 @@ TEST_CASE("a package cache packs a small version at once and a large one in the 
   CHECK(cache.get("large", root / "large") == large);
 }
 
+TEST_CASE("a package cache looks at a version's folder again only after the recheck interval") {
+  TempDir root("conductor-pack-recheck");
+  BackgroundWorker worker;
+  PackageCache cache(root / "packs", worker, std::chrono::milliseconds(300));
+  write_file(root / "v" / "train.py", "print('first')\n");
+  const conductor::PackageBlob* first = cache.get("v", root / "v");
+  REQUIRE(first != nullptr);
+  const std::string first_sha = first->sha256;
+  CHECK(cache.get("v", root / "v")->sha256 == first_sha);  // found current: the clock starts
+  write_file(root / "v" / "train.py", "print('second, longer')\n");
+  // Within the interval the folder is not listed: the pack found current is handed out.
+  CHECK(cache.get("v", root / "v")->sha256 == first_sha);
+  std::this_thread::sleep_for(std::chrono::milliseconds(350));
+  const conductor::PackageBlob* second = cache.get("v", root / "v");
+  REQUIRE(second != nullptr);
+  CHECK(second->sha256 != first_sha);
+  CHECK(second->sha256 == conductor::sha256_file(second->file));
+  const std::string second_sha = second->sha256;
+  // Another folder under the same version name is listed at once.
+  write_file(root / "w" / "train.py", "print('elsewhere')\n");
+  CHECK(cache.get("v", root / "w")->sha256 != second_sha);
+}
+
 TEST_CASE("a background pack that fails is reported on every call until the folder changes") {
   TempDir root("conductor-pack-async-fail");
   BackgroundWorker worker;

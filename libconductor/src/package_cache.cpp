@@ -87,31 +87,76 @@ PackageBlob pack_blob(const std::vector<PackEntry>& entries, const fs::path& arc
   return PackageBlob{sha256_file(archive), archive, fs::file_size(archive), nullptr, nullptr};
 }
 
-const PackageBlob* PackageCache::get(const std::string& version, const fs::path& folder) {
-  const auto now = std::chrono::steady_clock::now();
-  if (auto it = by_version_.find(version); it != by_version_.end() && it->second.folder == folder &&
-                                           now - it->second.checked < recheck_after_) {
-    return &it->second.blob;
-  }
-  // The listing (names, sizes, modification times) stands for the content: cheap to take on
-  // every hand-out, and any edit a user makes changes it.
-  auto entries = list_files(folder, kNonPayloadFolders);
-  Sha256 listing;
+namespace {
+
+// A version folder's payload files and what stands for their content: the listing (names,
+// sizes, modification times), hashed; any edit a user makes changes it.
+struct Listing {
+  std::vector<PackEntry> entries;
+  std::string fingerprint;
   std::uint64_t bytes = 0;
-  for (const auto& entry : entries) {
+};
+
+Listing list_version(const fs::path& folder) {
+  Listing result;
+  result.entries = list_files(folder, kNonPayloadFolders);
+  Sha256 listing;
+  for (const auto& entry : result.entries) {
     std::error_code ec;
     auto size = fs::file_size(entry.source, ec);
     auto mtime = fs::last_write_time(entry.source, ec);
-    if (!ec) bytes += size;
+    if (!ec) result.bytes += size;
     listing.update(entry.name);
     listing.update("\0", 1);
     listing.update(std::to_string(size) + ":" +
                    std::to_string(mtime.time_since_epoch().count()) + "\n");
   }
-  std::string fingerprint = listing.finish_hex();
+  result.fingerprint = listing.finish_hex();
+  return result;
+}
+
+}  // namespace
+
+const PackageBlob* PackageCache::get(const std::string& version, const fs::path& folder) {
+  if (auto it = by_version_.find(version);
+      it != by_version_.end() && it->second.folder == folder && !it->second.changed) {
+    Entry& entry = it->second;
+    if (entry.rechecking || std::chrono::steady_clock::now() - entry.checked < recheck_after_) {
+      return &entry.blob;
+    }
+    // Listed again on the worker; the pack found current goes out until it answers.
+    entry.rechecking = true;
+    worker_.submit([this, version, folder, print = entry.fingerprint]() {
+      bool is_same = false;
+      try {
+        is_same = list_version(folder).fingerprint == print;
+      } catch (const Error&) {
+        // Listed again here, on the next call, which names the reason.
+      }
+      return BackgroundWorker::Completion([this, version, folder, print, is_same] {
+        auto it = by_version_.find(version);
+        if (it == by_version_.end() || it->second.folder != folder ||
+            it->second.fingerprint != print) {
+          return;  // replaced meanwhile
+        }
+        it->second.rechecking = false;
+        if (is_same) {
+          it->second.checked = std::chrono::steady_clock::now();
+        } else {
+          it->second.changed = true;
+        }
+      });
+    });
+    return &entry.blob;
+  }
+  Listing listed = list_version(folder);
+  auto& entries = listed.entries;
+  const std::uint64_t bytes = listed.bytes;
+  std::string fingerprint = std::move(listed.fingerprint);
   if (auto it = by_version_.find(version); it != by_version_.end() && it->second.folder == folder &&
                                            it->second.fingerprint == fingerprint) {
-    it->second.checked = now;
+    it->second.checked = std::chrono::steady_clock::now();
+    it->second.changed = false;
     return &it->second.blob;
   }
   if (auto it = failed_.find(version); it != failed_.end()) {
@@ -120,7 +165,8 @@ const PackageBlob* PackageCache::get(const std::string& version, const fs::path&
   }
   if (packing_.contains(version)) return nullptr;  // a newer listing is packed after this one
   if (bytes < kInlinePackBytes) {
-    return &keep(version, folder, std::move(fingerprint), make_pack(dir_, version, entries));
+    return &keep(version, folder, std::move(fingerprint), make_pack(dir_, version, entries),
+                 std::chrono::steady_clock::now());
   }
   packing_[version] = fingerprint;
   worker_.submit([this, dir = dir_, version, folder, fingerprint,
@@ -129,7 +175,8 @@ const PackageBlob* PackageCache::get(const std::string& version, const fs::path&
       PackageBlob blob = make_pack(dir, version, entries);
       return [this, version, folder, fingerprint, blob = std::move(blob)] {
         packing_.erase(version);
-        keep(version, folder, fingerprint, blob);
+        // Current as of the listing it was packed from, taken a while ago: due at once.
+        keep(version, folder, fingerprint, blob, {});
       };
     } catch (const Error& e) {
       return [this, version, fingerprint, message = std::string(e.what())] {
@@ -142,12 +189,11 @@ const PackageBlob* PackageCache::get(const std::string& version, const fs::path&
 }
 
 const PackageBlob& PackageCache::keep(const std::string& version, const fs::path& folder,
-                                      std::string fingerprint, PackageBlob blob) {
+                                      std::string fingerprint, PackageBlob blob,
+                                      std::chrono::steady_clock::time_point checked) {
   by_sha_[blob.sha256] = blob;
   auto& entry = by_version_[version];
-  // Current as of the listing it was packed from, which may be older than now (a background
-  // pack): checked again on the next call.
-  entry = Entry{std::move(fingerprint), std::move(blob), folder, {}};
+  entry = Entry{std::move(fingerprint), std::move(blob), folder, checked};
   return entry.blob;
 }
 

@@ -60,8 +60,8 @@ class PackageCache {
   // Folders holding fewer bytes than this are packed at once, on the calling thread.
   static constexpr std::uint64_t kInlinePackBytes = std::uint64_t{8} << 20;
   // A version's folder is listed again only when its pack was found current longer ago than
-  // this: the server asks for every hand-out, and listing a folder of many thousand files
-  // (three stats each) each time would stall its network thread.
+  // this, and then on the worker: the server asks for every hand-out, and listing a folder of
+  // many thousand files (three stats each) on its network thread would stall it.
   static constexpr std::chrono::milliseconds kRecheckAfter{1000};
 
   // `dir` holds the packs; it is created when missing. Large folders are packed on `worker`,
@@ -70,9 +70,10 @@ class PackageCache {
                std::chrono::milliseconds recheck_after = kRecheckAfter);
 
   // The current pack of `folder` for `version`, packing it again only when a file was added,
-  // removed, resized or touched (seen within `recheck_after` of the change: until then the
-  // pack found current before is returned without a look at the folder). nullptr while the
-  // pack is being made in the background
+  // removed, resized or touched. A pack found current is returned without a look at the folder
+  // for `recheck_after`; after that the folder is listed again on the worker, and the pack is
+  // returned until the listing, once the worker's completion ran, shows a change: the next call
+  // lists and packs again. nullptr while the pack is being made in the background
   // (started here when needed); a later call, after the worker's completion ran, returns it.
   // Throws PackageError (e.g. a symlink in the folder) or IoError, for a background pack on
   // every call after it failed until the folder changes.
@@ -90,13 +91,17 @@ class PackageCache {
     PackageBlob blob;
     std::filesystem::path folder;
     std::chrono::steady_clock::time_point checked;  // when the folder last matched `fingerprint`
+    bool rechecking = false;                        // listed again on the worker right now
+    bool changed = false;  // the worker's listing differed: packed again on the next call
   };
   struct Failure {
     std::string fingerprint;
     std::string message;
   };
+  // `checked`: when the listing it was packed from was taken.
   const PackageBlob& keep(const std::string& version, const std::filesystem::path& folder,
-                          std::string fingerprint, PackageBlob blob);
+                          std::string fingerprint, PackageBlob blob,
+                          std::chrono::steady_clock::time_point checked);
 
   std::filesystem::path dir_;
   BackgroundWorker& worker_;

@@ -162,7 +162,7 @@ TEST_CASE("a package cache packs a small version at once and a large one in the 
   CHECK(cache.get("large", root / "large") == large);
 }
 
-TEST_CASE("a package cache looks at a version's folder again only after the recheck interval") {
+TEST_CASE("a package cache lists a version's folder again after the interval, on the worker") {
   TempDir root("conductor-pack-recheck");
   BackgroundWorker worker;
   PackageCache cache(root / "packs", worker, std::chrono::milliseconds(300));
@@ -175,11 +175,27 @@ TEST_CASE("a package cache looks at a version's folder again only after the rech
   // Within the interval the folder is not listed: the pack found current is handed out.
   CHECK(cache.get("v", root / "v")->sha256 == first_sha);
   std::this_thread::sleep_for(std::chrono::milliseconds(350));
+  // Due: listed again on the worker; until its completion runs, the pack found current.
+  CHECK(cache.get("v", root / "v")->sha256 == first_sha);
+  CHECK(cache.get("v", root / "v")->sha256 == first_sha);  // one listing at a time
+  run_next_completions(worker);
   const conductor::PackageBlob* second = cache.get("v", root / "v");
   REQUIRE(second != nullptr);
   CHECK(second->sha256 != first_sha);
   CHECK(second->sha256 == conductor::sha256_file(second->file));
   const std::string second_sha = second->sha256;
+  // Unchanged: the worker's listing finds it current, and it stays.
+  std::this_thread::sleep_for(std::chrono::milliseconds(350));
+  CHECK(cache.get("v", root / "v")->sha256 == second_sha);
+  run_next_completions(worker);
+  CHECK(cache.get("v", root / "v")->sha256 == second_sha);
+  // A symlink put in the folder: the worker's listing fails, the next call names the reason.
+  fs::create_symlink("/etc/passwd", root / "v" / "link");
+  std::this_thread::sleep_for(std::chrono::milliseconds(350));
+  CHECK(cache.get("v", root / "v")->sha256 == second_sha);
+  run_next_completions(worker);
+  CHECK_THROWS_AS(cache.get("v", root / "v"), conductor::PackageError);
+  fs::remove(root / "v" / "link");
   // Another folder under the same version name is listed at once.
   write_file(root / "w" / "train.py", "print('elsewhere')\n");
   CHECK(cache.get("v", root / "w")->sha256 != second_sha);

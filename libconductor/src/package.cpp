@@ -392,9 +392,25 @@ bool copy_in_kernel(const ExtractContext& context, archive_entry* entry, const s
   // Data that small is in libarchive's buffer already.
   if (size < kArchiveReadBlockSize) return false;
   // The bytes libarchive consumed so far: the headers end there, on a tar block boundary.
-  loff_t from = archive_filter_bytes(context.reader, 0);
-  if (from < 0 || from % 512 != 0) return false;
+  const loff_t start = archive_filter_bytes(context.reader, 0);
+  if (start < 512 || start % 512 != 0) return false;
+  // The data follows the entry's own ustar header only when that header's size field is the
+  // entry's size: a sparse map, or a size given elsewhere (GNU realsize, pax GNU.sparse.* or
+  // SCHILY.realsize), leaves it to libarchive.
+  char header[512];
+  if (::pread(context.archive_file, header, sizeof header, start - 512) !=
+          static_cast<ssize_t>(sizeof header) ||
+      std::memcmp(header + 257, "ustar", 5) != 0) {
+    return false;
+  }
+  std::uint64_t stated = 0;
+  for (int i = 124; i < 136 && header[i] != '\0' && header[i] != ' '; ++i) {
+    if (header[i] < '0' || header[i] > '7') return false;  // base-256 or damaged
+    stated = stated * 8 + static_cast<std::uint64_t>(header[i] - '0');
+  }
+  if (stated != size) return false;
   check_unpacked(name, size, context.stats.bytes + size, context.limits);
+  loff_t from = start;
   std::uint64_t copied = 0;
   while (copied < size) {
     const ssize_t got = ::copy_file_range(context.archive_file, &from, out, nullptr,
@@ -406,14 +422,18 @@ bool copy_in_kernel(const ExtractContext& context, archive_entry* entry, const s
       return false;
     }
     if (got < 0) throw IoError("cannot write " + quoted(target) + ": " + errno_text());
+    if (got == 0 && copied == 0) return false;  // some file systems say so for "cannot"
     if (got == 0) {
       throw PackageError("archive " + quoted(context.archive_path) +
                          " is corrupt or truncated in '" + name + "': it ends within the file");
     }
     copied += static_cast<std::uint64_t>(got);
   }
-  // Past the data (and its padding) for the next header.
-  if (archive_read_data_skip(context.reader) != ARCHIVE_OK) {
+  // Past the data (and its padding) for the next header; libarchive must agree on where the
+  // data ended.
+  if (archive_read_data_skip(context.reader) != ARCHIVE_OK ||
+      archive_filter_bytes(context.reader, 0) !=
+          start + static_cast<loff_t>((size + 511) / 512 * 512)) {
     throw PackageError("archive " + quoted(context.archive_path) + " is corrupt or truncated in '" +
                        name + "': " + archive_text(context.reader));
   }

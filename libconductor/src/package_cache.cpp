@@ -125,13 +125,12 @@ const PackageBlob* PackageCache::get(const std::string& version, const fs::path&
       return &entry.blob;
     }
     // Listed again on the worker; the pack found current goes out until it answers.
-    entry.rechecking = true;
     worker_.submit([this, version, folder, print = entry.fingerprint]() {
       bool is_same = false;
       try {
         is_same = list_version(folder).fingerprint == print;
-      } catch (const Error&) {
-        // Listed again here, on the next call, which names the reason.
+      } catch (...) {
+        // Listed again on the next call, which names the reason.
       }
       return BackgroundWorker::Completion([this, version, folder, print, is_same] {
         auto it = by_version_.find(version);
@@ -147,8 +146,10 @@ const PackageBlob* PackageCache::get(const std::string& version, const fs::path&
         }
       });
     });
+    entry.rechecking = true;
     return &entry.blob;
   }
+  if (packing_.contains(version)) return nullptr;  // its completion comes first
   Listing listed = list_version(folder);
   auto& entries = listed.entries;
   const std::uint64_t bytes = listed.bytes;
@@ -163,7 +164,6 @@ const PackageBlob* PackageCache::get(const std::string& version, const fs::path&
     if (it->second.fingerprint == fingerprint) throw PackageError(it->second.message);
     failed_.erase(it);
   }
-  if (packing_.contains(version)) return nullptr;  // a newer listing is packed after this one
   if (bytes < kInlinePackBytes) {
     return &keep(version, folder, std::move(fingerprint), make_pack(dir_, version, entries),
                  std::chrono::steady_clock::now());

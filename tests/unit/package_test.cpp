@@ -525,6 +525,13 @@ TEST_CASE("a plain archive file's large entries are copied inside the kernel, by
       CHECK(read_file(checked_out / name) == content);
     }
   }
+  SUBCASE("copied bytes count against max_total_bytes; what was written is removed") {
+    ExtractLimits limits;
+    limits.max_total_bytes = 6u << 20;
+    const fs::path refused = dir.make("refused-total");
+    CHECK_THROWS_AS(conductor::extract(archive, refused, limits), PackageError);
+    CHECK(is_empty_folder(refused));
+  }
   SUBCASE("a file that claims more than max_file_bytes is refused before any copy") {
     ExtractLimits limits;
     limits.max_file_bytes = 1u << 20;

@@ -18,6 +18,8 @@
 #include <thread>
 
 #include "conductor/asset_store.hpp"
+#include "conductor/client.hpp"
+#include "conductor/server.hpp"
 #include "conductor/version.hpp"
 #include "random_id.hpp"
 
@@ -204,6 +206,24 @@ std::vector<std::string> seed_models(const fs::path& server_dir, const std::stri
     write_text(models / ids.back() / "console.log", "seeded\n");
   }
   return ids;
+}
+
+ServerOptions server_options(const fs::path& workdir) {
+  ServerOptions options;
+  options.workdir = workdir;
+  options.bind = "tcp://127.0.0.1:*";
+  options.log_to_stdout = false;
+  return options;
+}
+
+ClientOptions client_options(const Server& server, const fs::path& workdir,
+                             const std::string& name) {
+  ClientOptions options;
+  options.server = server.endpoint();
+  options.workdir = workdir;
+  options.host_name = name;
+  options.log_to_stdout = false;
+  return options;
 }
 
 bool wait_for(const std::function<bool()>& done, std::chrono::milliseconds limit,

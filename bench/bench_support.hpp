@@ -13,6 +13,12 @@
 #include <string>
 #include <vector>
 
+namespace conductor {
+struct ServerOptions;
+struct ClientOptions;
+class Server;
+}  // namespace conductor
+
 namespace conductor::bench {
 
 using Clock = std::chrono::steady_clock;
@@ -66,6 +72,12 @@ void write_server_config(const std::filesystem::path& server_dir,
 std::vector<std::string> seed_models(const std::filesystem::path& server_dir,
                                      const std::string& version, int count,
                                      const std::function<std::string(int)>& model_content);
+
+// An in-process server's options: `workdir`, any free loopback port, no log on stdout.
+ServerOptions server_options(const std::filesystem::path& workdir);
+// An in-process client of `server` named `name`, working in `workdir`, no log on stdout.
+ClientOptions client_options(const Server& server, const std::filesystem::path& workdir,
+                             const std::string& name);
 
 // Polls `done` every `interval` until it holds or `limit` passes; returns whether it held.
 bool wait_for(const std::function<bool()>& done, std::chrono::milliseconds limit,

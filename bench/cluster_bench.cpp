@@ -19,24 +19,6 @@ using namespace std::chrono_literals;
 
 namespace {
 
-ServerOptions server_options(const fs::path& workdir) {
-  ServerOptions options;
-  options.workdir = workdir;
-  options.bind = "tcp://127.0.0.1:*";
-  options.log_to_stdout = false;
-  return options;
-}
-
-ClientOptions client_options(const Server& server, const fs::path& workdir,
-                             const std::string& name) {
-  ClientOptions options;
-  options.server = server.endpoint();
-  options.workdir = workdir;
-  options.host_name = name;
-  options.log_to_stdout = false;
-  return options;
-}
-
 void require(bool condition, const std::string& what) {
   if (!condition) throw std::runtime_error(what);
 }

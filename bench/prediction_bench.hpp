@@ -31,7 +31,7 @@ struct LargeFanOutFigures {
   std::vector<double> cold_bytes;       // package bytes the clients fetched for it
   std::vector<double> warm_seconds;     // a request that moved no model (only the rows)
   std::vector<double> warm_bytes;       // bytes the clients fetched for it, inline rows included
-  std::vector<double> warm_ups;         // requests between the two (until one moved no model)
+  std::vector<double> warm_ups;  // requests between the two (until 3 in a row moved no model)
   std::vector<double> raw_tcp_seconds;  // the models' bytes once over loopback TCP
   std::vector<double> raw_command_seconds;  // the command run `models` at a time
 };

@@ -151,26 +151,23 @@ const PackageBlob* PackageCache::get(const std::string& version, const fs::path&
   }
   if (packing_.contains(version)) return nullptr;  // its completion comes first
   Listing listed = list_version(folder);
-  auto& entries = listed.entries;
-  const std::uint64_t bytes = listed.bytes;
-  std::string fingerprint = std::move(listed.fingerprint);
   if (auto it = by_version_.find(version); it != by_version_.end() && it->second.folder == folder &&
-                                           it->second.fingerprint == fingerprint) {
+                                           it->second.fingerprint == listed.fingerprint) {
     it->second.checked = std::chrono::steady_clock::now();
     it->second.changed = false;
     return &it->second.blob;
   }
   if (auto it = failed_.find(version); it != failed_.end()) {
-    if (it->second.fingerprint == fingerprint) throw PackageError(it->second.message);
+    if (it->second.fingerprint == listed.fingerprint) throw PackageError(it->second.message);
     failed_.erase(it);
   }
-  if (bytes < kInlinePackBytes) {
-    return &keep(version, folder, std::move(fingerprint), make_pack(dir_, version, entries),
-                 std::chrono::steady_clock::now());
+  if (listed.bytes < kInlinePackBytes) {
+    return &keep(version, folder, std::move(listed.fingerprint),
+                 make_pack(dir_, version, listed.entries), std::chrono::steady_clock::now());
   }
-  packing_[version] = fingerprint;
-  worker_.submit([this, dir = dir_, version, folder, fingerprint,
-                  entries = std::move(entries)]() -> BackgroundWorker::Completion {
+  packing_[version] = listed.fingerprint;
+  worker_.submit([this, dir = dir_, version, folder, fingerprint = std::move(listed.fingerprint),
+                  entries = std::move(listed.entries)]() -> BackgroundWorker::Completion {
     try {
       PackageBlob blob = make_pack(dir, version, entries);
       return [this, version, folder, fingerprint, blob = std::move(blob)] {

@@ -221,31 +221,38 @@ class MetaReader {
   fs::path file_;
 };
 
-bool matches_pattern(const fs::path& staged, const std::string& pattern) {
-  std::error_code error;
-  for (fs::recursive_directory_iterator it(staged, error), end; !error && it != end;
-       it.increment(error)) {
-    if (it->symlink_status().type() != fs::file_type::regular) continue;
-    const std::string relative = it->path().lexically_relative(staged).generic_string();
-    const std::string name = it->path().filename().string();
-    if (::fnmatch(pattern.c_str(), relative.c_str(), 0) == 0 ||
-        ::fnmatch(pattern.c_str(), name.c_str(), 0) == 0) {
-      return true;
-    }
-  }
-  if (error) throw_io("list", staged, error.value());
-  return false;
+// Removes one entry the client may have sent: a file (the usual case, one unlink) or a folder.
+void remove_entry(const fs::path& path) {
+  if (::unlink(path.c_str()) == 0 || errno == ENOENT) return;
+  if (errno != EISDIR && errno != EPERM) throw_io("remove", path, errno);
+  remove_tree(path);
 }
 
-// True when `path` lies strictly inside `folder`, after resolving symlinks.
+// True when `path` lies strictly inside `folder`. Spelled below `folder` with a real folder (not
+// a symlink) at every level, one lstat a level settles it; anything else is settled after
+// resolving symlinks.
 bool is_inside(const fs::path& path, const fs::path& folder) {
   std::error_code error;
+  const fs::path relative = fs::absolute(path, error).lexically_normal().lexically_relative(folder);
+  if (!error && !relative.empty() && *relative.begin() != "." && *relative.begin() != "..") {
+    fs::path level = folder;
+    bool real = true;
+    for (const fs::path& part : relative) {
+      level /= part;
+      if (part.empty() || type_of(level) != fs::file_type::directory) {
+        real = false;
+        break;
+      }
+    }
+    if (real) return true;
+  }
   const fs::path resolved = fs::canonical(path, error);
   if (error) return false;
   const fs::path base = fs::canonical(folder, error);
   if (error) return false;
-  const fs::path relative = resolved.lexically_relative(base);
-  return !relative.empty() && relative != "." && *relative.begin() != "..";
+  const fs::path resolved_relative = resolved.lexically_relative(base);
+  return !resolved_relative.empty() && resolved_relative != "." &&
+         *resolved_relative.begin() != "..";
 }
 
 }  // namespace
@@ -341,8 +348,8 @@ CommitOutcome AssetStore::commit_model(const Version& version, const fs::path& s
                                        const ModelMeta& meta, std::string_view console_log_text) {
   check_name("item id", meta.item_id, /*allow_hidden=*/false);
   const fs::path models = version_dir(version.name) / "models";
-  if (type_of(staged_folder) != fs::file_type::directory ||
-      !is_inside(staged_folder, spool_dir())) {
+  if (!is_inside(staged_folder, spool_dir()) ||
+      type_of(staged_folder) != fs::file_type::directory) {
     throw Error(ErrorCode::kArgument, "staged result " + staged_folder.string() +
                                           " is not a folder inside " + spool_dir().string());
   }
@@ -353,19 +360,12 @@ CommitOutcome AssetStore::commit_model(const Version& version, const fs::path& s
   }
   const std::string pattern =
       version.model_pattern.empty() ? std::string(kDefaultModelPattern) : version.model_pattern;
-  if (!matches_pattern(staged_folder, pattern)) {
-    remove_tree(staged_folder);
-    return {CommitStatus::kRejected, "result for item " + meta.item_id + " of version " +
-                                         version.name + " holds no file matching '" + pattern +
-                                         "'"};
-  }
-
+  // The server's own records replace whatever the client sent under these names.
+  remove_entry(staged_folder / kMetaFile);
+  remove_entry(staged_folder / kConsoleLogFile);
   ModelMeta stored = meta;
   if (stored.timestamp.empty())
     stored.timestamp = format_timestamp(std::chrono::system_clock::now());
-  // The server's own records replace whatever the client sent under these names.
-  remove_tree(staged_folder / kMetaFile);
-  remove_tree(staged_folder / kConsoleLogFile);
   Evaluation evaluation = evaluate_model_folder(staged_folder, version.dataset_type);
   merge_metrics(stored.metrics, evaluation.metrics);
   // The spool path is gone after the rename; name files relative to the model folder.
@@ -379,8 +379,21 @@ CommitOutcome AssetStore::commit_model(const Version& version, const fs::path& s
   write_durably(staged_folder / kMetaFile, meta_xml(stored, evaluation.problems), false);
   write_durably(staged_folder / kConsoleLogFile, console_log_text, false);
   // Everything the rename publishes must be on disk first, or a crash right after it could
-  // show a model folder with empty files.
-  sync_tree(staged_folder);
+  // show a model folder with empty files. The same pass looks for the model among the files
+  // the client sent (the server's two records are not one).
+  bool has_model = false;
+  sync_tree(staged_folder, [&](const std::string& relative) {
+    if (has_model || relative == kMetaFile || relative == kConsoleLogFile) return;
+    const std::string name = relative.substr(relative.rfind('/') + 1);
+    has_model = ::fnmatch(pattern.c_str(), relative.c_str(), 0) == 0 ||
+                ::fnmatch(pattern.c_str(), name.c_str(), 0) == 0;
+  });
+  if (!has_model) {
+    remove_tree(staged_folder);
+    return {CommitStatus::kRejected, "result for item " + meta.item_id + " of version " +
+                                         version.name + " holds no file matching '" + pattern +
+                                         "'"};
+  }
 
   create_folders(models);
   // RENAME_NOREPLACE: plain rename() would silently replace an empty models/<id> created

@@ -1,12 +1,15 @@
 #include "file_io.hpp"
 
+#include <dirent.h>
 #include <fcntl.h>
 #include <sys/file.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <cerrno>
 #include <cstring>
 #include <fstream>
+#include <memory>
 #include <sstream>
 #include <string>
 #include <utility>
@@ -131,16 +134,61 @@ void sync_path(const std::filesystem::path& path) {
   }
 }
 
-void sync_tree(const std::filesystem::path& folder) {
-  namespace fs = std::filesystem;
-  std::error_code error;
-  for (fs::recursive_directory_iterator it(folder, error), end; !error && it != end;
-       it.increment(error)) {
-    const fs::file_type type = it->symlink_status().type();
-    if (type == fs::file_type::regular || type == fs::file_type::directory) sync_path(it->path());
+namespace {
+
+// fsync of the open folder `dir` and of everything below it (see sync_tree). `shown` is the
+// folder's path for messages, `relative` its path below the top ("" for the top itself).
+void sync_below(UniqueFd dir, const std::filesystem::path& shown, const std::string& relative,
+                const std::function<void(const std::string&)>& on_file) {
+  const int dir_fd = dir.get();
+  DIR* listing = ::fdopendir(dir.release());
+  if (listing == nullptr) {
+    const int error = errno;
+    ::close(dir_fd);
+    throw IoError("cannot list " + shown.string() + ": " + std::strerror(error));
   }
-  if (error) throw IoError("cannot list " + folder.string() + ": " + error.message());
-  sync_path(folder);
+  const std::unique_ptr<DIR, int (*)(DIR*)> closer(listing, ::closedir);
+  for (errno = 0; const dirent* entry = ::readdir(listing); errno = 0) {
+    const std::string_view name = entry->d_name;
+    if (name == "." || name == "..") continue;
+    unsigned char type = entry->d_type;
+    if (type == DT_UNKNOWN) {
+      struct stat info {};
+      if (::fstatat(dir_fd, entry->d_name, &info, AT_SYMLINK_NOFOLLOW) != 0) {
+        throw IoError("cannot inspect " + (shown / entry->d_name).string() + ": " + why());
+      }
+      type = S_ISREG(info.st_mode) ? DT_REG : S_ISDIR(info.st_mode) ? DT_DIR : DT_UNKNOWN;
+    }
+    if (type != DT_REG && type != DT_DIR) continue;  // symlinks and the like hold no data
+    const int flags = O_RDONLY | O_CLOEXEC | O_NOFOLLOW | (type == DT_DIR ? O_DIRECTORY : 0);
+    UniqueFd child(::openat(dir_fd, entry->d_name, flags));
+    if (!child.is_open()) {
+      throw IoError("cannot open " + (shown / entry->d_name).string() + " for fsync: " + why());
+    }
+    const std::string child_relative =
+        relative.empty() ? std::string(name) : relative + "/" + std::string(name);
+    if (type == DT_DIR) {
+      sync_below(std::move(child), shown / entry->d_name, child_relative, on_file);
+      continue;
+    }
+    if (::fsync(child.get()) != 0) {
+      throw IoError("cannot fsync " + (shown / entry->d_name).string() + ": " + why());
+    }
+    if (on_file) on_file(child_relative);
+  }
+  if (errno != 0) throw IoError("cannot list " + shown.string() + ": " + why());
+  if (::fsync(dir_fd) != 0 && errno != EINVAL) {
+    throw IoError("cannot fsync " + shown.string() + ": " + why());
+  }
+}
+
+}  // namespace
+
+void sync_tree(const std::filesystem::path& folder,
+               const std::function<void(const std::string&)>& on_file) {
+  UniqueFd dir(::open(folder.c_str(), O_RDONLY | O_CLOEXEC | O_DIRECTORY | O_NOFOLLOW));
+  if (!dir.is_open()) throw IoError("cannot open " + folder.string() + " for fsync: " + why());
+  sync_below(std::move(dir), folder, "", on_file);
 }
 
 }  // namespace conductor

@@ -7,6 +7,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <filesystem>
+#include <functional>
 #include <string>
 #include <string_view>
 
@@ -84,8 +85,12 @@ void write_durably(const std::filesystem::path& file, std::string_view bytes, bo
 void sync_path(const std::filesystem::path& path);
 
 // fsync of every regular file and folder below `folder`, then of `folder`: what a rename is
-// about to publish must be on disk first. Throws IoError naming the path.
-void sync_tree(const std::filesystem::path& folder);
+// about to publish must be on disk first. `on_file`, when set, sees each regular file's path
+// relative to `folder` ("sub/name"), after its fsync. Each entry is opened relative to its open
+// parent folder, never by its whole path, and a symlink is never followed. Throws IoError
+// naming the path.
+void sync_tree(const std::filesystem::path& folder,
+               const std::function<void(const std::string& relative)>& on_file = {});
 
 // An exclusive advisory lock (flock) on a file, held while the object lives: one server per
 // working folder, one client per client folder. Movable, not copyable.

@@ -4,16 +4,17 @@
 #include <signal.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <charconv>
 #include <cstdint>
 #include <fstream>
-#include <iterator>
 #include <optional>
 #include <sstream>
 #include <system_error>
 #include <thread>
 #include <utility>
+#include <vector>
 
 #include "conductor/error.hpp"
 #include "file_io.hpp"
@@ -29,10 +30,19 @@ std::string error_text(int error) {
   return std::error_code(error, std::generic_category()).message();
 }
 
-// A small file's whole content; empty when it cannot be read.
+// A small file's whole content (a /proc file has no size to ask for first); empty when it
+// cannot be read.
 std::string read_all(const fs::path& file) {
-  std::ifstream in(file, std::ios::binary);
-  return std::string(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
+  std::string text;
+  UniqueFd fd(::open(file.c_str(), O_RDONLY | O_CLOEXEC));
+  if (!fd.is_open()) return text;
+  char buffer[4096];
+  for (;;) {
+    const ssize_t got = ::read(fd.get(), buffer, sizeof buffer);
+    if (got < 0 && errno == EINTR) continue;
+    if (got <= 0) return got < 0 ? std::string() : text;
+    text.append(buffer, static_cast<std::size_t>(got));
+  }
 }
 
 std::string first_line(const fs::path& file) {
@@ -65,13 +75,23 @@ std::optional<ProcessStat> read_stat(long pid) {
   if (open == std::string::npos || close == std::string::npos || close < open) return std::nullopt;
   ProcessStat stat;
   stat.name = text.substr(open + 1, close - open - 1);
-  std::istringstream fields(text.substr(close + 1));
-  long parent = 0;
-  fields >> stat.state >> parent >> stat.group;  // fields 3, 4, 5
-  std::string skipped;
-  for (int field = 6; field < 22 && fields; ++field) fields >> skipped;
-  fields >> stat.start;  // field 22
-  if (!fields) return std::nullopt;
+  // Fields 3 (state), 5 (process group) and 22 (start time), separated by single blanks.
+  std::string_view rest = std::string_view(text).substr(close + 1);
+  std::vector<std::string_view> fields;
+  while (fields.size() < 20) {
+    rest.remove_prefix(std::min(rest.find_first_not_of(' '), rest.size()));
+    if (rest.empty()) return std::nullopt;
+    const std::size_t end = std::min(rest.find(' '), rest.size());
+    fields.push_back(rest.substr(0, end));
+    rest.remove_prefix(end);
+  }
+  if (fields[0].size() != 1) return std::nullopt;
+  stat.state = fields[0][0];
+  const auto group =
+      std::from_chars(fields[2].data(), fields[2].data() + fields[2].size(), stat.group);
+  const auto start =
+      std::from_chars(fields[19].data(), fields[19].data() + fields[19].size(), stat.start);
+  if (group.ec != std::errc() || start.ec != std::errc()) return std::nullopt;
   return stat;
 }
 

@@ -234,6 +234,34 @@ TEST_CASE("the model pattern matches the relative path or the bare file name") {
         CommitStatus::kRejected);
   CHECK(store.commit_model(version, stage(store, "e", {"net.h5"}), meta_for("e"), "").status ==
         CommitStatus::kStored);
+
+  // Only a regular file the client sent is a model: not a symlink, and not the server's own
+  // meta.xml and console.log, whatever the pattern.
+  const fs::path linked = stage(store, "f", {"notes.txt"});
+  fs::create_symlink(linked / "notes.txt", linked / "net.h5");
+  CHECK(store.commit_model(version, linked, meta_for("f"), "").status == CommitStatus::kRejected);
+  version.model_pattern = "*.xml";
+  CHECK(store.commit_model(version, stage(store, "g", {"meta.xml"}), meta_for("g"), "").status ==
+        CommitStatus::kRejected);
+  CHECK(
+      store
+          .commit_model(version, stage(store, "h", {"meta.xml", "sub/meta.xml"}), meta_for("h"), "")
+          .status == CommitStatus::kStored);
+  version.model_pattern = "console.*";
+  CHECK(store.commit_model(version, stage(store, "i", {"console.log"}), meta_for("i"), "").status ==
+        CommitStatus::kRejected);
+}
+
+TEST_CASE("commit_model replaces a folder the client sent as meta.xml or console.log") {
+  TempDir dir;
+  AssetStore store(dir.path());
+  const fs::path staged = stage(store, "incoming", {"model.h5", "meta.xml/x", "console.log/y/z"});
+  REQUIRE(store.commit_model(version_named("v1"), staged, meta_for("id-1"), "the log").status ==
+          CommitStatus::kStored);
+  const fs::path model = store.version_dir("v1") / "models" / "id-1";
+  CHECK(store.load_model_meta("v1", "id-1").node_name == "node-7");
+  CHECK(read_file(model / "console.log") == "the log");
+  CHECK(read_file(model / "model.h5") == "contents of model.h5");
 }
 
 TEST_CASE("commit_model refuses item ids and staged folders that would escape the store") {
@@ -256,8 +284,27 @@ TEST_CASE("commit_model refuses item ids and staged folders that would escape th
   write_file(outside / "model.h5", "x");
   CHECK_THROWS_AS(store.commit_model(version, outside, meta_for("id-1"), ""), Error);
   CHECK_THROWS_AS(store.commit_model(version, store.spool_dir(), meta_for("id-1"), ""), Error);
+  // Spelled inside the spool but leading out of it: through "..", or through a symlink.
+  CHECK_THROWS_AS(
+      store.commit_model(version, store.spool_dir() / "incoming" / ".." / ".." / "outside",
+                         meta_for("id-1"), ""),
+      Error);
+  fs::create_symlink(outside, store.spool_dir() / "link");
+  CHECK_THROWS_AS(store.commit_model(version, store.spool_dir() / "link", meta_for("id-1"), ""),
+                  Error);
+  fs::create_directories(outside / "deeper");
+  CHECK_THROWS_AS(
+      store.commit_model(version, store.spool_dir() / "link" / "deeper", meta_for("id-1"), ""),
+      Error);
   CHECK(fs::exists(outside / "model.h5"));
+  CHECK(fs::exists(outside / "deeper"));
   CHECK_FALSE(fs::exists(store.version_dir("v1") / "models" / "id-1"));
+
+  // A folder inside the spool reached another way (a symlink to the store's root) is taken.
+  fs::create_directory_symlink(dir.path(), dir.path() / "alias");
+  CHECK(
+      store.commit_model(version, dir.path() / "alias" / "spool" / "incoming", meta_for("id-2"), "")
+          .status == CommitStatus::kStored);
   CHECK_THROWS_AS(store.version_dir("../up"), Error);
 }
 

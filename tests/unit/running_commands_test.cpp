@@ -271,3 +271,26 @@ TEST_CASE("recording a process that does not exist is refused with the reason") 
   CHECK_THROWS_WITH(RunningCommands(root / "running").record(0, ended, "t-0"),
                     doctest::Contains("/stat is unreadable"));
 }
+
+TEST_CASE("a command whose name holds blanks and parentheses is recorded and stopped") {
+  TempDir root("conductor-running");
+  // /proc/<pid>/stat shows the name between parentheses, and this one looks like more fields.
+  const fs::path program = root / "x) S 1 1 (y";
+  fs::copy_file("/bin/sleep", program);
+  const pid_t leader = start_group("exec '" + program.string() + "' 60");
+  KillOnExit cleanup;
+  cleanup.add(leader);
+  REQUIRE(eventually([&] {
+    return read_file_if_present("/proc/" + std::to_string(leader) + "/stat")
+               .find("(x) S 1 1 (y)") != std::string::npos;
+  }));
+  RunningCommands(root / "running").record(0, leader, "t-0");
+
+  const std::vector<std::string> report = RunningCommands(root / "running").stop_leftovers(5s);
+  REQUIRE(report.size() == 1);
+  INFO(report[0]);
+  CHECK(report[0].starts_with("stopped process group " + std::to_string(leader) +
+                              " (x) S 1 1 (y (" + std::to_string(leader) + "))"));
+  CHECK_FALSE(is_running_process(leader));
+  end_group(leader);
+}

@@ -348,6 +348,7 @@ void Client::Impl::on_welcome(const protocol::Welcome& welcome) {
   server_names_subjects_ = welcome.slots > 0;
   inline_result_bytes_ =
       std::min<std::uint64_t>(welcome.inline_result_bytes, protocol::kMaxPayloadBytes);
+  ready_with_ack_ = welcome.ready_with_ack;
   log_->info("Connected to {}", endpoint_);
   if (usable_slots_ < options_.slots) {
     log_->warn("The server fills {} of this client's {} slots", usable_slots_, options_.slots);

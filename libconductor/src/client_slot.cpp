@@ -323,11 +323,15 @@ void Client::Impl::forward_job_progress(Slot& slot) {
 void Client::Impl::report_outcome(Slot& slot) {
   slot.waiting_since = Clock::now();
   show_progress(slot);
+  // Once the ACK comes the slot holds nothing (no kept result can take it up): the server
+  // may take it as READY then, saving a message and a round trip per item.
+  const int ready_slot = ready_with_ack_ && !may_hold_kept_ && is_usable(slot) ? slot.index : -1;
+  slot.current->ready_announced = ready_slot >= 0;
   const Current& c = *slot.current;
   const JobOutcome& o = *c.outcome;
   if (o.succeeded) {
-    const protocol::ResultOffer offer{c.assign.item, c.assign.attempt, o.size,      o.sha256,
-                                      o.duration,    o.epochs,         o.last_epoch};
+    const protocol::ResultOffer offer{c.assign.item, c.assign.attempt, o.size,       o.sha256,
+                                      o.duration,    o.epochs,         o.last_epoch, ready_slot};
     if (o.size > inline_result_bytes_) {
       send(MessageType::kResult, offer);
       return;
@@ -348,7 +352,8 @@ void Client::Impl::report_outcome(Slot& slot) {
     std::string tail = o.log_tail.size() > protocol::kMaxLogBytes
                            ? o.log_tail.substr(o.log_tail.size() - protocol::kMaxLogBytes)
                            : o.log_tail;
-    send(MessageType::kFailed, protocol::Failed{c.assign.item, c.assign.attempt, o.reason, tail, o.duration});
+    send(MessageType::kFailed,
+         protocol::Failed{c.assign.item, c.assign.attempt, o.reason, tail, o.duration, ready_slot});
   }
 }
 
@@ -357,6 +362,7 @@ void Client::Impl::keep_for_restart(Slot& slot) {
   c.keep_due.reset();
   if (c.is_kept || !c.outcome || !c.outcome->succeeded || c.assign.type == "prediction") return;
   c.is_kept = true;
+  may_hold_kept_ = true;
   if (c.outcome->archive) {
     fs::path part = c.result;
     part += ".part";
@@ -421,7 +427,7 @@ void Client::Impl::on_ack(const protocol::Ack& ack) {
   } else {
     log_->info("Item {}: {}", ack.item, ack.status);
   }
-  discard(*slot);
+  discard(*slot, &ack);
 }
 
 void Client::Impl::on_cancel(const protocol::Cancel& cancel) {
@@ -440,8 +446,12 @@ void Client::Impl::take_up_kept_result(Slot& slot) {
   for (const Slot& other : slots_) {
     if (other.current) held.insert(other.current->assign.item);
   }
+  if (!may_hold_kept_) return;
   auto kept = outbox_->take_up(held);
-  if (!kept) return;
+  if (!kept) {
+    may_hold_kept_ = false;
+    return;
+  }
   Current c;
   c.assign.item = kept->item;
   c.assign.attempt = kept->attempt;
@@ -454,8 +464,9 @@ void Client::Impl::take_up_kept_result(Slot& slot) {
   log_->info("Resuming the unacknowledged result of item {}{}", slot.current->assign.item, tag(slot));
 }
 
-void Client::Impl::discard(Slot& slot) {
+void Client::Impl::discard(Slot& slot, const protocol::Ack* acknowledged) {
   if (!slot.current) return;
+  const bool server_took_ready = acknowledged != nullptr && slot.current->ready_announced;
   if (!slot.current->verifying.empty()) settle_verification(slot, false);
   if (console_) console_->remove(bar_key(slot));
   std::error_code ec;
@@ -494,8 +505,8 @@ void Client::Impl::discard(Slot& slot) {
   if (slot.current) {
     report_outcome(slot);
   } else if (is_usable(slot)) {
-    slot.waiting_since = Clock::now();
-    send(MessageType::kReady, protocol::Ready{slot.index});
+    slot.waiting_since = Clock::now();  // READY is sent again when no ASSIGN comes (7.2)
+    if (!server_took_ready) send(MessageType::kReady, protocol::Ready{slot.index});
   }
 }
 

@@ -128,8 +128,10 @@ struct Welcome {
   // The largest result the server takes inline, as RESULT's payload frame (no PULL/UPLOAD);
   // 0: a server that takes results only through PULL.
   std::uint32_t inline_result_bytes = 0;
+  // The server takes RESULT's and FAILED's `ready_slot`; false: a server that predates it.
+  bool ready_with_ack = false;
   MSGPACK_DEFINE_MAP(session, heartbeat_ms, liveness, chunk_size, window, slots,
-                     inline_result_bytes)
+                     inline_result_bytes, ready_with_ack)
 };
 
 // A free slot asks for work.
@@ -197,7 +199,10 @@ struct ResultOffer {
   double duration = 0;  // seconds the commands ran
   int epochs = 0;
   double last_epoch = 0;
-  MSGPACK_DEFINE_MAP(item, attempt, size, sha256, duration, epochs, last_epoch)
+  // The slot that holds nothing and wants an item once this result's ACK is sent, as if a
+  // READY followed the ACK; -1: none (the client sends READY itself).
+  int ready_slot = -1;
+  MSGPACK_DEFINE_MAP(item, attempt, size, sha256, duration, epochs, last_epoch, ready_slot)
 };
 
 struct Pull {
@@ -221,7 +226,8 @@ struct Failed {
   std::string reason;
   std::string log;
   double duration = 0;
-  MSGPACK_DEFINE_MAP(item, attempt, reason, log, duration)
+  int ready_slot = -1;  // as in ResultOffer
+  MSGPACK_DEFINE_MAP(item, attempt, reason, log, duration, ready_slot)
 };
 
 struct Ack {

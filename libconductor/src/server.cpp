@@ -26,6 +26,15 @@ fs::path default_server_workdir(const fs::path& explicit_dir) {
 
 namespace {
 
+// A RESULT's or FAILED's `ready_slot`: -1 (none) or one of the client's slots.
+void check_ready_slot(const char* what, int slot, int slots) {
+  if (slot != -1 && (slot < 0 || slot >= slots)) {
+    throw ProtocolError(std::string(what) + " refused: ready_slot " + std::to_string(slot) +
+                        " is not one of the " + std::to_string(slots) +
+                        " slot(s) this client announced");
+  }
+}
+
 // Item ids travel over the network and become file names: only what random_uuid() makes.
 bool is_valid_item_id(const std::string& id) {
   return !id.empty() && id.size() <= 64 &&
@@ -237,6 +246,7 @@ void Server::Impl::handle(transport::Received& received) {
                           std::to_string(protocol::kMaxFrames) + " frames");
     }
     auto message = protocol::decode(frames, 1);
+    ++metrics_.messages_received[protocol::to_string(message.type())];
     if (message.payload() &&
         (message.type() == MessageType::kUpload || message.type() == MessageType::kResult)) {
       metrics_.bytes_received += message.payload()->size();
@@ -341,6 +351,7 @@ void Server::Impl::on_hello(const std::string& routing, const std::string& key,
   welcome.window = kWindow;
   welcome.slots = peer.slots;
   welcome.inline_result_bytes = static_cast<std::uint32_t>(ResultReceiver::kInlineResultBytes);
+  welcome.ready_with_ack = true;
   send(peer, MessageType::kWelcome, welcome);
   log(std::string(is_new ? "Client connected: " : "Client reconnected: ") + describe(peer));
   reattach(peer, hello);
@@ -416,6 +427,12 @@ void Server::Impl::on_ready(Peer& peer, const protocol::Ready& ready) {
   peer.waiting.insert(ready.slot);
 }
 
+void Server::Impl::acknowledge(Peer& peer, const protocol::Ack& ack, int ready_slot) {
+  send(peer, MessageType::kAck, ack);
+  // Checked when the RESULT or FAILED came; a client that said HELLO since may have fewer slots.
+  if (ready_slot >= 0 && ready_slot < peer.slots) on_ready(peer, protocol::Ready{ready_slot});
+}
+
 void Server::Impl::on_fetch(Peer& peer, const protocol::Fetch& fetch) {
   const PackageBlob* blob = cache_->find(fetch.blob);
   if (!blob) {
@@ -459,11 +476,13 @@ void Server::Impl::on_progress(Peer& peer, const protocol::Progress& progress) {
 void Server::Impl::on_result(Peer& peer, const protocol::ResultOffer& offer,
                              const zmq::message_t* inline_archive) {
   if (!is_valid_item_id(offer.item)) throw ProtocolError("RESULT refused: malformed item id");
+  check_ready_slot("RESULT", offer.ready_slot, peer.slots);
   auto item = scheduler_.find(offer.item);
   if (!item) {
     // Stored already (a repeat after a lost ACK) or unknown: either way nothing to add.
-    send(peer, MessageType::kAck,
-         protocol::Ack{offer.item, offer.attempt, "duplicate", "no open item with this id"});
+    acknowledge(peer,
+                protocol::Ack{offer.item, offer.attempt, "duplicate", "no open item with this id"},
+                offer.ready_slot);
     return;
   }
   // Of a prediction's answer only its output file (when the version names one) and console
@@ -512,8 +531,8 @@ void Server::Impl::finish_result(Peer& peer, const ResultReceiver::Finished& don
   const WorkItem& item = done.item;
   auto version = versions_.find(item.version);
   if (version == versions_.end()) {
-    send(peer, MessageType::kAck,
-         protocol::Ack{item.id, item.attempt, "rejected", "version was removed"});
+    acknowledge(peer, protocol::Ack{item.id, item.attempt, "rejected", "version was removed"},
+                done.offer.ready_slot);
     withdraw(item, "its version was removed");
     return;
   }
@@ -540,7 +559,9 @@ void Server::Impl::finish_result(Peer& peer, const ResultReceiver::Finished& don
       metrics_.count_failure(to_string(item.type), FailureReason::kRejected);
     }
     record_prediction(item, value, failure);
-    send(peer, MessageType::kAck, protocol::Ack{item.id, done.offer.attempt, value ? "stored" : "rejected", failure});
+    acknowledge(peer,
+                protocol::Ack{item.id, done.offer.attempt, value ? "stored" : "rejected", failure},
+                done.offer.ready_slot);
     return;
   }
   ModelMeta meta;
@@ -556,7 +577,8 @@ void Server::Impl::finish_result(Peer& peer, const ResultReceiver::Finished& don
   if (!done.error.empty()) {
     metrics_.count_failure(to_string(item.type), FailureReason::kRejected);
     record_failure(peer, item, done.offer.attempt, "result refused: " + done.error, done.console_log);
-    send(peer, MessageType::kAck, protocol::Ack{item.id, done.offer.attempt, "rejected", done.error});
+    acknowledge(peer, protocol::Ack{item.id, done.offer.attempt, "rejected", done.error},
+                done.offer.ready_slot);
     return;
   }
   // A version never exceeds its target, even when the operator lowered it while items ran.
@@ -568,8 +590,10 @@ void Server::Impl::finish_result(Peer& peer, const ResultReceiver::Finished& don
     scheduler_.complete(item.id);
     log("Result of item " + item.id + " from " + peer.host + " not kept: " + item.version +
         " is at its target");
-    send(peer, MessageType::kAck,
-         protocol::Ack{item.id, done.offer.attempt, "duplicate", "the version is at its target"});
+    acknowledge(
+        peer,
+        protocol::Ack{item.id, done.offer.attempt, "duplicate", "the version is at its target"},
+        done.offer.ready_slot);
     return;
   }
   auto outcome = store_.commit_model(version->second.version, done.staged, meta, done.console_log);
@@ -582,27 +606,30 @@ void Server::Impl::finish_result(Peer& peer, const ResultReceiver::Finished& don
       log("Model " + item.id + " of " + item.version + " stored from " + peer.host + " (" +
           std::to_string(stored) + "/" + std::to_string(version->second.version.target_models) +
           ")");
-      send(peer, MessageType::kAck, protocol::Ack{item.id, done.offer.attempt, "stored", ""});
+      acknowledge(peer, protocol::Ack{item.id, done.offer.attempt, "stored", ""},
+                  done.offer.ready_slot);
       announce_stored(item.version, item.id);
       reconcile("accepted result", Count::kInMemory);
       break;
     }
     case CommitStatus::kDuplicate:
       scheduler_.complete(item.id);
-      send(peer, MessageType::kAck, protocol::Ack{item.id, done.offer.attempt, "duplicate", ""});
+      acknowledge(peer, protocol::Ack{item.id, done.offer.attempt, "duplicate", ""},
+                  done.offer.ready_slot);
       break;
     case CommitStatus::kRejected:
       metrics_.count_failure(to_string(item.type), FailureReason::kRejected);
       record_failure(peer, item, done.offer.attempt, "result rejected: " + outcome.reason,
                      done.console_log);
-      send(peer, MessageType::kAck,
-           protocol::Ack{item.id, done.offer.attempt, "rejected", outcome.reason});
+      acknowledge(peer, protocol::Ack{item.id, done.offer.attempt, "rejected", outcome.reason},
+                  done.offer.ready_slot);
       break;
   }
 }
 
 void Server::Impl::on_failed(Peer& peer, const protocol::Failed& failed) {
   if (!is_valid_item_id(failed.item)) throw ProtocolError("FAILED refused: malformed item id");
+  check_ready_slot("FAILED", failed.ready_slot, peer.slots);
   auto active = scheduler_.active().find(failed.item);
   const bool held = active != scheduler_.active().end() && active->second.client_id == peer.id;
   if (held) metrics_.count_failure(to_string(active->second.item.type), FailureReason::kFailed);
@@ -614,7 +641,8 @@ void Server::Impl::on_failed(Peer& peer, const protocol::Failed& failed) {
     WorkItem item = active->second.item;
     record_failure(peer, item, failed.attempt, failed.reason, failed.log);
   }
-  send(peer, MessageType::kAck, protocol::Ack{failed.item, failed.attempt, "failure-recorded", ""});
+  acknowledge(peer, protocol::Ack{failed.item, failed.attempt, "failure-recorded", ""},
+              failed.ready_slot);
 }
 
 void Server::Impl::record_failure(Peer& peer, const WorkItem& item, int attempt, const std::string& reason,

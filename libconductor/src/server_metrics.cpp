@@ -9,6 +9,10 @@ namespace {
 using Type = PrometheusText::Type;
 
 const std::vector<std::string> kItemTypes = {"training", "prediction"};
+// What clients and operators send (protocol.md, section 3).
+const std::vector<std::string> kReceivedTypes = {"HELLO",    "HEARTBEAT", "READY",  "FETCH",
+                                                 "PROGRESS", "RESULT",    "UPLOAD", "FAILED",
+                                                 "BYE",      "CONTROL"};
 const std::vector<std::string> kClientTypes = {"cpu", "gpu"};
 const std::vector<std::string> kClientStates = {"idle", "working", "busy"};
 const std::vector<FailureReason> kFailureReasons = {FailureReason::kFailed,
@@ -120,6 +124,13 @@ void counters(PrometheusText& out, const ServerMetrics& c) {
              static_cast<double>(c.bytes_sent));
   out.sample("conductor_transfer_bytes_total", {{"direction", "received"}},
              static_cast<double>(c.bytes_received));
+  out.family("conductor_messages_received_total", Type::kCounter,
+             "CWP messages from clients and operators that the server decoded, by type (refused "
+             "ones included)");
+  for (const auto& type : names_with(kReceivedTypes, c.messages_received)) {
+    out.sample("conductor_messages_received_total", {{"type", type}},
+               value_or_zero(c.messages_received, type));
+  }
 }
 
 }  // namespace

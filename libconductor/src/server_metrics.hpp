@@ -28,6 +28,7 @@ struct ServerMetrics {
   std::map<std::pair<std::string, std::string>, std::uint64_t> failures;  // (type, reason)
   std::map<std::string, std::uint64_t> lease_expiries;                    // by item type
   std::map<std::string, Histogram> durations;                             // by item type
+  std::map<std::string, std::uint64_t> messages_received;  // by message type, once decoded
 
   void count_completed(const std::string& type, double duration_seconds);
   void count_failure(const std::string& type, FailureReason reason);

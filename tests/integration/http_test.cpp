@@ -125,6 +125,11 @@ TEST_CASE("/metrics and /api/status show a training run as it goes and when it i
   CHECK(metrics["conductor_item_duration_seconds_sum{type=\"training\"}"] > 0);
   CHECK(metrics["conductor_item_failures_total{type=\"training\",reason=\"failed\"}"] == 0);
   CHECK(metrics["conductor_lease_expiries_total{type=\"training\"}"] == 0);
+  // Three results; the slots asked for work with them (ready_slot), so beside the first READY
+  // of each client only a READY repeated after heartbeat x liveness without an item is counted.
+  CHECK(metrics["conductor_messages_received_total{type=\"RESULT\"}"] == 3);
+  CHECK(metrics["conductor_messages_received_total{type=\"READY\"}"] < 2 + 3);
+  CHECK(metrics["conductor_messages_received_total{type=\"HELLO\"}"] == 2);
   // The third item went to a client that had the package already; the results came back.
   CHECK(metrics["conductor_transfer_bytes_total{direction=\"sent\"}"] == 2 * packed_bytes(cluster));
   const double offered = bytes_offered(cluster.client("a").output()) +

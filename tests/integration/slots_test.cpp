@@ -22,6 +22,7 @@
 #include <zmq_addon.hpp>
 
 #include "cluster.hpp"
+#include "conductor/package.hpp"
 #include "conductor/sha256.hpp"
 #include "support/child_process.hpp"
 #include "support/temp_dir.hpp"
@@ -144,6 +145,14 @@ class ClientBeforeSlots {
   }
 
   void send(std::uint8_t type, const json& header) { send_cwp(socket_, type, header); }
+  // With a payload frame after the header (RESULT with its archive inline).
+  void send(std::uint8_t type, const json& header, const std::string& payload) {
+    const char signature[] = {'C', 'W', 'P', 1, static_cast<char>(type)};
+    const auto bytes = json::to_msgpack(header);
+    socket_.send(zmq::buffer(signature, sizeof signature), zmq::send_flags::sndmore);
+    socket_.send(zmq::buffer(bytes), zmq::send_flags::sndmore);
+    socket_.send(zmq::buffer(payload), zmq::send_flags::none);
+  }
 
   // The next message of `type` within `limit` (others are skipped), as its header.
   std::optional<json> receive(std::uint8_t type, std::chrono::milliseconds limit = 10s) {
@@ -163,8 +172,9 @@ class ClientBeforeSlots {
   zmq::socket_t socket_;
 };
 
-constexpr std::uint8_t kHello = 0x01, kHeartbeat = 0x02, kReady = 0x03, kWelcome = 0x41,
-                       kAssign = 0x43, kCancel = 0x47;
+constexpr std::uint8_t kHello = 0x01, kHeartbeat = 0x02, kReady = 0x03, kResult = 0x06,
+                       kFailed = 0x08, kWelcome = 0x41, kAssign = 0x43, kAck = 0x46, kCancel = 0x47,
+                       kError = 0x48;
 
 }  // namespace
 
@@ -208,6 +218,78 @@ TEST_CASE("a client from before slots is served as before: one slot, its item ta
   REQUIRE(status["active"].size() == 1);
   CHECK(status["active"][0]["id"] == item);
   CHECK(status["active"][0]["slot"] == 0);
+}
+
+TEST_CASE("a RESULT or FAILED naming its ready_slot gets the slot's next item with its ACK") {
+  Cluster cluster("conductor-slots-ready-with-ack");
+  conductor::test::write_configuration(cluster.server_dir(), 0.0,
+                                       {VersionSpec{"v", 6, "sleep 30\n", {}}});
+  cluster.start_server({"--lease-ms", "60000"});
+  ClientBeforeSlots client(cluster.endpoint());  // speaks CWP/1 by hand, with one slot
+  client.send(
+      kHello,
+      {{"protocol", 1}, {"client_id", "hand-1"}, {"host", "hand"}, {"type", "cpu"}, {"slots", 1}});
+  auto welcome = client.receive(kWelcome);
+  REQUIRE(welcome.has_value());
+  CHECK(welcome->value("ready_with_ack", false));
+  client.send(kReady, {{"slot", 0}});
+  auto assign = client.receive(kAssign);
+  REQUIRE_MESSAGE(assign.has_value(), cluster.diagnostics());
+
+  const std::string archive =
+      conductor::pack_to_memory({conductor::PackEntry::in_memory("model.h5", "weights")});
+  auto result = [&](const json& assigned, std::optional<int> ready_slot) {
+    json offer = {{"item", assigned.at("item")},
+                  {"attempt", assigned.at("attempt")},
+                  {"size", archive.size()},
+                  {"sha256", conductor::sha256_hex(archive)},
+                  {"duration", 0.5},
+                  {"epochs", 0},
+                  {"last_epoch", 0.0}};
+    if (ready_slot) offer["ready_slot"] = *ready_slot;
+    client.send(kResult, offer, archive);
+  };
+
+  // Stored, and the next item follows without a READY.
+  result(*assign, 0);
+  auto ack = client.receive(kAck);
+  REQUIRE_MESSAGE(ack.has_value(), cluster.diagnostics());
+  CHECK(ack->at("item") == assign->at("item"));
+  CHECK(ack->at("status") == "stored");
+  auto next = client.receive(kAssign, 5s);
+  REQUIRE_MESSAGE(next.has_value(), cluster.diagnostics());
+  CHECK(next->at("item") != assign->at("item"));
+
+  // Without ready_slot the slot waits for its READY, as before.
+  result(*next, std::nullopt);
+  ack = client.receive(kAck);
+  REQUIRE(ack.has_value());
+  CHECK(ack->at("status") == "stored");
+  CHECK_FALSE(client.receive(kAssign, 1s).has_value());
+  client.send(kReady, {{"slot", 0}});
+  auto third = client.receive(kAssign);
+  REQUIRE(third.has_value());
+
+  // A failure works the same way: the item goes back to the queue, the slot gets one.
+  client.send(kFailed, {{"item", third->at("item")},
+                        {"attempt", third->at("attempt")},
+                        {"reason", "exit code 1"},
+                        {"log", "boom"},
+                        {"duration", 0.1},
+                        {"ready_slot", 0}});
+  ack = client.receive(kAck);
+  REQUIRE(ack.has_value());
+  CHECK(ack->at("status") == "failure-recorded");
+  auto fourth = client.receive(kAssign, 5s);
+  REQUIRE_MESSAGE(fourth.has_value(), cluster.diagnostics());
+
+  // A slot the client does not have is refused by name, and nothing is stored.
+  const auto stored = cluster.model_ids("v").size();
+  result(*fourth, 1);
+  auto error = client.receive(kError);
+  REQUIRE(error.has_value());
+  CHECK(contains(error->at("message").get<std::string>(), "ready_slot 1"));
+  CHECK(cluster.model_ids("v").size() == stored);
 }
 
 TEST_CASE("a client with 3 slots asks a server from before slots for one item at a time") {

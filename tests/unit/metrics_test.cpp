@@ -148,6 +148,10 @@ TEST_CASE("an idle server's metrics exist with zeros for every known series") {
   }
   CHECK(samples["conductor_transfer_bytes_total{direction=\"sent\"}"] == "0");
   CHECK(samples["conductor_transfer_bytes_total{direction=\"received\"}"] == "0");
+  for (const char* type : {"HELLO", "HEARTBEAT", "READY", "FETCH", "PROGRESS", "RESULT", "UPLOAD",
+                           "FAILED", "BYE", "CONTROL"}) {
+    CHECK(samples["conductor_messages_received_total{type=\"" + std::string(type) + "\"}"] == "0");
+  }
   CHECK(samples["conductor_clients_reserved"] == "0");
   CHECK(samples["conductor_prediction_requests_pending"] == "0");
 }
@@ -176,6 +180,7 @@ TEST_CASE("the server's metrics carry its gauges and counters") {
   counters.count_failure("training", FailureReason::kFailed);
   counters.count_failure("prediction", FailureReason::kTimedOut);
   counters.count_lease_expiry("training");
+  counters.messages_received["READY"] = 7;
 
   const std::string text = format_metrics(snapshot);
   check_well_formed(text);
@@ -198,6 +203,8 @@ TEST_CASE("the server's metrics carry its gauges and counters") {
   CHECK(samples["conductor_prediction_requests_pending"] == "1");
   CHECK(samples["conductor_transfer_bytes_total{direction=\"sent\"}"] == "123456789012");
   CHECK(samples["conductor_transfer_bytes_total{direction=\"received\"}"] == "42");
+  CHECK(samples["conductor_messages_received_total{type=\"READY\"}"] == "7");
+  CHECK(samples["conductor_messages_received_total{type=\"RESULT\"}"] == "0");
   CHECK(samples["conductor_items_completed_total{type=\"training\"}"] == "2");
   CHECK(samples["conductor_items_completed_total{type=\"prediction\"}"] == "1");
   CHECK(samples["conductor_item_failures_total{type=\"training\",reason=\"failed\"}"] == "2");

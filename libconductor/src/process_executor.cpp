@@ -17,6 +17,7 @@
 #include <algorithm>
 #include <cassert>
 #include <cerrno>
+#include <memory>
 
 #include "conductor/error.hpp"
 #include "file_io.hpp"
@@ -277,7 +278,8 @@ class RunningChild {
 std::optional<ProcessEnd> supervise(const RunningChild& child, UniqueFd& output,
                                     const ProcessOptions& options, Clock::time_point started) {
   LineSplitter lines(options.on_line);
-  std::vector<char> buffer(kReadChunk);
+  // Not zeroed: 64 KiB of memset per command is most of what a short command's output costs.
+  const auto buffer = std::make_unique_for_overwrite<char[]>(kReadChunk);
   // "Never" is time_point::max() rather than an empty optional: GCC's -O2 flow analysis
   // reports optional<time_point> as maybe-uninitialized here.
   constexpr Clock::time_point kNever = Clock::time_point::max();
@@ -332,9 +334,9 @@ std::optional<ProcessEnd> supervise(const RunningChild& child, UniqueFd& output,
     // EINTR and the rare ENOMEM only shorten this wait; the loop re-checks everything.
     const int ready = ::poll(fds, count, wait_millis(now, wake));
     if (ready > 0 && output_open && fds[0].revents != 0) {
-      const ssize_t got = ::read(output.get(), buffer.data(), buffer.size());
+      const ssize_t got = ::read(output.get(), buffer.get(), kReadChunk);
       if (got > 0) {
-        lines.feed(std::string_view(buffer.data(), static_cast<std::size_t>(got)));
+        lines.feed(std::string_view(buffer.get(), static_cast<std::size_t>(got)));
       } else if (got == 0 || errno != EINTR) {
         output_open = false;
         output.reset();

@@ -531,9 +531,10 @@ void Server::Impl::finish_result(Peer& peer, const ResultReceiver::Finished& don
   const WorkItem& item = done.item;
   auto version = versions_.find(item.version);
   if (version == versions_.end()) {
+    // Ended before the ACK: a slot named in ready_slot must not be handed this item again.
+    withdraw(item, "its version was removed");
     acknowledge(peer, protocol::Ack{item.id, item.attempt, "rejected", "version was removed"},
                 done.offer.ready_slot);
-    withdraw(item, "its version was removed");
     return;
   }
   if (is_prediction(item)) {

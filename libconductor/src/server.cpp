@@ -177,7 +177,7 @@ void Server::Impl::serve_timers(TimePoint& next_reconcile) {
 void Server::Impl::announce_stored(const std::string& version, const std::string& id) {
   // Its meta.xml is read by next_stored_model(), on the caller's thread: this thread has
   // every client to serve, and a server nobody asks never reads it.
-  StoredModel model{version, id, store_.version_dir(version) / "models" / id, {}};
+  StoredModel model{version, id, store_.version_dir(version) / "models" / id, {}, {}};
   std::lock_guard lock(stored_mutex_);
   stored_models_.push_back(std::move(model));
   while (stored_models_.size() > 10000) stored_models_.pop_front();
@@ -192,8 +192,9 @@ std::optional<StoredModel> Server::Impl::next_stored_model(std::chrono::millisec
   lock.unlock();
   try {
     model.meta = store_.load_model_meta(model.version, model.id);
-  } catch (const Error&) {
-    // Removed since (the version was removed): the model is still reported, its meta empty.
+  } catch (const Error& e) {
+    // Removed since (the version was removed), or edited: still reported, its meta empty.
+    model.meta_error = e.what();
   }
   return model;
 }

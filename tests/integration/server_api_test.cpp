@@ -284,7 +284,7 @@ TEST_CASE("a removed version stops training but keeps its stored models on disk"
 TEST_CASE("next_stored_model reports each accepted model with its meta.xml, read when taken") {
   conductor::test::TempDir root("conductor-api-stored");
   const fs::path workdir = root / "server";
-  conductor::test::write_configuration(workdir, 0, {VersionSpec{"v", 2, kTrain, {}}});
+  conductor::test::write_configuration(workdir, 0, {VersionSpec{"v", 3, kTrain, {}}});
   conductor::Server server(options_for(workdir));
   server.start();
   conductor::ClientOptions client_options;
@@ -301,24 +301,31 @@ TEST_CASE("next_stored_model reports each accepted model with its meta.xml, read
   CHECK(first->meta.item_id == first->id);
   CHECK(first->meta.node_name == "worker-a");
   CHECK_FALSE(first->meta.timestamp.empty());
+  CHECK(first->meta_error.empty());
   REQUIRE(wait_until(deadline_in(60s), [&] {
     const auto status = server.status();
-    return !status.versions.empty() && status.versions.front().stored_models == 2;
+    return !status.versions.empty() && status.versions.front().stored_models == 3;
   }));
   client.stop();
-  // Its folder gone before it is taken: still reported once, with an empty meta.
-  const auto second_id = [&] {
-    for (const auto& entry : fs::directory_iterator(workdir / "assets" / "v" / "models")) {
-      if (entry.path().filename() != first->id) return entry.path().filename().string();
-    }
-    return std::string();
-  }();
-  REQUIRE_FALSE(second_id.empty());
-  fs::remove_all(workdir / "assets" / "v" / "models" / second_id);
-  const auto second = server.next_stored_model(10s);
-  REQUIRE(second.has_value());
-  CHECK(second->id == second_id);
-  CHECK(second->meta.item_id.empty());
+  // Reported in the order stored; the folders of the other two are changed before they are
+  // taken: each still reported once, with an empty meta and the reason.
+  const fs::path models = workdir / "assets" / "v" / "models";
+  std::vector<std::string> later;
+  for (const auto& entry : fs::directory_iterator(models)) {
+    if (entry.path().filename() != first->id) later.push_back(entry.path().filename().string());
+  }
+  REQUIRE(later.size() == 2);
+  for (const auto& id : later) conductor::test::write_file(models / id / "meta.xml", "<ModelMeta>");
+  fs::remove_all(models / later[1]);
+  for (int i = 0; i < 2; ++i) {
+    const auto next = server.next_stored_model(10s);
+    REQUIRE(next.has_value());
+    CAPTURE(next->meta_error);
+    CHECK(next->meta.item_id.empty());
+    const std::string file = (models / next->id / "meta.xml").string();
+    CHECK(next->meta_error.starts_with(
+        file + (next->id == later[0] ? ":1: malformed XML" : ": cannot read")));
+  }
   CHECK_FALSE(server.next_stored_model(100ms).has_value());
 }
 

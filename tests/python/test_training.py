@@ -21,6 +21,7 @@ def test_trains_to_target_then_predicts_with_every_model(start_server, start_cli
         assert (model.folder / "model.pkl").is_file()
         assert model.folder == server.workdir() / "assets" / "tiny" / "models" / model.id
         assert model.meta.node_name in ("one", "two")
+        assert model.meta_error == ""
         assert model.meta.epochs == 2
         metrics = dict(model.meta.metrics)
         weights[model.id] = int(metrics["weight"])

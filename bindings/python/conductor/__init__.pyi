@@ -141,6 +141,10 @@ class StoredModel:
     def folder(self) -> Path: ...
     @property
     def meta(self) -> ModelMeta: ...
+    @property
+    def meta_error(self) -> str:
+        """Why meta could not be read (the file, and the line for bad XML); "" when it was."""
+        ...
 
 class Evaluation:
     @property

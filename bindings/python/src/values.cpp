@@ -178,6 +178,9 @@ void bind_models(py::module_& m) {
       .def_readonly("id", &StoredModel::id)
       .def_readonly("folder", &StoredModel::folder)
       .def_readonly("meta", &StoredModel::meta)
+      .def_readonly("meta_error", &StoredModel::meta_error,
+                    "Why meta could not be read (the file, and the line for bad XML); empty when "
+                    "it was")
       .def("__repr__", [](const StoredModel& model) {
         return "StoredModel(version=" + quoted(model.version) + ", id=" + quoted(model.id) + ")";
       });

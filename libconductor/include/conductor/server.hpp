@@ -83,8 +83,10 @@ struct StoredModel {
   std::string id;
   std::filesystem::path folder;  // assets/<version>/models/<id>
   // As written to meta.xml, metrics included, read when next_stored_model() takes the model
-  // (on the caller's thread); default values when it can no longer be read (removed since).
+  // (on the caller's thread); default values when it cannot be read (removed or edited since).
   ModelMeta meta;
+  // Why `meta` could not be read, naming the file (and the line, for bad XML); empty when it was.
+  std::string meta_error;
 };
 
 // At most this many items may be queued when a prediction request arrives (the original's limit).

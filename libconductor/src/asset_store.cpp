@@ -228,13 +228,17 @@ void remove_entry(const fs::path& path) {
   remove_tree(path);
 }
 
-// True when `path` lies strictly inside `folder`. Spelled below `folder` with a real folder (not
-// a symlink) at every level, one lstat a level settles it; anything else is settled after
-// resolving symlinks.
+// True when `path` lies strictly inside `folder`. Spelled below `folder` without "." or ".."
+// and with a real folder (not a symlink) at every level, one lstat a level settles it; anything
+// else is settled after resolving symlinks ("link/.." is not where it reads).
 bool is_inside(const fs::path& path, const fs::path& folder) {
   std::error_code error;
-  const fs::path relative = fs::absolute(path, error).lexically_normal().lexically_relative(folder);
-  if (!error && !relative.empty() && *relative.begin() != "." && *relative.begin() != "..") {
+  const fs::path absolute = fs::absolute(path, error);
+  const bool plain =
+      !error && std::none_of(absolute.begin(), absolute.end(),
+                             [](const fs::path& part) { return part == "." || part == ".."; });
+  const fs::path relative = plain ? absolute.lexically_relative(folder) : fs::path();
+  if (!relative.empty() && *relative.begin() != "." && *relative.begin() != "..") {
     fs::path level = folder;
     bool real = true;
     for (const fs::path& part : relative) {

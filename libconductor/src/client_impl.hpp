@@ -80,8 +80,6 @@ class Client::Impl {
     // A training result held in memory only is written to the outbox at this time (kHoldFor).
     std::optional<Clock::time_point> keep_due;
     bool is_kept = false;  // in the outbox with its description, for a restart
-    // Its last RESULT or FAILED asked the server to take the slot as READY with the ACK.
-    bool ready_announced = false;
     // What the terminal's progress bar shows (show_progress).
     Clock::time_point received_at = Clock::now();
     int epoch = 0, total_epochs = 0;
@@ -197,7 +195,7 @@ class Client::Impl {
   void take_up_kept_result(Slot& slot);
 
   // The slot lets go of its item, then offers the next kept result or asks for work: with a
-  // READY unless `acknowledged` is an ACK the server took as the slot's READY (ready_slot).
+  // READY unless `acknowledged` is an ACK that says the server took the slot as READY.
   void discard(Slot& slot, const protocol::Ack* acknowledged = nullptr);
 
   // The slot's bar on a terminal: bytes while downloading and uploading, epochs (or the
@@ -243,9 +241,10 @@ class Client::Impl {
   int usable_slots_ = 1;  // the slots the server fills (WELCOME.slots)
   std::uint64_t inline_result_bytes_ = 0;  // results this small go with RESULT (WELCOME)
   bool ready_with_ack_ = false;  // the server takes ready_slot in RESULT and FAILED (WELCOME)
-  // The outbox may hold a result that no slot offers: false once take_up() found none, true
-  // again when a result is kept. A slot asks for work with its RESULT only while it is false,
-  // so that no kept result can take up a slot the server is about to fill.
+  // The outbox may hold a result that no slot offers: an earlier run's, found at start. False
+  // once take_up() found none; it stays false, since what this run keeps there is held by its
+  // slot until discard() deletes it. A slot asks for work with its RESULT only while it is
+  // false, so that no kept result can take up a slot the server is about to fill.
   bool may_hold_kept_ = true;
   bool server_names_subjects_ = false;  // it knows slots, so its ERRORs name item or blob
   std::vector<Slot> slots_;

@@ -326,7 +326,6 @@ void Client::Impl::report_outcome(Slot& slot) {
   // Once the ACK comes the slot holds nothing (no kept result can take it up): the server
   // may take it as READY then, saving a message and a round trip per item.
   const int ready_slot = ready_with_ack_ && !may_hold_kept_ && is_usable(slot) ? slot.index : -1;
-  slot.current->ready_announced = ready_slot >= 0;
   const Current& c = *slot.current;
   const JobOutcome& o = *c.outcome;
   if (o.succeeded) {
@@ -362,7 +361,6 @@ void Client::Impl::keep_for_restart(Slot& slot) {
   c.keep_due.reset();
   if (c.is_kept || !c.outcome || !c.outcome->succeeded || c.assign.type == "prediction") return;
   c.is_kept = true;
-  may_hold_kept_ = true;
   if (c.outcome->archive) {
     fs::path part = c.result;
     part += ".part";
@@ -466,7 +464,7 @@ void Client::Impl::take_up_kept_result(Slot& slot) {
 
 void Client::Impl::discard(Slot& slot, const protocol::Ack* acknowledged) {
   if (!slot.current) return;
-  const bool server_took_ready = acknowledged != nullptr && slot.current->ready_announced;
+  const bool server_took_ready = acknowledged != nullptr && acknowledged->took_ready;
   if (!slot.current->verifying.empty()) settle_verification(slot, false);
   if (console_) console_->remove(bar_key(slot));
   std::error_code ec;

@@ -171,7 +171,7 @@ void sync_below(UniqueFd dir, const std::filesystem::path& shown, const std::str
       sync_below(std::move(child), shown / entry->d_name, child_relative, on_file);
       continue;
     }
-    if (::fsync(child.get()) != 0) {
+    if (::fsync(child.get()) != 0 && errno != EINVAL) {  // EINVAL: a file that cannot sync
       throw IoError("cannot fsync " + (shown / entry->d_name).string() + ": " + why());
     }
     if (on_file) on_file(child_relative);

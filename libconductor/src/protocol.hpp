@@ -235,7 +235,10 @@ struct Ack {
   int attempt = 0;
   std::string status;  // "stored" | "duplicate" | "rejected" | "failure-recorded"
   std::string reason;
-  MSGPACK_DEFINE_MAP(item, attempt, status, reason)
+  // The server took the RESULT's or FAILED's ready_slot as that slot's READY: the client sends
+  // none. False from a server that predates ready_slot.
+  bool took_ready = false;
+  MSGPACK_DEFINE_MAP(item, attempt, status, reason, took_ready)
 };
 
 struct Cancel {

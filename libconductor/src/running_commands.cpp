@@ -87,11 +87,11 @@ std::optional<ProcessStat> read_stat(long pid) {
   }
   if (fields[0].size() != 1) return std::nullopt;
   stat.state = fields[0][0];
-  const auto group =
-      std::from_chars(fields[2].data(), fields[2].data() + fields[2].size(), stat.group);
-  const auto start =
-      std::from_chars(fields[19].data(), fields[19].data() + fields[19].size(), stat.start);
-  if (group.ec != std::errc() || start.ec != std::errc()) return std::nullopt;
+  const std::optional<long> group = parse_number(fields[2]);
+  const char* const end = fields[19].data() + fields[19].size();
+  const auto start = std::from_chars(fields[19].data(), end, stat.start);
+  if (!group || start.ec != std::errc() || start.ptr != end) return std::nullopt;
+  stat.group = *group;
   return stat;
 }
 

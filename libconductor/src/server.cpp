@@ -428,10 +428,11 @@ void Server::Impl::on_ready(Peer& peer, const protocol::Ready& ready) {
   peer.waiting.insert(ready.slot);
 }
 
-void Server::Impl::acknowledge(Peer& peer, const protocol::Ack& ack, int ready_slot) {
-  send(peer, MessageType::kAck, ack);
+void Server::Impl::acknowledge(Peer& peer, protocol::Ack ack, int ready_slot) {
   // Checked when the RESULT or FAILED came; a client that said HELLO since may have fewer slots.
-  if (ready_slot >= 0 && ready_slot < peer.slots) on_ready(peer, protocol::Ready{ready_slot});
+  ack.took_ready = ready_slot >= 0 && ready_slot < peer.slots;
+  send(peer, MessageType::kAck, ack);
+  if (ack.took_ready) on_ready(peer, protocol::Ready{ready_slot});
 }
 
 void Server::Impl::on_fetch(Peer& peer, const protocol::Fetch& fetch) {
@@ -608,10 +609,11 @@ void Server::Impl::finish_result(Peer& peer, const ResultReceiver::Finished& don
       log("Model " + item.id + " of " + item.version + " stored from " + peer.host + " (" +
           std::to_string(stored) + "/" + std::to_string(version->second.version.target_models) +
           ")");
-      acknowledge(peer, protocol::Ack{item.id, done.offer.attempt, "stored", ""},
-                  done.offer.ready_slot);
       announce_stored(item.version, item.id);
       reconcile("accepted result", Count::kInMemory);
+      // Last: taking the slot as READY may hand out an item, which may throw.
+      acknowledge(peer, protocol::Ack{item.id, done.offer.attempt, "stored", ""},
+                  done.offer.ready_slot);
       break;
     }
     case CommitStatus::kDuplicate:

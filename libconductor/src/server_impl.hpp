@@ -170,7 +170,7 @@ class Server::Impl {
   bool adopt(Peer& peer, const protocol::RunningItem& running, TimePoint now);
   void on_ready(Peer& peer, const protocol::Ready& ready);
   // Sends `ack`, then takes `ready_slot` (when not -1) as a READY from that slot.
-  void acknowledge(Peer& peer, const protocol::Ack& ack, int ready_slot);
+  void acknowledge(Peer& peer, protocol::Ack ack, int ready_slot);
   void on_fetch(Peer& peer, const protocol::Fetch& fetch);
   void on_progress(Peer& peer, const protocol::Progress& progress);
   // `inline_archive`: the whole result, sent with the RESULT (WELCOME.inline_result_bytes).

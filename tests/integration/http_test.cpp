@@ -22,6 +22,7 @@ using namespace std::chrono_literals;
 using conductor::test::all_working_at;
 using conductor::test::api_status;
 using conductor::test::Cluster;
+using conductor::test::contains;
 using conductor::test::deadline_in;
 using conductor::test::http_get;
 using conductor::test::metric_samples;
@@ -144,6 +145,28 @@ TEST_CASE("/metrics and /api/status show a training run as it goes and when it i
   CHECK(status["counters"]["bytes_received"] == offered);
   CHECK(log_has(status, "(3/3)"));
   CHECK(cluster.stop_all()->exited_with(0));
+}
+
+TEST_CASE("a client asks for its next item with each result, also one it keeps for a restart") {
+  Cluster cluster("conductor-http-ready");
+  // Each item runs past the 2 s after which the client keeps its result in outbox/.
+  conductor::test::write_configuration(cluster.server_dir(), 0.0,
+                                       {VersionSpec{"r", 3, "sleep 2.2\ntouch model.h5\n", {}}});
+  const std::string url = conductor::test::start_server_with_http(cluster);
+  cluster.start_client("a");
+  std::map<std::string, double> metrics;
+  REQUIRE_MESSAGE(
+      wait_until(deadline_in(60s),
+                 [&] {
+                   metrics = metric_samples(url);
+                   return metrics["conductor_items_completed_total{type=\"training\"}"] == 3;
+                 }),
+      cluster.diagnostics());
+  CHECK(metrics["conductor_messages_received_total{type=\"RESULT\"}"] == 3);
+  // One READY at the start; then each item came with the ACK of the one before. (A READY after
+  // the last ACK only once the slot has waited a second: heartbeat 200 ms x liveness 5.)
+  CHECK(metrics["conductor_messages_received_total{type=\"READY\"}"] <= 2);
+  CHECK(contains(cluster.client("a").output(), "stored by the server"));
 }
 
 TEST_CASE("/metrics counts a failed attempt, a silent client's lease running out, and the retry") {

@@ -224,7 +224,8 @@ TEST_CASE("a RESULT or FAILED naming its ready_slot gets the slot's next item wi
   Cluster cluster("conductor-slots-ready-with-ack");
   conductor::test::write_configuration(cluster.server_dir(), 0.0,
                                        {VersionSpec{"v", 6, "sleep 30\n", {}}});
-  cluster.start_server({"--lease-ms", "60000"});
+  // This hand-made client sends no heartbeats: a long liveness keeps it connected meanwhile.
+  cluster.start_server({"--lease-ms", "60000", "--liveness", "100"});
   ClientBeforeSlots client(cluster.endpoint());  // speaks CWP/1 by hand, with one slot
   client.send(
       kHello,
@@ -256,6 +257,7 @@ TEST_CASE("a RESULT or FAILED naming its ready_slot gets the slot's next item wi
   REQUIRE_MESSAGE(ack.has_value(), cluster.diagnostics());
   CHECK(ack->at("item") == assign->at("item"));
   CHECK(ack->at("status") == "stored");
+  CHECK(ack->value("took_ready", false));
   auto next = client.receive(kAssign, 5s);
   REQUIRE_MESSAGE(next.has_value(), cluster.diagnostics());
   CHECK(next->at("item") != assign->at("item"));
@@ -265,6 +267,7 @@ TEST_CASE("a RESULT or FAILED naming its ready_slot gets the slot's next item wi
   ack = client.receive(kAck);
   REQUIRE(ack.has_value());
   CHECK(ack->at("status") == "stored");
+  CHECK_FALSE(ack->value("took_ready", true));
   CHECK_FALSE(client.receive(kAssign, 1s).has_value());
   client.send(kReady, {{"slot", 0}});
   auto third = client.receive(kAssign);
@@ -280,6 +283,7 @@ TEST_CASE("a RESULT or FAILED naming its ready_slot gets the slot's next item wi
   ack = client.receive(kAck);
   REQUIRE(ack.has_value());
   CHECK(ack->at("status") == "failure-recorded");
+  CHECK(ack->value("took_ready", false));
   auto fourth = client.receive(kAssign, 5s);
   REQUIRE_MESSAGE(fourth.has_value(), cluster.diagnostics());
 

@@ -296,6 +296,12 @@ TEST_CASE("commit_model refuses item ids and staged folders that would escape th
   CHECK_THROWS_AS(
       store.commit_model(version, store.spool_dir() / "link" / "deeper", meta_for("id-1"), ""),
       Error);
+  // Read lexically, spool/link/../incoming is spool/incoming; the kernel goes through the link.
+  write_file(dir.path() / "incoming" / "model.h5", "elsewhere");
+  CHECK_THROWS_AS(store.commit_model(version, store.spool_dir() / "link" / ".." / "incoming",
+                                     meta_for("id-1"), ""),
+                  Error);
+  CHECK(read_file(dir.path() / "incoming" / "model.h5") == "elsewhere");
   CHECK(fs::exists(outside / "model.h5"));
   CHECK(fs::exists(outside / "deeper"));
   CHECK_FALSE(fs::exists(store.version_dir("v1") / "models" / "id-1"));

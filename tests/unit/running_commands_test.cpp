@@ -272,6 +272,28 @@ TEST_CASE("recording a process that does not exist is refused with the reason") 
                     doctest::Contains("/stat is unreadable"));
 }
 
+TEST_CASE("a record holds the group and the leader's start time as /proc/<pid>/stat shows them") {
+  TempDir root("conductor-running");
+  const pid_t leader = start_group("sleep 60");
+  KillOnExit cleanup;
+  cleanup.add(leader);
+  RunningCommands(root / "running").record(2, leader, "t-2");
+  // Field 22 of /proc/<pid>/stat, counted here without the parser under test.
+  const std::string stat = read_file_if_present("/proc/" + std::to_string(leader) + "/stat");
+  std::istringstream after_name(stat.substr(stat.rfind(')') + 2));
+  std::vector<std::string> fields;
+  for (std::string field; after_name >> field;) fields.push_back(field);
+  REQUIRE(fields.size() > 19);
+  std::istringstream record(read_file(root / "running" / "2"));
+  std::string group, start;
+  record >> group >> start;
+  CHECK(group == std::to_string(leader));
+  CHECK(fields[2] == std::to_string(leader));  // field 5: the process group, its own
+  CHECK(start == fields[19]);
+  CHECK(start != "0");
+  end_group(leader);
+}
+
 TEST_CASE("a command whose name holds blanks and parentheses is recorded and stopped") {
   TempDir root("conductor-running");
   // /proc/<pid>/stat shows the name between parentheses, and this one looks like more fields.

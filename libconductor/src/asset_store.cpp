@@ -228,17 +228,23 @@ void remove_entry(const fs::path& path) {
   remove_tree(path);
 }
 
-// True when `path` lies strictly inside `folder`. Spelled below `folder` without "." or ".."
-// and with a real folder (not a symlink) at every level, one lstat a level settles it; anything
-// else is settled after resolving symlinks ("link/.." is not where it reads).
-bool is_inside(const fs::path& path, const fs::path& folder) {
+// Whether a path relative to a folder names something strictly below it.
+bool is_strictly_below(const fs::path& relative) {
+  return !relative.empty() && *relative.begin() != "." && *relative.begin() != "..";
+}
+
+// True when `path` is a folder (not a symlink to one) strictly inside `folder`. Spelled below
+// `folder` without "." or ".." and with a real folder at every level, one lstat a level
+// settles it; anything else is settled after resolving symlinks ("link/.." is not where it
+// reads).
+bool is_folder_inside(const fs::path& path, const fs::path& folder) {
   std::error_code error;
   const fs::path absolute = fs::absolute(path, error);
   const bool plain =
       !error && std::none_of(absolute.begin(), absolute.end(),
                              [](const fs::path& part) { return part == "." || part == ".."; });
   const fs::path relative = plain ? absolute.lexically_relative(folder) : fs::path();
-  if (!relative.empty() && *relative.begin() != "." && *relative.begin() != "..") {
+  if (is_strictly_below(relative)) {
     fs::path level = folder;
     bool real = true;
     for (const fs::path& part : relative) {
@@ -250,13 +256,11 @@ bool is_inside(const fs::path& path, const fs::path& folder) {
     }
     if (real) return true;
   }
+  if (type_of(path) != fs::file_type::directory) return false;
   const fs::path resolved = fs::canonical(path, error);
   if (error) return false;
   const fs::path base = fs::canonical(folder, error);
-  if (error) return false;
-  const fs::path resolved_relative = resolved.lexically_relative(base);
-  return !resolved_relative.empty() && resolved_relative != "." &&
-         *resolved_relative.begin() != "..";
+  return !error && is_strictly_below(resolved.lexically_relative(base));
 }
 
 }  // namespace
@@ -352,8 +356,7 @@ CommitOutcome AssetStore::commit_model(const Version& version, const fs::path& s
                                        const ModelMeta& meta, std::string_view console_log_text) {
   check_name("item id", meta.item_id, /*allow_hidden=*/false);
   const fs::path models = version_dir(version.name) / "models";
-  if (!is_inside(staged_folder, spool_dir()) ||
-      type_of(staged_folder) != fs::file_type::directory) {
+  if (!is_folder_inside(staged_folder, spool_dir())) {
     throw Error(ErrorCode::kArgument, "staged result " + staged_folder.string() +
                                           " is not a folder inside " + spool_dir().string());
   }

@@ -440,11 +440,11 @@ void Client::Impl::on_cancel(const protocol::Cancel& cancel) {
 }
 
 void Client::Impl::take_up_kept_result(Slot& slot) {
+  if (!may_hold_kept_) return;
   std::set<std::string> held;
   for (const Slot& other : slots_) {
     if (other.current) held.insert(other.current->assign.item);
   }
-  if (!may_hold_kept_) return;
   auto kept = outbox_->take_up(held);
   if (!kept) {
     may_hold_kept_ = false;

@@ -88,10 +88,10 @@ std::optional<ProcessStat> read_stat(long pid) {
   if (fields[0].size() != 1) return std::nullopt;
   stat.state = fields[0][0];
   const std::optional<long> group = parse_number(fields[2]);
-  const char* const end = fields[19].data() + fields[19].size();
-  const auto start = std::from_chars(fields[19].data(), end, stat.start);
-  if (!group || start.ec != std::errc() || start.ptr != end) return std::nullopt;
+  const std::optional<long> start = parse_number(fields[19]);
+  if (!group || !start || *start < 0) return std::nullopt;
   stat.group = *group;
+  stat.start = static_cast<std::uint64_t>(*start);
   return stat;
 }
 

@@ -114,14 +114,16 @@ std::string model_file(const Cluster& cluster, const std::string& version, const
   return read_file_if_present(cluster.version_dir(version) / "models" / id / name);
 }
 
-// Sends one CWP/1 message by hand: [routing id (a ROUTER's)][signature][msgpack header].
+// Sends one CWP/1 message by hand: [routing id (a ROUTER's)][signature][msgpack header]
+// [payload, when given].
 void send_cwp(zmq::socket_t& socket, std::uint8_t type, const json& header,
-              const zmq::message_t* routing = nullptr) {
+              const zmq::message_t* routing = nullptr, const std::string* payload = nullptr) {
   if (routing) socket.send(zmq::buffer(routing->data(), routing->size()), zmq::send_flags::sndmore);
   const char signature[] = {'C', 'W', 'P', 1, static_cast<char>(type)};
   const auto bytes = json::to_msgpack(header);
   socket.send(zmq::buffer(signature, sizeof signature), zmq::send_flags::sndmore);
-  socket.send(zmq::buffer(bytes), zmq::send_flags::none);
+  socket.send(zmq::buffer(bytes), payload ? zmq::send_flags::sndmore : zmq::send_flags::none);
+  if (payload) socket.send(zmq::buffer(*payload), zmq::send_flags::none);
 }
 
 // The frames of the next message within `limit`; nullopt when none came.
@@ -147,11 +149,7 @@ class ClientBeforeSlots {
   void send(std::uint8_t type, const json& header) { send_cwp(socket_, type, header); }
   // With a payload frame after the header (RESULT with its archive inline).
   void send(std::uint8_t type, const json& header, const std::string& payload) {
-    const char signature[] = {'C', 'W', 'P', 1, static_cast<char>(type)};
-    const auto bytes = json::to_msgpack(header);
-    socket_.send(zmq::buffer(signature, sizeof signature), zmq::send_flags::sndmore);
-    socket_.send(zmq::buffer(bytes), zmq::send_flags::sndmore);
-    socket_.send(zmq::buffer(payload), zmq::send_flags::none);
+    send_cwp(socket_, type, header, nullptr, &payload);
   }
 
   // The next message of `type` within `limit` (others are skipped), as its header.

@@ -183,16 +183,16 @@ ResultFigures result_upload(std::uint64_t model_bytes, int runs, Content content
     const auto model = server.next_stored_model(std::chrono::minutes(10));
     require(model.has_value(), "results: the model was not stored");
     if (run > 0) figures.stored_seconds.push_back(seconds_since(offered));
-    // Gone before the next run, as each fresh client's folder is in the payload benchmark: on a
-    // tmpfs every model kept takes memory the system has not touched yet, and where that is
-    // expensive (the benchmark VM hands freed memory back to its host) later uploads slowed to
-    // 2.3 times the first; a disk would have written the model back and reused the memory.
-    fs::remove_all(model->folder);
     const auto stored = Clock::now();
     if (last_stored) {
       figures.item_seconds.push_back(std::chrono::duration<double>(stored - *last_stored).count());
     }
     last_stored = stored;
+    // Gone before the next run, as each fresh client's folder is in the payload benchmark: on a
+    // tmpfs every model kept takes memory the system has not touched yet, and where that is
+    // expensive (the benchmark VM hands freed memory back to its host) later uploads slowed to
+    // 2.4 times the first; a disk would have written the model back and reused the memory.
+    fs::remove_all(model->folder);
     sent_before = worker.result_bytes_sent();
   }
   return figures;

@@ -353,7 +353,8 @@ bool AssetStore::has_model(const std::string& version, const std::string& item_i
 }
 
 CommitOutcome AssetStore::commit_model(const Version& version, const fs::path& staged_folder,
-                                       const ModelMeta& meta, std::string_view console_log_text) {
+                                       const ModelMeta& meta, std::string_view console_log_text,
+                                       const std::vector<std::string>* synced_files) {
   check_name("item id", meta.item_id, /*allow_hidden=*/false);
   const fs::path models = version_dir(version.name) / "models";
   if (!is_folder_inside(staged_folder, spool_dir())) {
@@ -367,13 +368,44 @@ CommitOutcome AssetStore::commit_model(const Version& version, const fs::path& s
   }
   const std::string pattern =
       version.model_pattern.empty() ? std::string(kDefaultModelPattern) : version.model_pattern;
-  // The server's own records replace whatever the client sent under these names.
-  remove_entry(staged_folder / kMetaFile);
-  remove_entry(staged_folder / kConsoleLogFile);
+  // The server's own records replace whatever the client sent under these names (files or
+  // folders), which never count as the model.
+  bool has_model = false;
+  auto judge = [&](const std::string& relative) {
+    if (has_model) return;
+    const std::string name = relative.substr(relative.rfind('/') + 1);
+    has_model = ::fnmatch(pattern.c_str(), relative.c_str(), 0) == 0 ||
+                ::fnmatch(pattern.c_str(), name.c_str(), 0) == 0;
+  };
+  if (synced_files != nullptr) {
+    for (const std::string& file : *synced_files) {
+      const std::string top = file.substr(0, file.find('/'));
+      if (top == kMetaFile || top == kConsoleLogFile) {
+        remove_entry(staged_folder / top);
+      } else {
+        judge(file);
+      }
+    }
+  } else {
+    remove_entry(staged_folder / kMetaFile);
+    remove_entry(staged_folder / kConsoleLogFile);
+    // Everything the rename publishes must be on disk first, or a crash right after it could
+    // show a model folder with empty files; the same pass looks for the model.
+    sync_tree(staged_folder, judge);
+  }
+  if (!has_model) {
+    remove_tree(staged_folder);
+    return {CommitStatus::kRejected, "result for item " + meta.item_id + " of version " +
+                                         version.name + " holds no file matching '" + pattern +
+                                         "'"};
+  }
   ModelMeta stored = meta;
   if (stored.timestamp.empty())
     stored.timestamp = format_timestamp(std::chrono::system_clock::now());
-  Evaluation evaluation = evaluate_model_folder(staged_folder, version.dataset_type);
+  Evaluation evaluation =
+      synced_files != nullptr
+          ? evaluate_model_folder(staged_folder, version.dataset_type, *synced_files)
+          : evaluate_model_folder(staged_folder, version.dataset_type);
   merge_metrics(stored.metrics, evaluation.metrics);
   // The spool path is gone after the rename; name files relative to the model folder.
   const std::string spool_prefix = (staged_folder / "").string();
@@ -382,25 +414,9 @@ CommitOutcome AssetStore::commit_model(const Version& version, const fs::path& s
       problem.erase(at, spool_prefix.size());
     }
   }
-  // Synced with the rest of the folder just below, each file once.
-  write_durably(staged_folder / kMetaFile, meta_xml(stored, evaluation.problems), false);
-  write_durably(staged_folder / kConsoleLogFile, console_log_text, false);
-  // Everything the rename publishes must be on disk first, or a crash right after it could
-  // show a model folder with empty files. The same pass looks for the model among the files
-  // the client sent (the server's two records are not one).
-  bool has_model = false;
-  sync_tree(staged_folder, [&](const std::string& relative) {
-    if (has_model || relative == kMetaFile || relative == kConsoleLogFile) return;
-    const std::string name = relative.substr(relative.rfind('/') + 1);
-    has_model = ::fnmatch(pattern.c_str(), relative.c_str(), 0) == 0 ||
-                ::fnmatch(pattern.c_str(), name.c_str(), 0) == 0;
-  });
-  if (!has_model) {
-    remove_tree(staged_folder);
-    return {CommitStatus::kRejected, "result for item " + meta.item_id + " of version " +
-                                         version.name + " holds no file matching '" + pattern +
-                                         "'"};
-  }
+  write_durably(staged_folder / kMetaFile, meta_xml(stored, evaluation.problems));
+  write_durably(staged_folder / kConsoleLogFile, console_log_text);
+  sync_path(staged_folder);
 
   create_folders(models);
   // RENAME_NOREPLACE: plain rename() would silently replace an empty models/<id> created

@@ -2,9 +2,15 @@
 
 #include <exception>
 
+#include "thread_name.hpp"
+
 namespace conductor {
 
-BackgroundWorker::BackgroundWorker() : thread_([this] { work(); }) {}
+BackgroundWorker::BackgroundWorker()
+    : thread_([this] {
+        name_this_thread("cdr-worker");
+        work();
+      }) {}
 
 BackgroundWorker::~BackgroundWorker() {
   {

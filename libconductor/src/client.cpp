@@ -15,6 +15,7 @@
 #include "conductor/process_executor.hpp"
 #include "curve.hpp"
 #include "random_id.hpp"
+#include "thread_name.hpp"
 
 namespace conductor {
 
@@ -179,6 +180,7 @@ Client::Impl::Impl(ClientOptions options)
 Client::Impl::~Impl() { stop_jobs(); }
 
 void Client::Impl::run() {
+  name_this_thread("cdr-client");
   log_->info("Conductor client {} ({}) working in {}, server {}, {} slot(s){}", options_.host_name,
              client_id_, options_.workdir.string(), endpoint_, slots_.size(), gpu_list());
   for (Slot& slot : slots_) take_up_kept_result(slot);

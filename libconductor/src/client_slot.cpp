@@ -467,9 +467,15 @@ void Client::Impl::discard(Slot& slot, const protocol::Ack* acknowledged) {
   const bool server_took_ready = acknowledged != nullptr && acknowledged->took_ready;
   if (!slot.current->verifying.empty()) settle_verification(slot, false);
   if (console_) console_->remove(bar_key(slot));
-  std::error_code ec;
-  if (!slot.current->result.empty()) outbox_->discard(slot.current->result);
-  fs::remove(options_.workdir / "logs" / (slot.current->assign.item + ".log"), ec);
+  // Only files that may exist are removed: a short job's result and console log never left
+  // memory, and each failed unlink costs a path walk per item.
+  const std::optional<JobOutcome>& outcome = slot.current->outcome;
+  const bool is_in_memory = outcome && outcome->archive && !slot.current->is_kept;
+  if (!slot.current->result.empty() && !is_in_memory) outbox_->discard(slot.current->result);
+  if (!outcome || outcome->console_in_file || slot.current->is_kept) {
+    std::error_code ec;
+    fs::remove(options_.workdir / "logs" / (slot.current->assign.item + ".log"), ec);
+  }
   // Inputs held in memory are never cached: gone with the last slot that wants them, unless a
   // job checks them (settle_verification lets go of those) or this slot fetches them (below).
   if (const std::string inputs = slot.current->assign.inputs; !inputs.empty()) {

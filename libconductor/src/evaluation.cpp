@@ -534,7 +534,19 @@ std::optional<Metrics> evaluate_results_csv(const fs::path& csv, DatasetType typ
   return metrics;
 }
 
-Evaluation evaluate_model_folder(const fs::path& folder, DatasetType type) {
+namespace {
+
+// evaluate_model_folder(), from `files` when given, else from the folder's listing.
+Evaluation evaluate(const fs::path& folder, DatasetType type,
+                    const std::vector<std::string>* files) {
+  auto is_listed = [&](std::string_view name) {
+    return files == nullptr || std::find(files->begin(), files->end(), name) != files->end();
+  };
+  auto is_results = [](const std::string& name) {
+    return name.size() >= kResultsSuffix.size() &&
+           name.compare(name.size() - kResultsSuffix.size(), kResultsSuffix.size(),
+                        kResultsSuffix) == 0;
+  };
   Evaluation evaluation;
   auto attempt = [&](auto&& step) {
     try {
@@ -543,22 +555,32 @@ Evaluation evaluate_model_folder(const fs::path& folder, DatasetType type) {
       evaluation.problems.emplace_back(error.what());
     }
   };
-  attempt([&] { merge_metrics(evaluation.metrics, read_metrics_json(folder / kJsonFile)); });
-  attempt([&] { merge_metrics(evaluation.metrics, read_metrics_csv(folder / kCsvFile)); });
+  if (is_listed(kJsonFile)) {
+    attempt([&] { merge_metrics(evaluation.metrics, read_metrics_json(folder / kJsonFile)); });
+  }
+  if (is_listed(kCsvFile)) {
+    attempt([&] { merge_metrics(evaluation.metrics, read_metrics_csv(folder / kCsvFile)); });
+  }
   attempt([&] {
     std::vector<fs::path> candidates;
-    std::error_code error;
-    for (fs::directory_iterator it(folder, error), end; !error && it != end; it.increment(error)) {
-      const std::string name = it->path().filename().string();
-      std::error_code ignored;
-      if (name.size() >= kResultsSuffix.size() &&
-          name.compare(name.size() - kResultsSuffix.size(), kResultsSuffix.size(),
-                       kResultsSuffix) == 0 &&
-          it->symlink_status(ignored).type() == fs::file_type::regular) {
-        candidates.push_back(it->path());
+    if (files != nullptr) {
+      for (const std::string& file : *files) {
+        if (file.find('/') == std::string::npos && is_results(file)) {
+          candidates.push_back(folder / file);
+        }
       }
+    } else {
+      std::error_code error;
+      for (fs::directory_iterator it(folder, error), end; !error && it != end;
+           it.increment(error)) {
+        std::error_code ignored;
+        if (is_results(it->path().filename().string()) &&
+            it->symlink_status(ignored).type() == fs::file_type::regular) {
+          candidates.push_back(it->path());
+        }
+      }
+      if (error) throw IoError("cannot list " + folder.string() + ": " + error.message());
     }
-    if (error) throw IoError("cannot list " + folder.string() + ": " + error.message());
     if (candidates.empty()) return;
     const fs::path results = *std::min_element(candidates.begin(), candidates.end());
     const std::optional<Metrics> metrics = evaluate_results_csv(results, type);
@@ -569,6 +591,17 @@ Evaluation evaluate_model_folder(const fs::path& folder, DatasetType type) {
     merge_metrics(evaluation.metrics, *metrics);
   });
   return evaluation;
+}
+
+}  // namespace
+
+Evaluation evaluate_model_folder(const fs::path& folder, DatasetType type) {
+  return evaluate(folder, type, nullptr);
+}
+
+Evaluation evaluate_model_folder(const fs::path& folder, DatasetType type,
+                                 const std::vector<std::string>& files) {
+  return evaluate(folder, type, &files);
 }
 
 }  // namespace conductor

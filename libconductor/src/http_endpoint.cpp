@@ -5,6 +5,7 @@
 #include "conductor/error.hpp"
 #include "dashboard_assets.hpp"
 #include "prometheus_text.hpp"
+#include "thread_name.hpp"
 #include "transport.hpp"
 
 namespace conductor {
@@ -68,6 +69,7 @@ HttpEndpoint::HttpEndpoint(const std::string& address, std::chrono::milliseconds
   }
   url_ = "http://" + host + ":" + std::to_string(port);
   thread_ = std::thread([this] {
+    name_this_thread("cdr-http");
     server_->listen_after_bind();
     listen_ended_.store(true);
   });

@@ -1,5 +1,6 @@
 #include "job_runner.hpp"
 
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -19,6 +20,7 @@
 #include "random_id.hpp"
 #include "result_receiver.hpp"
 #include "running_commands.hpp"
+#include "thread_name.hpp"
 
 namespace conductor {
 
@@ -67,9 +69,12 @@ class ConsoleLog {
     if (text_.size() > JobRunner::kMemoryConsoleBytes) to_file();
   }
 
-  // The job has run `elapsed`: long enough, and what it said goes to the file.
+  // The job has run `elapsed`: long enough, and what it said goes to the file. Called every
+  // poll interval (100 ms), which is also how soon a line reaches the file for a person
+  // following it there: one write per interval, not one per line.
   void tick(std::chrono::steady_clock::duration elapsed) {
     if (!is_in_file_ && elapsed >= JobRunner::kConsoleFileAfter) to_file();
+    if (is_in_file_) out_.flush();
   }
 
   bool is_in_memory() const { return !is_in_file_; }
@@ -103,7 +108,10 @@ class ConsoleLog {
 
 JobRunner::JobRunner(JobSpec spec, std::function<void()> notify)
     : spec_(std::move(spec)), notify_(std::move(notify)) {
-  thread_ = std::thread([this] { work(); });
+  thread_ = std::thread([this] {
+    name_this_thread("cdr-job");
+    work();
+  });
 }
 
 JobRunner::~JobRunner() {
@@ -133,6 +141,7 @@ void JobRunner::work() {
     outcome.reason = e.what();
   }
   outcome.cancelled = is_cancelled();
+  outcome.console_in_file = !console.is_in_memory();
   outcome.duration = std::chrono::duration<double>(std::chrono::steady_clock::now() - started_).count();
   if (!outcome.succeeded) outcome.log_tail = console.tail(1u << 20);
   {
@@ -158,10 +167,10 @@ JobOutcome JobRunner::run_commands(ConsoleLog& console) {
     for (fs::directory_iterator it(spec_.work_dir, ec), end; !ec && it != end; it.increment(ec)) {
       std::error_code removed;
       // Small ones only: the inode is what is saved, and a big left-over would take up the
-      // disk while the next packages are unpacked.
-      if (it->symlink_status(removed).type() == fs::file_type::regular &&
-          it->hard_link_count(removed) == 1 && !removed &&
-          it->file_size(removed) <= kReusableFileBytes && !removed) {
+      // disk while the next packages are unpacked. One lstat tells all three.
+      struct stat info {};
+      if (::lstat(it->path().c_str(), &info) == 0 && S_ISREG(info.st_mode) && info.st_nlink == 1 &&
+          static_cast<std::uintmax_t>(info.st_size) <= kReusableFileBytes) {
         reusable.insert(it->path().filename().string());
         continue;
       }

@@ -76,6 +76,9 @@ struct JobOutcome {
   // The result archive, when it was packed into memory (JobSpec::memory_result_bytes); else it
   // is in JobSpec::result.
   std::shared_ptr<const std::string> archive;
+  // The console log went to JobSpec::console_log (a long or talkative job); else it was only
+  // held in memory and no such file was made.
+  bool console_in_file = false;
   double duration = 0;
   int epochs = 0;
   double last_epoch = 0;

@@ -334,6 +334,7 @@ struct ExtractContext {
   CreatedPaths& created;
   ExtractStats& stats;
   std::set<std::string>* reusable;  // ExtractOptions::reusable
+  bool sync;                        // ExtractOptions::sync
 };
 
 // Opens a left-over top-level file for rewriting (ExtractOptions::reusable), or returns a closed
@@ -498,6 +499,9 @@ void extract_file(const ExtractContext& context, archive_entry* entry, const std
   }
   if (is_reused && ::ftruncate(out.get(), static_cast<off_t>(written)) != 0) {
     throw IoError("cannot cut " + quoted(target) + " to its size: " + errno_text());
+  }
+  if (context.sync && ::fsync(out.get()) != 0 && errno != EINVAL) {  // EINVAL: cannot sync
+    throw IoError("cannot fsync " + quoted(target) + ": " + errno_text());
   }
   if (out.close() != 0) {
     throw IoError("cannot finish writing " + quoted(target) + ": " + errno_text());
@@ -909,6 +913,12 @@ ExtractStats extract_checked(const ArchiveSource& archive_source, const fs::path
   }
   CreatedPaths created;
   ExtractStats stats;
+  // ExtractOptions::sync: the folders below `destination` that received an entry.
+  std::set<std::string> folders_to_sync;
+  auto note_folders = [&](std::span<const std::string> parts, std::size_t depth) {
+    for (std::size_t n = 1; options.sync && n <= depth; ++n)
+      folders_to_sync.insert(join(parts.first(n)));
+  };
   stats.entries = read_entries(
       archive_source, limits, expected_sha256,
       [&](archive* reader, archive_entry* entry, const std::string& name,
@@ -938,13 +948,22 @@ ExtractStats extract_checked(const ArchiveSource& archive_source, const fs::path
           if (is_wanted) stats.held[clean] = std::move(content);
         } else if (archive_entry_filetype(entry) == AE_IFDIR) {
           open_folder(root.get(), destination, name, parts, created, options.reusable);
+          note_folders(parts, parts.size() - 1);
         } else {
-          const ExtractContext context{reader,      archive_file, archive_path,
-                                       destination, root.get(),   limits,
-                                       created,     stats,        options.reusable};
+          const ExtractContext context{reader,           archive_file, archive_path, destination,
+                                       root.get(),       limits,       created,      stats,
+                                       options.reusable, options.sync};
           extract_file(context, entry, name, parts);
+          note_folders(parts, parts.size() - 1);
         }
       });
+  for (const std::string& folder : folders_to_sync) {
+    UniqueFd fd(
+        ::openat(root.get(), folder.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
+    if (!fd.is_open() || (::fsync(fd.get()) != 0 && errno != EINVAL)) {
+      throw IoError("cannot fsync folder " + quoted(destination / folder) + ": " + errno_text());
+    }
+  }
   created.commit();
   return stats;
 }

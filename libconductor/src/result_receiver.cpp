@@ -11,6 +11,7 @@
 
 #include "conductor/error.hpp"
 #include "conductor/package.hpp"
+#include "thread_name.hpp"
 
 namespace conductor {
 
@@ -251,14 +252,14 @@ std::vector<protocol::Pull> ResultReceiver::receive(const std::string& client,
   auto complete = std::make_shared<Upload>(std::move(current));
   uploads_.erase(it);
   if (complete->offer.size < kInlineFinishBytes) {
-    Finished done = finish(store_.spool_dir(), *complete, false);
+    Finished done = finish(store_.spool_dir(), *complete);
     release_memory(*complete);
     on_finished_(client, std::move(done));
     return pulls;
   }
   finishing_.insert(complete->item.id);
   worker_.submit([this, spool = store_.spool_dir(), complete] {
-    Finished done = finish(spool, *complete, true);
+    Finished done = finish(spool, *complete);
     return [this, complete, done = std::move(done)]() mutable {
       finishing_.erase(complete->item.id);
       release_memory(*complete);
@@ -305,9 +306,10 @@ void ResultReceiver::start_stream(Upload& upload) {
   stream->thread =
       std::thread([this, raw = stream.get(), weak, client = upload.client, item = upload.item,
                    offer = upload.offer, staged = std::move(staged)]() mutable {
+        name_this_thread("cdr-unpack");
         const fs::path name = store_.spool_dir() / "incoming" / (item.id + " (streamed)");
         Finished done =
-            extract_training(ArchiveSource::from_stream(*raw, name), item, offer, staged, true);
+            extract_training(ArchiveSource::from_stream(*raw, name), item, offer, staged);
         // A failure before the archive was read to its end (the staging folder could not be made,
         // say): the rest is still taken, so the upload ends as any other does, with its last byte,
         // and the answer follows it.
@@ -368,9 +370,8 @@ void ResultReceiver::reap_streams() {
                 [](const std::shared_ptr<Stream>& stream) { return stream->done.load(); });
 }
 
-ResultReceiver::Finished ResultReceiver::finish(const fs::path& spool, const Upload& upload,
-                                                bool sync) {
-  Finished done{upload.item, upload.offer, {}, {}, {}, {}};
+ResultReceiver::Finished ResultReceiver::finish(const fs::path& spool, const Upload& upload) {
+  Finished done{upload.item, upload.offer, {}, {}, {}, {}, {}};
   const fs::path part =
       upload.file ? upload.file->path() : spool / "incoming" / (upload.item.id + " (in memory)");
   const ArchiveSource source =
@@ -398,7 +399,7 @@ ResultReceiver::Finished ResultReceiver::finish(const fs::path& spool, const Upl
   }
   done = extract_training(
       source, upload.item, upload.offer,
-      spool / "staging" / (upload.item.id + "-" + std::to_string(upload.offer.attempt)), sync);
+      spool / "staging" / (upload.item.id + "-" + std::to_string(upload.offer.attempt)));
   remove_part();
   return done;
 }
@@ -406,8 +407,8 @@ ResultReceiver::Finished ResultReceiver::finish(const fs::path& spool, const Upl
 ResultReceiver::Finished ResultReceiver::extract_training(const ArchiveSource& source,
                                                           const WorkItem& item,
                                                           const protocol::ResultOffer& offer,
-                                                          fs::path staged, bool sync) {
-  Finished done{item, offer, std::move(staged), {}, {}, {}};
+                                                          fs::path staged) {
+  Finished done{item, offer, std::move(staged), {}, {}, {}, {}};
   std::error_code ec;
   fs::remove_all(done.staged, ec);
   try {
@@ -415,14 +416,17 @@ ResultReceiver::Finished ResultReceiver::extract_training(const ArchiveSource& s
     // A hash mismatch is refused here too, and takes precedence over what the damaged bytes
     // would otherwise have caused. The console log is read into memory, never written here:
     // commit_model writes it where it belongs. Nothing else under .conductor/ is kept.
-    ExtractStats stats = extract_verified(
-        source, done.staged, offer.sha256, ExtractLimits{100000, kMaxResultBytes, kMaxResultBytes},
-        ExtractOptions{std::string(kConductorFolder), {kConsoleLogEntry}, kMaxConsoleBytes});
+    // Synced as written, which commit_model needs: where this runs off the network thread, it
+    // costs nothing there later.
+    ExtractOptions options{std::string(kConductorFolder), {kConsoleLogEntry}, kMaxConsoleBytes};
+    options.sync = true;
+    ExtractStats stats =
+        extract_verified(source, done.staged, offer.sha256,
+                         ExtractLimits{100000, kMaxResultBytes, kMaxResultBytes}, options);
     if (auto console = stats.held.find(kConsoleLogEntry); console != stats.held.end()) {
       done.console_log = std::move(console->second);
     }
-    // Off the network thread, the fsync that commit_model needs costs nothing there later.
-    if (sync) sync_tree(done.staged);
+    done.staged_files = std::move(stats.files);
   } catch (const std::exception& e) {  // Error, or std::filesystem_error from the folder
     done.error = e.what();
     fs::remove_all(done.staged, ec);

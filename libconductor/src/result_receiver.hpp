@@ -73,6 +73,9 @@ class ResultReceiver {
     protocol::ResultOffer offer;
     std::filesystem::path
         staged;  // extracted files, ready for commit_model; empty for a prediction
+    // The files in `staged` (relative, "/"-separated), each fsynced with the folders below
+    // `staged` that hold them: commit_model's `synced_files`.
+    std::vector<std::string> staged_files;
     std::string console_log;
     // A prediction's result: the files named at begin(), as far as the archive holds them (the
     // last kMaxReadBytes of each).
@@ -146,12 +149,13 @@ class ResultReceiver {
   void request_more(Upload& upload, std::vector<protocol::Pull>& pulls);
   // Extracts (reads, for a prediction), checking the hash; file system work only, so it may run
   // on the worker.
-  static Finished finish(const std::filesystem::path& spool, const Upload& upload, bool sync);
-  // Unpacks `source` into `staged` (created here), checking `offer`'s hash, and syncs it when
-  // `sync`: a training result's Finished, or its error with nothing left in `staged`.
+  static Finished finish(const std::filesystem::path& spool, const Upload& upload);
+  // Unpacks `source` into `staged` (created here), checking `offer`'s hash, each file fsynced
+  // as it is written (ExtractOptions::sync): a training result's Finished, or its error with
+  // nothing left in `staged`.
   static Finished extract_training(const ArchiveSource& source, const WorkItem& item,
-                                   const protocol::ResultOffer& offer, std::filesystem::path staged,
-                                   bool sync);
+                                   const protocol::ResultOffer& offer,
+                                   std::filesystem::path staged);
   // Starts the thread that extracts `upload` while it arrives.
   void start_stream(Upload& upload);
   // On the network thread: a stream took chunks (more may be asked for), or has finished.

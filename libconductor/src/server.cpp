@@ -9,6 +9,7 @@
 #include "file_io.hpp"
 #include "random_id.hpp"
 #include "server_impl.hpp"
+#include "thread_name.hpp"
 
 namespace conductor {
 
@@ -77,6 +78,7 @@ Server::Impl::Impl(ServerOptions options)
 }
 
 void Server::Impl::run() {
+  name_this_thread("cdr-server");
   mark_serving();
   auto next_reconcile = SteadyClock::now() + options_.reconcile_interval;
   while (!stop_requested_.load()) {
@@ -599,7 +601,8 @@ void Server::Impl::finish_result(Peer& peer, const ResultReceiver::Finished& don
         done.offer.ready_slot);
     return;
   }
-  auto outcome = store_.commit_model(version->second.version, done.staged, meta, done.console_log);
+  auto outcome = store_.commit_model(version->second.version, done.staged, meta, done.console_log,
+                                     &done.staged_files);
   switch (outcome.status) {
     case CommitStatus::kStored: {
       auto holder = scheduler_.complete(item.id);

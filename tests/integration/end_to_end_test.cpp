@@ -306,6 +306,17 @@ TEST_CASE("a running training item's console is followed in spool/live until its
                              }),
                   cluster.diagnostics());
   CHECK(read_file(live).find("Epoch 1/2") != std::string::npos);
+  // Past 2 s the client writes the console to logs/<item>.log as well, where a person on the
+  // client's machine follows it; the file goes once the server has the result.
+  const fs::path client_log =
+      cluster.root() / "clients" / "worker" / "logs" / (cluster.handouts().front().item + ".log");
+  REQUIRE_MESSAGE(
+      wait_until(deadline_in(30s),
+                 [&] {
+                   return read_file_if_present(client_log).find("first line of the run") !=
+                          std::string::npos;
+                 }),
+      cluster.diagnostics());
 
   release.raise();
   REQUIRE_MESSAGE(
@@ -315,6 +326,8 @@ TEST_CASE("a running training item's console is followed in spool/live until its
   const fs::path stored =
       cluster.version_dir("followed") / "models" / cluster.model_ids("followed").front();
   CHECK(read_file(stored / "console.log").find("first line of the run") != std::string::npos);
+  CHECK_MESSAGE(wait_until(deadline_in(30s), [&] { return !fs::exists(client_log); }),
+                cluster.diagnostics());
 }
 
 TEST_CASE("a large version and large results pass through the server's background worker intact") {

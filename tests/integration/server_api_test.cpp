@@ -8,6 +8,7 @@
 #include <nlohmann/json.hpp>
 #include <optional>
 #include <set>
+#include <sstream>
 #include <string>
 #include <vector>
 
@@ -327,6 +328,34 @@ TEST_CASE("next_stored_model reports each accepted model with its meta.xml, read
         file + (next->id == later[0] ? ":1: malformed XML" : ": cannot read")));
   }
   CHECK_FALSE(server.next_stored_model(100ms).has_value());
+}
+
+TEST_CASE("the library's threads carry names that top -H, ps -L and perf show") {
+  conductor::test::TempDir root("conductor-api-names");
+  const fs::path workdir = root / "server";
+  // The command lists the names of its parent's threads while the job thread waits for it.
+  conductor::test::write_configuration(
+      workdir, 0, {VersionSpec{"v", 1, "cat /proc/$PPID/task/*/comm > model.h5\n", {}}});
+  conductor::Server server(options_for(workdir));
+  server.start();
+  conductor::ClientOptions client_options;
+  client_options.server = server.endpoint();
+  client_options.workdir = root / "client";
+  client_options.log_to_stdout = false;
+  conductor::Client client(client_options);
+  client.start();
+  const auto stored = server.next_stored_model(60s);
+  REQUIRE(stored.has_value());
+  std::multiset<std::string> names;
+  std::istringstream lines(read_file(stored->folder / "model.h5"));
+  for (std::string line; std::getline(lines, line);) names.insert(line);
+  CAPTURE(read_file(stored->folder / "model.h5"));
+  // Server and client share this process: the server's network thread and background worker,
+  // the client's network thread, and the job thread that started the command.
+  CHECK(names.count("cdr-server") == 1);
+  CHECK(names.count("cdr-worker") == 1);
+  CHECK(names.count("cdr-client") == 1);
+  CHECK(names.count("cdr-job") == 1);
 }
 
 TEST_CASE("add_version copies a folder as a local version and refuses a taken name") {

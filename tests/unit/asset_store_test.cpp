@@ -214,6 +214,42 @@ TEST_CASE("commit_model rejects a result without a model file and leaves no mode
   CHECK_FALSE(store.has_model("v1", "id-1"));
 }
 
+TEST_CASE("commit_model judges an extraction's list of synced files, not the folder's listing") {
+  TempDir dir;
+  AssetStore store(dir.path());
+  const Version version = version_named("v1");
+  SUBCASE("stored, the client's meta.xml replaced by the server's") {
+    const std::vector<std::string> files = {"model.h5", "logs/history.csv", "meta.xml"};
+    const fs::path staged = stage(store, "listed", {"model.h5", "logs/history.csv", "meta.xml"});
+    REQUIRE(store.commit_model(version, staged, meta_for("id-1"), "Epoch 1/3\n", &files).status ==
+            CommitStatus::kStored);
+    const fs::path model = store.version_dir("v1") / "models" / "id-1";
+    CHECK(read_file(model / "model.h5") == "contents of model.h5");
+    CHECK(read_file(model / "logs" / "history.csv") == "contents of logs/history.csv");
+    CHECK(read_file(model / "console.log") == "Epoch 1/3\n");
+    CHECK(store.load_model_meta("v1", "id-1").node_name == "node-7");
+  }
+  SUBCASE("a model file the list does not name does not count") {
+    const std::vector<std::string> files = {"notes.txt"};
+    const fs::path staged = stage(store, "unlisted", {"model.h5", "notes.txt"});
+    CHECK(store.commit_model(version, staged, meta_for("id-1"), "", &files).status ==
+          CommitStatus::kRejected);
+    CHECK_FALSE(fs::exists(staged));
+    CHECK_FALSE(store.has_model("v1", "id-1"));
+  }
+  SUBCASE("a folder under the name of a server's record goes, and what it held is no model") {
+    const std::vector<std::string> only = {"console.log/model.h5", "x.txt"};
+    const fs::path rejected = stage(store, "records", {"console.log/model.h5", "x.txt"});
+    CHECK(store.commit_model(version, rejected, meta_for("id-1"), "", &only).status ==
+          CommitStatus::kRejected);
+    const std::vector<std::string> files = {"console.log/model.h5", "net.h5"};
+    const fs::path staged = stage(store, "records-2", {"console.log/model.h5", "net.h5"});
+    REQUIRE(store.commit_model(version, staged, meta_for("id-2"), "said\n", &files).status ==
+            CommitStatus::kStored);
+    CHECK(read_file(store.version_dir("v1") / "models" / "id-2" / "console.log") == "said\n");
+  }
+}
+
 TEST_CASE("the model pattern matches the relative path or the bare file name") {
   TempDir dir;
   AssetStore store(dir.path());

@@ -313,6 +313,31 @@ TEST_CASE("evaluate_model_folder reports a bad file and still uses the others") 
   CHECK(evaluation.metrics[2].first == "accuracy");
 }
 
+TEST_CASE("evaluate_model_folder with the folder's file list reads only the files it names") {
+  TempDir dir;
+  write_file(dir / "metrics.json", "{ \"loss\": ");
+  write_file(dir / "metrics.csv", "epochs,12\nmcc,0.1\n");
+  write_file(dir / "b-results.csv", "not, a, results, file\n");
+  write_file(dir / "a-results.csv", kTwoBuckets);
+  write_file(dir / "sub" / "c-results.csv", kTwoBuckets);  // not directly in the folder
+  const std::vector<std::string> all = {"a-results.csv", "b-results.csv", "metrics.csv",
+                                        "metrics.json", "sub/c-results.csv"};
+  const Evaluation listed = evaluate_model_folder(dir.path(), DatasetType::kGeneric, all);
+  const Evaluation walked = evaluate_model_folder(dir.path(), DatasetType::kGeneric);
+  CHECK(listed.metrics == walked.metrics);
+  CHECK(listed.problems == walked.problems);
+  REQUIRE(listed.metrics.size() == 15);
+
+  // Files left off the list are not read: the broken JSON no longer shows, and the first
+  // results file named is the one evaluated.
+  const Evaluation partial =
+      evaluate_model_folder(dir.path(), DatasetType::kGeneric, {"b-results.csv", "metrics.csv"});
+  CHECK(partial.metrics == Metrics{{"epochs", 12.0}, {"mcc", 0.1}});
+  REQUIRE(partial.problems.size() == 1);
+  CHECK(partial.problems[0] == (dir / "b-results.csv").string() + ": no usable rows to evaluate");
+  CHECK(evaluate_model_folder(dir.path(), DatasetType::kGeneric, {}).metrics.empty());
+}
+
 TEST_CASE("evaluate_model_folder names a results file it cannot use") {
   TempDir dir;
   write_file(dir / "results.csv", "header,only\n");

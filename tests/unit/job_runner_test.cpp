@@ -206,6 +206,7 @@ TEST_CASE("a short job's small result is packed into memory: no console file, no
   CHECK(outcome.sha256 == conductor::sha256_hex(*outcome.archive));
   CHECK_FALSE(fs::exists(root / "outbox" / "0a0b-1.tar"));
   CHECK_FALSE(fs::exists(root / "logs" / "0a0b.log"));
+  CHECK_FALSE(outcome.console_in_file);
   CHECK(files_of(*outcome.archive, root / "check") ==
         std::map<std::string, std::string>{{"model.h5", "weights"},
                                            {".conductor/console.log", "hello\n"}});
@@ -227,6 +228,7 @@ TEST_CASE("a result beyond memory_result_bytes, or with none allowed, is written
     const JobOutcome outcome = wait_for(job);
     REQUIRE_MESSAGE(outcome.succeeded, outcome.reason);
     CHECK(outcome.archive == nullptr);
+    CHECK(outcome.console_in_file);
     CHECK(read_file(root / "logs" / "0a0b.log") == "said\n");
   }
   fs::create_directories(root / "check");
@@ -238,10 +240,16 @@ TEST_CASE("a result beyond memory_result_bytes, or with none allowed, is written
 TEST_CASE("a job's console goes to its file once the job has run 2 s or said more than 64 KiB") {
   TempDir root("conductor-job-console");
   SUBCASE("a long job: the line said at the start is in the file while it runs") {
-    JobRunner job(shell_job(root.path(), "echo early; sleep 3; printf w > model.h5", 1u << 20),
+    // The job ends only once the test has seen the line in the file (or after 20 s).
+    const fs::path flag = root / "seen";
+    JobRunner job(shell_job(root.path(),
+                            "echo early; i=0; while [ ! -e '" + flag.string() +
+                                "' ] && [ $i -lt 400 ]; do i=$((i+1)); sleep 0.05; done; "
+                                "printf w > model.h5",
+                            1u << 20),
                   [&] {});
     const bool in_file = [&] {
-      const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+      const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(15);
       while (std::chrono::steady_clock::now() < deadline) {
         if (fs::exists(root / "logs" / "0a0b.log") &&
             read_file(root / "logs" / "0a0b.log") == "early\n")
@@ -252,15 +260,18 @@ TEST_CASE("a job's console goes to its file once the job has run 2 s or said mor
       return false;
     }();
     CHECK(in_file);
+    write_file(flag, "");
     const JobOutcome outcome = wait_for(job);
     REQUIRE_MESSAGE(outcome.succeeded, outcome.reason);
     REQUIRE(outcome.archive != nullptr);  // still small: packed in memory, from the file
+    CHECK(outcome.console_in_file);
     CHECK(files_of(*outcome.archive, root / "check").at(".conductor/console.log") == "early\n");
   }
   SUBCASE("a talkative job") {
     JobRunner job(shell_job(root.path(), "seq 1 20000; printf w > model.h5", 1u << 20), [] {});
     const JobOutcome outcome = wait_for(job);
     REQUIRE_MESSAGE(outcome.succeeded, outcome.reason);
+    CHECK(outcome.console_in_file);
     const std::string console = read_file(root / "logs" / "0a0b.log");
     CHECK(console.size() > conductor::JobRunner::kMemoryConsoleBytes);
     CHECK(console.starts_with("1\n2\n"));
@@ -275,6 +286,7 @@ TEST_CASE("a failed job reports the end of its console, from memory or from the 
   CHECK_FALSE(outcome.succeeded);
   CHECK(outcome.log_tail.find("first") != std::string::npos);
   CHECK(outcome.log_tail.find("boom") != std::string::npos);
+  CHECK_FALSE(outcome.console_in_file);
   CHECK_FALSE(fs::exists(root / "logs" / "0a0b.log"));
 }
 

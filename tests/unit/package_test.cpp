@@ -25,6 +25,7 @@ namespace {
 namespace fs = std::filesystem;
 using conductor::Compression;
 using conductor::ExtractLimits;
+using conductor::ExtractOptions;
 using conductor::PackageError;
 using conductor::PackOptions;
 using conductor::test::PieceStream;
@@ -215,6 +216,33 @@ TEST_CASE("pack then extract round-trips a tree byte for byte, modes and exclusi
   CHECK(extracted.entries == 6);
   CHECK(extracted.bytes == packed.bytes_in);
   tree.check_extracted(out);
+}
+
+TEST_CASE("extraction with sync writes the same tree and syncs each folder it wrote into") {
+  TempDir dir;
+  const fs::path archive = dir.path() / "nested.tar";
+  // Folders given as entries and implied by files, several levels deep, one left empty.
+  write_crafted(archive, {{"a", AE_IFDIR},
+                          {"a/b/c/deep.txt", AE_IFREG, "deep"},
+                          {"a/top.txt", AE_IFREG, "in a"},
+                          {"empty/inner", AE_IFDIR},
+                          {"root.txt", AE_IFREG, "root"}});
+  const fs::path out = dir.make("out");
+  ExtractOptions options;
+  options.sync = true;
+  const auto extracted = conductor::extract(archive, out, {}, options);
+  CHECK(extracted.files == std::vector<std::string>{"a/b/c/deep.txt", "a/top.txt", "root.txt"});
+  CHECK(read_file(out / "a" / "b" / "c" / "deep.txt") == "deep");
+  CHECK(read_file(out / "a" / "top.txt") == "in a");
+  CHECK(read_file(out / "root.txt") == "root");
+  CHECK(is_empty_folder(out / "empty" / "inner"));
+
+  // A refusal after some files were synced still leaves the destination as it was found.
+  const fs::path refused = dir.path() / "refused.tar";
+  write_crafted(refused, {{"x/y.txt", AE_IFREG, "y"}, {"../escape", AE_IFREG, "e"}});
+  const fs::path empty = dir.make("empty-out");
+  CHECK_THROWS_AS(conductor::extract(refused, empty, {}, options), PackageError);
+  CHECK(is_empty_folder(empty));
 }
 
 TEST_CASE("pack with zstd compresses and extract reads it back") {

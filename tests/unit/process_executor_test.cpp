@@ -322,6 +322,29 @@ TEST_CASE("run resets an ignored SIGPIPE so pipelines in the child behave normal
   CHECK(r.lines == Words{std::to_string(128 + SIGPIPE)});
 }
 
+TEST_CASE("run starts the child with no signal ignored or blocked, whatever this process set") {
+  struct sigaction ignore {
+  }, previous_xfsz{}, previous_urg{};
+  ignore.sa_handler = SIG_IGN;
+  REQUIRE(::sigaction(SIGXFSZ, &ignore, &previous_xfsz) == 0);
+  REQUIRE(::sigaction(SIGURG, &ignore, &previous_urg) == 0);
+  sigset_t blocked, previous_mask;
+  sigemptyset(&blocked);
+  sigaddset(&blocked, SIGUSR1);
+  sigaddset(&blocked, SIGWINCH);
+  REQUIRE(::pthread_sigmask(SIG_BLOCK, &blocked, &previous_mask) == 0);
+  const Run r = run("grep", "-E '^Sig(Ign|Blk):' /proc/self/status");
+  ::pthread_sigmask(SIG_SETMASK, &previous_mask, nullptr);
+  ::sigaction(SIGURG, &previous_urg, nullptr);
+  ::sigaction(SIGXFSZ, &previous_xfsz, nullptr);
+  REQUIRE(r.lines.size() == 2);
+  CHECK(r.lines[0] == "SigBlk:\t0000000000000000");
+  // glibc's posix_spawn leaves its own two internal signals (32 and 33) ignored; no other is.
+  REQUIRE(r.lines[1].starts_with("SigIgn:\t"));
+  const unsigned long long ignored = std::stoull(r.lines[1].substr(8), nullptr, 16);
+  CHECK((ignored & ~0x180000000ULL) == 0);
+}
+
 TEST_CASE("run kills the child and rethrows when on_line throws") {
   ProcessOptions options;
   options.on_line = [](std::string_view) { throw std::runtime_error("sink refused"); };

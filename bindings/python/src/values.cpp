@@ -191,7 +191,9 @@ void bind_models(py::module_& m) {
       .def_readonly("problems", &Evaluation::problems);
   m.def("read_training_metrics", &read_training_metrics, py::arg("model_folder"));
   m.def("evaluate_results_csv", &evaluate_results_csv, py::arg("csv"), py::arg("type"));
-  m.def("evaluate_model_folder", &evaluate_model_folder, py::arg("folder"), py::arg("type"));
+  m.def("evaluate_model_folder",
+        py::overload_cast<const std::filesystem::path&, DatasetType>(&evaluate_model_folder),
+        py::arg("folder"), py::arg("type"));
 }
 
 void bind_ensemble(py::module_& m) {

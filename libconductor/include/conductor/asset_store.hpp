@@ -94,7 +94,8 @@ class AssetStore {
   //   to the staged folder and against the bare file name; an empty pattern means "*.h5");
   // - kStored otherwise: meta.xml and console.log are written into the staged folder, every
   //   file and folder in it is fsynced, and it is renamed to models/<id> without replacing
-  //   anything, then models/ is fsynced. meta.xml is `meta` with the timestamp filled in
+  //   anything, then models/ is fsynced. A result is judged before anything is evaluated or
+  //   written for it. meta.xml is `meta` with the timestamp filled in
   //   when empty and, after meta.metrics, the metrics of evaluate_model_folder(staged_folder,
   //   version.dataset_type) (a name in both takes the evaluation's value); the files that
   //   could not be used are listed, one a line, in an <EvaluationProblems> element present
@@ -104,8 +105,14 @@ class AssetStore {
   // moment leaves either no models/<id> or a complete one; leftovers stay in the spool.
   // Throws Error(kArgument) when the staged folder is not a folder under spool_dir(), IoError
   // when the file system refuses (the staged folder is then left for clean_spool()).
+  // `synced_files`, when given, lists every regular file in the staged folder (relative,
+  // "/"-separated, as ExtractStats::files names them), each already fsynced together with the
+  // folders below the staged folder that hold it (ExtractOptions::sync): the folder is then
+  // judged from the list and not walked again; only the two records and the staged folder
+  // itself are synced here.
   CommitOutcome commit_model(const Version& version, const std::filesystem::path& staged_folder,
-                             const ModelMeta& meta, std::string_view console_log_text);
+                             const ModelMeta& meta, std::string_view console_log_text,
+                             const std::vector<std::string>* synced_files = nullptr);
 
   // Writes errorlogs/<id>-<n>.log with the first n in 0..9 not yet used; when all ten exist,
   // n = 9 is overwritten, so at most ten logs are kept per item. The file appears complete or

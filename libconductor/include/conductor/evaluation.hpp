@@ -86,5 +86,10 @@ struct Evaluation {
 // is named in `problems` with the reason and the other files still count; a results file without
 // usable rows is a problem too.
 Evaluation evaluate_model_folder(const std::filesystem::path& folder, DatasetType type);
+// The same, judged from `files`, the folder's regular files (relative, "/"-separated, as
+// ExtractStats::files names them), instead of the folder's listing: only files the list names
+// are opened, so a folder whose files are known costs no lookups of files that are not there.
+Evaluation evaluate_model_folder(const std::filesystem::path& folder, DatasetType type,
+                                 const std::vector<std::string>& files);
 
 }  // namespace conductor

@@ -161,6 +161,11 @@ struct ExtractOptions {
   // then cut to its new size) spares the file system allocations, which on some cost more than
   // writing a small file. A rewritten file counts as created: a refusal removes it.
   std::set<std::string>* reusable = nullptr;
+  // Each file is fsynced before it is closed, and once every entry is in place (the hash
+  // checked), each folder below `destination` that received an entry: what was written
+  // survives a crash without a second pass that opens it all again. `destination`'s own
+  // list of entries is left for the caller to sync, who usually adds to it (commit_model).
+  bool sync = false;
 };
 
 // Extracts a tar, uncompressed or zstd or gzip compressed, into the existing folder

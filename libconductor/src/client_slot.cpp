@@ -223,6 +223,7 @@ void Client::Impl::start_job(Slot& slot) {
   spec.result = outbox_->archive_path(c.assign.item, c.assign.attempt);
   spec.memory_result_bytes = kMemoryResultBytes;
   spec.durable = c.assign.type != "prediction";
+  spec.wake_on_lines = c.assign.type != "prediction";  // forward_job_progress keeps them
   spec.processing_unit = options_.processing_unit;
   spec.environment = {{"CONDUCTOR_SLOT", std::to_string(slot.index)}};
   if (!slot.gpu.empty()) {

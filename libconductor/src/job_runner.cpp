@@ -3,6 +3,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
@@ -217,7 +218,10 @@ JobOutcome JobRunner::run_commands(ConsoleLog& console) {
   }
   remove_left_overs();
   packages_verified_.store(true);
-  notify_();
+  // The reader settles checked downloads on hearing of it; nothing to settle, no wake-up.
+  const bool checked = std::any_of(spec_.package_sha256.begin(), spec_.package_sha256.end(),
+                                   [](const std::string& sha256) { return !sha256.empty(); });
+  if (checked) notify_();
 
   TrainingMonitor monitor;
   ProcessExecutor executor;
@@ -235,13 +239,16 @@ JobOutcome JobRunner::run_commands(ConsoleLog& console) {
     console.add(line);
     if (spec_.echo) spec_.echo(line);
     monitor.observe(line);
+    bool first_waiting = false;
     {
       std::lock_guard lock(mutex_);
+      first_waiting = lines_.empty();
       if (lines_.size() < kMaxPendingLines) lines_.emplace_back(line);
       epoch_ = monitor.epoch();
       total_epochs_ = monitor.total_epochs();
     }
-    notify_();
+    // Lines already waiting have woken the reader, which takes them all at once.
+    if (first_waiting && spec_.wake_on_lines) notify_();
   };
   std::string token;
   if (spec_.on_command) {

@@ -64,6 +64,11 @@ struct JobSpec {
   std::function<void(int process_group, const std::string& token)> on_command;
   // Called on the job thread with each line the commands print; empty: lines are not echoed.
   std::function<void(std::string_view)> echo;
+  // Whether new lines wake the reader (`notify`): once each time lines wait where none did,
+  // however many follow before take_lines(). Off for a prediction, whose lines the client
+  // sends only with its result: the job then wakes the reader once verified packages are
+  // unpacked (only when some package was checked) and once at its end.
+  bool wake_on_lines = true;
 };
 
 struct JobOutcome {
@@ -105,10 +110,11 @@ class JobRunner {
 
   // Lines printed since the last call, and the latest epoch i of n.
   std::vector<std::string> take_lines(int& epoch, int& total_epochs);
-  // Set once the job thread is done.
+  // Set once the job thread is done; `notify` follows.
   std::optional<JobOutcome> outcome();
   // True once every package is unpacked, and so each one with a package_sha256 proven intact
-  // (set before the commands run; `notify` follows). A job that ends without it refused one.
+  // (set before the commands run; `notify` follows when a package was checked). A job that
+  // ends without it refused one.
   bool are_packages_verified() const noexcept { return packages_verified_.load(); }
 
  private:

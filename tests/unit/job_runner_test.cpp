@@ -279,6 +279,55 @@ TEST_CASE("a job's console goes to its file once the job has run 2 s or said mor
   }
 }
 
+TEST_CASE(
+    "a job wakes its reader once for lines waiting, however many, and not for a cached package") {
+  TempDir root("conductor-job-wakes");
+  std::atomic<int> notified = 0;
+  SUBCASE("lines not taken: one wake for all of them, one at the end") {
+    // 2,000 lines reach the job in many reads; nobody takes them until the job has ended.
+    JobRunner job(shell_job(root.path(), "seq 1 2000; printf w > model.h5", 1u << 20),
+                  [&] { ++notified; });
+    const JobOutcome outcome = wait_for(job);
+    REQUIRE_MESSAGE(outcome.succeeded, outcome.reason);
+    CHECK(notified == 2);
+    int epoch = 0, total = 0;
+    CHECK(job.take_lines(epoch, total).size() == 2000);
+  }
+  SUBCASE("lines taken re-arm the wake: the next line wakes the reader again") {
+    const fs::path flag = root / "taken";
+    JobRunner job(shell_job(root.path(),
+                            "echo first; i=0; while [ ! -e '" + flag.string() +
+                                "' ] && [ $i -lt 400 ]; do i=$((i+1)); sleep 0.05; done; "
+                                "echo second; printf w > model.h5",
+                            1u << 20),
+                  [&] { ++notified; });
+    int epoch = 0, total = 0;
+    std::vector<std::string> lines;
+    const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(15);
+    while (lines.empty() && std::chrono::steady_clock::now() < deadline) {
+      lines = job.take_lines(epoch, total);
+      std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    }
+    CHECK(lines == std::vector<std::string>{"first"});
+    CHECK(notified == 1);
+    write_file(flag, "");
+    const JobOutcome outcome = wait_for(job);
+    REQUIRE_MESSAGE(outcome.succeeded, outcome.reason);
+    CHECK(notified == 3);  // "second", then the end
+    CHECK(job.take_lines(epoch, total) == std::vector<std::string>{"second"});
+  }
+  SUBCASE("a prediction's lines wake nobody: the job wakes its reader once, at the end") {
+    JobSpec spec = shell_job(root.path(), "seq 1 50; printf w > model.h5", 1u << 20);
+    spec.wake_on_lines = false;
+    JobRunner job(std::move(spec), [&] { ++notified; });
+    const JobOutcome outcome = wait_for(job);
+    REQUIRE_MESSAGE(outcome.succeeded, outcome.reason);
+    CHECK(notified == 1);
+    int epoch = 0, total = 0;
+    CHECK(job.take_lines(epoch, total).size() == 50);  // still there for the reader
+  }
+}
+
 TEST_CASE("a failed job reports the end of its console, from memory or from the file") {
   TempDir root("conductor-job-failed");
   JobRunner job(shell_job(root.path(), "echo first; echo boom >&2; exit 3", 1u << 20), [] {});

@@ -369,7 +369,10 @@ CommitOutcome AssetStore::commit_model(const Version& version, const fs::path& s
   const std::string pattern =
       version.model_pattern.empty() ? std::string(kDefaultModelPattern) : version.model_pattern;
   // The server's own records replace whatever the client sent under these names (files or
-  // folders), which never count as the model.
+  // folders, empty ones included, which no list of files names), which never count as the
+  // model.
+  remove_entry(staged_folder / kMetaFile);
+  remove_entry(staged_folder / kConsoleLogFile);
   bool has_model = false;
   auto judge = [&](const std::string& relative) {
     if (has_model) return;
@@ -380,15 +383,9 @@ CommitOutcome AssetStore::commit_model(const Version& version, const fs::path& s
   if (synced_files != nullptr) {
     for (const std::string& file : *synced_files) {
       const std::string top = file.substr(0, file.find('/'));
-      if (top == kMetaFile || top == kConsoleLogFile) {
-        remove_entry(staged_folder / top);
-      } else {
-        judge(file);
-      }
+      if (top != kMetaFile && top != kConsoleLogFile) judge(file);
     }
   } else {
-    remove_entry(staged_folder / kMetaFile);
-    remove_entry(staged_folder / kConsoleLogFile);
     // Everything the rename publishes must be on disk first, or a crash right after it could
     // show a model folder with empty files; the same pass looks for the model.
     sync_tree(staged_folder, judge);

@@ -248,6 +248,18 @@ TEST_CASE("commit_model judges an extraction's list of synced files, not the fol
             CommitStatus::kStored);
     CHECK(read_file(store.version_dir("v1") / "models" / "id-2" / "console.log") == "said\n");
   }
+  SUBCASE("empty folders under those names, which no list names, go too") {
+    const std::vector<std::string> files = {"model.h5"};
+    const fs::path staged = stage(store, "empty-records", {"model.h5"});
+    fs::create_directory(staged / "meta.xml");
+    fs::create_directory(staged / "console.log");
+    REQUIRE(store.commit_model(version, staged, meta_for("id-3"), "said\n", &files).status ==
+            CommitStatus::kStored);
+    const fs::path model = store.version_dir("v1") / "models" / "id-3";
+    CHECK(read_file(model / "console.log") == "said\n");
+    CHECK(store.load_model_meta("v1", "id-3").node_name == "node-7");
+    CHECK(read_file(model / "model.h5") == "contents of model.h5");
+  }
 }
 
 TEST_CASE("the model pattern matches the relative path or the bare file name") {

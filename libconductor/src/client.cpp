@@ -158,6 +158,9 @@ Client::Impl::Impl(ClientOptions options)
     log_->warn("Start-up: {}", line);
   }
   fs::remove_all(options_.workdir / "work", ec);
+  // Console logs of jobs an earlier run left behind: every result already holds its console,
+  // and no job is running now to follow.
+  fs::remove_all(options_.workdir / "logs", ec);
   client_id_ = load_or_create_client_id(options_.workdir);
   if (!options_.server_key.empty() && !is_z85_key(options_.server_key)) {
     throw Error(ErrorCode::kArgument, "server key '" + options_.server_key +
@@ -180,7 +183,6 @@ Client::Impl::Impl(ClientOptions options)
 Client::Impl::~Impl() { stop_jobs(); }
 
 void Client::Impl::run() {
-  name_this_thread("cdr-client");
   log_->info("Conductor client {} ({}) working in {}, server {}, {} slot(s){}", options_.host_name,
              client_id_, options_.workdir.string(), endpoint_, slots_.size(), gpu_list());
   for (Slot& slot : slots_) take_up_kept_result(slot);
@@ -403,7 +405,10 @@ Client::~Client() {
 void Client::run() { impl_->run(); }
 
 void Client::start() {
-  thread_ = std::thread([this] { impl_->run(); });
+  thread_ = std::thread([this] {
+    name_this_thread("cdr-client");  // only a thread the library made, as for the server's
+    impl_->run();
+  });
 }
 
 void Client::stop() noexcept { impl_->stop(); }

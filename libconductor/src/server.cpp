@@ -78,7 +78,6 @@ Server::Impl::Impl(ServerOptions options)
 }
 
 void Server::Impl::run() {
-  name_this_thread("cdr-server");
   mark_serving();
   auto next_reconcile = SteadyClock::now() + options_.reconcile_interval;
   while (!stop_requested_.load()) {
@@ -1005,7 +1004,12 @@ void Server::run() { impl_->run(); }
 
 void Server::start() {
   impl_->mark_serving();
-  thread_ = std::thread([this] { impl_->run(); });
+  // Only a thread the library made gets its name: run() on the caller's thread (the main
+  // thread of an app or of Python) leaves the process's name alone.
+  thread_ = std::thread([this] {
+    name_this_thread("cdr-server");
+    impl_->run();
+  });
 }
 
 void Server::stop() { impl_->stop(); }

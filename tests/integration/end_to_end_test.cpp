@@ -148,6 +148,12 @@ TEST_CASE("a server and three clients bring every version exactly to its target"
     }
   }
   check_log_format(cluster);
+  // The apps run their loops on the main thread, which keeps the process's name (the one pgrep
+  // and pkill match; Linux keeps 15 characters of it).
+  CHECK(read_file("/proc/" + std::to_string(cluster.server().pid()) + "/comm") ==
+        "conductor-serve\n");
+  CHECK(read_file("/proc/" + std::to_string(cluster.client("alpha").pid()) + "/comm") ==
+        "conductor-clien\n");
 
   for (const std::string name : {"alpha", "beta", "gamma"}) {
     INFO("client " << name << ": " << cluster.client(name).output());
@@ -259,6 +265,10 @@ TEST_CASE(
   }));
 
   conductor::test::write_file(go, "go\n");
+  // A console log the killed run left behind (one past 2 s would have it): no job of the new
+  // run follows it, and the result that ends the item holds its own console.
+  const fs::path stale_log = cluster.root() / "clients" / "crashy" / "logs" / "earlier-item.log";
+  conductor::test::write_file(stale_log, "what a killed run said\n");
   conductor::test::ChildProcess again(conductor::test::ChildOptions{
       conductor::test::client_argv(cluster.endpoint(), cluster.root() / "clients" / "crashy",
                                    "crashy"),
@@ -278,6 +288,7 @@ TEST_CASE(
       wait_until(deadline_in(60s), [&] { return cluster.model_ids("held").size() == 1; }),
       cluster.diagnostics() << "\n--- restarted client\n"
                             << again.output());
+  CHECK_FALSE(fs::exists(stale_log));
   CHECK(again.stop(10s).exited_with(0));
   // The run that stored the model recorded its group and cleared the record when it ended.
   CHECK(read_file(record).empty());

@@ -1,6 +1,7 @@
 // conductor::Server's operator API in-process: the embedding program's view of what
 // conductorctl does remotely. No clients, so every queued item stays queued.
 #include <doctest/doctest.h>
+#include <pthread.h>
 
 #include <chrono>
 #include <future>
@@ -10,6 +11,7 @@
 #include <set>
 #include <sstream>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "cluster.hpp"
@@ -330,21 +332,41 @@ TEST_CASE("next_stored_model reports each accepted model with its meta.xml, read
   CHECK_FALSE(server.next_stored_model(100ms).has_value());
 }
 
-TEST_CASE("the library's threads carry names that top -H, ps -L and perf show") {
+TEST_CASE(
+    "the library's threads carry names that top -H, ps -L and perf show; a caller's thread "
+    "handed to run() keeps its own") {
   conductor::test::TempDir root("conductor-api-names");
   const fs::path workdir = root / "server";
   // The command lists the names of its parent's threads while the job thread waits for it.
   conductor::test::write_configuration(
       workdir, 0, {VersionSpec{"v", 1, "cat /proc/$PPID/task/*/comm > model.h5\n", {}}});
   conductor::Server server(options_for(workdir));
-  server.start();
   conductor::ClientOptions client_options;
   client_options.server = server.endpoint();
   client_options.workdir = root / "client";
   client_options.log_to_stdout = false;
   conductor::Client client(client_options);
-  client.start();
+  // One of the two runs on a thread of the caller's, named as a pipeline would name it.
+  bool server_on_caller = false;
+  SUBCASE("the server on start()'s thread, the client on the caller's") {}
+  SUBCASE("the server on the caller's thread, the client on start()'s") { server_on_caller = true; }
+  std::thread caller([&] {
+    ::pthread_setname_np(::pthread_self(), "pipeline");
+    if (server_on_caller) {
+      server.run();
+    } else {
+      client.run();
+    }
+  });
+  if (server_on_caller) {
+    client.start();
+  } else {
+    server.start();
+  }
   const auto stored = server.next_stored_model(60s);
+  client.stop();
+  server.stop();
+  caller.join();
   REQUIRE(stored.has_value());
   std::multiset<std::string> names;
   std::istringstream lines(read_file(stored->folder / "model.h5"));
@@ -352,9 +374,10 @@ TEST_CASE("the library's threads carry names that top -H, ps -L and perf show") 
   CAPTURE(read_file(stored->folder / "model.h5"));
   // Server and client share this process: the server's network thread and background worker,
   // the client's network thread, and the job thread that started the command.
-  CHECK(names.count("cdr-server") == 1);
+  CHECK(names.count("pipeline") == 1);
+  CHECK(names.count("cdr-server") == (server_on_caller ? 0 : 1));
+  CHECK(names.count("cdr-client") == (server_on_caller ? 1 : 0));
   CHECK(names.count("cdr-worker") == 1);
-  CHECK(names.count("cdr-client") == 1);
   CHECK(names.count("cdr-job") == 1);
 }
 

@@ -350,23 +350,42 @@ TEST_CASE(
   bool server_on_caller = false;
   SUBCASE("the server on start()'s thread, the client on the caller's") {}
   SUBCASE("the server on the caller's thread, the client on start()'s") { server_on_caller = true; }
+  std::exception_ptr caller_error;
   std::thread caller([&] {
     ::pthread_setname_np(::pthread_self(), "pipeline");
-    if (server_on_caller) {
-      server.run();
-    } else {
-      client.run();
+    try {
+      if (server_on_caller) {
+        server.run();
+      } else {
+        client.run();
+      }
+    } catch (...) {
+      caller_error = std::current_exception();
     }
   });
-  if (server_on_caller) {
-    client.start();
-  } else {
-    server.start();
+  // Whatever throws below, the caller's thread is stopped and joined before it is destroyed
+  // (stop() before run() makes run() return at once).
+  struct StopAndJoin {
+    conductor::Server& server;
+    conductor::Client& client;
+    std::thread& caller;
+    ~StopAndJoin() {
+      client.stop();
+      server.stop();
+      if (caller.joinable()) caller.join();
+    }
+  };
+  std::optional<conductor::StoredModel> stored;
+  {
+    const StopAndJoin guard{server, client, caller};
+    if (server_on_caller) {
+      client.start();
+    } else {
+      server.start();
+    }
+    stored = server.next_stored_model(60s);
   }
-  const auto stored = server.next_stored_model(60s);
-  client.stop();
-  server.stop();
-  caller.join();
+  if (caller_error) std::rethrow_exception(caller_error);
   REQUIRE(stored.has_value());
   std::multiset<std::string> names;
   std::istringstream lines(read_file(stored->folder / "model.h5"));

@@ -88,8 +88,20 @@ std::optional<double> parse_prediction(std::string_view output, const std::strin
     throw Error(ErrorCode::kArgument,
                 "prediction pattern '" + pattern + "' refused: not a valid regex (" + e.what() + ")");
   }
+  // Line by line, each cut to its first kMaxPredictionLineChars: libstdc++'s regex engine
+  // recurses once per character a match attempt takes in, and a client's line of 100,000
+  // characters after "PredictedBuffer=" overflowed an 8 MiB stack (30,000 digits for a number
+  // pattern). The original reads a value from a line of its own, near its start.
   std::match_results<std::string_view::const_iterator> match;
-  if (!std::regex_search(output.begin(), output.end(), match, regex)) return std::nullopt;
+  bool found = false;
+  while (!found && !output.empty()) {
+    const std::size_t end = output.find('\n');
+    std::string_view line = output.substr(0, end);
+    output.remove_prefix(end == std::string_view::npos ? output.size() : end + 1);
+    line = line.substr(0, kMaxPredictionLineChars);
+    found = std::regex_search(line.begin(), line.end(), match, regex);
+  }
+  if (!found) return std::nullopt;
   std::string text = match.size() > 1 ? match[1].str() : match[0].str();
   char* end = nullptr;
   double value = std::strtod(text.c_str(), &end);

@@ -84,6 +84,27 @@ TEST_CASE("predictions are read with the original's PredictedBuffer pattern by d
   CHECK_FALSE(parse_prediction("PredictedBuffer=nan", kDefaultPredictionPattern));
 }
 
+TEST_CASE(
+    "a client's long output lines are read in their first 4 KiB only and never overflow the "
+    "regex engine's stack") {
+  // Before lines were cut, each of these crashed the process: libstdc++'s regex recursed once
+  // per character of the match attempt (an 8 MiB stack took about 30,000).
+  const std::string long_run(1u << 20, 'x');
+  CHECK_FALSE(parse_prediction("PredictedBuffer=" + long_run + "\n", kDefaultPredictionPattern));
+  const std::string digits(1u << 20, '7');
+  CHECK_FALSE(parse_prediction(digits, "[-+]?(?:\\d+\\.?\\d*|\\.\\d+)(?:[eE][-+]?\\d+)?"));
+  // A value on a line of its own after a long one is found; one beyond a line's first 4 KiB
+  // is not read.
+  CHECK(parse_prediction(long_run + "\nPredictedBuffer=0.25\n", kDefaultPredictionPattern) == 0.25);
+  const std::string value = "PredictedBuffer=1";
+  const std::string filler(kMaxPredictionLineChars - value.size(), ' ');
+  CHECK(parse_prediction(filler + value + "\n", kDefaultPredictionPattern) == 1.0);  // just fits
+  CHECK_FALSE(parse_prediction(filler + " " + value + "\n", kDefaultPredictionPattern));
+  // A match never spans lines.
+  CHECK_FALSE(parse_prediction("Value:\n3\n", "Value:\\s*(\\d+)"));
+  CHECK(parse_prediction("Value: 3\n", "Value:\\s*(\\d+)") == 3.0);
+}
+
 TEST_CASE("a version's own prediction pattern is honoured and a broken one is refused") {
   CHECK(parse_prediction("class: 3 (p=0.9)", "class: (\\d+)") == 3.0);
   CHECK(parse_prediction("42", "\\d+") == 42.0);

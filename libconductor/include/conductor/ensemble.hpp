@@ -66,9 +66,14 @@ class Ensemble {
   std::size_t answered_ = 0;
 };
 
+// How much of each output line parse_prediction() searches: the rest of a longer line is not
+// read (a regex over it could overflow the stack).
+inline constexpr std::size_t kMaxPredictionLineChars = 4096;
+
 // Reads a prediction from command output: the first match of `pattern` (ECMAScript regex whose
-// first group, or whole match without groups, is the number). nullopt when nothing matches or
-// the text is not a finite number. Throws Error(kArgument) for an invalid pattern.
+// first group, or whole match without groups, is the number), searched line by line in the
+// first kMaxPredictionLineChars of each line, so a match never spans lines. nullopt when nothing
+// matches or the text is not a finite number. Throws Error(kArgument) for an invalid pattern.
 std::optional<double> parse_prediction(std::string_view output, const std::string& pattern);
 
 }  // namespace conductor

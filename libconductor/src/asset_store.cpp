@@ -12,6 +12,7 @@
 #include <cmath>
 #include <cstdio>
 #include <cstring>
+#include <exception>
 #include <fstream>
 #include <iterator>
 #include <random>
@@ -361,6 +362,17 @@ CommitOutcome AssetStore::commit_model(const Version& version, const fs::path& s
     throw Error(ErrorCode::kArgument, "staged result " + staged_folder.string() +
                                           " is not a folder inside " + spool_dir().string());
   }
+  // Whatever throws from here on (a full disk, a models/ that cannot be made), the staged
+  // result goes too: it may be as large as a result can be, and its client offers it again.
+  struct RemoveOnThrow {
+    const fs::path& folder;
+    int exceptions = std::uncaught_exceptions();
+    ~RemoveOnThrow() {
+      if (std::uncaught_exceptions() <= exceptions) return;
+      std::error_code ignored;
+      fs::remove_all(folder, ignored);
+    }
+  } remove_on_throw{staged_folder};
   const fs::path target = models / meta.item_id;
   if (type_of(target) != fs::file_type::not_found) {
     remove_tree(staged_folder);

@@ -200,6 +200,18 @@ TEST_CASE("commit_model answers kDuplicate for a stored id and leaves the stored
   CHECK(fs::is_empty(store.version_dir("v1") / "models" / "id-2"));
 }
 
+TEST_CASE("commit_model that the file system refuses removes the staged result too") {
+  TempDir dir;
+  AssetStore store(dir.path());
+  // models/ cannot be made: a file holds its name.
+  write_file(store.version_dir("v1") / "models", "not a folder");
+  const fs::path staged = stage(store, "incoming", {"model.h5"});
+  CHECK_THROWS_AS(store.commit_model(version_named("v1"), staged, meta_for("id-1"), "log"),
+                  IoError);
+  CHECK_FALSE(fs::exists(staged));
+  CHECK(read_file(store.version_dir("v1") / "models") == "not a folder");
+}
+
 TEST_CASE("commit_model rejects a result without a model file and leaves no models/<id>") {
   TempDir dir;
   AssetStore store(dir.path());

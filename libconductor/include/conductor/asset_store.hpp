@@ -103,8 +103,9 @@ class AssetStore {
   //   or results file never refuses a model.
   // The staged folder is consumed on every outcome (moved or removed). A crash at any
   // moment leaves either no models/<id> or a complete one; leftovers stay in the spool.
-  // Throws Error(kArgument) when the staged folder is not a folder under spool_dir(), IoError
-  // when the file system refuses (the staged folder is then left for clean_spool()).
+  // Throws Error(kArgument) when the staged folder is not a folder under spool_dir() (it is
+  // then left alone), IoError when the file system refuses (the staged folder is then removed
+  // as far as the file system lets; what is left goes with clean_spool()).
   // `synced_files`, when given, lists every regular file in the staged folder (relative,
   // "/"-separated, as ExtractStats::files names them), each already fsynced together with the
   // folders below the staged folder that hold it (ExtractOptions::sync): the folder is then

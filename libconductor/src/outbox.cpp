@@ -1,11 +1,15 @@
 #include "outbox.hpp"
 
+#include <cerrno>
+#include <cstdio>
+#include <cstring>
 #include <fstream>
 #include <nlohmann/json.hpp>
 #include <stdexcept>
 #include <vector>
 
 #include "conductor/error.hpp"
+#include "file_io.hpp"
 
 namespace conductor {
 
@@ -46,10 +50,20 @@ void Outbox::keep(const KeptResult& result) {
   fs::path file = description_of(result.archive);
   fs::path tmp = file;
   tmp += ".tmp";
-  std::ofstream(tmp) << record.dump();
+  // Durable before it is published, and never published half-written: a description the next
+  // start cannot read makes it delete the archive beside it.
   std::error_code ec;
-  fs::rename(tmp, file, ec);
-  if (ec) warn_("Cannot keep " + file.string() + " for a restart: " + ec.message());
+  fs::remove(tmp, ec);
+  try {
+    write_durably(tmp, record.dump());
+    if (::rename(tmp.c_str(), file.c_str()) != 0) {
+      throw IoError("cannot rename " + tmp.string() + ": " + std::strerror(errno));
+    }
+    sync_path(dir_);
+  } catch (const std::exception& e) {
+    fs::remove(tmp, ec);
+    warn_("Cannot keep " + file.string() + " for a restart: " + e.what());
+  }
 }
 
 std::optional<KeptResult> Outbox::take_up(const std::set<std::string>& held) {

@@ -230,7 +230,18 @@ void Client::Impl::stop_jobs() {
   for (Slot& slot : slots_) {
     if (slot.job) slot.job->cancel();  // all of them first, so they stop side by side
   }
-  for (Slot& slot : slots_) slot.job.reset();
+  for (Slot& slot : slots_) {
+    if (!slot.job) continue;
+    slot.job->wait();
+    // A job that had run every command when the stop came still packed its result: kept for
+    // the next run like any other, since the stop, not the server, cancelled it.
+    std::optional<JobOutcome> outcome = slot.job->outcome();
+    slot.job.reset();
+    if (outcome && outcome->succeeded && slot.current && !slot.current->outcome) {
+      outcome->cancelled = false;
+      slot.current->outcome = std::move(outcome);
+    }
+  }
 }
 
 void Client::Impl::connect() {

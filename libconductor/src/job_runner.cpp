@@ -117,6 +117,10 @@ JobRunner::JobRunner(JobSpec spec, std::function<void()> notify)
 
 JobRunner::~JobRunner() {
   cancel();
+  wait();
+}
+
+void JobRunner::wait() {
   if (thread_.joinable()) thread_.join();
 }
 
@@ -276,7 +280,11 @@ JobOutcome JobRunner::run_commands(ConsoleLog& console) {
       outcome.reason = which + " aborted: " + monitor.abort_reason();
       return outcome;
     }
-    if (is_cancelled()) {
+    // The last command having succeeded, the work is done: its result is packed even when a
+    // cancel came meanwhile (a client's stop keeps it for its next run; a server's CANCEL
+    // drops it all the same).
+    const bool is_done = result.succeeded() && i + 1 == spec_.commands.size();
+    if (is_cancelled() && !is_done) {
       outcome.reason = which + " cancelled";
       return outcome;
     }

@@ -105,7 +105,11 @@ class JobRunner {
   JobRunner& operator=(const JobRunner&) = delete;
 
   const JobSpec& spec() const { return spec_; }
+  // Stops the running command and runs no further one; once the last command has succeeded,
+  // the result is packed all the same (succeeded and cancelled then both hold).
   void cancel() noexcept { cancelled_.store(true); }
+  // Blocks until the job thread is done: outcome() is set then.
+  void wait();
   bool is_cancelled() const noexcept { return cancelled_.load(); }
 
   // Lines printed since the last call, and the latest epoch i of n.

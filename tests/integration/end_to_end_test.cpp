@@ -628,15 +628,26 @@ TEST_CASE(
     "a result the server has not acknowledged survives the client's restart: stored once, not run "
     "again") {
   Cluster cluster("conductor-e2e-kept");
+  enum class Ending { kKilledOnceKept, kStoppedAfterJob, kStoppedWhilePacking };
+  Ending ending = Ending::kKilledOnceKept;
+  SUBCASE("killed once the result is in the outbox") {}
+  SUBCASE("stopped right after the job") { ending = Ending::kStoppedAfterJob; }
+  SUBCASE("stopped while the finished job packs its result") {
+    ending = Ending::kStoppedWhilePacking;
+  }
   const fs::path flag = cluster.root() / "release";
   const fs::path runs = cluster.root() / "runs.log";
+  const fs::path done = cluster.root() / "command-done";
   FlagOnExit release(flag);
   // Short once released: its small result is held in memory at first (the client writes it to
-  // the outbox only 2 s after the job, or when it stops).
+  // the outbox only 2 s after the job, or when it stops). A result of 64 MiB is packed into the
+  // outbox after the command, which takes a while: a stop then comes while it is packed.
+  const std::string model_bytes = ending == Ending::kStoppedWhilePacking ? "64M" : "1024";
   const std::string script =
       "echo start >> '" + runs.string() + "'\ni=0\nwhile [ ! -e '" + flag.string() +
       "' ]; do\n  i=$((i+1)); [ $i -gt 600 ] && exit 4\n  sleep 0.05\n"
-      "done\necho kept-result-console\nhead -c 1024 /dev/urandom > model.h5\n";
+      "done\necho kept-result-console\nhead -c " +
+      model_bytes + " /dev/urandom > model.h5\n" + "touch '" + done.string() + "'\n";
   conductor::test::write_configuration(cluster.server_dir(), 0.0,
                                        {VersionSpec{"v", 1, script, {}}});
   cluster.start_server();
@@ -649,8 +660,6 @@ TEST_CASE(
   cluster.server().kill(SIGSTOP);
   release.raise();
   auto& keeper = cluster.client("keeper");
-  const bool finished =
-      wait_until(deadline_in(30s), [&] { return contains(keeper.output(), "finished in"); });
   auto kept = [&] {
     std::size_t n = 0;
     for (const auto& entry : fs::directory_iterator(workdir / "outbox")) {
@@ -658,17 +667,26 @@ TEST_CASE(
     }
     return n;
   };
-  SUBCASE("killed once the result is in the outbox") {
-    REQUIRE_MESSAGE(finished, cluster.diagnostics());
-    REQUIRE_MESSAGE(wait_until(deadline_in(15s), [&] { return kept() == 1; }),
+  if (ending == Ending::kStoppedWhilePacking) {
+    // Stopped as soon as the command is done: the job is still packing (or has just finished).
+    REQUIRE_MESSAGE(wait_until(
+                        deadline_in(30s), [&] { return fs::exists(done); }, 1ms),
                     cluster.diagnostics());
-    keeper.kill(SIGKILL);
-    REQUIRE(keeper.wait_for_exit(10s).has_value());
-  }
-  SUBCASE("stopped right after the job") {
+    CHECK(keeper.stop(30s).exited_with(0));
+    CHECK_MESSAGE(kept() == 1, keeper.output());
+  } else {
+    const bool finished =
+        wait_until(deadline_in(30s), [&] { return contains(keeper.output(), "finished in"); });
     REQUIRE_MESSAGE(finished, cluster.diagnostics());
-    CHECK(keeper.stop(10s).exited_with(0));
-    CHECK(kept() == 1);
+    if (ending == Ending::kKilledOnceKept) {
+      REQUIRE_MESSAGE(wait_until(deadline_in(15s), [&] { return kept() == 1; }),
+                      cluster.diagnostics());
+      keeper.kill(SIGKILL);
+      REQUIRE(keeper.wait_for_exit(10s).has_value());
+    } else {
+      CHECK(keeper.stop(10s).exited_with(0));
+      CHECK(kept() == 1);
+    }
   }
   cluster.server().kill(SIGCONT);
 

@@ -227,17 +227,22 @@ std::string Client::Impl::gpu_list() const {
 }
 
 void Client::Impl::stop_jobs() {
+  // Cancelled before the stop (a server's CANCEL): not kept, whatever it finished.
+  std::vector<bool> was_cancelled;
   for (Slot& slot : slots_) {
+    was_cancelled.push_back(slot.job && slot.job->is_cancelled());
     if (slot.job) slot.job->cancel();  // all of them first, so they stop side by side
   }
-  for (Slot& slot : slots_) {
+  for (std::size_t i = 0; i < slots_.size(); ++i) {
+    Slot& slot = slots_[i];
     if (!slot.job) continue;
     slot.job->wait();
     // A job that had run every command when the stop came still packed its result: kept for
     // the next run like any other, since the stop, not the server, cancelled it.
     std::optional<JobOutcome> outcome = slot.job->outcome();
     slot.job.reset();
-    if (outcome && outcome->succeeded && slot.current && !slot.current->outcome) {
+    if (!was_cancelled[i] && outcome && outcome->succeeded && slot.current &&
+        !slot.current->outcome) {
       outcome->cancelled = false;
       slot.current->outcome = std::move(outcome);
     }

@@ -98,8 +98,11 @@ std::optional<double> parse_prediction(std::string_view output, const std::strin
     const std::size_t end = output.find('\n');
     std::string_view line = output.substr(0, end);
     output.remove_prefix(end == std::string_view::npos ? output.size() : end + 1);
+    const bool is_cut = line.size() > kMaxPredictionLineChars;
     line = line.substr(0, kMaxPredictionLineChars);
     found = std::regex_search(line.begin(), line.end(), match, regex);
+    // A match that runs into the cut may be a value cut short (123.45 read as 12): not one.
+    if (found && is_cut && match[0].second == line.end()) found = false;
   }
   if (!found) return std::nullopt;
   std::string text = match.size() > 1 ? match[1].str() : match[0].str();

@@ -28,6 +28,9 @@ constexpr std::string_view kResultsSuffix = "results.csv";
 // Files the training writes are client data: bounded, so a hostile result cannot exhaust the
 // server's memory.
 constexpr std::uintmax_t kMaxMetricsFileBytes = 16u << 20;
+// Its rows are held in memory (40 bytes for a line of 14 or more) on the server's network
+// thread: a larger file, which a compressed result carries cheaply, is not evaluated.
+constexpr std::uintmax_t kMaxResultsFileBytes = 64u << 20;
 constexpr std::size_t kMaxTrainingMetrics = 10000;
 constexpr std::size_t kMaxLineBytes = 1u << 20;
 constexpr int kMaxJsonDepth = 64;
@@ -437,6 +440,10 @@ BucketMetrics bucket_metrics(const std::vector<const ResultRow*>& rows, bool vio
 // evaluate_results_csv.
 std::vector<ResultRow> read_result_rows(const fs::path& csv, DatasetType type) {
   const std::size_t needed = type == DatasetType::kCargo2000 ? kCargo2000Columns : kGenericColumns;
+  std::error_code error;
+  const std::uintmax_t size = fs::file_size(csv, error);
+  if (error) throw IoError("cannot read " + csv.string() + ": " + error.message());
+  if (size > kMaxResultsFileBytes) fail(csv, "larger than 64 MiB, which is not evaluated");
   std::vector<ResultRow> rows;
   LineReader reader(csv);
   std::string line;

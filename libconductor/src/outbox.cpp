@@ -57,7 +57,8 @@ void Outbox::keep(const KeptResult& result) {
   try {
     write_durably(tmp, record.dump());
     if (::rename(tmp.c_str(), file.c_str()) != 0) {
-      throw IoError("cannot rename " + tmp.string() + ": " + std::strerror(errno));
+      const int error = errno;
+      throw IoError("cannot rename " + tmp.string() + ": " + std::strerror(error));
     }
     sync_path(dir_);
   } catch (const std::exception& e) {

@@ -18,7 +18,6 @@
 #include <cassert>
 #include <cerrno>
 #include <memory>
-#include <thread>
 
 #include "conductor/error.hpp"
 #include "file_io.hpp"
@@ -346,26 +345,12 @@ std::optional<ProcessEnd> supervise(const RunningChild& child, UniqueFd& output,
   }
   if (output_open) lines.finish();
   // The pipe can close and the exit be seen in one pass, before the group was signalled above:
-  // what the program left running with its output elsewhere (`nohup x > log &`) is ended too.
+  // what the program left running with its output elsewhere (`nohup x > log &`) gets SIGTERM
+  // too, while the unreaped leader keeps the group id ours. One that ignores SIGTERM and does
+  // not hold the output is not waited for: only a /proc scan per command could tell it apart
+  // from an orphan that is already a zombie.
   if (!group_terminated) child.signal_group(SIGTERM);
   return stop_reason;
-}
-
-// After the group's leader is reaped, whatever is still in its group (a helper that ignores
-// SIGTERM and does not hold the output) gets SIGKILL once `grace` has passed. While a member
-// lives, no process can be given the group's id, so kill(-group) cannot reach a stranger.
-void end_left_overs(pid_t group, milliseconds grace) {
-  if (::kill(-group, 0) != 0) return;  // the usual case: nothing left
-  const Clock::time_point kill_at = Clock::now() + grace;
-  milliseconds pause{1};
-  while (::kill(-group, 0) == 0) {
-    if (Clock::now() >= kill_at) {
-      ::kill(-group, SIGKILL);
-      return;
-    }
-    std::this_thread::sleep_for(pause);
-    pause = std::min(pause * 2, milliseconds(50));
-  }
 }
 
 std::string format_duration(milliseconds duration) {
@@ -523,7 +508,6 @@ ProcessResult ProcessExecutor::run(const Command& command, const ProcessOptions&
 
   const int status = child.reap();
   result.duration = elapsed_since(started);
-  end_left_overs(pid, options.kill_grace);
   if (WIFEXITED(status)) {
     result.end = ProcessEnd::kExited;
     result.exit_code = WEXITSTATUS(status);

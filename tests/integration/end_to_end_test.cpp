@@ -637,17 +637,16 @@ TEST_CASE(
   }
   const fs::path flag = cluster.root() / "release";
   const fs::path runs = cluster.root() / "runs.log";
-  const fs::path done = cluster.root() / "command-done";
   FlagOnExit release(flag);
   // Short once released: its small result is held in memory at first (the client writes it to
   // the outbox only 2 s after the job, or when it stops). A result of 64 MiB is packed into the
   // outbox after the command, which takes a while: a stop then comes while it is packed.
   const std::string model_bytes = ending == Ending::kStoppedWhilePacking ? "64M" : "1024";
-  const std::string script =
-      "echo start >> '" + runs.string() + "'\ni=0\nwhile [ ! -e '" + flag.string() +
-      "' ]; do\n  i=$((i+1)); [ $i -gt 600 ] && exit 4\n  sleep 0.05\n"
-      "done\necho kept-result-console\nhead -c " +
-      model_bytes + " /dev/urandom > model.h5\n" + "touch '" + done.string() + "'\n";
+  const std::string script = "echo start >> '" + runs.string() + "'\ni=0\nwhile [ ! -e '" +
+                             flag.string() +
+                             "' ]; do\n  i=$((i+1)); [ $i -gt 600 ] && exit 4\n  sleep 0.05\n"
+                             "done\necho kept-result-console\nhead -c " +
+                             model_bytes + " /dev/urandom > model.h5\n";
   conductor::test::write_configuration(cluster.server_dir(), 0.0,
                                        {VersionSpec{"v", 1, script, {}}});
   cluster.start_server();
@@ -668,10 +667,17 @@ TEST_CASE(
     return n;
   };
   if (ending == Ending::kStoppedWhilePacking) {
-    // Stopped as soon as the command is done: the job is still packing (or has just finished).
-    REQUIRE_MESSAGE(wait_until(
-                        deadline_in(30s), [&] { return fs::exists(done); }, 1ms),
-                    cluster.diagnostics());
+    // Stopped as soon as packing begins, which is after the command ended: the job is still
+    // packing (or has just finished).
+    auto packing = [&] {
+      std::error_code ec;
+      for (const auto& entry : fs::directory_iterator(workdir / "outbox", ec)) {
+        const std::string name = entry.path().filename().string();
+        if (name.ends_with(".tar.part") || name.ends_with(".tar")) return true;
+      }
+      return false;
+    };
+    REQUIRE_MESSAGE(wait_until(deadline_in(30s), packing, 1ms), cluster.diagnostics());
     CHECK(keeper.stop(30s).exited_with(0));
     CHECK_MESSAGE(kept() == 1, keeper.output());
   } else {

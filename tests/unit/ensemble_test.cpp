@@ -100,6 +100,10 @@ TEST_CASE(
   const std::string filler(kMaxPredictionLineChars - value.size(), ' ');
   CHECK(parse_prediction(filler + value + "\n", kDefaultPredictionPattern) == 1.0);  // just fits
   CHECK_FALSE(parse_prediction(filler + " " + value + "\n", kDefaultPredictionPattern));
+  // A value the cut goes through is not read as its first digits.
+  CHECK_FALSE(parse_prediction(filler + value + "2345\n", kDefaultPredictionPattern));
+  CHECK(parse_prediction(filler + value + "2345\nPredictedBuffer=7\n", kDefaultPredictionPattern) ==
+        7.0);
   // A match never spans lines.
   CHECK_FALSE(parse_prediction("Value:\n3\n", "Value:\\s*(\\d+)"));
   CHECK(parse_prediction("Value: 3\n", "Value:\\s*(\\d+)") == 3.0);

@@ -171,6 +171,20 @@ TEST_CASE("results.csv without usable rows evaluates to nothing") {
       DatasetType::kGeneric));
 }
 
+TEST_CASE("a results.csv over 64 MiB is refused before a row is read") {
+  TempDir dir;
+  const fs::path csv = write_file(dir / "results.csv", "1,4,1,0.5,1,2,10,a,x,y\n");
+  fs::resize_file(csv, (std::uintmax_t{64} << 20) + 1);  // sparse: no 64 MiB written
+  const std::string refusal = csv.string() + ": larger than 64 MiB";
+  CHECK_THROWS_WITH_AS(evaluate_results_csv(csv, DatasetType::kGeneric),
+                       doctest::Contains(refusal.c_str()), ConfigError);
+  // In a model folder it is a problem listed, not a refusal.
+  write_file(dir / "model.h5", "weights");
+  const Evaluation evaluation = evaluate_model_folder(dir.path(), DatasetType::kGeneric);
+  REQUIRE(evaluation.problems.size() == 1);
+  CHECK(evaluation.problems[0].find("larger than 64 MiB") != std::string::npos);
+}
+
 TEST_CASE("a malformed results.csv row is a ConfigError naming file and line") {
   TempDir dir;
   const fs::path file =

@@ -72,7 +72,8 @@ inline constexpr std::size_t kMaxPredictionLineChars = 4096;
 
 // Reads a prediction from command output: the first match of `pattern` (ECMAScript regex whose
 // first group, or whole match without groups, is the number), searched line by line in the
-// first kMaxPredictionLineChars of each line, so a match never spans lines. nullopt when nothing
+// first kMaxPredictionLineChars of each line, so a match never spans lines (and one that runs
+// into a line's cut is not taken). nullopt when nothing
 // matches or the text is not a finite number. Throws Error(kArgument) for an invalid pattern.
 std::optional<double> parse_prediction(std::string_view output, const std::string& pattern);
 

@@ -70,8 +70,9 @@ Metrics read_training_metrics(const std::filesystem::path& model_folder);
 // precision, recall, f1, specificity, npv, fpr, mae, mse, rmse, rae, rse, rrse (undefined ones
 // left out); nullopt when no row is usable. Reads the file line by line and keeps 40 bytes per
 // row. Throws ConfigError "<file>:<line>: <why>" for a malformed row (too few columns,
-// a number that is not one, a line over 1 MiB, a Cargo2000 row without the marker) and IoError
-// when the file cannot be read.
+// a number that is not one, a line over 1 MiB, a Cargo2000 row without the marker),
+// ConfigError "<file>: larger than 64 MiB, ..." for a file over 64 MiB, and IoError when the
+// file cannot be read.
 std::optional<Metrics> evaluate_results_csv(const std::filesystem::path& csv, DatasetType type);
 
 // Everything known about one model folder. A plain value.

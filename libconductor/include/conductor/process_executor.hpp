@@ -78,8 +78,9 @@ struct ProcessResult {
 // argv is file_name followed by split_arguments(command.arguments). The child runs in its own
 // process group with stdin from /dev/null and stdout+stderr into one pipe; stopping or timing
 // out signals the whole group so `bash -c "sleep 100 & wait"` dies entirely. When the program
-// ends by itself, whatever it left running in its group is sent SIGTERM too (and SIGKILL after
-// kill_grace if it still holds the output open): a work item owns everything it started.
+// ends by itself, whatever it left running in its group is sent SIGTERM too, whether or not it
+// holds the output (and SIGKILL after kill_grace if it still holds the output open): a work item
+// owns everything it started. What ignores SIGTERM without holding the output outlives it.
 // Stateless and thread-safe.
 class ProcessExecutor {
  public:

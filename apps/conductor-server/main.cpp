@@ -73,6 +73,11 @@ int main(int argc, char** argv) {
   app.add_option("--http-endpoint-file", http_endpoint_file,
                  "Write the HTTP endpoint (http://host:port) here once listening")
       ->needs(http);
+  std::uint64_t min_free_mb = options.min_free_bytes >> 20;
+  app.add_option("--min-free-mb", min_free_mb,
+                 "Refuse a result that would leave less than this many MiB free in the working "
+                 "folder (0: no check)")
+      ->capture_default_str();
   app.add_flag("--quiet", quiet, "Log to config/log.txt only");
   auto* secure_flag = app.add_flag("--secure", secure, "CurveZMQ even on a loopback endpoint");
   app.add_flag("--insecure", insecure, "No CurveZMQ even on a public endpoint (warns)")->excludes(secure_flag);
@@ -101,6 +106,7 @@ int main(int argc, char** argv) {
   if (check_interval > 0) options.reconcile_interval = ms(check_interval);
   options.log_to_stdout = !quiet;
   options.lease_grace = milliseconds(lease_ms);
+  options.min_free_bytes = min_free_mb << 20;
   using Security = conductor::ServerOptions::Security;
   options.security = secure ? Security::kCurve : insecure ? Security::kInsecure : Security::kAuto;
   try {

@@ -4,6 +4,7 @@
 #include <archive_entry.h>
 #include <fcntl.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <unistd.h>
 #include <zstd.h>
 
@@ -323,6 +324,47 @@ void check_type(archive_entry* entry, const std::string& name) {
   }
 }
 
+// ExtractLimits::min_free_bytes: the destination's free space, measured now and then, against
+// what the extraction is about to write.
+class FreeSpaceGuard {
+ public:
+  FreeSpaceGuard(int folder, const fs::path& destination, std::uint64_t min_free)
+      : folder_(folder), destination_(destination), min_free_(min_free) {}
+
+  // Refuses entry `name` when taking the archive's written bytes from `written` to `total`
+  // would leave less than min_free_bytes free.
+  void check(const std::string& name, std::uint64_t written, std::uint64_t total) {
+    if (min_free_ == 0 || total <= written) return;
+    // Others write to the same file system: measured again after every 64 MiB.
+    if (!measured_ || total - measured_at_ > kRemeasureBytes) {
+      struct statvfs info {};
+      if (::fstatvfs(folder_, &info) != 0) {
+        throw IoError("cannot read the free space of " + quoted(destination_) + ": " +
+                      errno_text());
+      }
+      free_ = static_cast<std::uint64_t>(info.f_bavail) * info.f_frsize;
+      measured_at_ = written;
+      measured_ = true;
+    }
+    const std::uint64_t needed = total - measured_at_;
+    if (needed > free_ || free_ - needed < min_free_) {
+      throw IoError(refusal(name, "writing it would leave less than " + std::to_string(min_free_) +
+                                      " bytes free in " + quoted(destination_) + " (" +
+                                      std::to_string(free_ > needed ? free_ - needed : 0) +
+                                      " left; min_free_bytes)"));
+    }
+  }
+
+ private:
+  static constexpr std::uint64_t kRemeasureBytes = std::uint64_t{64} << 20;
+  int folder_;
+  const fs::path& destination_;
+  std::uint64_t min_free_;
+  bool measured_ = false;
+  std::uint64_t measured_at_ = 0;  // the bytes written when free_ was measured
+  std::uint64_t free_ = 0;
+};
+
 struct ExtractContext {
   archive* reader;
   // The archive's descriptor when it is read from a file as it is (no hash to check), else -1.
@@ -335,6 +377,7 @@ struct ExtractContext {
   ExtractStats& stats;
   std::set<std::string>* reusable;  // ExtractOptions::reusable
   bool sync;                        // ExtractOptions::sync
+  FreeSpaceGuard& space;
 };
 
 // Opens a left-over top-level file for rewriting (ExtractOptions::reusable), or returns a closed
@@ -411,6 +454,7 @@ bool copy_in_kernel(const ExtractContext& context, archive_entry* entry, const s
   }
   if (stated != size) return false;
   check_unpacked(name, size, context.stats.bytes + size, context.limits);
+  context.space.check(name, context.stats.bytes, context.stats.bytes + size);
   loff_t from = start;
   std::uint64_t copied = 0;
   while (copied < size) {
@@ -474,6 +518,11 @@ void extract_file(const ExtractContext& context, archive_entry* entry, const std
     throw IoError("cannot set the mode of " + quoted(target) + ": " + errno_text());
   }
 
+  if (archive_entry_size_is_set(entry) != 0) {
+    context.space.check(
+        name, context.stats.bytes,
+        context.stats.bytes + static_cast<std::uint64_t>(archive_entry_size(entry)));
+  }
   std::uint64_t written = 0;
   const bool is_copied = copy_in_kernel(context, entry, name, out.get(), target);
   if (is_copied) written = static_cast<std::uint64_t>(archive_entry_size(entry));
@@ -493,6 +542,7 @@ void extract_file(const ExtractContext& context, archive_entry* entry, const std
     }
     // Checked before writing, from the data itself: a header can understate what follows.
     check_unpacked(name, written + size, context.stats.bytes + size, context.limits);
+    context.space.check(name, context.stats.bytes, context.stats.bytes + size);
     write_all(out.get(), static_cast<const char*>(block), size, target);
     written += size;
     context.stats.bytes += size;
@@ -913,6 +963,7 @@ ExtractStats extract_checked(const ArchiveSource& archive_source, const fs::path
   }
   CreatedPaths created;
   ExtractStats stats;
+  FreeSpaceGuard space(root.get(), destination, limits.min_free_bytes);
   // ExtractOptions::sync: the folders below `destination` that received an entry.
   std::set<std::string> folders_to_sync;
   auto note_folders = [&](std::span<const std::string> parts, std::size_t depth) {
@@ -952,7 +1003,7 @@ ExtractStats extract_checked(const ArchiveSource& archive_source, const fs::path
         } else {
           const ExtractContext context{reader,           archive_file, archive_path, destination,
                                        root.get(),       limits,       created,      stats,
-                                       options.reusable, options.sync};
+                                       options.reusable, options.sync, space};
           extract_file(context, entry, name, parts);
           note_folders(parts, parts.size() - 1);
         }
@@ -969,6 +1020,20 @@ ExtractStats extract_checked(const ArchiveSource& archive_source, const fs::path
 }
 
 }  // namespace
+
+bool is_plain_tar(std::string_view head) {
+  // What libarchive's zstd and gzip readers recognise (the only filters read_entries allows):
+  // a zstd frame, a zstd skippable frame, a gzip member.
+  const auto byte = [&](std::size_t i) { return static_cast<unsigned char>(head[i]); };
+  if (head.size() < kPlainTarHeadBytes) return false;
+  if (byte(0) == 0x28 && byte(1) == 0xb5 && byte(2) == 0x2f && byte(3) == 0xfd) return false;
+  if ((byte(0) & 0xf0) == 0x50 && byte(1) == 0x2a && byte(2) == 0x4d && byte(3) == 0x18) {
+    return false;
+  }
+  if (byte(0) == 0x1f && byte(1) == 0x8b) return false;
+  // A ustar (or GNU) header's magic.
+  return head.substr(257, 5) == "ustar";
+}
 
 ExtractStats extract(const ArchiveSource& archive_source, const fs::path& destination,
                      const ExtractLimits& limits, const ExtractOptions& options) {
@@ -987,16 +1052,27 @@ std::map<std::string, std::string> read_verified(const ArchiveSource& archive_so
                                                  std::uint64_t max_bytes,
                                                  const ExtractLimits& limits) {
   std::map<std::string, std::string> files;
+  std::uint64_t total_bytes = 0;
   read_entries(archive_source, limits, &expected_sha256,
                [&](archive* reader, archive_entry* entry, const std::string& name,
                    const std::vector<std::string>& parts, int /*archive_file*/) {
                  if (archive_entry_filetype(entry) == AE_IFDIR) return;
                  const std::string clean = join(parts);
-                 if (!wanted.contains(clean))
-                   return;  // its data is read (and hashed) as it is skipped
-                 if (files.contains(clean)) throw PackageError(refusal(name, "repeats a name"));
-                 files[clean] = read_entry_tail(reader, archive_source.name(), max_bytes,
-                                                [](std::uint64_t) {});
+                 const bool is_wanted = wanted.contains(clean);
+                 if (is_wanted && files.contains(clean)) {
+                   throw PackageError(refusal(name, "repeats a name"));
+                 }
+                 // Every entry's data is read (and hashed) and counted against the limits, kept
+                 // or not: a compressed archive must not unpack without bound.
+                 std::uint64_t file_bytes = 0;
+                 std::string content =
+                     read_entry_tail(reader, archive_source.name(), is_wanted ? max_bytes : 0,
+                                     [&](std::uint64_t bytes) {
+                                       file_bytes += bytes;
+                                       total_bytes += bytes;
+                                       check_unpacked(name, file_bytes, total_bytes, limits);
+                                     });
+                 if (is_wanted) files[clean] = std::move(content);
                });
   return files;
 }

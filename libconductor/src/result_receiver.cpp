@@ -23,6 +23,10 @@ namespace {
 constexpr std::uint64_t kMaxResultBytes = 64ull << 30;
 // A console log above this keeps only its end in console.log / the error log.
 constexpr std::uintmax_t kMaxConsoleBytes = 64ull << 20;
+// A running item's live console (spool/live/<item>.log) stops growing here, with this line.
+constexpr std::uintmax_t kMaxLiveLogBytes = 64ull << 20;
+constexpr std::string_view kLiveLogCut =
+    "[conductor] live log cut at 64 MiB; the end of the console comes with the result";
 
 bool is_hex_sha256(const std::string& text) {
   return text.size() == 64 && text.find_first_not_of("0123456789abcdef") == std::string::npos;
@@ -111,10 +115,11 @@ class ResultReceiver::Stream final : public ArchiveStream {
 
 ResultReceiver::ResultReceiver(AssetStore& store, std::uint32_t chunk_size, int window,
                                BackgroundWorker& worker, FinishedHandler on_finished,
-                               PullSender send_pull)
+                               PullSender send_pull, std::uint64_t min_free_bytes)
     : store_(store),
       chunk_size_(chunk_size),
       window_(window),
+      limits_{100000, kMaxResultBytes, kMaxResultBytes, min_free_bytes},
       worker_(worker),
       on_finished_(std::move(on_finished)),
       send_pull_(std::move(send_pull)) {
@@ -161,6 +166,11 @@ std::vector<protocol::Pull> ResultReceiver::begin(const std::string& client, con
       request_more(earlier, pulls);
       return pulls;
     }
+    // Another client's upload of the item is under way: this offer waits (its client offers
+    // again when no answer comes, and then learns whether the other result was stored), so
+    // that neither loses the result it holds. abandon() and abandon_idle() end an upload whose
+    // client left or stalled.
+    if (earlier.client != client) return {};
     discard(it);
   }
   Upload upload{client,
@@ -172,7 +182,8 @@ std::vector<protocol::Pull> ResultReceiver::begin(const std::string& client, con
                 0,
                 0,
                 std::chrono::steady_clock::now(),
-                std::move(read_files)};
+                std::move(read_files),
+                {}};
   reap_streams();
   const bool is_read = item.type == WorkType::kPrediction;
   if (offer.size <= kMemoryResultBytes && memory_bytes_ + offer.size <= kMaxMemoryBytes) {
@@ -223,6 +234,10 @@ std::vector<protocol::Pull> ResultReceiver::receive(const std::string& client,
   // Only the write (or the hand-over to the stream): the hash is checked while the whole
   // archive is extracted.
   const std::size_t size = payload.size();
+  if (current.head.size() < kPlainTarHeadBytes) {
+    current.head.append(static_cast<const char*>(payload.data()),
+                        std::min(size, kPlainTarHeadBytes - current.head.size()));
+  }
   if (current.stream) {
     current.stream->push(std::move(payload));
   } else if (current.file) {
@@ -240,6 +255,7 @@ std::vector<protocol::Pull> ResultReceiver::receive(const std::string& client,
   if (current.item.type == WorkType::kTraining) {
     std::error_code ec;
     fs::remove(store_.spool_dir() / "live" / (current.item.id + ".log"), ec);
+    live_logs_cut_.erase(current.item.id);
   }
   remember_complete(current.item.id);
   if (current.stream) {
@@ -251,15 +267,18 @@ std::vector<protocol::Pull> ResultReceiver::receive(const std::string& client,
   }
   auto complete = std::make_shared<Upload>(std::move(current));
   uploads_.erase(it);
-  if (complete->offer.size < kInlineFinishBytes) {
-    Finished done = finish(store_.spool_dir(), *complete);
+  // Only a small plain tar is unpacked here, on the network thread: a compressed one of the
+  // same size may unpack to gigabytes (at most limits_.max_total_bytes), which would stall
+  // every client meanwhile.
+  if (complete->offer.size < kInlineFinishBytes && is_plain_tar(complete->head)) {
+    Finished done = finish(store_.spool_dir(), *complete, limits_);
     release_memory(*complete);
     on_finished_(client, std::move(done));
     return pulls;
   }
   finishing_.insert(complete->item.id);
-  worker_.submit([this, spool = store_.spool_dir(), complete] {
-    Finished done = finish(spool, *complete);
+  worker_.submit([this, spool = store_.spool_dir(), complete, limits = limits_] {
+    Finished done = finish(spool, *complete, limits);
     return [this, complete, done = std::move(done)]() mutable {
       finishing_.erase(complete->item.id);
       release_memory(*complete);
@@ -305,11 +324,11 @@ void ResultReceiver::start_stream(Upload& upload) {
   upload.stream = stream;
   stream->thread =
       std::thread([this, raw = stream.get(), weak, client = upload.client, item = upload.item,
-                   offer = upload.offer, staged = std::move(staged)]() mutable {
+                   offer = upload.offer, staged = std::move(staged), limits = limits_]() mutable {
         name_this_thread("cdr-unpack");
         const fs::path name = store_.spool_dir() / "incoming" / (item.id + " (streamed)");
         Finished done =
-            extract_training(ArchiveSource::from_stream(*raw, name), item, offer, staged);
+            extract_training(ArchiveSource::from_stream(*raw, name), item, offer, staged, limits);
         // A failure before the archive was read to its end (the staging folder could not be made,
         // say): the rest is still taken, so the upload ends as any other does, with its last byte,
         // and the answer follows it.
@@ -370,7 +389,8 @@ void ResultReceiver::reap_streams() {
                 [](const std::shared_ptr<Stream>& stream) { return stream->done.load(); });
 }
 
-ResultReceiver::Finished ResultReceiver::finish(const fs::path& spool, const Upload& upload) {
+ResultReceiver::Finished ResultReceiver::finish(const fs::path& spool, const Upload& upload,
+                                                const ExtractLimits& limits) {
   Finished done{upload.item, upload.offer, {}, {}, {}, {}, {}};
   const fs::path part =
       upload.file ? upload.file->path() : spool / "incoming" / (upload.item.id + " (in memory)");
@@ -384,8 +404,7 @@ ResultReceiver::Finished ResultReceiver::finish(const fs::path& spool, const Upl
     std::set<std::string> wanted = upload.read_files;
     wanted.insert(kConsoleLogEntry);
     try {
-      done.files = read_verified(source, upload.offer.sha256, wanted, kMaxReadBytes,
-                                 ExtractLimits{100000, kMaxResultBytes, kMaxResultBytes});
+      done.files = read_verified(source, upload.offer.sha256, wanted, kMaxReadBytes, limits);
     } catch (const std::exception& e) {
       done.error = e.what();
       done.files.clear();
@@ -399,7 +418,7 @@ ResultReceiver::Finished ResultReceiver::finish(const fs::path& spool, const Upl
   }
   done = extract_training(
       source, upload.item, upload.offer,
-      spool / "staging" / (upload.item.id + "-" + std::to_string(upload.offer.attempt)));
+      spool / "staging" / (upload.item.id + "-" + std::to_string(upload.offer.attempt)), limits);
   remove_part();
   return done;
 }
@@ -407,7 +426,8 @@ ResultReceiver::Finished ResultReceiver::finish(const fs::path& spool, const Upl
 ResultReceiver::Finished ResultReceiver::extract_training(const ArchiveSource& source,
                                                           const WorkItem& item,
                                                           const protocol::ResultOffer& offer,
-                                                          fs::path staged) {
+                                                          fs::path staged,
+                                                          const ExtractLimits& limits) {
   Finished done{item, offer, std::move(staged), {}, {}, {}, {}};
   std::error_code ec;
   fs::remove_all(done.staged, ec);
@@ -420,9 +440,7 @@ ResultReceiver::Finished ResultReceiver::extract_training(const ArchiveSource& s
     // costs nothing there later.
     ExtractOptions options{std::string(kConductorFolder), {kConsoleLogEntry}, kMaxConsoleBytes};
     options.sync = true;
-    ExtractStats stats =
-        extract_verified(source, done.staged, offer.sha256,
-                         ExtractLimits{100000, kMaxResultBytes, kMaxResultBytes}, options);
+    ExtractStats stats = extract_verified(source, done.staged, offer.sha256, limits, options);
     if (auto console = stats.held.find(kConsoleLogEntry); console != stats.held.end()) {
       done.console_log = std::move(console->second);
     }
@@ -476,8 +494,21 @@ std::vector<std::string> ResultReceiver::abandon_idle(std::chrono::steady_clock:
 void ResultReceiver::append_live_log(const std::string& item_id,
                                      const std::vector<std::string>& lines) {
   if (lines.empty()) return;
-  std::ofstream out(store_.spool_dir() / "live" / (item_id + ".log"), std::ios::app);
-  for (const auto& line : lines) out << line << '\n';
+  if (live_logs_cut_.contains(item_id)) return;  // the result brings the console's end
+  const fs::path file = store_.spool_dir() / "live" / (item_id + ".log");
+  std::error_code ec;
+  const std::uintmax_t size = fs::file_size(file, ec);
+  std::ofstream out(file, std::ios::app);
+  std::uintmax_t written = ec ? 0 : size;
+  for (const auto& line : lines) {
+    if (written + line.size() + 1 > kMaxLiveLogBytes) {
+      out << kLiveLogCut << '\n';
+      live_logs_cut_.insert(item_id);
+      return;
+    }
+    out << line << '\n';
+    written += line.size() + 1;
+  }
 }
 
 }  // namespace conductor

@@ -61,8 +61,11 @@ class ResultReceiver {
   // `worker` must outlive this object: its threads post their completions there. Those
   // completions call into this object, so none may run after it is gone (the server destroys
   // it first and never runs completions again).
+  // `min_free_bytes`: a result is refused rather than unpacked when it would leave less than
+  // this free in the spool's file system (ExtractLimits::min_free_bytes; 0: not checked).
   ResultReceiver(AssetStore& store, std::uint32_t chunk_size, int window, BackgroundWorker& worker,
-                 FinishedHandler on_finished, PullSender send_pull);
+                 FinishedHandler on_finished, PullSender send_pull,
+                 std::uint64_t min_free_bytes = 0);
   // Abandons the streams still running and waits for their threads.
   ~ResultReceiver();
   ResultReceiver(const ResultReceiver&) = delete;
@@ -84,14 +87,14 @@ class ResultReceiver {
   };
   // Starts receiving `offer` for `item` from `client`, or resumes after the last chunk written
   // when the same client offers the same result (attempt, size, sha256) again; any other
-  // earlier upload of the item is replaced. Returns the PULLs to send: none while the item's
-  // complete upload is being extracted (its answer follows). A prediction item's result is
-  // read instead of extracted: Finished::files gets `read_files` (names as list_files() gives
-  // them), the console log goes to Finished::console_log as for any result. Throws
-  // ProtocolError for an offer it will not take.
-  // `inline_archive`, when set, is the whole result, sent with the offer: it is taken at once
-  // (any earlier upload of the item is replaced), no PULL follows; its size must be the offer's
-  // and at most kInlineResultBytes.
+  // earlier upload of the item by the same client is replaced. Returns the PULLs to send: none
+  // while the item's complete upload is being extracted (its answer follows), and none while
+  // another client's upload of the item is open (the offer is ignored: its client offers again). A
+  // prediction item's result is read instead of extracted: Finished::files gets `read_files` (names
+  // as list_files() gives them), the console log goes to Finished::console_log as for any result.
+  // Throws ProtocolError for an offer it will not take. `inline_archive`, when set, is the whole
+  // result, sent with the offer: it is taken at once (any earlier upload of the item is replaced),
+  // no PULL follows; its size must be the offer's and at most kInlineResultBytes.
   std::vector<protocol::Pull> begin(const std::string& client, const WorkItem& item,
                                     const protocol::ResultOffer& offer,
                                     std::set<std::string> read_files = {},
@@ -123,6 +126,7 @@ class ResultReceiver {
   std::vector<std::string> abandon_idle(std::chrono::steady_clock::time_point now,
                                         std::chrono::milliseconds max_idle);
 
+  // Appends to spool/live/<item>.log, which stops growing at 64 MiB with a line saying so.
   void append_live_log(const std::string& item_id, const std::vector<std::string>& lines);
 
  private:
@@ -141,6 +145,7 @@ class ResultReceiver {
     std::uint64_t requested = 0;
     std::chrono::steady_clock::time_point last_activity = std::chrono::steady_clock::now();
     std::set<std::string> read_files;  // a prediction's: read, not extracted
+    std::string head;  // the first kPlainTarHeadBytes received: is_plain_tar() judges them
   };
   void discard(std::map<std::string, Upload>::iterator upload);
   // Gives back what an upload in memory reserved of kMaxMemoryBytes.
@@ -149,13 +154,14 @@ class ResultReceiver {
   void request_more(Upload& upload, std::vector<protocol::Pull>& pulls);
   // Extracts (reads, for a prediction), checking the hash; file system work only, so it may run
   // on the worker.
-  static Finished finish(const std::filesystem::path& spool, const Upload& upload);
+  static Finished finish(const std::filesystem::path& spool, const Upload& upload,
+                         const ExtractLimits& limits);
   // Unpacks `source` into `staged` (created here), checking `offer`'s hash, each file fsynced
   // as it is written (ExtractOptions::sync): a training result's Finished, or its error with
   // nothing left in `staged`.
   static Finished extract_training(const ArchiveSource& source, const WorkItem& item,
-                                   const protocol::ResultOffer& offer,
-                                   std::filesystem::path staged);
+                                   const protocol::ResultOffer& offer, std::filesystem::path staged,
+                                   const ExtractLimits& limits);
   // Starts the thread that extracts `upload` while it arrives.
   void start_stream(Upload& upload);
   // On the network thread: a stream took chunks (more may be asked for), or has finished.
@@ -171,6 +177,7 @@ class ResultReceiver {
   AssetStore& store_;
   std::uint32_t chunk_size_;
   int window_;
+  ExtractLimits limits_;  // of every result: entries, bytes, the free space left
   BackgroundWorker& worker_;
   FinishedHandler on_finished_;
   PullSender send_pull_;
@@ -182,6 +189,7 @@ class ResultReceiver {
   std::set<std::string> finishing_;        // item ids being extracted on the worker
   std::set<std::string> recently_complete_;  // item ids whose last byte came, the latest
   std::deque<std::string> complete_order_;   // the same, oldest first
+  std::set<std::string> live_logs_cut_;      // item ids whose live log reached its limit
 };
 
 }  // namespace conductor

@@ -64,7 +64,8 @@ Server::Impl::Impl(ServerOptions options)
       [this](const std::string& client, ResultReceiver::Finished done) {
         on_finished(client, std::move(done));
       },
-      [this](const std::string& client, const protocol::Pull& pull) { send_pull(client, pull); });
+      [this](const std::string& client, const protocol::Pull& pull) { send_pull(client, pull); },
+      options_.min_free_bytes);
   config_ = store_.load_or_create_configuration();
   load_versions();
   setup_security();

@@ -110,6 +110,11 @@ void Server::Impl::serve_control(const std::string& routing, const protocol::Con
         control.request.find_first_not_of("0123456789abcdef-") != std::string::npos) {
       throw ProtocolError("CONTROL add-version refused: request id must be a lower-case UUID");
     }
+    // Uploads are kept by id: an operator's must not be taken for a work item's result.
+    if (scheduler_.is_known(control.request)) {
+      throw ProtocolError("CONTROL add-version refused: request id '" + control.request +
+                          "' is a work item's id");
+    }
     WorkItem upload{control.request, WorkType::kTraining, name, 0};
     for (auto& pull : receiver_->begin(std::string(kOperatorPrefix) + routing, upload, offer)) {
       reply(routing, MessageType::kPull, pull);

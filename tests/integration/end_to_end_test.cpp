@@ -370,6 +370,29 @@ TEST_CASE("a large version and large results pass through the server's backgroun
 }
 
 TEST_CASE(
+    "a server short of disk refuses results, naming the reserve, and stores them once it has "
+    "room") {
+  Cluster cluster("conductor-e2e-disk-reserve");
+  conductor::test::write_configuration(cluster.server_dir(), 0.0, {training_version("tight", 1)});
+  // A reserve of 1 PiB: no file system here has that much free.
+  cluster.start_server({"--min-free-mb", std::to_string(std::uint64_t{1} << 30)});
+  cluster.start_client("worker");
+  REQUIRE_MESSAGE(
+      wait_until(deadline_in(60s),
+                 [&] { return cluster.server_log().find("bytes free in") != std::string::npos; }),
+      cluster.diagnostics());
+  CHECK(cluster.server_log().find("writing it would leave less than " +
+                                  std::to_string(std::uint64_t{1} << 50)) != std::string::npos);
+  CHECK(cluster.model_ids("tight").empty());
+  CHECK(conductor::test::list_names(cluster.server_dir() / "spool" / "staging").empty());
+  // With the reserve lifted the item runs again and is stored.
+  cluster.restart_server({"--min-free-mb", "0"});
+  REQUIRE_MESSAGE(
+      wait_until(deadline_in(60s), [&] { return cluster.model_ids("tight").size() == 1; }),
+      cluster.diagnostics());
+}
+
+TEST_CASE(
     "a failing command leaves capped error logs and no model while another version "
     "reaches its target") {
   Cluster cluster("conductor-e2e-failure");

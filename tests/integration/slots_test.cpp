@@ -171,8 +171,8 @@ class ClientBeforeSlots {
 };
 
 constexpr std::uint8_t kHello = 0x01, kHeartbeat = 0x02, kReady = 0x03, kResult = 0x06,
-                       kFailed = 0x08, kWelcome = 0x41, kAssign = 0x43, kAck = 0x46, kCancel = 0x47,
-                       kError = 0x48;
+                       kFailed = 0x08, kControl = 0x10, kWelcome = 0x41, kAssign = 0x43,
+                       kAck = 0x46, kCancel = 0x47, kError = 0x48, kControlReply = 0x50;
 
 }  // namespace
 
@@ -292,6 +292,49 @@ TEST_CASE("a RESULT or FAILED naming its ready_slot gets the slot's next item wi
   REQUIRE(error.has_value());
   CHECK(contains(error->at("message").get<std::string>(), "ready_slot 1"));
   CHECK(cluster.model_ids("v").size() == stored);
+}
+
+TEST_CASE("an operator's upload may not take a work item's id; the item's result is stored") {
+  Cluster cluster("conductor-slots-upload-ids");
+  conductor::test::write_configuration(cluster.server_dir(), 0.0,
+                                       {VersionSpec{"v", 1, "sleep 30\n", {}}});
+  cluster.start_server({"--lease-ms", "60000", "--liveness", "100"});
+  ClientBeforeSlots client(cluster.endpoint());  // speaks CWP/1 by hand, with one slot
+  client.send(
+      kHello,
+      {{"protocol", 1}, {"client_id", "hand-1"}, {"host", "hand"}, {"type", "cpu"}, {"slots", 1}});
+  REQUIRE(client.receive(kWelcome).has_value());
+  client.send(kReady, {{"slot", 0}});
+  auto assign = client.receive(kAssign);
+  REQUIRE_MESSAGE(assign.has_value(), cluster.diagnostics());
+  const std::string item = assign->at("item");
+  const std::string archive =
+      conductor::pack_to_memory({conductor::PackEntry::in_memory("model.h5", "weights")});
+  // An add-version upload under the item's id is refused before anything is pulled.
+  client.send(kControl, {{"request", item},
+                         {"command", "add-version"},
+                         {"args",
+                          {{"name", "other"},
+                           {"size", std::to_string(archive.size())},
+                           {"sha256", conductor::sha256_hex(archive)}}}});
+  auto reply = client.receive(kControlReply);
+  REQUIRE_MESSAGE(reply.has_value(), cluster.diagnostics());
+  CHECK_FALSE(reply->at("ok").get<bool>());
+  CHECK(contains(reply->at("error").get<std::string>(), "is a work item's id"));
+  // The item's own result is still taken.
+  client.send(kResult,
+              {{"item", item},
+               {"attempt", assign->at("attempt")},
+               {"size", archive.size()},
+               {"sha256", conductor::sha256_hex(archive)},
+               {"duration", 0.5},
+               {"epochs", 0},
+               {"last_epoch", 0.0}},
+              archive);
+  auto ack = client.receive(kAck);
+  REQUIRE_MESSAGE(ack.has_value(), cluster.diagnostics());
+  CHECK(ack->at("status") == "stored");
+  CHECK(cluster.model_ids("v") == std::vector<std::string>{item});
 }
 
 TEST_CASE("a client with 3 slots asks a server from before slots for one item at a time") {

@@ -36,6 +36,8 @@ def test_options_take_keywords_durations_and_paths():
     assert str(options.workdir) == "/tmp/x"
     options.workdir = None
     assert options.workdir is None
+    assert options.min_free_bytes == 256 << 20
+    assert conductor.ServerOptions(min_free_bytes=0).min_free_bytes == 0
     client = conductor.client_options_from_environment()
     client.server = "host:8080"
     assert client.server == "host:8080"

@@ -808,3 +808,120 @@ TEST_CASE("a result sent inline with its offer is finished at once, no PULL aske
       conductor::ProtocolError);
   CHECK_FALSE(receiver.is_receiving("client-1", "0a2b"));
 }
+
+TEST_CASE("a small compressed result is unpacked on the worker, never on the network thread") {
+  TempDir root("conductor-receive-compressed");
+  conductor::AssetStore store(root / "server");
+  store.clean_spool();
+  BackgroundWorker worker;
+  SentPulls sent;
+  std::optional<ResultReceiver::Finished> finished;
+  ResultReceiver receiver(
+      store, 1u << 20, 8, worker,
+      [&](const std::string&, ResultReceiver::Finished done) { finished = std::move(done); },
+      sent.sender());
+  // A few KiB that unpack to more than the worker's threshold: small as an upload, large as
+  // files (a zstd bomb is the same shape).
+  write_file(root / "out" / "model.h5", std::string(ResultReceiver::kInlineFinishBytes, '\0'));
+  conductor::pack_directory(root / "out", root / "result.tar", {},
+                            conductor::PackOptions{conductor::Compression::kZstd});
+  const std::string bytes = read_file(root / "result.tar");
+  REQUIRE(bytes.size() < (64u << 10));
+  REQUIRE_FALSE(conductor::is_plain_tar(bytes));
+  upload_all(receiver, worker, sent, "client-1", {"0c1a", conductor::WorkType::kTraining, "v1", 1},
+             bytes);
+  // The last byte is in, and receive() returned without unpacking it.
+  CHECK_FALSE(finished.has_value());
+  wait_for_finish(worker, [&] { return finished.has_value(); });
+  CHECK(finished->error.empty());
+  CHECK(fs::file_size(finished->staged / "model.h5") == ResultReceiver::kInlineFinishBytes);
+}
+
+TEST_CASE("another client's offer of an item whose upload is open waits; the upload goes on") {
+  TempDir root("conductor-receive-contested");
+  conductor::AssetStore store(root / "server");
+  store.clean_spool();
+  BackgroundWorker worker;
+  SentPulls sent;
+  std::vector<std::pair<std::string, ResultReceiver::Finished>> finished;
+  ResultReceiver receiver(
+      store, 4096, 2, worker,
+      [&](const std::string& client, ResultReceiver::Finished done) {
+        finished.emplace_back(client, std::move(done));
+      },
+      sent.sender());
+  const std::string bytes = result_archive(root.path(), 100000);
+  const conductor::WorkItem item{"0c2a", conductor::WorkType::kTraining, "v1", 1};
+  const conductor::protocol::ResultOffer offer{item.id, item.attempt, bytes.size(),
+                                               conductor::sha256_hex(bytes)};
+  auto pulls = receiver.begin("client-1", item, offer);
+  REQUIRE_FALSE(pulls.empty());
+  // The item's other client (it was handed out again meanwhile) offers its own result, in
+  // chunks or inline: nothing is asked of it, and the first upload is not given up.
+  CHECK(receiver.begin("client-2", item, offer).empty());
+  const zmq::message_t archive(bytes.data(), std::min<std::size_t>(bytes.size(), 1000));
+  CHECK(receiver
+            .begin("client-2", item, {item.id, item.attempt, archive.size(), std::string(64, 'a')},
+                   {}, &archive)
+            .empty());
+  CHECK(receiver.is_receiving("client-1", item.id));
+  CHECK_FALSE(receiver.is_receiving("client-2", item.id));
+  CHECK_THROWS_AS(
+      receiver.receive("client-2", {item.id, item.attempt, 0}, zmq::message_t(bytes.data(), 4096)),
+      conductor::ProtocolError);
+  answer_pulls(receiver, worker, sent, "client-1", item, std::move(pulls), bytes);
+  wait_for_finish(worker, [&] { return !finished.empty(); });
+  REQUIRE(finished.size() == 1);
+  CHECK(finished[0].first == "client-1");
+  CHECK(finished[0].second.error.empty());
+  CHECK(fs::file_size(finished[0].second.staged / "model.h5") == 100000);
+}
+
+TEST_CASE("a result that would leave too little free disk is refused, naming the reserve") {
+  TempDir root("conductor-receive-disk-full");
+  conductor::AssetStore store(root / "server");
+  store.clean_spool();
+  BackgroundWorker worker;
+  SentPulls sent;
+  std::optional<ResultReceiver::Finished> finished;
+  // No file system has this much free.
+  const std::uint64_t reserve = std::uint64_t{1} << 62;
+  ResultReceiver receiver(
+      store, 4096, 2, worker,
+      [&](const std::string&, ResultReceiver::Finished done) { finished = std::move(done); },
+      sent.sender(), reserve);
+  upload_all(receiver, worker, sent, "client-1", {"0c3a", conductor::WorkType::kTraining, "v1", 1},
+             result_archive(root.path(), 10000));
+  wait_for_finish(worker, [&] { return finished.has_value(); });
+  CHECK_MESSAGE(finished->error.find("'model.h5' refused: writing it would leave less than " +
+                                     std::to_string(reserve) + " bytes free") != std::string::npos,
+                finished->error);
+  CHECK(finished->staged.empty());
+  CHECK(fs::is_empty(store.spool_dir() / "staging"));
+}
+
+TEST_CASE("a running item's live log stops at 64 MiB with a line saying so") {
+  TempDir root("conductor-live-log");
+  conductor::AssetStore store(root / "server");
+  store.clean_spool();
+  BackgroundWorker worker;
+  SentPulls sent;
+  ResultReceiver receiver(
+      store, 4096, 2, worker, [](const std::string&, ResultReceiver::Finished) {}, sent.sender());
+  const fs::path log = store.spool_dir() / "live" / "0c4a.log";
+  const std::string line(1u << 20, 'l');
+  receiver.append_live_log("0c4a", {"epoch 1", "epoch 2"});
+  CHECK(read_file(log) == "epoch 1\nepoch 2\n");
+  for (int i = 0; i < 70; ++i) receiver.append_live_log("0c4a", {line});
+  const std::uintmax_t size = fs::file_size(log);
+  CHECK(size <= (std::uintmax_t{64} << 20));
+  CHECK(size > (std::uintmax_t{63} << 20));
+  const std::string text = read_file(log);
+  CHECK(text.ends_with("live log cut at 64 MiB; the end of the console comes with the result\n"));
+  // Nothing follows the cut, however short.
+  receiver.append_live_log("0c4a", {"epoch 99"});
+  CHECK(fs::file_size(log) == size);
+  // Another item's log is its own.
+  receiver.append_live_log("0c4b", {"epoch 1"});
+  CHECK(read_file(store.spool_dir() / "live" / "0c4b.log") == "epoch 1\n");
+}

@@ -991,3 +991,70 @@ TEST_CASE("entries under the held folder count against the limits, kept or not")
                                     ExtractLimits{.max_total_bytes = 20000}, held)
             .bytes == 10001);
 }
+
+TEST_CASE("read_verified counts every entry's data against the limits, skipped ones included") {
+  TempDir dir;
+  const fs::path root = dir.make("result");
+  write_file(root / ".conductor" / "console.log", "PredictedBuffer=1\n");
+  write_file(root / "zeros.bin", std::string(4u << 20, '\0'));  // not wanted, yet unpacked
+  const fs::path archive = dir.path() / "r.tar.zst";
+  conductor::pack_directory(root, archive, {}, PackOptions{Compression::kZstd});
+  CHECK(fs::file_size(archive) < (64u << 10));
+  const std::string announced = conductor::sha256_file(archive);
+  const std::set<std::string> wanted = {".conductor/console.log"};
+  CHECK_THROWS_WITH_AS(conductor::read_verified(archive, announced, wanted, 1u << 20,
+                                                ExtractLimits{.max_total_bytes = 1u << 20}),
+                       doctest::Contains("'zeros.bin' refused: takes the archive past 1048576"),
+                       PackageError);
+  CHECK_THROWS_WITH_AS(conductor::read_verified(archive, announced, wanted, 1u << 20,
+                                                ExtractLimits{.max_file_bytes = 1u << 20}),
+                       doctest::Contains("max_file_bytes"), PackageError);
+  CHECK(conductor::read_verified(archive, announced, wanted, 1u << 20,
+                                 ExtractLimits{.max_total_bytes = 5u << 20}) ==
+        std::map<std::string, std::string>{{".conductor/console.log", "PredictedBuffer=1\n"}});
+}
+
+TEST_CASE("extraction refuses to fill the file system past min_free_bytes and removes its files") {
+  TempDir dir;
+  const fs::path root = dir.make("result");
+  write_file(root / "a.txt", "small");
+  write_file(root / "model.h5", pseudo_random(256u << 10));
+  for (const auto compression : {Compression::kNone, Compression::kZstd}) {
+    CAPTURE(static_cast<int>(compression));
+    const fs::path archive = dir.path() / "r.tar";
+    conductor::pack_directory(root, archive, {}, PackOptions{compression});
+    // No file system has this much free: the first byte is refused, and the file made for it
+    // is removed again.
+    const fs::path out = dir.make("out");
+    const std::string expected =
+        "archive entry 'a.txt' refused: writing it would leave less than " +
+        std::to_string(std::uint64_t{1} << 62) + " bytes free in";
+    CHECK_THROWS_WITH_AS(
+        conductor::extract(archive, out, ExtractLimits{.min_free_bytes = std::uint64_t{1} << 62}),
+        doctest::Contains(expected.c_str()), conductor::IoError);
+    CHECK(is_empty_folder(out));
+    // With room to spare it extracts.
+    CHECK(conductor::extract(archive, out, ExtractLimits{.min_free_bytes = 1u << 20}).bytes ==
+          (256u << 10) + 5);
+    fs::remove_all(out);
+  }
+}
+
+TEST_CASE("is_plain_tar tells an uncompressed tar from a compressed one or other bytes") {
+  TempDir dir;
+  const fs::path root = dir.make("result");
+  write_file(root / "model.h5", std::string(100000, 'm'));
+  const fs::path plain = dir.path() / "plain.tar";
+  const fs::path zstd = dir.path() / "r.tar.zst";
+  const fs::path gzip = dir.path() / "r.tar.gz";
+  conductor::pack_directory(root, plain, {}, PackOptions{Compression::kNone});
+  conductor::pack_directory(root, zstd, {}, PackOptions{Compression::kZstd});
+  write_crafted(gzip, {{.name = "model.h5", .content = "m"}}, Compression::kNone, true);
+  CHECK(conductor::is_plain_tar(read_file(plain)));
+  CHECK_FALSE(conductor::is_plain_tar(read_file(zstd)));
+  CHECK_FALSE(conductor::is_plain_tar(read_file(gzip)));
+  CHECK_FALSE(conductor::is_plain_tar(read_file(plain).substr(0, 511)));
+  CHECK_FALSE(conductor::is_plain_tar(std::string(4096, 'x')));
+  // A zstd skippable frame in front of a tar is still read through the zstd filter.
+  CHECK_FALSE(conductor::is_plain_tar(std::string("\x50\x2a\x4d\x18", 4) + read_file(plain)));
+}

@@ -236,13 +236,17 @@ class ServerOptions:
     http: str
     """Read-only HTTP endpoint (/metrics, /api/status, dashboard /): "PORT" (on 127.0.0.1),
     "HOST:PORT" or "[IPv6]:PORT"; port 0 picks a free one; "" (default): off."""
+    min_free_bytes: int
+    """A result that would leave less than this free in the working folder is refused (its
+    item runs again later); default 256 MiB, 0: not checked."""
     def __init__(self, *, workdir: Optional[_PathLike] = None, bind: str = "tcp://*:8080",
                  heartbeat_interval: _Duration = ..., liveness: int = 5,
                  training_timeout: _Duration = ..., prediction_timeout: _Duration = ...,
                  reconcile_interval: _Duration = ..., lease_grace: _Duration = 0,
                  log_to_stdout: bool = True, security: ServerOptions.Security = ...,
                  key_file: Optional[_PathLike] = None,
-                 authorized_keys: Optional[_PathLike] = None, http: str = "") -> None: ...
+                 authorized_keys: Optional[_PathLike] = None, http: str = "",
+                 min_free_bytes: int = ...) -> None: ...
 
 def default_server_workdir(explicit_dir: Optional[_PathLike] = None) -> Path:
     """explicit_dir, else $CONDUCTOR_WORKDIR, else ./workdir under RUNTIMEENV=docker, else
@@ -296,7 +300,8 @@ class Server:
                  reconcile_interval: _Duration = ..., lease_grace: _Duration = ...,
                  log_to_stdout: bool = ..., security: ServerOptions.Security = ...,
                  key_file: Optional[_PathLike] = ...,
-                 authorized_keys: Optional[_PathLike] = ...) -> None: ...
+                 authorized_keys: Optional[_PathLike] = ..., http: str = ...,
+                 min_free_bytes: int = ...) -> None: ...
     def __enter__(self) -> Server: ...
     def __exit__(self, *exc_info: Any) -> bool: ...
     def start(self) -> None:

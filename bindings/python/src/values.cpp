@@ -253,7 +253,8 @@ void bind_server_values(py::module_& m) {
                        std::chrono::milliseconds reconcile_interval,
                        std::chrono::milliseconds lease_grace, bool log_to_stdout,
                        ServerOptions::Security security, std::optional<fs::path> key_file,
-                       std::optional<fs::path> authorized_keys, std::string http) {
+                       std::optional<fs::path> authorized_keys, std::string http,
+                       std::uint64_t min_free_bytes) {
              ServerOptions o;
              o.workdir = workdir.value_or(fs::path{});
              o.bind = std::move(bind);
@@ -268,6 +269,7 @@ void bind_server_values(py::module_& m) {
              o.key_file = key_file.value_or(fs::path{});
              o.authorized_keys = authorized_keys.value_or(fs::path{});
              o.http = std::move(http);
+             o.min_free_bytes = min_free_bytes;
              return o;
            }),
            py::kw_only(), py::arg("workdir") = py::none(), py::arg("bind") = defaults.bind,
@@ -279,7 +281,8 @@ void bind_server_values(py::module_& m) {
            py::arg("lease_grace") = defaults.lease_grace,
            py::arg("log_to_stdout") = defaults.log_to_stdout,
            py::arg("security") = defaults.security, py::arg("key_file") = py::none(),
-           py::arg("authorized_keys") = py::none(), py::arg("http") = defaults.http)
+           py::arg("authorized_keys") = py::none(), py::arg("http") = defaults.http,
+           py::arg("min_free_bytes") = defaults.min_free_bytes)
       .def_property("workdir", optional_path_getter(&ServerOptions::workdir),
                     optional_path_setter(&ServerOptions::workdir))
       .def_readwrite("bind", &ServerOptions::bind)
@@ -296,6 +299,7 @@ void bind_server_values(py::module_& m) {
       .def_property("authorized_keys", optional_path_getter(&ServerOptions::authorized_keys),
                     optional_path_setter(&ServerOptions::authorized_keys))
       .def_readwrite("http", &ServerOptions::http)
+      .def_readwrite("min_free_bytes", &ServerOptions::min_free_bytes)
       .def("__repr__", [](const ServerOptions& o) {
         return "ServerOptions(workdir=" +
                (o.workdir.empty() ? std::string("None") : quoted(o.workdir.string())) +

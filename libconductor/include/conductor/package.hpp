@@ -131,7 +131,17 @@ struct ExtractLimits {
   std::uint64_t max_entries = 100000;
   std::uint64_t max_total_bytes = 16ull << 30;
   std::uint64_t max_file_bytes = 16ull << 30;
+  // Refuses (IoError) to write what would leave less than this many bytes free on the
+  // destination's file system (what an unprivileged user may still use, statvfs' f_bavail):
+  // checked before each file's data and again at least every 64 MiB written. 0: not checked.
+  std::uint64_t min_free_bytes = 0;
 };
+
+// Whether `head`, the first bytes of an archive (at least kPlainTarHeadBytes of them), starts an
+// uncompressed tar: one whose extraction cannot write more bytes than the archive holds. A zstd
+// or gzip archive may unpack to thousands of times its size.
+inline constexpr std::size_t kPlainTarHeadBytes = 512;
+bool is_plain_tar(std::string_view head);
 
 struct ExtractStats {
   std::uint64_t entries = 0;       // every entry, folders included
@@ -199,8 +209,9 @@ ExtractStats extract_verified(const ArchiveSource& archive,
 // starts at its first whole line), writing nothing:
 // for a result whose few small files are all that is needed (a prediction's console log and
 // output). Checks the archive's SHA-256 and judges every entry as extract_verified() does (the same
-// refusals and precedence of a hash mismatch; limits.max_entries applies). Returns name -> content
-// for the wanted files the archive holds.
+// refusals and precedence of a hash mismatch; limits.max_entries, max_file_bytes and
+// max_total_bytes apply to every entry's data, read or skipped). Returns name -> content for the
+// wanted files the archive holds.
 std::map<std::string, std::string> read_verified(const ArchiveSource& archive,
                                                  const std::string& expected_sha256,
                                                  const std::set<std::string>& wanted,

@@ -7,6 +7,7 @@
 
 #include <chrono>
 #include <cstddef>
+#include <cstdint>
 #include <filesystem>
 #include <map>
 #include <memory>
@@ -44,6 +45,9 @@ struct ServerOptions {
   // /. "PORT" (on 127.0.0.1), "HOST:PORT" or "[IPv6]:PORT"; port 0 picks a free one. Empty:
   // off. It has no authentication: an address beyond loopback is served with a warning.
   std::string http;
+  // A result is refused rather than unpacked when it would leave less than this many bytes
+  // free on the working folder's file system; its item runs again later. 0: not checked.
+  std::uint64_t min_free_bytes = std::uint64_t{256} << 20;
 };
 
 // --workdir, else $CONDUCTOR_WORKDIR, else ./workdir when RUNTIMEENV=docker, else

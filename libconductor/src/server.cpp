@@ -446,12 +446,17 @@ void Server::Impl::on_fetch(Peer& peer, const protocol::Fetch& fetch) {
       if (blob) break;
     }
   }
-  if (!blob || fetch.length == 0 || fetch.length > protocol::kMaxPayloadBytes ||
-      fetch.offset >= blob->size) {
+  // At most WELCOME's chunk_size: what one FETCH makes the server read and queue stays small,
+  // and the ROUTER's send queue (transport.cpp) bounds how many of them wait for one client.
+  if (!blob || fetch.length == 0 || fetch.length > kChunkSize || fetch.offset >= blob->size) {
+    const std::string why = !blob ? "unknown blob"
+                            : fetch.length > kChunkSize
+                                ? "length " + std::to_string(fetch.length) +
+                                      " above the chunk size " + std::to_string(kChunkSize)
+                                : "range outside the blob";
     send(peer, MessageType::kError,
          protocol::ErrorMessage{static_cast<int>(protocol::ErrorReply::kRefused),
-                                "FETCH refused: unknown blob or range outside it", false, "",
-                                fetch.blob});
+                                "FETCH refused: " + why, false, "", fetch.blob});
     return;
   }
   auto length = std::min<std::uint64_t>(fetch.length, blob->size - fetch.offset);

@@ -171,8 +171,9 @@ class ClientBeforeSlots {
 };
 
 constexpr std::uint8_t kHello = 0x01, kHeartbeat = 0x02, kReady = 0x03, kResult = 0x06,
-                       kFailed = 0x08, kControl = 0x10, kWelcome = 0x41, kAssign = 0x43,
-                       kAck = 0x46, kCancel = 0x47, kError = 0x48, kControlReply = 0x50;
+                       kFetch = 0x04, kFailed = 0x08, kControl = 0x10, kWelcome = 0x41,
+                       kAssign = 0x43, kAck = 0x46, kCancel = 0x47, kError = 0x48,
+                       kControlReply = 0x50;
 
 }  // namespace
 
@@ -335,6 +336,29 @@ TEST_CASE("an operator's upload may not take a work item's id; the item's result
   REQUIRE_MESSAGE(ack.has_value(), cluster.diagnostics());
   CHECK(ack->at("status") == "stored");
   CHECK(cluster.model_ids("v") == std::vector<std::string>{item});
+}
+
+TEST_CASE("a FETCH for more than WELCOME's chunk size is refused by name") {
+  Cluster cluster("conductor-slots-fetch-length");
+  conductor::test::write_configuration(cluster.server_dir(), 0.0,
+                                       {VersionSpec{"v", 1, "sleep 30\n", {}}});
+  cluster.start_server({"--lease-ms", "60000", "--liveness", "100"});
+  ClientBeforeSlots client(cluster.endpoint());
+  client.send(
+      kHello,
+      {{"protocol", 1}, {"client_id", "hand-1"}, {"host", "hand"}, {"type", "cpu"}, {"slots", 1}});
+  auto welcome = client.receive(kWelcome);
+  REQUIRE(welcome.has_value());
+  const std::uint64_t chunk = welcome->at("chunk_size");
+  client.send(kReady, {{"slot", 0}});
+  auto assign = client.receive(kAssign);
+  REQUIRE_MESSAGE(assign.has_value(), cluster.diagnostics());
+  client.send(kFetch, {{"blob", assign->at("blob")}, {"offset", 0}, {"length", chunk + 1}});
+  auto error = client.receive(kError);
+  REQUIRE_MESSAGE(error.has_value(), cluster.diagnostics());
+  CHECK(error->at("message") == "FETCH refused: length " + std::to_string(chunk + 1) +
+                                    " above the chunk size " + std::to_string(chunk));
+  CHECK(error->at("blob") == assign->at("blob"));
 }
 
 TEST_CASE("a client with 3 slots asks a server from before slots for one item at a time") {

@@ -14,6 +14,7 @@
 #include "conductor/keys.hpp"
 #include "conductor/process_executor.hpp"
 #include "curve.hpp"
+#include "file_io.hpp"
 #include "random_id.hpp"
 #include "thread_name.hpp"
 
@@ -41,13 +42,9 @@ std::string load_or_create_client_id(const fs::path& workdir) {
   std::string id;
   if (in >> id && !id.empty() && id.size() <= 128) return id;
   id = random_uuid();
-  fs::path tmp = workdir / "client-id.tmp";
-  {
-    std::ofstream out(tmp, std::ios::trunc);
-    out << id << '\n';
-    if (!out) throw IoError("cannot write '" + tmp.string() + "'");
-  }
-  fs::rename(tmp, file);
+  // Never half-written: a client-id that reads as empty after a crash would make this client
+  // another one, and the server would take back what it held.
+  replace_durably(file, id + "\n");
   return id;
 }
 

@@ -363,15 +363,9 @@ void Client::Impl::keep_for_restart(Slot& slot) {
   if (c.is_kept || !c.outcome || !c.outcome->succeeded || c.assign.type == "prediction") return;
   c.is_kept = true;
   if (c.outcome->archive) {
-    fs::path part = c.result;
-    part += ".part";
-    std::error_code ec;
     try {
-      fs::remove(part, ec);
-      write_durably(part, *c.outcome->archive);
-      fs::rename(part, c.result);
+      replace_durably(c.result, *c.outcome->archive);
     } catch (const std::exception& e) {
-      fs::remove(part, ec);
       log_->warn("Cannot keep the result of item {} for a restart: {}", c.assign.item, e.what());
       return;  // still offered while the client runs
     }

@@ -14,7 +14,6 @@
 #include <fstream>
 #include <iterator>
 #include <map>
-#include <random>
 #include <regex>
 
 #include "conductor/error.hpp"
@@ -142,51 +141,6 @@ void write_version_body(XmlOut& out, const Version& version) {
     out.leaf("PredictionPattern", version.prediction_pattern);
   if (!version.prediction_output.empty()) out.leaf("PredictionOutput", version.prediction_output);
   if (version.requirement != Requirement::kAny) out.leaf("Requires", to_string(version.requirement));
-}
-
-[[noreturn]] void throw_io(const fs::path& file, std::string_view step, int error) {
-  throw IoError("cannot save " + file.string() + ": " + std::string(step) + ": " +
-                std::strerror(error));
-}
-
-std::string random_suffix() {
-  std::random_device device;
-  std::uniform_int_distribution<unsigned long long> distribution;
-  char buffer[17];
-  std::snprintf(buffer, sizeof buffer, "%016llx", distribution(device));
-  return buffer;
-}
-
-void write_file_atomically(const fs::path& file, std::string_view text) {
-  fs::path temporary = file;
-  temporary += ".tmp-" + random_suffix();
-  UniqueFd fd(::open(temporary.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644));
-  if (fd.get() < 0) throw_io(file, "create " + temporary.string(), errno);
-  auto fail = [&](std::string_view step) {
-    int error = errno;
-    ::unlink(temporary.c_str());
-    throw_io(file, step, error);
-  };
-  // Keep an operator's chmod of the file across saves.
-  struct stat existing;
-  if (::stat(file.c_str(), &existing) == 0 && ::fchmod(fd.get(), existing.st_mode & 07777) != 0) {
-    fail("chmod " + temporary.string());
-  }
-  while (!text.empty()) {
-    ssize_t written = ::write(fd.get(), text.data(), text.size());
-    if (written < 0 && errno == EINTR) continue;
-    if (written < 0) fail("write " + temporary.string());
-    text.remove_prefix(static_cast<size_t>(written));
-  }
-  if (::fsync(fd.get()) != 0) fail("fsync " + temporary.string());
-  if (fd.close() != 0) fail("close " + temporary.string());
-  if (::rename(temporary.c_str(), file.c_str()) != 0) fail("rename " + temporary.string());
-
-  fs::path folder = file.parent_path().empty() ? fs::path(".") : file.parent_path();
-  UniqueFd directory(::open(folder.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
-  if (directory.get() < 0) throw_io(file, "open folder for fsync", errno);
-  // Some file systems cannot fsync a folder (EINVAL); the rename is then as durable as it gets.
-  if (::fsync(directory.get()) != 0 && errno != EINVAL) throw_io(file, "fsync folder", errno);
 }
 
 // ---------------------------------------------------------------------------------------
@@ -459,7 +413,7 @@ void save_configuration(const Configuration& config, const fs::path& file) {
   }
   out.leaf("ReserveNodes", format_double(config.reserve_nodes));
   out.close("ConductorConfiguration");
-  write_file_atomically(file, out.text());
+  replace_durably(file, out.text());
 }
 
 Version load_version_file(const fs::path& file) {
@@ -473,7 +427,7 @@ void save_version_file(const Version& version, const fs::path& file) {
   out.open("Version", kNamespaceAttributes);
   write_version_body(out, version);
   out.close("Version");
-  write_file_atomically(file, out.text());
+  replace_durably(file, out.text());
 }
 
 std::string format_timestamp(std::chrono::system_clock::time_point time) {

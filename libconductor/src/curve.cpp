@@ -9,6 +9,7 @@
 
 #include "conductor/error.hpp"
 #include "conductor/keys.hpp"
+#include "file_io.hpp"
 #include "random_id.hpp"
 
 namespace conductor {
@@ -33,16 +34,12 @@ KeyPair load_or_create_keypair(const fs::path& file) {
     pair.secret_key = secret_key;
     std::error_code ec;
     fs::create_directories(file.parent_path(), ec);
-    fs::path tmp = file;
-    tmp += ".tmp-" + random_uuid();
-    {
-      std::ofstream out(tmp, std::ios::trunc);
-      fs::permissions(tmp, fs::perms::owner_read | fs::perms::owner_write, fs::perm_options::replace);
-      out << "# CurveZMQ key pair of this Conductor node. Keep the secret line secret.\n"
-          << "public " << pair.public_key << "\nsecret " << pair.secret_key << "\n";
-      if (!out) throw IoError("cannot write key file '" + tmp.string() + "'");
-    }
-    fs::rename(tmp, file);
+    // Readable by the owner only from its first byte; whole, or not there, after a crash.
+    replace_durably(file,
+                    "# CurveZMQ key pair of this Conductor node. Keep the secret line secret.\n"
+                    "public " +
+                        pair.public_key + "\nsecret " + pair.secret_key + "\n",
+                    0600);
     return pair;
   }
   // Owner and group may read it: Kubernetes mounts a Secret owned by root and readable

@@ -15,6 +15,7 @@
 #include <utility>
 
 #include "conductor/error.hpp"
+#include "random_id.hpp"
 
 namespace conductor {
 
@@ -124,6 +125,41 @@ void write_durably(const std::filesystem::path& file, std::string_view bytes, bo
   }
   if (sync && ::fsync(fd.get()) != 0) throw IoError("cannot fsync " + file.string() + ": " + why());
   if (fd.close() != 0) throw IoError("cannot close " + file.string() + ": " + why());
+}
+
+void replace_durably(const std::filesystem::path& file, std::string_view bytes, mode_t mode) {
+  auto fail = [&](std::string_view step, int error) {
+    throw IoError("cannot save " + file.string() + ": " + std::string(step) + ": " +
+                  std::strerror(error));
+  };
+  std::filesystem::path temporary = file;
+  temporary += ".tmp-" + random_suffix();
+  UniqueFd fd(::open(temporary.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, mode));
+  if (!fd.is_open()) fail("create " + temporary.string(), errno);
+  auto fail_written = [&](std::string_view step) {
+    const int error = errno;
+    ::unlink(temporary.c_str());
+    fail(step, error);
+  };
+  struct stat existing {};
+  const mode_t permissions = ::stat(file.c_str(), &existing) == 0 ? existing.st_mode & 07777 : mode;
+  // fchmod: the umask must not decide (a key file's 0600 stays 0600, an operator's 0640 too).
+  if (::fchmod(fd.get(), permissions) != 0) fail_written("chmod " + temporary.string());
+  while (!bytes.empty()) {
+    const ssize_t written = ::write(fd.get(), bytes.data(), bytes.size());
+    if (written < 0 && errno == EINTR) continue;
+    if (written < 0) fail_written("write " + temporary.string());
+    bytes.remove_prefix(static_cast<std::size_t>(written));
+  }
+  if (::fsync(fd.get()) != 0) fail_written("fsync " + temporary.string());
+  if (fd.close() != 0) fail_written("close " + temporary.string());
+  if (::rename(temporary.c_str(), file.c_str()) != 0) fail_written("rename " + temporary.string());
+  const std::filesystem::path folder =
+      file.parent_path().empty() ? std::filesystem::path(".") : file.parent_path();
+  UniqueFd directory(::open(folder.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+  if (!directory.is_open()) fail("open folder for fsync", errno);
+  // Some file systems cannot fsync a folder (EINVAL); the rename is then as durable as it gets.
+  if (::fsync(directory.get()) != 0 && errno != EINVAL) fail("fsync folder", errno);
 }
 
 void sync_path(const std::filesystem::path& path) {

@@ -2,6 +2,7 @@
 // file in memory. Throw IoError naming the file.
 #pragma once
 
+#include <sys/types.h>
 #include <unistd.h>
 
 #include <cstddef>
@@ -79,6 +80,13 @@ class ChunkFile {
 // `bytes`, and makes its contents durable (fsync) unless `sync` is false (a caller that syncs a
 // whole folder afterwards). Throws IoError naming the file.
 void write_durably(const std::filesystem::path& file, std::string_view bytes, bool sync = true);
+
+// Makes `file` hold `bytes`, all or nothing, also across a crash: they are written to a new
+// file beside it (`file` + ".tmp-" + 16 random hex digits), fsynced, renamed over `file`, and
+// the folder is fsynced. An existing `file` keeps its permission bits (an operator's chmod);
+// a new one gets `mode`. On failure the temporary file is removed, `file` is as it was, and
+// IoError says "cannot save <file>: <step>: <reason>".
+void replace_durably(const std::filesystem::path& file, std::string_view bytes, mode_t mode = 0644);
 
 // fsync of a file or folder by path (a file system that cannot fsync a folder is tolerated).
 // Throws IoError naming the path.

@@ -47,22 +47,12 @@ void Outbox::keep(const KeptResult& result) {
                            {"size", o.size},            {"sha256", o.sha256},
                            {"duration", o.duration},    {"epochs", o.epochs},
                            {"last_epoch", o.last_epoch}};
-  fs::path file = description_of(result.archive);
-  fs::path tmp = file;
-  tmp += ".tmp";
+  const fs::path file = description_of(result.archive);
   // Durable before it is published, and never published half-written: a description the next
   // start cannot read makes it delete the archive beside it.
-  std::error_code ec;
-  fs::remove(tmp, ec);
   try {
-    write_durably(tmp, record.dump());
-    if (::rename(tmp.c_str(), file.c_str()) != 0) {
-      const int error = errno;
-      throw IoError("cannot rename " + tmp.string() + ": " + std::strerror(error));
-    }
-    sync_path(dir_);
+    replace_durably(file, record.dump());
   } catch (const std::exception& e) {
-    fs::remove(tmp, ec);
     warn_("Cannot keep " + file.string() + " for a restart: " + e.what());
   }
 }

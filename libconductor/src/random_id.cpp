@@ -24,4 +24,14 @@ std::string random_uuid() {
   return text;
 }
 
+std::string random_suffix() {
+  static const bool ready = sodium_init() >= 0;
+  if (!ready) throw std::runtime_error("libsodium could not be initialised");
+  std::array<std::uint8_t, 8> b{};
+  randombytes_buf(b.data(), b.size());
+  char text[17];
+  for (std::size_t i = 0; i < b.size(); ++i) std::snprintf(text + 2 * i, 3, "%02x", b[i]);
+  return text;
+}
+
 }  // namespace conductor

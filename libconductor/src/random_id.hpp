@@ -7,5 +7,7 @@
 namespace conductor {
 
 std::string random_uuid();
+// 16 random lower-case hex digits: a temporary file's suffix.
+std::string random_suffix();
 
 }  // namespace conductor

@@ -1,6 +1,6 @@
 #include "server_log.hpp"
 
-#include <spdlog/sinks/basic_file_sink.h>
+#include <spdlog/sinks/rotating_file_sink.h>
 #include <spdlog/sinks/stdout_sinks.h>
 
 #include <vector>
@@ -9,10 +9,12 @@
 
 namespace conductor {
 
-ServerLog::ServerLog(const std::filesystem::path& file, bool to_stdout) {
+ServerLog::ServerLog(const std::filesystem::path& file, bool to_stdout, std::size_t max_file_bytes,
+                     std::size_t max_old_files) {
   std::vector<spdlog::sink_ptr> sinks;
   try {
-    sinks.push_back(std::make_shared<spdlog::sinks::basic_file_sink_mt>(file.string()));
+    sinks.push_back(std::make_shared<spdlog::sinks::rotating_file_sink_mt>(
+        file.string(), max_file_bytes, max_old_files));
   } catch (const spdlog::spdlog_ex& e) {
     throw IoError("cannot open server log '" + file.string() + "': " + e.what());
   }

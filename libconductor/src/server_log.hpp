@@ -1,6 +1,7 @@
 // ServerLog: the server's log in the original's line format,
 //   [<UTC timestamp>] [CL:<clients> QW:<queued> AW:<active>] <message>
-// printed to stdout and appended to config/log.txt; the latest lines are also kept in memory
+// printed to stdout and appended to config/log.txt, which is rotated at 64 MiB (log.1.txt the
+// newest of up to 4 older files, log.4.txt the oldest); the latest lines are also kept in memory
 // for the dashboard. Owns its spdlog logger (not registered globally, so several servers can
 // live in one process). Used only by the server thread.
 #pragma once
@@ -25,8 +26,13 @@ struct LogCounts {
 
 class ServerLog {
  public:
-  // Throws IoError when the log file cannot be opened for appending.
-  ServerLog(const std::filesystem::path& file, bool to_stdout);
+  // Throws IoError when the log file cannot be opened for appending. `max_file_bytes` and
+  // `max_old_files`: when a line would take `file` past the first, it is renamed to
+  // <stem>.1<ext> (the older ones moving up by one, the last dropped) and begun again.
+  ServerLog(const std::filesystem::path& file, bool to_stdout,
+            std::size_t max_file_bytes = kMaxFileBytes, std::size_t max_old_files = kMaxOldFiles);
+  static constexpr std::size_t kMaxFileBytes = std::size_t{64} << 20;
+  static constexpr std::size_t kMaxOldFiles = 4;
 
   void info(const LogCounts& counts, std::string_view message);
   void warn(const LogCounts& counts, std::string_view message);

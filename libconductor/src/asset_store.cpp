@@ -15,13 +15,13 @@
 #include <exception>
 #include <fstream>
 #include <iterator>
-#include <random>
 #include <system_error>
 #include <type_traits>
 #include <vector>
 
 #include "conductor/error.hpp"
 #include "file_io.hpp"
+#include "random_id.hpp"
 
 namespace conductor {
 namespace {
@@ -65,14 +65,6 @@ void remove_tree(const fs::path& path) {
 fs::file_type type_of(const fs::path& path) {
   std::error_code ignored;
   return fs::symlink_status(path, ignored).type();
-}
-
-std::string random_suffix() {
-  std::random_device device;
-  std::uniform_int_distribution<unsigned long long> distribution;
-  char buffer[17];
-  std::snprintf(buffer, sizeof buffer, "%016llx", distribution(device));
-  return buffer;
 }
 
 std::string format_double(double value) {
@@ -355,7 +347,8 @@ bool AssetStore::has_model(const std::string& version, const std::string& item_i
 
 CommitOutcome AssetStore::commit_model(const Version& version, const fs::path& staged_folder,
                                        const ModelMeta& meta, std::string_view console_log_text,
-                                       const std::vector<std::string>* synced_files) {
+                                       const std::vector<std::string>* synced_files,
+                                       const Evaluation* evaluated) {
   check_name("item id", meta.item_id, /*allow_hidden=*/false);
   const fs::path models = version_dir(version.name) / "models";
   if (!is_folder_inside(staged_folder, spool_dir())) {
@@ -412,7 +405,8 @@ CommitOutcome AssetStore::commit_model(const Version& version, const fs::path& s
   if (stored.timestamp.empty())
     stored.timestamp = format_timestamp(std::chrono::system_clock::now());
   Evaluation evaluation =
-      synced_files != nullptr
+      evaluated != nullptr ? *evaluated
+      : synced_files != nullptr
           ? evaluate_model_folder(staged_folder, version.dataset_type, *synced_files)
           : evaluate_model_folder(staged_folder, version.dataset_type);
   merge_metrics(stored.metrics, evaluation.metrics);

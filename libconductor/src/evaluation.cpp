@@ -28,8 +28,9 @@ constexpr std::string_view kResultsSuffix = "results.csv";
 // Files the training writes are client data: bounded, so a hostile result cannot exhaust the
 // server's memory.
 constexpr std::uintmax_t kMaxMetricsFileBytes = 16u << 20;
-// Its rows are held in memory (40 bytes for a line of 14 or more) on the server's network
-// thread: a larger file, which a compressed result carries cheaply, is not evaluated.
+// Its rows are held in memory (40 bytes for a line of 14 or more) on the server (on the thread
+// that unpacked the result): a larger file, which a compressed result carries cheaply, is not
+// evaluated.
 constexpr std::uintmax_t kMaxResultsFileBytes = 64u << 20;
 constexpr std::size_t kMaxTrainingMetrics = 10000;
 constexpr std::size_t kMaxLineBytes = 1u << 20;
@@ -201,11 +202,16 @@ Presence presence_of(const fs::path& file) {
   return Presence::kRegular;
 }
 
-std::string read_bounded(const fs::path& file) {
+// Refuses a file above `max_bytes`; `too_large` says so in the problem's words.
+void check_size(const fs::path& file, std::uintmax_t max_bytes, const std::string& too_large) {
   std::error_code error;
   const std::uintmax_t size = fs::file_size(file, error);
   if (error) throw IoError("cannot read " + file.string() + ": " + error.message());
-  if (size > kMaxMetricsFileBytes) fail(file, "larger than 16 MiB");
+  if (size > max_bytes) fail(file, too_large);
+}
+
+std::string read_bounded(const fs::path& file) {
+  check_size(file, kMaxMetricsFileBytes, "larger than 16 MiB");
   std::ifstream stream(file, std::ios::binary);
   if (!stream) throw IoError("cannot read " + file.string() + ": " + std::strerror(errno));
   return {std::istreambuf_iterator<char>(stream), std::istreambuf_iterator<char>()};
@@ -440,10 +446,7 @@ BucketMetrics bucket_metrics(const std::vector<const ResultRow*>& rows, bool vio
 // evaluate_results_csv.
 std::vector<ResultRow> read_result_rows(const fs::path& csv, DatasetType type) {
   const std::size_t needed = type == DatasetType::kCargo2000 ? kCargo2000Columns : kGenericColumns;
-  std::error_code error;
-  const std::uintmax_t size = fs::file_size(csv, error);
-  if (error) throw IoError("cannot read " + csv.string() + ": " + error.message());
-  if (size > kMaxResultsFileBytes) fail(csv, "larger than 64 MiB, which is not evaluated");
+  check_size(csv, kMaxResultsFileBytes, "larger than 64 MiB, which is not evaluated");
   std::vector<ResultRow> rows;
   LineReader reader(csv);
   std::string line;

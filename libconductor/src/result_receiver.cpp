@@ -136,7 +136,8 @@ ResultReceiver::~ResultReceiver() {
 std::vector<protocol::Pull> ResultReceiver::begin(const std::string& client, const WorkItem& item,
                                                   const protocol::ResultOffer& offer,
                                                   std::set<std::string> read_files,
-                                                  const zmq::message_t* inline_archive) {
+                                                  const zmq::message_t* inline_archive,
+                                                  std::optional<DatasetType> evaluate_as) {
   if (offer.size > kMaxResultBytes) {
     throw ProtocolError("RESULT refused: " + std::to_string(offer.size) + " bytes exceed the limit of " +
                         std::to_string(kMaxResultBytes));
@@ -183,7 +184,8 @@ std::vector<protocol::Pull> ResultReceiver::begin(const std::string& client, con
                 0,
                 std::chrono::steady_clock::now(),
                 std::move(read_files),
-                {}};
+                {},
+                item.type == WorkType::kTraining ? evaluate_as : std::nullopt};
   reap_streams();
   const bool is_read = item.type == WorkType::kPrediction;
   if (offer.size <= kMemoryResultBytes && memory_bytes_ + offer.size <= kMaxMemoryBytes) {
@@ -324,11 +326,12 @@ void ResultReceiver::start_stream(Upload& upload) {
   upload.stream = stream;
   stream->thread =
       std::thread([this, raw = stream.get(), weak, client = upload.client, item = upload.item,
-                   offer = upload.offer, staged = std::move(staged), limits = limits_]() mutable {
+                   offer = upload.offer, staged = std::move(staged), limits = limits_,
+                   evaluate_as = upload.evaluate_as]() mutable {
         name_this_thread("cdr-unpack");
         const fs::path name = store_.spool_dir() / "incoming" / (item.id + " (streamed)");
-        Finished done =
-            extract_training(ArchiveSource::from_stream(*raw, name), item, offer, staged, limits);
+        Finished done = extract_training(ArchiveSource::from_stream(*raw, name), item, offer,
+                                         staged, limits, evaluate_as);
         // A failure before the archive was read to its end (the staging folder could not be made,
         // say): the rest is still taken, so the upload ends as any other does, with its last byte,
         // and the answer follows it.
@@ -391,7 +394,7 @@ void ResultReceiver::reap_streams() {
 
 ResultReceiver::Finished ResultReceiver::finish(const fs::path& spool, const Upload& upload,
                                                 const ExtractLimits& limits) {
-  Finished done{upload.item, upload.offer, {}, {}, {}, {}, {}};
+  Finished done{upload.item, upload.offer, {}, {}, {}, {}, {}, {}};
   const fs::path part =
       upload.file ? upload.file->path() : spool / "incoming" / (upload.item.id + " (in memory)");
   const ArchiveSource source =
@@ -418,17 +421,16 @@ ResultReceiver::Finished ResultReceiver::finish(const fs::path& spool, const Upl
   }
   done = extract_training(
       source, upload.item, upload.offer,
-      spool / "staging" / (upload.item.id + "-" + std::to_string(upload.offer.attempt)), limits);
+      spool / "staging" / (upload.item.id + "-" + std::to_string(upload.offer.attempt)), limits,
+      upload.evaluate_as);
   remove_part();
   return done;
 }
 
-ResultReceiver::Finished ResultReceiver::extract_training(const ArchiveSource& source,
-                                                          const WorkItem& item,
-                                                          const protocol::ResultOffer& offer,
-                                                          fs::path staged,
-                                                          const ExtractLimits& limits) {
-  Finished done{item, offer, std::move(staged), {}, {}, {}, {}};
+ResultReceiver::Finished ResultReceiver::extract_training(
+    const ArchiveSource& source, const WorkItem& item, const protocol::ResultOffer& offer,
+    fs::path staged, const ExtractLimits& limits, std::optional<DatasetType> evaluate_as) {
+  Finished done{item, offer, std::move(staged), {}, {}, {}, {}, {}};
   std::error_code ec;
   fs::remove_all(done.staged, ec);
   try {
@@ -449,6 +451,14 @@ ResultReceiver::Finished ResultReceiver::extract_training(const ArchiveSource& s
     done.error = e.what();
     fs::remove_all(done.staged, ec);
     done.staged.clear();
+    return done;
+  }
+  if (evaluate_as) {
+    try {
+      done.evaluation = evaluate_model_folder(done.staged, *evaluate_as, done.staged_files);
+    } catch (const std::exception&) {
+      // commit_model evaluates again and handles what it throws.
+    }
   }
   return done;
 }

@@ -28,6 +28,7 @@
 
 #include "background_worker.hpp"
 #include "conductor/asset_store.hpp"
+#include "conductor/evaluation.hpp"
 #include "conductor/package.hpp"
 #include "conductor/scheduler.hpp"
 #include "file_io.hpp"
@@ -84,6 +85,10 @@ class ResultReceiver {
     // last kMaxReadBytes of each).
     std::map<std::string, std::string> files;
     std::string error;             // set when the archive was refused (hash, limits, entries)
+    // A training result's metrics (evaluate_model_folder of `staged`), taken where it was
+    // unpacked, when begin() was given `evaluate_as`; empty when not asked for or when
+    // evaluating threw (commit_model then evaluates).
+    std::optional<Evaluation> evaluation;
   };
   // Starts receiving `offer` for `item` from `client`, or resumes after the last chunk written
   // when the same client offers the same result (attempt, size, sha256) again; any other
@@ -95,10 +100,14 @@ class ResultReceiver {
   // Throws ProtocolError for an offer it will not take. `inline_archive`, when set, is the whole
   // result, sent with the offer: it is taken at once (any earlier upload of the item is replaced),
   // no PULL follows; its size must be the offer's and at most kInlineResultBytes.
+  // `evaluate_as`, for a training result: its metrics are evaluated as this dataset type right
+  // after it is unpacked, on the thread that unpacked it (Finished::evaluation), so a large
+  // results.csv is not parsed on the network thread.
   std::vector<protocol::Pull> begin(const std::string& client, const WorkItem& item,
                                     const protocol::ResultOffer& offer,
                                     std::set<std::string> read_files = {},
-                                    const zmq::message_t* inline_archive = nullptr);
+                                    const zmq::message_t* inline_archive = nullptr,
+                                    std::optional<DatasetType> evaluate_as = std::nullopt);
   // The largest result taken inline with its RESULT (WELCOME.inline_result_bytes).
   static constexpr std::uint64_t kInlineResultBytes = std::uint64_t{256} << 10;
   // What is kept of each file of a prediction's result, its console log included: the end.
@@ -146,6 +155,7 @@ class ResultReceiver {
     std::chrono::steady_clock::time_point last_activity = std::chrono::steady_clock::now();
     std::set<std::string> read_files;  // a prediction's: read, not extracted
     std::string head;  // the first kPlainTarHeadBytes received: is_plain_tar() judges them
+    std::optional<DatasetType> evaluate_as;
   };
   void discard(std::map<std::string, Upload>::iterator upload);
   // Gives back what an upload in memory reserved of kMaxMemoryBytes.
@@ -161,7 +171,8 @@ class ResultReceiver {
   // nothing left in `staged`.
   static Finished extract_training(const ArchiveSource& source, const WorkItem& item,
                                    const protocol::ResultOffer& offer, std::filesystem::path staged,
-                                   const ExtractLimits& limits);
+                                   const ExtractLimits& limits,
+                                   std::optional<DatasetType> evaluate_as);
   // Starts the thread that extracts `upload` while it arrives.
   void start_stream(Upload& upload);
   // On the network thread: a stream took chunks (more may be asked for), or has finished.

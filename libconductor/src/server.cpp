@@ -501,7 +501,15 @@ void Server::Impl::on_result(Peer& peer, const protocol::ResultOffer& offer,
       is_prediction(*item) && version != versions_.end()) {
     if (auto output = prediction_output_entry(version->second.version)) read_files.insert(*output);
   }
-  auto pulls = receiver_->begin(peer.id, *item, offer, std::move(read_files), inline_archive);
+  // A training result's metrics are evaluated where it is unpacked, off this thread when it is
+  // large; the version's dataset type as it is now (a later change applies to later results).
+  std::optional<DatasetType> evaluate_as;
+  if (auto version = versions_.find(item->version);
+      !is_prediction(*item) && version != versions_.end()) {
+    evaluate_as = version->second.version.dataset_type;
+  }
+  auto pulls =
+      receiver_->begin(peer.id, *item, offer, std::move(read_files), inline_archive, evaluate_as);
   for (auto& pull : pulls) send(peer, MessageType::kPull, pull);
 }
 
@@ -606,8 +614,9 @@ void Server::Impl::finish_result(Peer& peer, const ResultReceiver::Finished& don
         done.offer.ready_slot);
     return;
   }
-  auto outcome = store_.commit_model(version->second.version, done.staged, meta, done.console_log,
-                                     &done.staged_files);
+  auto outcome =
+      store_.commit_model(version->second.version, done.staged, meta, done.console_log,
+                          &done.staged_files, done.evaluation ? &*done.evaluation : nullptr);
   switch (outcome.status) {
     case CommitStatus::kStored: {
       auto holder = scheduler_.complete(item.id);

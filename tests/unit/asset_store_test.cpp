@@ -484,6 +484,20 @@ TEST_CASE("commit_model stores the metrics of the training's files after the cal
   CHECK(text.find("EvaluationProblems") == std::string::npos);
 }
 
+TEST_CASE("commit_model stores an evaluation taken earlier instead of evaluating again") {
+  TempDir dir;
+  AssetStore store(dir.path());
+  const fs::path staged = stage(store, "in", {"model.h5"});
+  write_file(staged / "metrics.json", R"({"loss": 0.5})");
+  const conductor::Evaluation earlier{{{"loss", 0.25}, {"accuracy", 0.9}},
+                                      {"metrics.csv: a problem found earlier"}};
+  REQUIRE(store.commit_model(version_named("v1"), staged, meta_for("id-1"), "", nullptr, &earlier)
+              .status == CommitStatus::kStored);
+  CHECK(store.load_model_meta("v1", "id-1").metrics == Metrics{{"loss", 0.25}, {"accuracy", 0.9}});
+  const std::string text = read_file(store.version_dir("v1") / "models" / "id-1" / "meta.xml");
+  CHECK(text.find("a problem found earlier") != std::string::npos);
+}
+
 TEST_CASE("commit_model stores a model whose metrics files are bad and says why in meta.xml") {
   TempDir dir;
   AssetStore store(dir.path());

@@ -925,3 +925,45 @@ TEST_CASE("a running item's live log stops at 64 MiB with a line saying so") {
   receiver.append_live_log("0c4b", {"epoch 1"});
   CHECK(read_file(store.spool_dir() / "live" / "0c4b.log") == "epoch 1\n");
 }
+
+TEST_CASE("a large training result's metrics are evaluated where it is unpacked, when asked") {
+  TempDir root("conductor-receive-evaluate");
+  conductor::AssetStore store(root / "server");
+  store.clean_spool();
+  BackgroundWorker worker;
+  SentPulls sent;
+  std::vector<ResultReceiver::Finished> finished;
+  ResultReceiver receiver(
+      store, 1u << 20, 8, worker,
+      [&](const std::string&, ResultReceiver::Finished done) {
+        finished.push_back(std::move(done));
+      },
+      sent.sender());
+  write_file(root / "out" / "model.h5", conductor::test::pseudo_random(2u << 20));
+  write_file(root / "out" / "metrics.json", R"({"loss": 0.5, "val": {"acc": 0.75}})");
+  conductor::pack_directory(root / "out", root / "result.tar");
+  const std::string bytes = read_file(root / "result.tar");
+  const conductor::protocol::ResultOffer offer{"", 1, bytes.size(), conductor::sha256_hex(bytes)};
+  // Streamed (a training result above 1 MiB): evaluated on the stream's thread.
+  const conductor::WorkItem asked{"0c5a", conductor::WorkType::kTraining, "v1", 1};
+  auto with_id = [&](const std::string& id) {
+    auto copy = offer;
+    copy.item = id;
+    return copy;
+  };
+  answer_pulls(receiver, worker, sent, "client-1", asked,
+               receiver.begin("client-1", asked, with_id(asked.id), {}, nullptr,
+                              conductor::DatasetType::kGeneric),
+               bytes);
+  wait_for_finish(worker, [&] { return finished.size() == 1; });
+  REQUIRE(finished[0].error.empty());
+  REQUIRE(finished[0].evaluation.has_value());
+  CHECK(finished[0].evaluation->metrics == conductor::Metrics{{"loss", 0.5}, {"val.acc", 0.75}});
+  CHECK(finished[0].evaluation->problems.empty());
+  // Not asked: left to commit_model.
+  const conductor::WorkItem unasked{"0c5b", conductor::WorkType::kTraining, "v1", 1};
+  upload_all(receiver, worker, sent, "client-1", unasked, bytes);
+  wait_for_finish(worker, [&] { return finished.size() == 2; });
+  CHECK(finished[1].error.empty());
+  CHECK_FALSE(finished[1].evaluation.has_value());
+}

@@ -111,9 +111,12 @@ class AssetStore {
   // folders below the staged folder that hold it (ExtractOptions::sync): the folder is then
   // judged from the list and not walked again; only the two records and the staged folder
   // itself are synced here.
+  // `evaluated`: the folder's evaluate_model_folder(), taken earlier (off the caller's thread);
+  // null: evaluated here.
   CommitOutcome commit_model(const Version& version, const std::filesystem::path& staged_folder,
                              const ModelMeta& meta, std::string_view console_log_text,
-                             const std::vector<std::string>* synced_files = nullptr);
+                             const std::vector<std::string>* synced_files = nullptr,
+                             const Evaluation* evaluated = nullptr);
 
   // Writes errorlogs/<id>-<n>.log with the first n in 0..9 not yet used; when all ten exist,
   // n = 9 is overwritten, so at most ten logs are kept per item. The file appears complete or

@@ -75,8 +75,9 @@ int main(int argc, char** argv) {
       ->needs(http);
   std::uint64_t min_free_mb = options.min_free_bytes >> 20;
   app.add_option("--min-free-mb", min_free_mb,
-                 "Refuse a result that would leave less than this many MiB free in the working "
-                 "folder (0: no check)")
+                                  "Keep this many MiB free in the working folder: a result that would leave less "
+                 "waits on its client (0: no check)")
+      ->check(CLI::Range(std::uint64_t{0}, std::uint64_t{1} << 42))
       ->capture_default_str();
   app.add_flag("--quiet", quiet, "Log to config/log.txt only");
   auto* secure_flag = app.add_flag("--secure", secure, "CurveZMQ even on a loopback endpoint");

@@ -141,10 +141,12 @@ void replace_durably(const std::filesystem::path& file, std::string_view bytes, 
     ::unlink(temporary.c_str());
     fail(step, error);
   };
+  // An existing file's bits are kept (an operator's chmod); a new one gets `mode` less the
+  // umask, as any created file.
   struct stat existing {};
-  const mode_t permissions = ::stat(file.c_str(), &existing) == 0 ? existing.st_mode & 07777 : mode;
-  // fchmod: the umask must not decide (a key file's 0600 stays 0600, an operator's 0640 too).
-  if (::fchmod(fd.get(), permissions) != 0) fail_written("chmod " + temporary.string());
+  if (::stat(file.c_str(), &existing) == 0 && ::fchmod(fd.get(), existing.st_mode & 07777) != 0) {
+    fail_written("chmod " + temporary.string());
+  }
   while (!bytes.empty()) {
     const ssize_t written = ::write(fd.get(), bytes.data(), bytes.size());
     if (written < 0 && errno == EINTR) continue;

@@ -84,8 +84,9 @@ void write_durably(const std::filesystem::path& file, std::string_view bytes, bo
 // Makes `file` hold `bytes`, all or nothing, also across a crash: they are written to a new
 // file beside it (`file` + ".tmp-" + 16 random hex digits), fsynced, renamed over `file`, and
 // the folder is fsynced. An existing `file` keeps its permission bits (an operator's chmod);
-// a new one gets `mode`. On failure the temporary file is removed, `file` is as it was, and
-// IoError says "cannot save <file>: <step>: <reason>".
+// a new one gets `mode` less the umask. Throws IoError "cannot save <file>: <step>: <reason>":
+// before the rename, with the temporary file removed and `file` as it was; after it (the
+// folder's fsync failed), with `file` holding the new bytes.
 void replace_durably(const std::filesystem::path& file, std::string_view bytes, mode_t mode = 0644);
 
 // fsync of a file or folder by path (a file system that cannot fsync a folder is tolerated).

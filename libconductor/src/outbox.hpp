@@ -36,7 +36,7 @@ class Outbox {
   // Where the result archive of `item`'s `attempt` goes.
   std::filesystem::path archive_path(const std::string& item, int attempt) const;
 
-  // Writes the description of a finished result beside its archive (.json.tmp, then renamed);
+  // Writes the description of a finished result beside its archive (replace_durably);
   // a failure is only warned about: the result is still offered while the client runs.
   void keep(const KeptResult& result);
 

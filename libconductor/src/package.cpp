@@ -348,10 +348,11 @@ class FreeSpaceGuard {
     }
     const std::uint64_t needed = total - measured_at_;
     if (needed > free_ || free_ - needed < min_free_) {
-      throw IoError(refusal(name, "writing it would leave less than " + std::to_string(min_free_) +
-                                      " bytes free in " + quoted(destination_) + " (" +
-                                      std::to_string(free_ > needed ? free_ - needed : 0) +
-                                      " left; min_free_bytes)"));
+      throw NoSpaceError(refusal(name, "writing it would leave less than " +
+                                           std::to_string(min_free_) + " bytes free in " +
+                                           quoted(destination_) + " (" +
+                                           std::to_string(free_ > needed ? free_ - needed : 0) +
+                                           " left; min_free_bytes)"));
     }
   }
 

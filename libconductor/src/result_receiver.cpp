@@ -1,5 +1,7 @@
 #include "result_receiver.hpp"
 
+#include <sys/statvfs.h>
+
 #include <atomic>
 #include <condition_variable>
 #include <cstring>
@@ -162,7 +164,8 @@ std::vector<protocol::Pull> ResultReceiver::begin(const std::string& client, con
       // The same result again after a reconnect: go on from the last chunk written.
       earlier.offer = offer;
       earlier.requested = earlier.received;
-      earlier.last_activity = std::chrono::steady_clock::now();
+      // last_activity moves only with bytes: a client that offers again and again but never
+      // answers a PULL still goes idle, and stops standing in another client's way.
       std::vector<protocol::Pull> pulls;
       request_more(earlier, pulls);
       return pulls;
@@ -174,6 +177,9 @@ std::vector<protocol::Pull> ResultReceiver::begin(const std::string& client, con
     if (earlier.client != client) return {};
     discard(it);
   }
+  const bool to_memory =
+      offer.size <= kMemoryResultBytes && memory_bytes_ + offer.size <= kMaxMemoryBytes;
+  if (!to_memory) check_room(item, offer);
   Upload upload{client,
                 item,
                 offer,
@@ -188,7 +194,7 @@ std::vector<protocol::Pull> ResultReceiver::begin(const std::string& client, con
                 item.type == WorkType::kTraining ? evaluate_as : std::nullopt};
   reap_streams();
   const bool is_read = item.type == WorkType::kPrediction;
-  if (offer.size <= kMemoryResultBytes && memory_bytes_ + offer.size <= kMaxMemoryBytes) {
+  if (to_memory) {
     upload.memory.resize(offer.size);
     memory_bytes_ += offer.size;
   } else if (!is_read && inline_archive == nullptr && streams_.size() < kMaxStreams) {
@@ -255,9 +261,7 @@ std::vector<protocol::Pull> ResultReceiver::receive(const std::string& client,
     return pulls;
   }
   if (current.item.type == WorkType::kTraining) {
-    std::error_code ec;
-    fs::remove(store_.spool_dir() / "live" / (current.item.id + ".log"), ec);
-    live_logs_cut_.erase(current.item.id);
+    end_live_log(current.item.id);
   }
   remember_complete(current.item.id);
   if (current.stream) {
@@ -394,7 +398,7 @@ void ResultReceiver::reap_streams() {
 
 ResultReceiver::Finished ResultReceiver::finish(const fs::path& spool, const Upload& upload,
                                                 const ExtractLimits& limits) {
-  Finished done{upload.item, upload.offer, {}, {}, {}, {}, {}, {}};
+  Finished done{upload.item, upload.offer, {}, {}, {}, {}, {}, {}, false};
   const fs::path part =
       upload.file ? upload.file->path() : spool / "incoming" / (upload.item.id + " (in memory)");
   const ArchiveSource source =
@@ -430,7 +434,7 @@ ResultReceiver::Finished ResultReceiver::finish(const fs::path& spool, const Upl
 ResultReceiver::Finished ResultReceiver::extract_training(
     const ArchiveSource& source, const WorkItem& item, const protocol::ResultOffer& offer,
     fs::path staged, const ExtractLimits& limits, std::optional<DatasetType> evaluate_as) {
-  Finished done{item, offer, std::move(staged), {}, {}, {}, {}, {}};
+  Finished done{item, offer, std::move(staged), {}, {}, {}, {}, {}, false};
   std::error_code ec;
   fs::remove_all(done.staged, ec);
   try {
@@ -449,6 +453,7 @@ ResultReceiver::Finished ResultReceiver::extract_training(
     done.staged_files = std::move(stats.files);
   } catch (const std::exception& e) {  // Error, or std::filesystem_error from the folder
     done.error = e.what();
+    done.no_space = dynamic_cast<const NoSpaceError*>(&e) != nullptr;
     fs::remove_all(done.staged, ec);
     done.staged.clear();
     return done;
@@ -461,6 +466,25 @@ ResultReceiver::Finished ResultReceiver::extract_training(
     }
   }
   return done;
+}
+
+void ResultReceiver::check_room(const WorkItem& item, const protocol::ResultOffer& offer) const {
+  if (limits_.min_free_bytes == 0) return;
+  struct statvfs info {};
+  if (::statvfs(store_.spool_dir().c_str(), &info) != 0) return;  // extraction checks again
+  const std::uint64_t free = static_cast<std::uint64_t>(info.f_bavail) * info.f_frsize;
+  if (free >= offer.size && free - offer.size >= limits_.min_free_bytes) return;
+  throw NoSpaceError("result of item " + item.id + " (" + std::to_string(offer.size) +
+                     " bytes) not taken yet: receiving it would leave less than " +
+                     std::to_string(limits_.min_free_bytes) + " bytes free in '" +
+                     store_.spool_dir().string() + "' (" + std::to_string(free) +
+                     " free; min_free_bytes)");
+}
+
+void ResultReceiver::end_live_log(const std::string& item_id) {
+  std::error_code ec;
+  fs::remove(store_.spool_dir() / "live" / (item_id + ".log"), ec);
+  live_logs_cut_.erase(item_id);
 }
 
 void ResultReceiver::release_memory(const Upload& upload) {

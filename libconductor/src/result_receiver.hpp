@@ -89,6 +89,8 @@ class ResultReceiver {
     // unpacked, when begin() was given `evaluate_as`; empty when not asked for or when
     // evaluating threw (commit_model then evaluates).
     std::optional<Evaluation> evaluation;
+    // The error is the server's want of disk room (NoSpaceError), not the result's fault.
+    bool no_space = false;
   };
   // Starts receiving `offer` for `item` from `client`, or resumes after the last chunk written
   // when the same client offers the same result (attempt, size, sha256) again; any other
@@ -97,7 +99,9 @@ class ResultReceiver {
   // another client's upload of the item is open (the offer is ignored: its client offers again). A
   // prediction item's result is read instead of extracted: Finished::files gets `read_files` (names
   // as list_files() gives them), the console log goes to Finished::console_log as for any result.
-  // Throws ProtocolError for an offer it will not take. `inline_archive`, when set, is the whole
+  // Throws ProtocolError for an offer it will not take, NoSpaceError (taking nothing) when an
+  // upload that is not received into memory would leave less than min_free_bytes free in the
+  // spool. `inline_archive`, when set, is the whole
   // result, sent with the offer: it is taken at once (any earlier upload of the item is replaced),
   // no PULL follows; its size must be the offer's and at most kInlineResultBytes.
   // `evaluate_as`, for a training result: its metrics are evaluated as this dataset type right
@@ -137,6 +141,8 @@ class ResultReceiver {
 
   // Appends to spool/live/<item>.log, which stops growing at 64 MiB with a line saying so.
   void append_live_log(const std::string& item_id, const std::vector<std::string>& lines);
+  // The item's run ended (its result came, or it failed): its live log goes.
+  void end_live_log(const std::string& item_id);
 
  private:
   class Stream;
@@ -162,6 +168,8 @@ class ResultReceiver {
   void release_memory(const Upload& upload);
 
   void request_more(Upload& upload, std::vector<protocol::Pull>& pulls);
+  // Throws NoSpaceError when receiving `offer` would leave less than min_free_bytes free.
+  void check_room(const WorkItem& item, const protocol::ResultOffer& offer) const;
   // Extracts (reads, for a prediction), checking the hash; file system work only, so it may run
   // on the worker.
   static Finished finish(const std::filesystem::path& spool, const Upload& upload,

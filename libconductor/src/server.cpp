@@ -508,8 +508,16 @@ void Server::Impl::on_result(Peer& peer, const protocol::ResultOffer& offer,
       !is_prediction(*item) && version != versions_.end()) {
     evaluate_as = version->second.version.dataset_type;
   }
-  auto pulls =
-      receiver_->begin(peer.id, *item, offer, std::move(read_files), inline_archive, evaluate_as);
+  std::vector<protocol::Pull> pulls;
+  try {
+    pulls =
+        receiver_->begin(peer.id, *item, offer, std::move(read_files), inline_archive, evaluate_as);
+  } catch (const NoSpaceError& e) {
+    // The server's want, not the result's fault: no answer, so the client keeps the result and
+    // offers it again (7.2) until there is room.
+    warn("Result of item " + item->id + " from " + peer.host + " waits: " + e.what());
+    return;
+  }
   for (auto& pull : pulls) send(peer, MessageType::kPull, pull);
 }
 
@@ -592,6 +600,12 @@ void Server::Impl::finish_result(Peer& peer, const ResultReceiver::Finished& don
   meta.os = peer.os;
   meta.processing_unit = peer.type;
   meta.container_version = peer.version;
+  if (done.no_space) {
+    // Not the result's fault: no ACK, so the client keeps it and offers it again (7.2).
+    warn("Result of item " + item.id + " from " + peer.host +
+         " not stored yet, its client offers it again: " + done.error);
+    return;
+  }
   if (!done.error.empty()) {
     metrics_.count_failure(to_string(item.type), FailureReason::kRejected);
     record_failure(peer, item, done.offer.attempt, "result refused: " + done.error, done.console_log);
@@ -676,9 +690,10 @@ void Server::Impl::record_failure(Peer& peer, const WorkItem& item, int attempt,
     warn("Item " + item.id + " of " + item.version + " failed on " + peer.host + ": " + reason +
          " (log: " + file.filename().string() + "); queued again");
   } catch (const Error& e) {
-    error("Item " + item.id + " failed (" + reason + ") and its log could not be kept: " +
-          e.what());
+    error("Item " + item.id + " failed (" + reason +
+          ") and its log could not be kept: " + e.what());
   }
+  receiver_->end_live_log(item.id);
   scheduler_.fail(item.id, peer.id);
 }
 

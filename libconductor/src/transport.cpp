@@ -20,12 +20,13 @@ std::string bind_router(zmq::socket_t& socket, const std::string& endpoint,
     socket.set(zmq::sockopt::maxmsgsize, protocol::kMaxFrameBytes);
     // Per client, in messages: what a client that stops reading (or floods) can make the
     // server hold. The most a well-behaved client has in flight is a window of 8 chunks (1 MiB
-    // each at most: FETCH is refused beyond WELCOME's chunk_size) per download and upload for
-    // each of up to 64 slots, plus a few control messages: 1,024 covers that, and bounds one
-    // client's queue near 1 GiB (10,000 messages of up to 4 MiB before, 40 GiB). A message
-    // beyond it is refused (ROUTER_MANDATORY), which the protocol treats as lost.
-    socket.set(zmq::sockopt::sndhwm, 1024);
-    socket.set(zmq::sockopt::rcvhwm, 1024);
+    // each at most: FETCH is refused beyond WELCOME's chunk_size) per download and 8 PULLs or
+    // UPLOADs per upload for each of up to 64 slots (1,024), plus an ASSIGN, an ACK and a
+    // heartbeat or two per slot: 1,280 covers that, and bounds one client's queue near 1.25 GiB
+    // (10,000 messages of up to 4 MiB before, 40 GiB). A message beyond it is refused
+    // (ROUTER_MANDATORY), which the protocol treats as lost.
+    socket.set(zmq::sockopt::sndhwm, 1280);
+    socket.set(zmq::sockopt::rcvhwm, 1280);
     // No ZMTP heartbeats from this side: CWP/1's own heartbeats judge every client, and each
     // connection's PING timers cost libzmq's I/O thread a linear walk of its timer map per
     // message (13 % of it with 2,000 idle clients). Clients still PING the server (libzmq

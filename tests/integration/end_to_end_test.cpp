@@ -370,26 +370,33 @@ TEST_CASE("a large version and large results pass through the server's backgroun
 }
 
 TEST_CASE(
-    "a server short of disk refuses results, naming the reserve, and stores them once it has "
-    "room") {
+    "a server short of disk leaves a result with its client, naming the reserve, and stores it "
+    "once it has room") {
   Cluster cluster("conductor-e2e-disk-reserve");
   conductor::test::write_configuration(cluster.server_dir(), 0.0, {training_version("tight", 1)});
-  // A reserve of 1 PiB: no file system here has that much free.
-  cluster.start_server({"--min-free-mb", std::to_string(std::uint64_t{1} << 30)});
+  // A reserve of 4 EiB: no file system has that much free.
+  cluster.start_server({"--min-free-mb", std::to_string(std::uint64_t{1} << 42)});
   cluster.start_client("worker");
   REQUIRE_MESSAGE(
       wait_until(deadline_in(60s),
                  [&] { return cluster.server_log().find("bytes free in") != std::string::npos; }),
       cluster.diagnostics());
   CHECK(cluster.server_log().find("writing it would leave less than " +
-                                  std::to_string(std::uint64_t{1} << 50)) != std::string::npos);
+                                  std::to_string(std::uint64_t{1} << 62)) != std::string::npos);
   CHECK(cluster.model_ids("tight").empty());
-  CHECK(conductor::test::list_names(cluster.server_dir() / "spool" / "staging").empty());
-  // With the reserve lifted the item runs again and is stored.
+  // Not the result's fault: no error log, and the item is not run again.
+  CHECK(cluster.error_logs("tight").empty());
+  REQUIRE(cluster.handouts().size() == 1);
+  const std::string item = cluster.handouts().front().item;
+  // With the reserve lifted, the client's next offer of the same result is stored.
   cluster.restart_server({"--min-free-mb", "0"});
   REQUIRE_MESSAGE(
       wait_until(deadline_in(60s), [&] { return cluster.model_ids("tight").size() == 1; }),
       cluster.diagnostics());
+  CHECK(cluster.model_ids("tight").front() == item);
+  CHECK(wait_until(deadline_in(10s), [&] {
+    return conductor::test::list_names(cluster.server_dir() / "spool" / "staging").empty();
+  }));
 }
 
 TEST_CASE(

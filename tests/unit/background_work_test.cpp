@@ -896,8 +896,20 @@ TEST_CASE("a result that would leave too little free disk is refused, naming the
   CHECK_MESSAGE(finished->error.find("'model.h5' refused: writing it would leave less than " +
                                      std::to_string(reserve) + " bytes free") != std::string::npos,
                 finished->error);
+  CHECK(finished->no_space);
   CHECK(finished->staged.empty());
   CHECK(fs::is_empty(store.spool_dir() / "staging"));
+  // One that is not received into memory is not even pulled.
+  const conductor::WorkItem large{"0c3b", conductor::WorkType::kTraining, "v1", 1};
+  CHECK_THROWS_WITH_AS(
+      receiver.begin(
+          "client-1", large,
+          {large.id, large.attempt, ResultReceiver::kMemoryResultBytes + 1, std::string(64, 'a')}),
+      doctest::Contains("result of item 0c3b (1048577 bytes) not taken yet: "
+                        "receiving it would leave less than"),
+      conductor::NoSpaceError);
+  CHECK_FALSE(receiver.is_receiving("client-1", large.id));
+  CHECK(fs::is_empty(store.spool_dir() / "incoming"));
 }
 
 TEST_CASE("a running item's live log stops at 64 MiB with a line saying so") {
@@ -924,6 +936,11 @@ TEST_CASE("a running item's live log stops at 64 MiB with a line saying so") {
   // Another item's log is its own.
   receiver.append_live_log("0c4b", {"epoch 1"});
   CHECK(read_file(store.spool_dir() / "live" / "0c4b.log") == "epoch 1\n");
+  // The run ended (it failed, say): the log goes, and the item's next run has one again.
+  receiver.end_live_log("0c4a");
+  CHECK_FALSE(fs::exists(log));
+  receiver.append_live_log("0c4a", {"attempt 2"});
+  CHECK(read_file(log) == "attempt 2\n");
 }
 
 TEST_CASE("a large training result's metrics are evaluated where it is unpacked, when asked") {

@@ -53,6 +53,13 @@ class IoError : public Error {
   explicit IoError(const std::string& message) : Error(ErrorCode::kIo, message) {}
 };
 
+// The file system has too little room left for what was to be written (a reserve such as
+// ExtractLimits::min_free_bytes): a condition that may pass, not a fault of the data.
+class NoSpaceError : public IoError {
+ public:
+  using IoError::IoError;
+};
+
 class TransportError : public Error {
  public:
   explicit TransportError(const std::string& message) : Error(ErrorCode::kTransport, message) {}

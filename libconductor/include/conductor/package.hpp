@@ -131,9 +131,10 @@ struct ExtractLimits {
   std::uint64_t max_entries = 100000;
   std::uint64_t max_total_bytes = 16ull << 30;
   std::uint64_t max_file_bytes = 16ull << 30;
-  // Refuses (IoError) to write what would leave less than this many bytes free on the
+  // Refuses (NoSpaceError) to write what would leave less than this many bytes free on the
   // destination's file system (what an unprivileged user may still use, statvfs' f_bavail):
-  // checked before each file's data and again at least every 64 MiB written. 0: not checked.
+  // judged before each file's data and each block written, from the free space measured at
+  // the start and again after every 64 MiB written. 0: not checked.
   std::uint64_t min_free_bytes = 0;
 };
 

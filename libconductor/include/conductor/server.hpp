@@ -45,8 +45,9 @@ struct ServerOptions {
   // /. "PORT" (on 127.0.0.1), "HOST:PORT" or "[IPv6]:PORT"; port 0 picks a free one. Empty:
   // off. It has no authentication: an address beyond loopback is served with a warning.
   std::string http;
-  // A result is refused rather than unpacked when it would leave less than this many bytes
-  // free on the working folder's file system; its item runs again later. 0: not checked.
+  // A result that would leave less than this many bytes free on the working folder's file
+  // system is not taken (nor unpacked) yet: its client keeps it and offers it again. 0: not
+  // checked.
   std::uint64_t min_free_bytes = std::uint64_t{256} << 20;
 };
 

@@ -299,7 +299,10 @@ void write_all(int fd, const char* data, std::size_t size, const fs::path& path)
     const ssize_t done = ::write(fd, data, size);
     if (done < 0) {
       if (errno == EINTR) continue;
-      throw IoError("cannot write " + quoted(path) + ": " + errno_text());
+      const std::string message = "cannot write " + quoted(path) + ": " + errno_text();
+      // A full disk or quota may pass; anything else is a fault.
+      if (errno == ENOSPC || errno == EDQUOT) throw NoSpaceError(message);
+      throw IoError(message);
     }
     data += done;
     size -= static_cast<std::size_t>(done);
@@ -343,10 +346,17 @@ class FreeSpaceGuard {
                       errno_text());
       }
       free_ = static_cast<std::uint64_t>(info.f_bavail) * info.f_frsize;
+      capacity_ = static_cast<std::uint64_t>(info.f_blocks) * info.f_frsize;
       measured_at_ = written;
       measured_ = true;
     }
     const std::uint64_t needed = total - measured_at_;
+    // More than the whole file system holds: no wait makes room for it.
+    if (total > capacity_) {
+      throw IoError(refusal(name, "the archive unpacks to more than the " +
+                                      std::to_string(capacity_) + " bytes that " +
+                                      quoted(destination_) + "'s file system holds"));
+    }
     if (needed > free_ || free_ - needed < min_free_) {
       throw NoSpaceError(refusal(name, "writing it would leave less than " +
                                            std::to_string(min_free_) + " bytes free in " +
@@ -364,6 +374,7 @@ class FreeSpaceGuard {
   bool measured_ = false;
   std::uint64_t measured_at_ = 0;  // the bytes written when free_ was measured
   std::uint64_t free_ = 0;
+  std::uint64_t capacity_ = 0;  // the file system's size, f_blocks
 };
 
 struct ExtractContext {

@@ -62,8 +62,9 @@ class ResultReceiver {
   // `worker` must outlive this object: its threads post their completions there. Those
   // completions call into this object, so none may run after it is gone (the server destroys
   // it first and never runs completions again).
-  // `min_free_bytes`: a result is refused rather than unpacked when it would leave less than
-  // this free in the spool's file system (ExtractLimits::min_free_bytes; 0: not checked).
+  // `min_free_bytes`: a result is not taken (begin() throws NoSpaceError) or not unpacked
+  // (Finished::no_space) when it would leave less than this free in the spool's file system
+  // (ExtractLimits::min_free_bytes; 0: not checked).
   ResultReceiver(AssetStore& store, std::uint32_t chunk_size, int window, BackgroundWorker& worker,
                  FinishedHandler on_finished, PullSender send_pull,
                  std::uint64_t min_free_bytes = 0);

@@ -1,6 +1,8 @@
 """The value types and configuration files, as Python sees them."""
 
+import ast
 import datetime
+import pathlib
 
 import conductor
 
@@ -98,3 +100,10 @@ def test_client_options_from_environment_read_the_key_files(monkeypatch, temp_di
         assert "CONDUCTOR_KEY_PAIR_FILE" in str(e) and "missing.key" in str(e)
     else:
         raise AssertionError("a missing CONDUCTOR_KEY_PAIR_FILE was accepted")
+
+
+def test_type_stub_is_valid_python():
+    stub = pathlib.Path(conductor.__file__).with_name("__init__.pyi")
+    tree = ast.parse(stub.read_text(), filename=str(stub))
+    classes = {node.name for node in tree.body if isinstance(node, ast.ClassDef)}
+    assert {"Server", "ServerOptions", "Client"} <= classes

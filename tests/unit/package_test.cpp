@@ -1058,3 +1058,49 @@ TEST_CASE("is_plain_tar tells an uncompressed tar from a compressed one or other
   // A zstd skippable frame in front of a tar is still read through the zstd filter.
   CHECK_FALSE(conductor::is_plain_tar(std::string("\x50\x2a\x4d\x18", 4) + read_file(plain)));
 }
+
+TEST_CASE("an archive that unpacks to more than the whole file system is refused outright") {
+  // A hand-made ustar header whose size field says 1 EiB (base-256), and no data: the check
+  // before the file's data refuses it; no wait could make room, so it is not NoSpaceError.
+  std::string header(512, '\0');
+  auto put = [&](std::size_t at, std::string_view text) { header.replace(at, text.size(), text); };
+  put(0, "huge.bin");
+  put(100, "0000644");
+  put(108, "0000000");
+  put(116, "0000000");
+  header[124] = static_cast<char>(0x80);
+  const std::uint64_t size = std::uint64_t{1} << 60;
+  for (int i = 0; i < 8; ++i) header[135 - i] = static_cast<char>((size >> (8 * i)) & 0xff);
+  put(136, "00000000000");
+  put(148, "        ");
+  header[156] = '0';
+  put(257, "ustar");
+  put(263, "00");
+  unsigned sum = 0;
+  for (const char c : header) sum += static_cast<unsigned char>(c);
+  char checksum[8];
+  std::snprintf(checksum, sizeof checksum, "%06o", sum);
+  header.replace(148, 7, checksum, 7);  // six digits and a NUL; the space stays
+  TempDir dir;
+  const fs::path archive = dir.path() / "huge.tar";
+  write_file(archive, header + std::string(1024, '\0'));
+  const fs::path out = dir.make("out");
+  const ExtractLimits limits{.max_total_bytes = std::uint64_t{1} << 62,
+                             .max_file_bytes = std::uint64_t{1} << 62,
+                             .min_free_bytes = 1u << 20};
+  std::string message;
+  bool no_space = false;
+  try {
+    conductor::extract(archive, out, limits);
+  } catch (const conductor::NoSpaceError& e) {
+    no_space = true;
+    message = e.what();
+  } catch (const conductor::IoError& e) {
+    message = e.what();
+  }
+  CHECK_FALSE(no_space);
+  CHECK_MESSAGE(
+      message.find("archive entry 'huge.bin' refused: the archive unpacks to more than") == 0,
+      message);
+  CHECK(is_empty_folder(out));
+}

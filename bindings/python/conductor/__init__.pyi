@@ -237,7 +237,7 @@ class ServerOptions:
     """Read-only HTTP endpoint (/metrics, /api/status, dashboard /): "PORT" (on 127.0.0.1),
     "HOST:PORT" or "[IPv6]:PORT"; port 0 picks a free one; "" (default): off."""
     min_free_bytes: int
-        """A result that would leave less than this free in the working folder waits on its
+    """A result that would leave less than this free in the working folder waits on its
     client, which offers it again; default 256 MiB, 0: not checked."""
     def __init__(self, *, workdir: Optional[_PathLike] = None, bind: str = "tcp://*:8080",
                  heartbeat_interval: _Duration = ..., liveness: int = 5,

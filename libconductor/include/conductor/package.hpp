@@ -134,7 +134,9 @@ struct ExtractLimits {
   // Refuses (NoSpaceError) to write what would leave less than this many bytes free on the
   // destination's file system (what an unprivileged user may still use, statvfs' f_bavail):
   // judged before each file's data and each block written, from the free space measured at
-  // the start and again after every 64 MiB written. 0: not checked.
+  // the start and again after every 64 MiB written. An archive that unpacks to more than the
+  // whole file system holds is refused with a plain IoError: no wait makes room for it. A
+  // write that fails with ENOSPC or EDQUOT throws NoSpaceError too. 0: not checked.
   std::uint64_t min_free_bytes = 0;
 };
 

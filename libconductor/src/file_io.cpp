@@ -4,6 +4,7 @@
 #include <fcntl.h>
 #include <sys/file.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -91,9 +92,23 @@ void ChunkFile::write_at(std::uint64_t offset, const void* data, std::size_t siz
   while (done < size) {
     ssize_t n = ::pwrite(fd_, in + done, size - done, static_cast<off_t>(offset + done));
     if (n < 0 && errno == EINTR) continue;
-    if (n < 0) throw IoError("cannot write '" + path_.string() + "': " + why());
+    if (n < 0) {
+      const std::string message = "cannot write '" + path_.string() + "': " + why();
+      // A full disk or quota may pass; anything else is a fault.
+      if (errno == ENOSPC || errno == EDQUOT) throw NoSpaceError(message, size - done);
+      throw IoError(message);
+    }
     done += static_cast<std::size_t>(n);
   }
+}
+
+FileSystemSpace file_system_space(const std::filesystem::path& path, int fd) {
+  struct statvfs info {};
+  if ((fd >= 0 ? ::fstatvfs(fd, &info) : ::statvfs(path.c_str(), &info)) != 0) {
+    throw IoError("cannot read the free space of '" + path.string() + "': " + why());
+  }
+  return {static_cast<std::uint64_t>(info.f_bavail) * info.f_frsize,
+          static_cast<std::uint64_t>(info.f_blocks) * info.f_frsize};
 }
 
 FileLock::FileLock(const std::filesystem::path& file, const std::string& what) {

@@ -67,6 +67,7 @@ class ChunkFile {
   ChunkFile(const ChunkFile&) = delete;
   ChunkFile& operator=(const ChunkFile&) = delete;
 
+  // Throws IoError naming the file; NoSpaceError when the file system is full (ENOSPC, EDQUOT).
   void write_at(std::uint64_t offset, const void* data, std::size_t size);
   void sync();  // fsync
   const std::filesystem::path& path() const { return path_; }
@@ -88,6 +89,16 @@ void write_durably(const std::filesystem::path& file, std::string_view bytes, bo
 // before the rename, with the temporary file removed and `file` as it was; after it (the
 // folder's fsync failed), with `file` holding the new bytes.
 void replace_durably(const std::filesystem::path& file, std::string_view bytes, mode_t mode = 0644);
+
+// The room on a file system: what an unprivileged user may still write (statvfs' f_bavail) and
+// its whole size (f_blocks), in bytes.
+struct FileSystemSpace {
+  std::uint64_t free = 0;
+  std::uint64_t capacity = 0;
+};
+// Of the file system holding `path`, or of open descriptor `fd` when it is not -1 (`path` then
+// only names it in the error). Throws IoError naming `path`.
+FileSystemSpace file_system_space(const std::filesystem::path& path, int fd = -1);
 
 // fsync of a file or folder by path (a file system that cannot fsync a folder is tolerated).
 // Throws IoError naming the path.

@@ -4,7 +4,6 @@
 #include <archive_entry.h>
 #include <fcntl.h>
 #include <sys/stat.h>
-#include <sys/statvfs.h>
 #include <unistd.h>
 #include <zstd.h>
 
@@ -340,13 +339,9 @@ class FreeSpaceGuard {
     if (min_free_ == 0 || total <= written) return;
     // Others write to the same file system: measured again after every 64 MiB.
     if (!measured_ || total - measured_at_ > kRemeasureBytes) {
-      struct statvfs info {};
-      if (::fstatvfs(folder_, &info) != 0) {
-        throw IoError("cannot read the free space of " + quoted(destination_) + ": " +
-                      errno_text());
-      }
-      free_ = static_cast<std::uint64_t>(info.f_bavail) * info.f_frsize;
-      capacity_ = static_cast<std::uint64_t>(info.f_blocks) * info.f_frsize;
+      const FileSystemSpace space = file_system_space(destination_, folder_);
+      free_ = space.free;
+      capacity_ = space.capacity;
       measured_at_ = written;
       measured_ = true;
     }
@@ -358,11 +353,12 @@ class FreeSpaceGuard {
                                       quoted(destination_) + "'s file system holds"));
     }
     if (needed > free_ || free_ - needed < min_free_) {
-      throw NoSpaceError(refusal(name, "writing it would leave less than " +
-                                           std::to_string(min_free_) + " bytes free in " +
-                                           quoted(destination_) + " (" +
-                                           std::to_string(free_ > needed ? free_ - needed : 0) +
-                                           " left; min_free_bytes)"));
+      throw NoSpaceError(
+          refusal(name, "writing it would leave less than " + std::to_string(min_free_) +
+                            " bytes free in " + quoted(destination_) + " (" +
+                            std::to_string(free_ > needed ? free_ - needed : 0) +
+                            " left; min_free_bytes)"),
+          total);
     }
   }
 

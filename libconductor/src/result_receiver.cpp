@@ -1,7 +1,5 @@
 #include "result_receiver.hpp"
 
-#include <sys/statvfs.h>
-
 #include <atomic>
 #include <condition_variable>
 #include <cstring>
@@ -179,7 +177,9 @@ std::vector<protocol::Pull> ResultReceiver::begin(const std::string& client, con
   }
   const bool to_memory =
       offer.size <= kMemoryResultBytes && memory_bytes_ + offer.size <= kMaxMemoryBytes;
-  if (!to_memory) check_room(item, offer);
+  // A result that once failed for want of room is checked however it is received: a small
+  // compressed archive may unpack to far more than its size.
+  if (!to_memory || room_needed_.contains(item.id)) check_room(item, offer);
   Upload upload{client,
                 item,
                 offer,
@@ -249,7 +249,15 @@ std::vector<protocol::Pull> ResultReceiver::receive(const std::string& client,
   if (current.stream) {
     current.stream->push(std::move(payload));
   } else if (current.file) {
-    current.file->write_at(current.received, payload.data(), size);
+    try {
+      current.file->write_at(current.received, payload.data(), size);
+    } catch (const NoSpaceError&) {
+      // The spool is full: the upload goes with its partial file, the client keeps the result
+      // and offers it again, which is not taken until its size is free beyond the reserve.
+      remember_room(current.item.id, current.offer.size);
+      discard(it);
+      throw;
+    }
   } else {
     std::memcpy(current.memory.data() + current.received, payload.data(), size);
   }
@@ -279,7 +287,7 @@ std::vector<protocol::Pull> ResultReceiver::receive(const std::string& client,
   if (complete->offer.size < kInlineFinishBytes && is_plain_tar(complete->head)) {
     Finished done = finish(store_.spool_dir(), *complete, limits_);
     release_memory(*complete);
-    on_finished_(client, std::move(done));
+    deliver(client, std::move(done));
     return pulls;
   }
   finishing_.insert(complete->item.id);
@@ -288,7 +296,7 @@ std::vector<protocol::Pull> ResultReceiver::receive(const std::string& client,
     return [this, complete, done = std::move(done)]() mutable {
       finishing_.erase(complete->item.id);
       release_memory(*complete);
-      on_finished_(complete->client, std::move(done));
+      deliver(complete->client, std::move(done));
     };
   });
   return pulls;
@@ -379,7 +387,25 @@ void ResultReceiver::on_stream_finished(const std::string& client,
   }
   finishing_.erase(done.item.id);
   reap_streams();
+  deliver(client, std::move(done));
+}
+
+void ResultReceiver::deliver(const std::string& client, Finished done) {
+  if (done.no_space) {
+    remember_room(done.item.id, std::max(done.room_needed, done.offer.size));
+  } else {
+    room_needed_.erase(done.item.id);
+  }
   on_finished_(client, std::move(done));
+}
+
+void ResultReceiver::remember_room(const std::string& item_id, std::uint64_t bytes) {
+  auto [it, inserted] = room_needed_.try_emplace(item_id, bytes);
+  it->second = std::max(it->second, bytes);
+  // Bounded: an entry dropped only means one more attempt that may fail the same way.
+  if (inserted && room_needed_.size() > kRecentlyComplete) {
+    room_needed_.erase(room_needed_.begin() == it ? std::next(it) : room_needed_.begin());
+  }
 }
 
 void ResultReceiver::remember_complete(const std::string& item_id) {
@@ -453,7 +479,10 @@ ResultReceiver::Finished ResultReceiver::extract_training(
     done.staged_files = std::move(stats.files);
   } catch (const std::exception& e) {  // Error, or std::filesystem_error from the folder
     done.error = e.what();
-    done.no_space = dynamic_cast<const NoSpaceError*>(&e) != nullptr;
+    if (const auto* no_space = dynamic_cast<const NoSpaceError*>(&e)) {
+      done.no_space = true;
+      done.room_needed = no_space->needed();
+    }
     fs::remove_all(done.staged, ec);
     done.staged.clear();
     return done;
@@ -469,16 +498,27 @@ ResultReceiver::Finished ResultReceiver::extract_training(
 }
 
 void ResultReceiver::check_room(const WorkItem& item, const protocol::ResultOffer& offer) const {
-  if (limits_.min_free_bytes == 0) return;
-  struct statvfs info {};
-  if (::statvfs(store_.spool_dir().c_str(), &info) != 0) return;  // extraction checks again
-  const std::uint64_t free = static_cast<std::uint64_t>(info.f_bavail) * info.f_frsize;
-  if (free >= offer.size && free - offer.size >= limits_.min_free_bytes) return;
+  if (limits_.min_free_bytes == 0 && !room_needed_.contains(item.id)) return;  // not checked
+  std::uint64_t needed = offer.size;
+  std::string why = "receiving it";
+  if (auto earlier = room_needed_.find(item.id);
+      earlier != room_needed_.end() && earlier->second >= needed) {
+    needed = earlier->second;
+    why = "an earlier attempt found that it needs " + std::to_string(needed) + " bytes, which";
+  }
+  std::uint64_t free = 0;
+  try {
+    free = file_system_space(store_.spool_dir()).free;
+  } catch (const IoError&) {
+    return;  // the write and the extraction check again
+  }
+  if (free >= needed && free - needed >= limits_.min_free_bytes) return;
   throw NoSpaceError("result of item " + item.id + " (" + std::to_string(offer.size) +
-                     " bytes) not taken yet: receiving it would leave less than " +
-                     std::to_string(limits_.min_free_bytes) + " bytes free in '" +
-                     store_.spool_dir().string() + "' (" + std::to_string(free) +
-                     " free; min_free_bytes)");
+                         " bytes) not taken yet: " + why + " would leave less than " +
+                         std::to_string(limits_.min_free_bytes) + " bytes free in '" +
+                         store_.spool_dir().string() + "' (" + std::to_string(free) +
+                         " free; min_free_bytes)",
+                     needed);
 }
 
 void ResultReceiver::end_live_log(const std::string& item_id) {

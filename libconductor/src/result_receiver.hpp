@@ -92,6 +92,9 @@ class ResultReceiver {
     std::optional<Evaluation> evaluation;
     // The error is the server's want of disk room (NoSpaceError), not the result's fault.
     bool no_space = false;
+    // With no_space: the bytes the result was found to need on disk (NoSpaceError::needed);
+    // its next offer is not taken until that much is free beyond the reserve.
+    std::uint64_t room_needed = 0;
   };
   // Starts receiving `offer` for `item` from `client`, or resumes after the last chunk written
   // when the same client offers the same result (attempt, size, sha256) again; any other
@@ -122,7 +125,8 @@ class ResultReceiver {
   // follow through the PullSender, as it takes chunks). The chunk that completes the result
   // leads to the FinishedHandler: before this returns for a small result, from a later
   // BackgroundWorker completion for a large one. A streamed result takes `payload` over (moved
-  // from). Throws ProtocolError for data nobody asked for.
+  // from). Throws ProtocolError for data nobody asked for, NoSpaceError when the spool's file
+  // system is full (the upload is dropped; its client offers the result again).
   std::vector<protocol::Pull> receive(const std::string& client, const protocol::Upload& upload,
                                       zmq::message_t&& payload);
 
@@ -169,8 +173,13 @@ class ResultReceiver {
   void release_memory(const Upload& upload);
 
   void request_more(Upload& upload, std::vector<protocol::Pull>& pulls);
-  // Throws NoSpaceError when receiving `offer` would leave less than min_free_bytes free.
+  // Throws NoSpaceError when receiving `offer` would leave less than min_free_bytes free: its
+  // size, or the room an earlier attempt of the same result was found to need (room_needed_).
   void check_room(const WorkItem& item, const protocol::ResultOffer& offer) const;
+  // Hands `done` to the FinishedHandler; a result refused for want of room is remembered with
+  // the room it needs, so that its next offers are not pulled in full only to fail again.
+  void deliver(const std::string& client, Finished done);
+  void remember_room(const std::string& item_id, std::uint64_t bytes);
   // Extracts (reads, for a prediction), checking the hash; file system work only, so it may run
   // on the worker.
   static Finished finish(const std::filesystem::path& spool, const Upload& upload,
@@ -210,6 +219,9 @@ class ResultReceiver {
   std::set<std::string> recently_complete_;  // item ids whose last byte came, the latest
   std::deque<std::string> complete_order_;   // the same, oldest first
   std::set<std::string> live_logs_cut_;      // item ids whose live log reached its limit
+  // Results that did not fit (a full spool, or unpacking would cross the reserve): item id ->
+  // the bytes that attempt needed. At most kRecentlyComplete entries.
+  std::map<std::string, std::uint64_t> room_needed_;
 };
 
 }  // namespace conductor

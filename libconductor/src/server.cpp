@@ -523,9 +523,15 @@ void Server::Impl::on_result(Peer& peer, const protocol::ResultOffer& offer,
 
 void Server::Impl::on_upload(Peer& peer, protocol::Message& message) {
   auto upload = message.as<protocol::Upload>();
-  for (auto& pull : receiver_->receive(peer.id, upload, std::move(*message.payload()))) {
-    send(peer, MessageType::kPull, pull);
+  std::vector<protocol::Pull> pulls;
+  try {
+    pulls = receiver_->receive(peer.id, upload, std::move(*message.payload()));
+  } catch (const NoSpaceError& e) {
+    // As in on_result: the upload is dropped, no answer; the client offers the result again.
+    warn("Result of item " + upload.item + " from " + peer.host + " waits: " + e.what());
+    return;
   }
+  for (auto& pull : pulls) send(peer, MessageType::kPull, pull);
 }
 
 void Server::Impl::send_pull(const std::string& client, const protocol::Pull& pull) {

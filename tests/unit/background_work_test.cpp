@@ -910,6 +910,54 @@ TEST_CASE("a result that would leave too little free disk is refused, naming the
       conductor::NoSpaceError);
   CHECK_FALSE(receiver.is_receiving("client-1", large.id));
   CHECK(fs::is_empty(store.spool_dir() / "incoming"));
+  // The small result's next offer is not pulled in full only to fail the same way: the room
+  // its first attempt was found to need is checked before anything is asked of the client.
+  const std::string again = result_archive(root.path(), 10000);
+  const conductor::WorkItem small{"0c3a", conductor::WorkType::kTraining, "v1", 1};
+  const std::string refusal = "result of item 0c3a (" + std::to_string(again.size()) +
+                              " bytes) not taken yet: an earlier attempt found that it needs";
+  CHECK_THROWS_WITH_AS(
+      receiver.begin("client-1", small,
+                     {small.id, small.attempt, again.size(), conductor::sha256_hex(again)}),
+      doctest::Contains(refusal.c_str()), conductor::NoSpaceError);
+  CHECK_FALSE(receiver.is_receiving("client-1", small.id));
+}
+
+TEST_CASE("a spool write that finds the disk full drops the upload; the next offer starts over") {
+  TempDir root("conductor-receive-enospc");
+  conductor::AssetStore store(root / "server");
+  store.clean_spool();
+  BackgroundWorker worker;
+  SentPulls sent;
+  std::optional<ResultReceiver::Finished> finished;
+  ResultReceiver receiver(
+      store, 1u << 20, 2, worker,
+      [&](const std::string&, ResultReceiver::Finished done) { finished = std::move(done); },
+      sent.sender());
+  // A prediction's result beyond what is kept in memory goes to spool/incoming/<item>.part,
+  // here a link to /dev/full, where every write fails with ENOSPC as on a full disk.
+  const std::string bytes = result_archive(root.path(), ResultReceiver::kMemoryResultBytes + 10);
+  const conductor::WorkItem item{"0c4a", conductor::WorkType::kPrediction, "v1", 1};
+  const conductor::protocol::ResultOffer offer{item.id, item.attempt, bytes.size(),
+                                               conductor::sha256_hex(bytes)};
+  const fs::path part = store.spool_dir() / "incoming" / "0c4a.part";
+  fs::create_symlink("/dev/full", part);
+  auto pulls = receiver.begin("client-1", item, offer);
+  REQUIRE_FALSE(pulls.empty());
+  CHECK_THROWS_WITH_AS(receiver.receive("client-1", {item.id, item.attempt, 0},
+                                        zmq::message_t(bytes.data(), pulls.front().length)),
+                       doctest::Contains("0c4a.part': No space left on device"),
+                       conductor::NoSpaceError);
+  // Dropped with its partial file (the link, not what it names), nothing answered.
+  CHECK_FALSE(receiver.is_receiving("client-1", item.id));
+  CHECK_FALSE(fs::exists(fs::symlink_status(part)));
+  CHECK(fs::exists("/dev/full"));
+  CHECK_FALSE(finished.has_value());
+  // Offered again with room to spare: received from the start and read.
+  upload_all(receiver, worker, sent, "client-1", item, bytes);
+  wait_for_finish(worker, [&] { return finished.has_value(); });
+  CHECK(finished->error.empty());
+  CHECK_FALSE(finished->no_space);
 }
 
 TEST_CASE("a running item's live log stops at 64 MiB with a line saying so") {

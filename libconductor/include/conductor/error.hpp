@@ -4,6 +4,7 @@
 // a command exiting non-zero) are values, not exceptions.
 #pragma once
 
+#include <cstdint>
 #include <stdexcept>
 #include <string>
 
@@ -57,7 +58,14 @@ class IoError : public Error {
 // ExtractLimits::min_free_bytes): a condition that may pass, not a fault of the data.
 class NoSpaceError : public IoError {
  public:
-  using IoError::IoError;
+  // `needed`: the free bytes, beyond any reserve, that the refused work was found to need when
+  // that is known (at least that many; 0 when unknown).
+  explicit NoSpaceError(const std::string& message, std::uint64_t needed = 0)
+      : IoError(message), needed_(needed) {}
+  std::uint64_t needed() const { return needed_; }
+
+ private:
+  std::uint64_t needed_;
 };
 
 class TransportError : public Error {

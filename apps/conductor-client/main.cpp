@@ -61,6 +61,12 @@ int main(int argc, char** argv) {
   app.add_option("--cache-mb", cache_mb, "MiB of package archives kept for later items (LRU)")
       ->capture_default_str()
       ->check(CLI::Range(std::uint64_t{0}, std::uint64_t{1} << 40));
+  std::uint64_t min_free_mb = options.min_free_bytes >> 20;
+  app.add_option("--min-free-mb", min_free_mb,
+                 "Keep this many MiB free in the working folder: an item whose packages would "
+                 "leave less fails, and the server hands it out again (0: no check)")
+      ->capture_default_str()
+      ->check(CLI::Range(std::uint64_t{0}, std::uint64_t{1} << 42));
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
@@ -101,6 +107,7 @@ int main(int argc, char** argv) {
   }
   options.heartbeat_interval = std::chrono::milliseconds(heartbeat_ms);
   options.cache_bytes = cache_mb << 20;
+  options.min_free_bytes = min_free_mb << 20;
   options.log_to_stdout = !quiet;
   // On a terminal a bar per item; in a pipe or file the same lines without it.
   options.display = plain ? conductor::ClientOptions::Display::kPlain

@@ -82,6 +82,7 @@ void Client::Impl::fetch_next_blob(Slot& slot) {
       if (blob == c.assign.inputs && size <= kMemoryInputsBytes) {
         download.memory = std::make_shared<std::string>(size, '\0');
       } else {
+        check_room(blob, size);
         download.file.emplace(cache_->reserve(blob, size));
       }
       it = downloads_.emplace(blob, std::move(download)).first;
@@ -182,6 +183,24 @@ void Client::Impl::settle_verification(Slot& slot, bool is_intact) {
   }
 }
 
+void Client::Impl::check_room(const std::string& blob, std::uint64_t size) const {
+  if (options_.min_free_bytes == 0) return;
+  const std::filesystem::path cache = options_.workdir / "cache";
+  std::uint64_t free = 0;
+  try {
+    free = file_system_space(cache).free;
+  } catch (const IoError&) {
+    return;  // the writes find out
+  }
+  if (free >= size && free - size >= options_.min_free_bytes) return;
+  throw NoSpaceError("archive " + blob + " (" + std::to_string(size) +
+                         " bytes) not downloaded: it would leave less than " +
+                         std::to_string(options_.min_free_bytes) + " bytes free in " +
+                         cache.string() + " (" + std::to_string(free) +
+                         " free; ClientOptions::min_free_bytes, --min-free-mb)",
+                     size);
+}
+
 void Client::Impl::give_up_downloads(const std::string& blob, const std::string& why) {
   std::vector<std::string> refused;
   for (const auto& [id, download] : downloads_) {
@@ -221,6 +240,7 @@ void Client::Impl::start_job(Slot& slot) {
   spec.work_dir = options_.workdir / "work" / std::to_string(slot.index);
   spec.console_log = options_.workdir / "logs" / (c.assign.item + ".log");
   spec.result = outbox_->archive_path(c.assign.item, c.assign.attempt);
+  spec.min_free_bytes = options_.min_free_bytes;
   spec.memory_result_bytes = kMemoryResultBytes;
   spec.durable = c.assign.type != "prediction";
   spec.wake_on_lines = c.assign.type != "prediction";  // forward_job_progress keeps them

@@ -207,9 +207,11 @@ JobOutcome JobRunner::run_commands(ConsoleLog& console) {
       // thread only wrote it, and the file is read once.
       ExtractOptions options;
       options.reusable = &reusable;
+      ExtractLimits limits;
+      limits.min_free_bytes = spec_.min_free_bytes;
       auto inputs = is_checked ? extract_verified(package, spec_.work_dir, spec_.package_sha256[i],
-                                                  {}, options)
-                               : extract(package, spec_.work_dir, {}, options);
+                                                  limits, options)
+                               : extract(package, spec_.work_dir, limits, options);
       input_names.insert(inputs.files.begin(), inputs.files.end());
     }
   } catch (...) {

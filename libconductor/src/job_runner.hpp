@@ -39,6 +39,9 @@ struct JobSpec {
   // (extract_verified): a download not checked yet. Empty, or an empty string: not checked.
   std::vector<std::string> package_sha256;
   std::filesystem::path work_dir;     // emptied and filled from the package
+  // Unpacking refuses to leave less than this free on work_dir's file system
+  // (ExtractLimits::min_free_bytes; 0: not checked).
+  std::uint64_t min_free_bytes = 0;
   // Where every output line is kept. A job that says little and ends soon keeps them in memory
   // only: the file is written once the lines pass kMemoryConsoleBytes or the job has run
   // kConsoleFileAfter (or when memory_result_bytes is 0).

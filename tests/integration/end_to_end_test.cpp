@@ -399,6 +399,30 @@ TEST_CASE(
   }));
 }
 
+TEST_CASE("a client short of disk fails its item naming its reserve; one with room trains it") {
+  Cluster cluster("conductor-e2e-client-reserve");
+  conductor::test::write_configuration(cluster.server_dir(), 0.0, {training_version("cramped", 1)});
+  cluster.start_server();
+  // A reserve of 4 EiB: the package is not even downloaded.
+  cluster.start_client("full", {}, {"--min-free-mb", std::to_string(std::uint64_t{1} << 42)});
+  REQUIRE_MESSAGE(
+      wait_until(deadline_in(60s), [&] { return !cluster.error_logs("cramped").empty(); }),
+      cluster.diagnostics());
+  cluster.client("full").stop(10s);
+  const std::string why = conductor::test::read_file(cluster.version_dir("cramped") / "errorlogs" /
+                                                     cluster.error_logs("cramped").front());
+  CHECK_MESSAGE(
+      why.find("not downloaded: it would leave less than " +
+               std::to_string(std::uint64_t{1} << 62) + " bytes free") != std::string::npos,
+      why);
+  CHECK(cluster.model_ids("cramped").empty());
+  // The item goes back to the queue; a client with room trains it.
+  cluster.start_client("roomy");
+  REQUIRE_MESSAGE(
+      wait_until(deadline_in(60s), [&] { return cluster.model_ids("cramped").size() == 1; }),
+      cluster.diagnostics());
+}
+
 TEST_CASE(
     "a failing command leaves capped error logs and no model while another version "
     "reaches its target") {

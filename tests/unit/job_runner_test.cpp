@@ -114,6 +114,22 @@ TEST_CASE("a job takes an archive from the cache as it is: no SHA-256 to check")
   CHECK(job.are_packages_verified());
 }
 
+TEST_CASE("a job does not unpack what would leave less than its reserve free, and runs nothing") {
+  TempDir root("conductor-job-reserve");
+  packed_version(root.path());
+  JobSpec spec = copying_job(root.path(), root / "v.tar", "");
+  spec.min_free_bytes = std::uint64_t{1} << 62;  // no file system has this much free
+  JobRunner job(std::move(spec), [] {});
+  const JobOutcome outcome = wait_for(job);
+  CHECK_FALSE(outcome.succeeded);
+  CHECK_MESSAGE(outcome.reason.find("'data.bin' refused: writing it would leave less than " +
+                                    std::to_string(std::uint64_t{1} << 62) + " bytes free") !=
+                    std::string::npos,
+                outcome.reason);
+  CHECK_FALSE(fs::exists(root / "work" / "data.bin"));
+  CHECK_FALSE(fs::exists(root / "work" / "model.h5"));
+}
+
 TEST_CASE("a job names each command's process group and token as it starts, and its end") {
   TempDir root("conductor-job-groups");
   packed_version(root.path());

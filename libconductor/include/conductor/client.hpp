@@ -50,6 +50,11 @@ struct ClientOptions {
   // nothing; the least recently used go first. The running item's archives always stay, even
   // when they alone are larger.
   std::uint64_t cache_bytes = 4ull << 30;
+  // Bytes kept free on the working folder's file system: a package download, or unpacking a
+  // package into an item's work folder, that would leave less fails its item, naming the
+  // reserve, and the server hands the item out again. 0: not checked (a full disk still fails
+  // the item, at the first write that finds it full).
+  std::uint64_t min_free_bytes = std::uint64_t{256} << 20;
 };
 
 // Defaults from the environment: CONDUCTOR_HOST, CONDUCTOR_OS, CONDUCTOR_TYPE,

@@ -6,9 +6,9 @@
 
 namespace conductor {
 
-BackgroundWorker::BackgroundWorker()
-    : thread_([this] {
-        name_this_thread("cdr-worker");
+BackgroundWorker::BackgroundWorker(const char* thread_name)
+    : thread_([this, thread_name] {
+        name_this_thread(thread_name);
         work();
       }) {}
 

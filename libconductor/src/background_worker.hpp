@@ -21,8 +21,9 @@ class BackgroundWorker {
   using Completion = std::function<void()>;
   using Job = std::function<Completion()>;
 
-  // Throws IoError when the wake-up descriptor cannot be made.
-  BackgroundWorker();
+  // Throws IoError when the wake-up descriptor cannot be made. `thread_name` (at most 15
+  // characters, a string literal) names the thread for top, perf and gdb.
+  explicit BackgroundWorker(const char* thread_name = "cdr-worker");
   // Lets the running job finish, drops queued jobs and waiting completions, joins.
   ~BackgroundWorker();
   BackgroundWorker(const BackgroundWorker&) = delete;

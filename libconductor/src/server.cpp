@@ -60,7 +60,7 @@ Server::Impl::Impl(ServerOptions options)
   cache_ = std::make_unique<PackageCache>(store_.spool_dir() / "packages", worker_);
   prediction_inputs_ = std::make_shared<PredictionInputs>(store_.spool_dir() / "model-packs");
   receiver_ = std::make_unique<ResultReceiver>(
-      store_, kChunkSize, kWindow, worker_,
+      store_, kChunkSize, kWindow, result_worker_,
       [this](const std::string& client, ResultReceiver::Finished done) {
         on_finished(client, std::move(done));
       },
@@ -85,8 +85,9 @@ void Server::Impl::run() {
     zmq::pollitem_t items[] = {{router_.handle(), 0, ZMQ_POLLIN, 0},
                                {nullptr, worker_.wake_fd(), ZMQ_POLLIN, 0},
                                {nullptr, wake_.fd(), ZMQ_POLLIN, 0},
+                               {nullptr, result_worker_.wake_fd(), ZMQ_POLLIN, 0},
                                {zap_ ? zap_->socket().handle() : nullptr, 0, ZMQ_POLLIN, 0}};
-    if (!transport::poll(items, zap_ ? 4 : 3, 50ms)) continue;  // interrupted by a signal
+    if (!transport::poll(items, zap_ ? 5 : 4, 50ms)) continue;  // interrupted by a signal
     // Each eventfd is read only when it woke the poll: at thousands of messages a second an
     // idle read per turn is a syscall per message. Drained before run_tasks(), so a task
     // queued after this wakes the next poll.
@@ -101,6 +102,7 @@ void Server::Impl::run() {
     }
     try {
       if (items[1].revents & ZMQ_POLLIN) worker_.run_completions();
+      if (items[3].revents & ZMQ_POLLIN) result_worker_.run_completions();
       run_tasks();
       serve_timers(next_reconcile);
     } catch (const std::exception& e) {

@@ -58,7 +58,7 @@ nlohmann::json ensemble_json(const EnsembleResult& result);
 class Server::Impl {
  public:
   explicit Impl(ServerOptions options);
-  // The receiver's stream threads post to worker_: they are joined while it still exists.
+  // The receiver's stream threads post to result_worker_: they are joined while it still exists.
   ~Impl() { receiver_.reset(); }
   void run();
   // Async-signal-safe: conductor-server calls it from its SIGINT/SIGTERM handler.
@@ -365,7 +365,10 @@ class Server::Impl {
   // Its threads read only published snapshots, never the members above.
   std::unique_ptr<HttpEndpoint> http_;
   // Last: destroyed first, so no job or completion outlives what it uses (cache_, receiver_).
+  // Packing versions and prediction inputs, which may take seconds.
   BackgroundWorker worker_;
+  // Unpacking results (the receiver's): a result's ACK never waits behind a version's pack.
+  BackgroundWorker result_worker_{"cdr-results"};
 };
 
 }  // namespace conductor

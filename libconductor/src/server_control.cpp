@@ -116,9 +116,17 @@ void Server::Impl::serve_control(const std::string& routing, const protocol::Con
                           "' is a work item's id");
     }
     WorkItem upload{control.request, WorkType::kTraining, name, 0};
-    for (auto& pull : receiver_->begin(std::string(kOperatorPrefix) + routing, upload, offer)) {
-      reply(routing, MessageType::kPull, pull);
+    std::vector<protocol::Pull> pulls;
+    try {
+      pulls = receiver_->begin(std::string(kOperatorPrefix) + routing, upload, offer);
+    } catch (const NoSpaceError&) {
+      // The receiver words it for a client's result; an operator is told in his own terms.
+      throw IoError("version folder '" + name + "' (" + std::to_string(offer.size) +
+                    " bytes packed) refused: receiving it would leave less than " +
+                    std::to_string(options_.min_free_bytes) +
+                    " bytes free in the server's working folder (--min-free-mb)");
     }
+    for (auto& pull : pulls) reply(routing, MessageType::kPull, pull);
     return;
   }
   control_reply(routing, control.request, true, "", execute(control.command, control.args));
@@ -126,10 +134,17 @@ void Server::Impl::serve_control(const std::string& routing, const protocol::Con
 
 void Server::Impl::on_control_upload(const std::string& routing, protocol::Message& message) {
   auto upload = message.as<protocol::Upload>();
-  for (auto& pull : receiver_->receive(std::string(kOperatorPrefix) + routing, upload,
-                                       std::move(*message.payload()))) {
-    reply(routing, MessageType::kPull, pull);
+  std::vector<protocol::Pull> pulls;
+  try {
+    pulls = receiver_->receive(std::string(kOperatorPrefix) + routing, upload,
+                               std::move(*message.payload()));
+  } catch (const NoSpaceError& e) {
+    // The upload is dropped: the operator hears why, instead of waiting for a reply.
+    control_reply(routing, upload.item, false, std::string("version folder refused: ") + e.what(),
+                  "");
+    return;
   }
+  for (auto& pull : pulls) reply(routing, MessageType::kPull, pull);
 }
 
 void Server::Impl::finish_control_upload(const std::string& routing, const ResultReceiver::Finished& done) {

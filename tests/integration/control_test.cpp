@@ -162,6 +162,38 @@ TEST_CASE("conductorctl add-version uploads a folder that then trains; remove-ve
   CHECK(find_version(status, "old") != nullptr);
 }
 
+TEST_CASE(
+    "add-version to a server short of disk is refused in the operator's terms, nothing kept") {
+  Cluster cluster("conductor-ctl-no-room");
+  conductor::test::write_configuration(cluster.server_dir(), 0.0,
+                                       {VersionSpec{"old", 0, kTrainScript, kPayload}});
+  // A reserve of 4 EiB: no file system has that much free.
+  cluster.start_server({"--min-free-mb", std::to_string(std::uint64_t{1} << 42)});
+  const std::string reserve = std::to_string(std::uint64_t{1} << 62);
+  // Beyond what is received into memory: refused before anything is pulled.
+  const fs::path large = cluster.root() / "upload" / "large";
+  conductor::test::write_version_folder(large, VersionSpec{"large", 1, kTrainScript, kPayload});
+  conductor::test::write_file(large / "weights.bin", conductor::test::pseudo_random(2u << 20));
+  auto refused = cluster.ctl({"add-version", large.string()});
+  CHECK_FALSE(refused.status.exited_with(0));
+  const bool names_reserve =
+      contains(refused.err, "version folder 'large' (") &&
+      contains(refused.err, " bytes packed) refused: receiving it would leave less than " +
+                                reserve + " bytes free in the server's working folder");
+  CHECK_MESSAGE(names_reserve, refused.err);
+  // Small enough for memory: pulled, and refused where it would be written.
+  const fs::path small = cluster.root() / "upload" / "small";
+  conductor::test::write_version_folder(small, VersionSpec{"small", 1, kTrainScript, kPayload});
+  auto unpacked = cluster.ctl({"add-version", small.string()});
+  CHECK_FALSE(unpacked.status.exited_with(0));
+  const bool names_entry = contains(unpacked.err, "version folder refused: archive entry") &&
+                           contains(unpacked.err, "writing it would leave less than " + reserve);
+  CHECK_MESSAGE(names_entry, unpacked.err);
+  CHECK_FALSE(fs::exists(cluster.version_dir("large")));
+  CHECK_FALSE(fs::exists(cluster.version_dir("small")));
+  CHECK(conductor::test::list_names(cluster.server_dir() / "spool" / "staging").empty());
+}
+
 TEST_CASE("conductorctl status and models print the documented JSON fields and readable tables") {
   Cluster cluster("conductor-ctl-output");
   const fs::path flag = cluster.root() / "release";

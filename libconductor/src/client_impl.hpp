@@ -179,8 +179,9 @@ class Client::Impl {
   void settle_verification(Slot& slot, bool is_intact);
 
   // Throws NoSpaceError when downloading `size` bytes of `blob` into the cache would leave less
-  // than ClientOptions::min_free_bytes free.
-  void check_room(const std::string& blob, std::uint64_t size) const;
+  // than ClientOptions::min_free_bytes free, even once `slot`'s work folder is emptied of the
+  // last item's files.
+  void check_room(const Slot& slot, const std::string& blob, std::uint64_t size) const;
   // Gives up downloads the server refused (all of them when it did not say which), failing the
   // items that wait for them.
   void give_up_downloads(const std::string& blob, const std::string& why);

@@ -82,8 +82,15 @@ void Client::Impl::fetch_next_blob(Slot& slot) {
       if (blob == c.assign.inputs && size <= kMemoryInputsBytes) {
         download.memory = std::make_shared<std::string>(size, '\0');
       } else {
-        check_room(blob, size);
-        download.file.emplace(cache_->reserve(blob, size));
+        // Judged once the cache has evicted what no longer fits beside it.
+        const auto part = cache_->reserve(blob, size);
+        try {
+          check_room(slot, blob, size);
+        } catch (...) {
+          cache_->abandon(blob);
+          throw;
+        }
+        download.file.emplace(part);
       }
       it = downloads_.emplace(blob, std::move(download)).first;
       request_chunks(it->second);
@@ -183,16 +190,31 @@ void Client::Impl::settle_verification(Slot& slot, bool is_intact) {
   }
 }
 
-void Client::Impl::check_room(const std::string& blob, std::uint64_t size) const {
+void Client::Impl::check_room(const Slot& slot, const std::string& blob, std::uint64_t size) const {
   if (options_.min_free_bytes == 0) return;
   const std::filesystem::path cache = options_.workdir / "cache";
+  auto has_room = [&](std::uint64_t free) {
+    return free >= size && free - size >= options_.min_free_bytes;
+  };
   std::uint64_t free = 0;
   try {
+    free = file_system_space(cache).free;
+    if (has_room(free)) return;
+    // The slot's last item left its files for reuse; the next job would empty the folder
+    // anyway. Given back first, never following a link.
+    const std::filesystem::path work = options_.workdir / "work" / std::to_string(slot.index);
+    std::error_code ec;
+    std::vector<std::filesystem::path> left;
+    for (std::filesystem::directory_iterator it(work, ec), end; !ec && it != end;
+         it.increment(ec)) {
+      left.push_back(it->path());
+    }
+    for (const auto& path : left) std::filesystem::remove_all(path, ec);
     free = file_system_space(cache).free;
   } catch (const IoError&) {
     return;  // the writes find out
   }
-  if (free >= size && free - size >= options_.min_free_bytes) return;
+  if (has_room(free)) return;
   throw NoSpaceError("archive " + blob + " (" + std::to_string(size) +
                          " bytes) not downloaded: it would leave less than " +
                          std::to_string(options_.min_free_bytes) + " bytes free in " +

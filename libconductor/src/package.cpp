@@ -293,14 +293,16 @@ UniqueFd open_folder(int root, const fs::path& destination, const std::string& n
   return current;
 }
 
-void write_all(int fd, const char* data, std::size_t size, const fs::path& path) {
+// `needed`: the bytes the extraction will have written with this block (NoSpaceError::needed).
+void write_all(int fd, const char* data, std::size_t size, const fs::path& path,
+               std::uint64_t needed) {
   while (size > 0) {
     const ssize_t done = ::write(fd, data, size);
     if (done < 0) {
       if (errno == EINTR) continue;
       const std::string message = "cannot write " + quoted(path) + ": " + errno_text();
       // A full disk or quota may pass; anything else is a fault.
-      if (errno == ENOSPC || errno == EDQUOT) throw NoSpaceError(message);
+      if (errno == ENOSPC || errno == EDQUOT) throw NoSpaceError(message, needed);
       throw IoError(message);
     }
     data += done;
@@ -474,7 +476,13 @@ bool copy_in_kernel(const ExtractContext& context, archive_entry* entry, const s
          errno == EBADF || errno == EPERM)) {
       return false;
     }
-    if (got < 0) throw IoError("cannot write " + quoted(target) + ": " + errno_text());
+    if (got < 0) {
+      const std::string message = "cannot write " + quoted(target) + ": " + errno_text();
+      if (errno == ENOSPC || errno == EDQUOT) {
+        throw NoSpaceError(message, context.stats.bytes + size);
+      }
+      throw IoError(message);
+    }
     if (got == 0 && copied == 0) return false;  // some file systems say so for "cannot"
     if (got == 0) {
       throw PackageError("archive " + quoted(context.archive_path) +
@@ -551,7 +559,7 @@ void extract_file(const ExtractContext& context, archive_entry* entry, const std
     // Checked before writing, from the data itself: a header can understate what follows.
     check_unpacked(name, written + size, context.stats.bytes + size, context.limits);
     context.space.check(name, context.stats.bytes, context.stats.bytes + size);
-    write_all(out.get(), static_cast<const char*>(block), size, target);
+    write_all(out.get(), static_cast<const char*>(block), size, target, context.stats.bytes + size);
     written += size;
     context.stats.bytes += size;
   }

@@ -179,7 +179,10 @@ std::vector<protocol::Pull> ResultReceiver::begin(const std::string& client, con
       offer.size <= kMemoryResultBytes && memory_bytes_ + offer.size <= kMaxMemoryBytes;
   // A result that once failed for want of room is checked however it is received: a small
   // compressed archive may unpack to far more than its size.
-  if (!to_memory || room_needed_.contains(item.id)) check_room(item, offer);
+  if (auto earlier = room_needed_.find(item.id);
+      !to_memory || (earlier != room_needed_.end() && earlier->second.sha256 == offer.sha256)) {
+    check_room(item, offer);
+  }
   Upload upload{client,
                 item,
                 offer,
@@ -219,8 +222,11 @@ std::vector<protocol::Pull> ResultReceiver::receive(const std::string& client,
   // A repeat of a chunk of an upload that is complete, being unpacked or already answered (its
   // client offered the result again and answered both rounds of PULLs): nothing to refuse. An
   // ERROR would make the client give up an item whose answer is on its way.
+  // So is the rest of a window of chunks whose upload was dropped for want of room: their client
+  // keeps the result and offers it again.
   if (it == uploads_.end() &&
-      (finishing_.contains(upload.item) || recently_complete_.contains(upload.item))) {
+      (finishing_.contains(upload.item) || recently_complete_.contains(upload.item) ||
+       room_needed_.contains(upload.item))) {
     return {};
   }
   if (it == uploads_.end() || it->second.client != client ||
@@ -254,7 +260,7 @@ std::vector<protocol::Pull> ResultReceiver::receive(const std::string& client,
     } catch (const NoSpaceError&) {
       // The spool is full: the upload goes with its partial file, the client keeps the result
       // and offers it again, which is not taken until its size is free beyond the reserve.
-      remember_room(current.item.id, current.offer.size);
+      remember_room(current.offer, current.offer.size);
       discard(it);
       throw;
     }
@@ -293,6 +299,8 @@ std::vector<protocol::Pull> ResultReceiver::receive(const std::string& client,
   finishing_.insert(complete->item.id);
   worker_.submit([this, spool = store_.spool_dir(), complete, limits = limits_] {
     Finished done = finish(spool, *complete, limits);
+    // The archive's spool file holds its size beside what was unpacked.
+    if (done.no_space && complete->file) done.room_needed += complete->offer.size;
     return [this, complete, done = std::move(done)]() mutable {
       finishing_.erase(complete->item.id);
       release_memory(*complete);
@@ -392,19 +400,27 @@ void ResultReceiver::on_stream_finished(const std::string& client,
 
 void ResultReceiver::deliver(const std::string& client, Finished done) {
   if (done.no_space) {
-    remember_room(done.item.id, std::max(done.room_needed, done.offer.size));
+    remember_room(done.offer, std::max(done.room_needed, done.offer.size));
   } else {
-    room_needed_.erase(done.item.id);
+    room_needed_.erase(done.item.id);  // its id stays in room_order_ until it comes up
   }
   on_finished_(client, std::move(done));
 }
 
-void ResultReceiver::remember_room(const std::string& item_id, std::uint64_t bytes) {
-  auto [it, inserted] = room_needed_.try_emplace(item_id, bytes);
-  it->second = std::max(it->second, bytes);
+void ResultReceiver::remember_room(const protocol::ResultOffer& offer, std::uint64_t bytes) {
+  auto [it, inserted] = room_needed_.try_emplace(offer.item, RoomNeeded{offer.sha256, bytes});
+  if (!inserted) {
+    // Another archive of the item (a later attempt) starts afresh.
+    it->second.bytes =
+        it->second.sha256 == offer.sha256 ? std::max(it->second.bytes, bytes) : bytes;
+    it->second.sha256 = offer.sha256;
+    return;
+  }
+  room_order_.push_back(offer.item);
   // Bounded: an entry dropped only means one more attempt that may fail the same way.
-  if (inserted && room_needed_.size() > kRecentlyComplete) {
-    room_needed_.erase(room_needed_.begin() == it ? std::next(it) : room_needed_.begin());
+  while (room_order_.size() > kRecentlyComplete) {
+    room_needed_.erase(room_order_.front());
+    room_order_.pop_front();
   }
 }
 
@@ -501,9 +517,10 @@ void ResultReceiver::check_room(const WorkItem& item, const protocol::ResultOffe
   if (limits_.min_free_bytes == 0 && !room_needed_.contains(item.id)) return;  // not checked
   std::uint64_t needed = offer.size;
   std::string why = "receiving it";
-  if (auto earlier = room_needed_.find(item.id);
-      earlier != room_needed_.end() && earlier->second >= needed) {
-    needed = earlier->second;
+  if (auto earlier = room_needed_.find(item.id); earlier != room_needed_.end() &&
+                                                 earlier->second.sha256 == offer.sha256 &&
+                                                 earlier->second.bytes >= needed) {
+    needed = earlier->second.bytes;
     why = "an earlier attempt found that it needs " + std::to_string(needed) + " bytes, which";
   }
   std::uint64_t free = 0;

@@ -179,7 +179,7 @@ class ResultReceiver {
   // Hands `done` to the FinishedHandler; a result refused for want of room is remembered with
   // the room it needs, so that its next offers are not pulled in full only to fail again.
   void deliver(const std::string& client, Finished done);
-  void remember_room(const std::string& item_id, std::uint64_t bytes);
+  void remember_room(const protocol::ResultOffer& offer, std::uint64_t bytes);
   // Extracts (reads, for a prediction), checking the hash; file system work only, so it may run
   // on the worker.
   static Finished finish(const std::filesystem::path& spool, const Upload& upload,
@@ -219,9 +219,15 @@ class ResultReceiver {
   std::set<std::string> recently_complete_;  // item ids whose last byte came, the latest
   std::deque<std::string> complete_order_;   // the same, oldest first
   std::set<std::string> live_logs_cut_;      // item ids whose live log reached its limit
-  // Results that did not fit (a full spool, or unpacking would cross the reserve): item id ->
-  // the bytes that attempt needed. At most kRecentlyComplete entries.
-  std::map<std::string, std::uint64_t> room_needed_;
+  // Results that did not fit (a full spool, or unpacking would cross the reserve), by item id:
+  // the archive (its SHA-256; a later attempt's other result is not held to it) and the bytes
+  // that attempt needed. At most kRecentlyComplete entries, the oldest dropped first.
+  struct RoomNeeded {
+    std::string sha256;
+    std::uint64_t bytes = 0;
+  };
+  std::map<std::string, RoomNeeded> room_needed_;
+  std::deque<std::string> room_order_;  // room_needed_'s keys, oldest first
 };
 
 }  // namespace conductor

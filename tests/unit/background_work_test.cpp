@@ -921,6 +921,12 @@ TEST_CASE("a result that would leave too little free disk is refused, naming the
                      {small.id, small.attempt, again.size(), conductor::sha256_hex(again)}),
       doctest::Contains(refusal.c_str()), conductor::NoSpaceError);
   CHECK_FALSE(receiver.is_receiving("client-1", small.id));
+  // Another archive of the item (a later attempt's) is not held to what this one needed.
+  const std::string other = result_archive(root.path(), 9000);
+  CHECK_FALSE(receiver
+                  .begin("client-1", small,
+                         {small.id, small.attempt, other.size(), conductor::sha256_hex(other)})
+                  .empty());
 }
 
 TEST_CASE("a spool write that finds the disk full drops the upload; the next offer starts over") {
@@ -943,11 +949,17 @@ TEST_CASE("a spool write that finds the disk full drops the upload; the next off
   const fs::path part = store.spool_dir() / "incoming" / "0c4a.part";
   fs::create_symlink("/dev/full", part);
   auto pulls = receiver.begin("client-1", item, offer);
-  REQUIRE_FALSE(pulls.empty());
+  REQUIRE(pulls.size() == 2);
   CHECK_THROWS_WITH_AS(receiver.receive("client-1", {item.id, item.attempt, 0},
                                         zmq::message_t(bytes.data(), pulls.front().length)),
                        doctest::Contains("0c4a.part': No space left on device"),
                        conductor::NoSpaceError);
+  // The window's other chunk, already on its way, is dropped without a word: an ERROR would
+  // make the client give up the result.
+  CHECK(receiver
+            .receive("client-1", {item.id, item.attempt, pulls[1].offset},
+                     zmq::message_t(bytes.data() + pulls[1].offset, pulls[1].length))
+            .empty());
   // Dropped with its partial file (the link, not what it names), nothing answered.
   CHECK_FALSE(receiver.is_receiving("client-1", item.id));
   CHECK_FALSE(fs::exists(fs::symlink_status(part)));

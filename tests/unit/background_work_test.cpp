@@ -43,7 +43,8 @@ void run_next_completions(BackgroundWorker& worker) {
 // so the pack stays as large (zstd does not pay).
 void write_large_version(const fs::path& folder) {
   write_file(folder / "train.py", "print('train')\n");
-  write_file(folder / "data.bin", conductor::test::pseudo_random(PackageCache::kInlinePackBytes + 8));
+  write_file(folder / "data.bin",
+             conductor::test::pseudo_random(PackageCache::kInlinePackBytes + 8));
 }
 
 }  // namespace
@@ -291,24 +292,55 @@ std::string result_archive(const fs::path& root, std::size_t size) {
   return read_file(root / "result.tar");
 }
 
-}  // namespace
-
-TEST_CASE(
-    "a large training result is unpacked while it arrives, written once, never to the spool") {
-  TempDir root("conductor-receive-stream");
-  conductor::AssetStore store(root / "server");
-  store.clean_spool();
+// A result receiver over a fresh server folder, for TEST_CASE_FIXTURE: chunks of `kChunkBytes`,
+// `kWindowChunks` of them asked for at once, `kReserveBytes` of disk kept free. Every result it
+// hands over lands in `finished`, with its client.
+template <std::uint32_t kChunkBytes, int kWindowChunks, std::uint64_t kReserveBytes = 0>
+struct Receiving {
+  TempDir root{"conductor-receive"};
+  conductor::AssetStore store{root / "server"};
   BackgroundWorker worker;
   SentPulls sent;
   std::vector<std::pair<std::string, ResultReceiver::Finished>> finished;
+  ResultReceiver receiver{cleaned(store),
+                          kChunkBytes,
+                          kWindowChunks,
+                          worker,
+                          [this](const std::string& client, ResultReceiver::Finished done) {
+                            finished.emplace_back(client, std::move(done));
+                          },
+                          sent.sender(),
+                          kReserveBytes};
+
+  // The latest result handed over.
+  ResultReceiver::Finished& last() {
+    REQUIRE_FALSE(finished.empty());
+    return finished.back().second;
+  }
+
+ private:
+  static conductor::AssetStore& cleaned(conductor::AssetStore& store) {
+    store.clean_spool();
+    return store;
+  }
+};
+// What the server uses, and smaller pieces that make a few KiB several chunks.
+using MiBChunks = Receiving<1u << 20, 8>;
+using MiBChunksWindow2 = Receiving<1u << 20, 2>;
+using QuarterMiBChunks = Receiving<256u << 10, 2>;
+using StreamChunks = Receiving<64u << 10, 2>;
+using SmallChunks = Receiving<4096, 2>;
+using OneChunkWindow = Receiving<4096, 1>;
+// No file system has this much free.
+using NoRoom = Receiving<4096, 2, std::uint64_t{1} << 62>;
+
+}  // namespace
+
+TEST_CASE_FIXTURE(
+    StreamChunks,
+    "a large training result is unpacked while it arrives, written once, never to the spool") {
   constexpr std::uint32_t kChunk = 64 << 10;
   constexpr int kWindow = 2;
-  ResultReceiver receiver(
-      store, kChunk, kWindow, worker,
-      [&](const std::string& client, ResultReceiver::Finished done) {
-        finished.emplace_back(client, std::move(done));
-      },
-      sent.sender());
   write_file(root / "out" / "model.h5", conductor::test::pseudo_random(3 << 20));
   write_file(root / "out" / ".conductor" / "console.log", "Epoch 1/1\n");
   conductor::pack_directory(root / "out", root / "result.tar");
@@ -367,20 +399,9 @@ TEST_CASE(
           .empty());
 }
 
-TEST_CASE(
+TEST_CASE_FIXTURE(
+    MiBChunks,
     "a result receiver extracts a large result in the background and refuses nothing meanwhile") {
-  TempDir root("conductor-receive-async");
-  conductor::AssetStore store(root / "server");
-  store.clean_spool();
-  BackgroundWorker worker;
-  SentPulls sent;
-  std::vector<std::pair<std::string, ResultReceiver::Finished>> finished;
-  ResultReceiver receiver(
-      store, 1u << 20, 8, worker,
-      [&](const std::string& client, ResultReceiver::Finished done) {
-        finished.emplace_back(client, std::move(done));
-      },
-      sent.sender());
   write_file(root / "out" / "model.h5", std::string(ResultReceiver::kInlineFinishBytes, 'm'));
   conductor::pack_directory(root / "out", root / "result.tar");
   const std::string bytes = read_file(root / "result.tar");
@@ -414,38 +435,19 @@ TEST_CASE(
   }
 }
 
-TEST_CASE("a small result is finished before receive returns") {
-  TempDir root("conductor-receive-inline");
-  conductor::AssetStore store(root / "server");
-  store.clean_spool();
-  BackgroundWorker worker;
-  SentPulls sent;
-  std::optional<ResultReceiver::Finished> finished;
-  ResultReceiver receiver(
-      store, 1u << 20, 8, worker,
-      [&](const std::string&, ResultReceiver::Finished done) { finished = std::move(done); },
-      sent.sender());
+TEST_CASE_FIXTURE(MiBChunks, "a small result is finished before receive returns") {
   write_file(root / "out" / "model.h5", "weights");
   conductor::pack_directory(root / "out", root / "result.tar");
   upload_all(receiver, worker, sent, "client-1", {"0a1b", conductor::WorkType::kTraining, "v1", 1},
              read_file(root / "result.tar"));
-  REQUIRE(finished.has_value());
-  CHECK(read_file(finished->staged / "model.h5") == "weights");
+  REQUIRE_FALSE(finished.empty());
+  CHECK(read_file(last().staged / "model.h5") == "weights");
 }
 
-TEST_CASE(
+TEST_CASE_FIXTURE(
+    SmallChunks,
     "a small result is received into memory and its console log is never written to the staging "
     "folder") {
-  TempDir root("conductor-receive-memory");
-  conductor::AssetStore store(root / "server");
-  store.clean_spool();
-  BackgroundWorker worker;
-  SentPulls sent;
-  std::optional<ResultReceiver::Finished> finished;
-  ResultReceiver receiver(
-      store, 4096, 2, worker,
-      [&](const std::string&, ResultReceiver::Finished done) { finished = std::move(done); },
-      sent.sender());
   write_file(root / "out" / "model.h5", std::string(20000, 'w'));
   write_file(root / "out" / ".conductor" / "console.log", "epoch 1\nPredictedBuffer=3\n");
   write_file(root / "out" / ".conductor" / "other.txt", "not kept");
@@ -465,23 +467,17 @@ TEST_CASE(
   pulls.erase(pulls.begin());
   pulls.insert(pulls.end(), more.begin(), more.end());
   answer_pulls(receiver, worker, sent, "client-1", item, std::move(pulls), bytes, 4096);
-  REQUIRE(finished.has_value());
-  CHECK(finished->error.empty());
-  CHECK(finished->console_log == "epoch 1\nPredictedBuffer=3\n");
-  CHECK(read_file(finished->staged / "model.h5") == std::string(20000, 'w'));
-  CHECK_FALSE(fs::exists(finished->staged / ".conductor"));
+  REQUIRE_FALSE(finished.empty());
+  CHECK(last().error.empty());
+  CHECK(last().console_log == "epoch 1\nPredictedBuffer=3\n");
+  CHECK(read_file(last().staged / "model.h5") == std::string(20000, 'w'));
+  CHECK_FALSE(fs::exists(last().staged / ".conductor"));
   CHECK(fs::is_empty(store.spool_dir() / "incoming"));
 }
 
-TEST_CASE(
+TEST_CASE_FIXTURE(
+    OneChunkWindow,
     "small results go to memory only within its budget; what an abandoned one held is given back") {
-  TempDir root("conductor-receive-budget");
-  conductor::AssetStore store(root / "server");
-  store.clean_spool();
-  BackgroundWorker worker;
-  SentPulls sent;
-  ResultReceiver receiver(
-      store, 4096, 1, worker, [](const std::string&, ResultReceiver::Finished) {}, sent.sender());
   const std::uint64_t size = ResultReceiver::kMemoryResultBytes;
   const std::uint64_t fit = ResultReceiver::kMaxMemoryBytes / size;
   const std::string hash(64, 'a');
@@ -500,16 +496,9 @@ TEST_CASE(
   CHECK_FALSE(fs::exists(offer("client-3", 1001)));
 }
 
-TEST_CASE("an upload nobody continues is abandoned after the idle limit, its partial file removed") {
-  TempDir root("conductor-receive-idle");
-  conductor::AssetStore store(root / "server");
-  store.clean_spool();
-  BackgroundWorker worker;
-  SentPulls sent;
-  int finished = 0;
-  ResultReceiver receiver(
-      store, 4096, 2, worker, [&](const std::string&, ResultReceiver::Finished) { ++finished; },
-      sent.sender());
+TEST_CASE_FIXTURE(
+    SmallChunks,
+    "an upload nobody continues is abandoned after the idle limit, its partial file removed") {
   // Beyond what is received into memory: a prediction's upload has a partial file, a training
   // result a stream unpacking into the staging folder.
   const std::string bytes = result_archive(root.path(), ResultReceiver::kMemoryResultBytes + 4096);
@@ -543,19 +532,11 @@ TEST_CASE("an upload nobody continues is abandoned after the idle limit, its par
   }
   // The abandoned streams' threads removed what they had unpacked.
   CHECK(eventually([&] { return fs::is_empty(store.spool_dir() / "staging"); }));
-  CHECK(finished == 0);
+  CHECK(finished.empty());
 }
 
-TEST_CASE("abandoning a client's uploads removes their partial files and unpacked bytes") {
-  TempDir root("conductor-receive-abandon");
-  conductor::AssetStore store(root / "server");
-  store.clean_spool();
-  BackgroundWorker worker;
-  SentPulls sent;
-  int finished = 0;
-  ResultReceiver receiver(
-      store, 4096, 2, worker, [&](const std::string&, ResultReceiver::Finished) { ++finished; },
-      sent.sender());
+TEST_CASE_FIXTURE(SmallChunks,
+                  "abandoning a client's uploads removes their partial files and unpacked bytes") {
   const std::string bytes = result_archive(root.path(), ResultReceiver::kMemoryResultBytes + 4096);
   const conductor::WorkItem prediction{"0abd", conductor::WorkType::kPrediction, "v1", 1};
   const conductor::WorkItem training{"0abf", conductor::WorkType::kTraining, "v1", 1};
@@ -573,24 +554,13 @@ TEST_CASE("abandoning a client's uploads removes their partial files and unpacke
   CHECK_FALSE(fs::exists(part));
   CHECK_FALSE(receiver.is_receiving("client-1", training.id));
   CHECK(eventually([&] { return fs::is_empty(store.spool_dir() / "staging"); }));
-  CHECK(finished == 0);
+  CHECK(finished.empty());
 }
 
-TEST_CASE(
+TEST_CASE_FIXTURE(
+    StreamChunks,
     "a stream that cannot unpack still takes the upload to its last byte, then answers with the "
     "error and lets the item be offered afresh") {
-  TempDir root("conductor-receive-stream-fail");
-  conductor::AssetStore store(root / "server");
-  store.clean_spool();
-  BackgroundWorker worker;
-  SentPulls sent;
-  std::vector<ResultReceiver::Finished> finished;
-  ResultReceiver receiver(
-      store, 64 << 10, 2, worker,
-      [&](const std::string&, ResultReceiver::Finished done) {
-        finished.push_back(std::move(done));
-      },
-      sent.sender());
   // The staging folder is a file: the stream cannot make its folder before reading a byte.
   fs::remove_all(store.spool_dir() / "staging");
   write_file(store.spool_dir() / "staging", "in the way");
@@ -599,8 +569,8 @@ TEST_CASE(
   upload_all(receiver, worker, sent, "client-1", item, bytes);
   wait_for_finish(worker, [&] { return !finished.empty(); });
   REQUIRE(finished.size() == 1);
-  CHECK_FALSE(finished[0].error.empty());
-  CHECK(finished[0].staged.empty());
+  CHECK_FALSE(finished[0].second.error.empty());
+  CHECK(finished[0].second.staged.empty());
   CHECK_FALSE(receiver.is_receiving("client-1", item.id));
   // Not stuck as finishing: the same result offered again is pulled from its first byte.
   fs::remove(store.spool_dir() / "staging");
@@ -612,8 +582,8 @@ TEST_CASE(
   CHECK(again.front().offset == 0);
   answer_pulls(receiver, worker, sent, "client-1", item, again, bytes);
   wait_for_finish(worker, [&] { return finished.size() == 2; });
-  CHECK(finished[1].error.empty());
-  CHECK(read_file(finished[1].staged / "model.h5") == read_file(root / "out" / "model.h5"));
+  CHECK(finished[1].second.error.empty());
+  CHECK(read_file(finished[1].second.staged / "model.h5") == read_file(root / "out" / "model.h5"));
 }
 
 TEST_CASE(
@@ -669,19 +639,10 @@ TEST_CASE(
   }
 }
 
-TEST_CASE(
+TEST_CASE_FIXTURE(
+    QuarterMiBChunks,
     "an upload resumed after a reconnect is verified whole, the bytes written before it included") {
-  TempDir root("conductor-receive-resume");
-  conductor::AssetStore store(root / "server");
-  store.clean_spool();
-  BackgroundWorker worker;
-  SentPulls sent;
-  std::optional<ResultReceiver::Finished> finished;
   constexpr std::uint32_t kChunk = 256 << 10;
-  ResultReceiver receiver(
-      store, kChunk, 2, worker,
-      [&](const std::string&, ResultReceiver::Finished done) { finished = std::move(done); },
-      sent.sender());
   const std::string bytes = result_archive(root.path(), ResultReceiver::kInlineFinishBytes);
   // A prediction's result goes to a spool file (which the test damages); a training result is
   // unpacked while it arrives, and resumes into the same stream.
@@ -722,18 +683,18 @@ TEST_CASE(
   REQUIRE_FALSE(resumed.empty());
   CHECK(resumed.front().offset == 2 * kChunk);  // from the last chunk received, not from 0
   answer_pulls(receiver, worker, sent, "client-1", item, resumed, bytes, 2 * kChunk);
-  wait_for_finish(worker, [&] { return finished.has_value(); });
-  REQUIRE(finished.has_value());
+  wait_for_finish(worker, [&] { return !finished.empty(); });
+  REQUIRE_FALSE(finished.empty());
   const std::string model = read_file(root / "out" / "model.h5");
   if (damage_first_chunk) {
-    CHECK(finished->error.find("hash mismatch") != std::string::npos);
-    CHECK(finished->staged.empty());
+    CHECK(last().error.find("hash mismatch") != std::string::npos);
+    CHECK(last().staged.empty());
   } else if (type == conductor::WorkType::kTraining) {
-    CHECK(finished->error.empty());
-    CHECK(read_file(finished->staged / "model.h5") == model);
+    CHECK(last().error.empty());
+    CHECK(read_file(last().staged / "model.h5") == model);
   } else {
-    CHECK(finished->error.empty());
-    CHECK(finished->files["model.h5"] == model);
+    CHECK(last().error.empty());
+    CHECK(last().files["model.h5"] == model);
   }
   CHECK_FALSE(fs::exists(part));
 }
@@ -774,17 +735,8 @@ TEST_CASE("pack_blob holds small archives in memory within the budget and files 
   CHECK(budget->used == kTar);
 }
 
-TEST_CASE("a result sent inline with its offer is finished at once, no PULL asked") {
-  TempDir root("conductor-receive-inline-offer");
-  conductor::AssetStore store(root / "server");
-  store.clean_spool();
-  BackgroundWorker worker;
-  std::optional<ResultReceiver::Finished> finished;
-  SentPulls sent;
-  ResultReceiver receiver(
-      store, 4096, 2, worker,
-      [&](const std::string&, ResultReceiver::Finished done) { finished = std::move(done); },
-      sent.sender());
+TEST_CASE_FIXTURE(SmallChunks,
+                  "a result sent inline with its offer is finished at once, no PULL asked") {
   write_file(root / "out" / "model.h5", std::string(10000, 'w'));
   conductor::pack_directory(root / "out", root / "result.tar");
   const std::string bytes = read_file(root / "result.tar");
@@ -795,9 +747,9 @@ TEST_CASE("a result sent inline with its offer is finished at once, no PULL aske
   REQUIRE_FALSE(receiver.begin("client-1", item, offer).empty());
   const zmq::message_t archive(bytes.data(), bytes.size());
   CHECK(receiver.begin("client-1", item, offer, {}, &archive).empty());
-  REQUIRE(finished.has_value());
-  CHECK(finished->error.empty());
-  CHECK(read_file(finished->staged / "model.h5") == std::string(10000, 'w'));
+  REQUIRE_FALSE(finished.empty());
+  CHECK(last().error.empty());
+  CHECK(read_file(last().staged / "model.h5") == std::string(10000, 'w'));
   CHECK_FALSE(receiver.is_receiving("client-1", item.id));
 
   // The inline bytes must be the offer's.
@@ -809,17 +761,8 @@ TEST_CASE("a result sent inline with its offer is finished at once, no PULL aske
   CHECK_FALSE(receiver.is_receiving("client-1", "0a2b"));
 }
 
-TEST_CASE("a small compressed result is unpacked on the worker, never on the network thread") {
-  TempDir root("conductor-receive-compressed");
-  conductor::AssetStore store(root / "server");
-  store.clean_spool();
-  BackgroundWorker worker;
-  SentPulls sent;
-  std::optional<ResultReceiver::Finished> finished;
-  ResultReceiver receiver(
-      store, 1u << 20, 8, worker,
-      [&](const std::string&, ResultReceiver::Finished done) { finished = std::move(done); },
-      sent.sender());
+TEST_CASE_FIXTURE(
+    MiBChunks, "a small compressed result is unpacked on the worker, never on the network thread") {
   // A few KiB that unpack to more than the worker's threshold: small as an upload, large as
   // files (a zstd bomb is the same shape).
   write_file(root / "out" / "model.h5", std::string(ResultReceiver::kInlineFinishBytes, '\0'));
@@ -831,25 +774,15 @@ TEST_CASE("a small compressed result is unpacked on the worker, never on the net
   upload_all(receiver, worker, sent, "client-1", {"0c1a", conductor::WorkType::kTraining, "v1", 1},
              bytes);
   // The last byte is in, and receive() returned without unpacking it.
-  CHECK_FALSE(finished.has_value());
-  wait_for_finish(worker, [&] { return finished.has_value(); });
-  CHECK(finished->error.empty());
-  CHECK(fs::file_size(finished->staged / "model.h5") == ResultReceiver::kInlineFinishBytes);
+  CHECK(finished.empty());
+  wait_for_finish(worker, [&] { return !finished.empty(); });
+  CHECK(last().error.empty());
+  CHECK(fs::file_size(last().staged / "model.h5") == ResultReceiver::kInlineFinishBytes);
 }
 
-TEST_CASE("another client's offer of an item whose upload is open waits; the upload goes on") {
-  TempDir root("conductor-receive-contested");
-  conductor::AssetStore store(root / "server");
-  store.clean_spool();
-  BackgroundWorker worker;
-  SentPulls sent;
-  std::vector<std::pair<std::string, ResultReceiver::Finished>> finished;
-  ResultReceiver receiver(
-      store, 4096, 2, worker,
-      [&](const std::string& client, ResultReceiver::Finished done) {
-        finished.emplace_back(client, std::move(done));
-      },
-      sent.sender());
+TEST_CASE_FIXTURE(
+    SmallChunks,
+    "another client's offer of an item whose upload is open waits; the upload goes on") {
   const std::string bytes = result_archive(root.path(), 100000);
   const conductor::WorkItem item{"0c2a", conductor::WorkType::kTraining, "v1", 1};
   const conductor::protocol::ResultOffer offer{item.id, item.attempt, bytes.size(),
@@ -877,27 +810,18 @@ TEST_CASE("another client's offer of an item whose upload is open waits; the upl
   CHECK(fs::file_size(finished[0].second.staged / "model.h5") == 100000);
 }
 
-TEST_CASE("a result that would leave too little free disk is refused, naming the reserve") {
-  TempDir root("conductor-receive-disk-full");
-  conductor::AssetStore store(root / "server");
-  store.clean_spool();
-  BackgroundWorker worker;
-  SentPulls sent;
-  std::optional<ResultReceiver::Finished> finished;
+TEST_CASE_FIXTURE(NoRoom,
+                  "a result that would leave too little free disk is refused, naming the reserve") {
   // No file system has this much free.
   const std::uint64_t reserve = std::uint64_t{1} << 62;
-  ResultReceiver receiver(
-      store, 4096, 2, worker,
-      [&](const std::string&, ResultReceiver::Finished done) { finished = std::move(done); },
-      sent.sender(), reserve);
   upload_all(receiver, worker, sent, "client-1", {"0c3a", conductor::WorkType::kTraining, "v1", 1},
              result_archive(root.path(), 10000));
-  wait_for_finish(worker, [&] { return finished.has_value(); });
-  CHECK_MESSAGE(finished->error.find("'model.h5' refused: writing it would leave less than " +
-                                     std::to_string(reserve) + " bytes free") != std::string::npos,
-                finished->error);
-  CHECK(finished->no_space);
-  CHECK(finished->staged.empty());
+  wait_for_finish(worker, [&] { return !finished.empty(); });
+  CHECK_MESSAGE(last().error.find("'model.h5' refused: writing it would leave less than " +
+                                  std::to_string(reserve) + " bytes free") != std::string::npos,
+                last().error);
+  CHECK(last().no_space);
+  CHECK(last().staged.empty());
   CHECK(fs::is_empty(store.spool_dir() / "staging"));
   // One that is not received into memory is not even pulled.
   const conductor::WorkItem large{"0c3b", conductor::WorkType::kTraining, "v1", 1};
@@ -929,17 +853,9 @@ TEST_CASE("a result that would leave too little free disk is refused, naming the
                   .empty());
 }
 
-TEST_CASE("a spool write that finds the disk full drops the upload; the next offer starts over") {
-  TempDir root("conductor-receive-enospc");
-  conductor::AssetStore store(root / "server");
-  store.clean_spool();
-  BackgroundWorker worker;
-  SentPulls sent;
-  std::optional<ResultReceiver::Finished> finished;
-  ResultReceiver receiver(
-      store, 1u << 20, 2, worker,
-      [&](const std::string&, ResultReceiver::Finished done) { finished = std::move(done); },
-      sent.sender());
+TEST_CASE_FIXTURE(
+    MiBChunksWindow2,
+    "a spool write that finds the disk full drops the upload; the next offer starts over") {
   // A prediction's result beyond what is kept in memory goes to spool/incoming/<item>.part,
   // here a link to /dev/full, where every write fails with ENOSPC as on a full disk.
   const std::string bytes = result_archive(root.path(), ResultReceiver::kMemoryResultBytes + 10);
@@ -964,22 +880,15 @@ TEST_CASE("a spool write that finds the disk full drops the upload; the next off
   CHECK_FALSE(receiver.is_receiving("client-1", item.id));
   CHECK_FALSE(fs::exists(fs::symlink_status(part)));
   CHECK(fs::exists("/dev/full"));
-  CHECK_FALSE(finished.has_value());
+  CHECK(finished.empty());
   // Offered again with room to spare: received from the start and read.
   upload_all(receiver, worker, sent, "client-1", item, bytes);
-  wait_for_finish(worker, [&] { return finished.has_value(); });
-  CHECK(finished->error.empty());
-  CHECK_FALSE(finished->no_space);
+  wait_for_finish(worker, [&] { return !finished.empty(); });
+  CHECK(last().error.empty());
+  CHECK_FALSE(last().no_space);
 }
 
-TEST_CASE("a running item's live log stops at 64 MiB with a line saying so") {
-  TempDir root("conductor-live-log");
-  conductor::AssetStore store(root / "server");
-  store.clean_spool();
-  BackgroundWorker worker;
-  SentPulls sent;
-  ResultReceiver receiver(
-      store, 4096, 2, worker, [](const std::string&, ResultReceiver::Finished) {}, sent.sender());
+TEST_CASE_FIXTURE(SmallChunks, "a running item's live log stops at 64 MiB with a line saying so") {
   const fs::path log = store.spool_dir() / "live" / "0c4a.log";
   const std::string line(1u << 20, 'l');
   receiver.append_live_log("0c4a", {"epoch 1", "epoch 2"});
@@ -1003,19 +912,8 @@ TEST_CASE("a running item's live log stops at 64 MiB with a line saying so") {
   CHECK(read_file(log) == "attempt 2\n");
 }
 
-TEST_CASE("a large training result's metrics are evaluated where it is unpacked, when asked") {
-  TempDir root("conductor-receive-evaluate");
-  conductor::AssetStore store(root / "server");
-  store.clean_spool();
-  BackgroundWorker worker;
-  SentPulls sent;
-  std::vector<ResultReceiver::Finished> finished;
-  ResultReceiver receiver(
-      store, 1u << 20, 8, worker,
-      [&](const std::string&, ResultReceiver::Finished done) {
-        finished.push_back(std::move(done));
-      },
-      sent.sender());
+TEST_CASE_FIXTURE(
+    MiBChunks, "a large training result's metrics are evaluated where it is unpacked, when asked") {
   write_file(root / "out" / "model.h5", conductor::test::pseudo_random(2u << 20));
   write_file(root / "out" / "metrics.json", R"({"loss": 0.5, "val": {"acc": 0.75}})");
   conductor::pack_directory(root / "out", root / "result.tar");
@@ -1033,14 +931,15 @@ TEST_CASE("a large training result's metrics are evaluated where it is unpacked,
                               conductor::DatasetType::kGeneric),
                bytes);
   wait_for_finish(worker, [&] { return finished.size() == 1; });
-  REQUIRE(finished[0].error.empty());
-  REQUIRE(finished[0].evaluation.has_value());
-  CHECK(finished[0].evaluation->metrics == conductor::Metrics{{"loss", 0.5}, {"val.acc", 0.75}});
-  CHECK(finished[0].evaluation->problems.empty());
+  REQUIRE(finished[0].second.error.empty());
+  REQUIRE(finished[0].second.evaluation.has_value());
+  CHECK(finished[0].second.evaluation->metrics ==
+        conductor::Metrics{{"loss", 0.5}, {"val.acc", 0.75}});
+  CHECK(finished[0].second.evaluation->problems.empty());
   // Not asked: left to commit_model.
   const conductor::WorkItem unasked{"0c5b", conductor::WorkType::kTraining, "v1", 1};
   upload_all(receiver, worker, sent, "client-1", unasked, bytes);
   wait_for_finish(worker, [&] { return finished.size() == 2; });
-  CHECK(finished[1].error.empty());
-  CHECK_FALSE(finished[1].evaluation.has_value());
+  CHECK(finished[1].second.error.empty());
+  CHECK_FALSE(finished[1].second.evaluation.has_value());
 }

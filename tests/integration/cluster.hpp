@@ -9,6 +9,8 @@
 
 #include <cctype>
 #include <chrono>
+#include <cstdint>
+#include <cstdlib>
 #include <filesystem>
 #include <map>
 #include <memory>
@@ -114,6 +116,30 @@ inline void write_local_version(const std::filesystem::path& server_dir, const V
 }
 
 // A random id in the form the server gives work items (and so models).
+// The seed of a randomized test: $CONDUCTOR_TEST_SEED when set (to replay a failure the test
+// printed the seed of), else a fresh one.
+inline std::uint64_t test_seed() {
+  if (const char* forced = std::getenv("CONDUCTOR_TEST_SEED"); forced && *forced) {
+    return std::strtoull(forced, nullptr, 10);
+  }
+  return std::random_device{}();
+}
+
+// Whether every version of `targets` holds exactly its target of models (`cluster.model_ids`).
+// Sets `overshot` when one holds more: a version above its target is a failure however brief,
+// so it stays set.
+template <typename AnyCluster>
+bool all_at_target(const AnyCluster& cluster, const std::map<std::string, int>& targets,
+                   bool& overshot) {
+  bool all = true;
+  for (const auto& [version, target] : targets) {
+    const auto stored = static_cast<int>(cluster.model_ids(version).size());
+    if (stored > target) overshot = true;
+    if (stored != target) all = false;
+  }
+  return all;
+}
+
 inline std::string random_item_id() {
   static std::mt19937_64 random(std::random_device{}());
   static constexpr char kHex[] = "0123456789abcdef";

@@ -96,16 +96,8 @@ TEST_CASE("a server and three clients bring every version exactly to its target"
   cluster.start_client("beta", {{"CONDUCTOR_TYPE", "cpu"}});
   cluster.start_client("gamma", {{"CONDUCTOR_TYPE", "cpu"}});
 
-  bool overshot = false;  // sticky: a version above target is a failure however brief
-  auto all_at_target = [&] {
-    bool all = true;
-    for (const auto& [version, target] : targets) {
-      auto stored = static_cast<int>(cluster.model_ids(version).size());
-      if (stored > target) overshot = true;
-      if (stored != target) all = false;
-    }
-    return all;
-  };
+  bool overshot = false;
+  auto all_at_target = [&] { return conductor::test::all_at_target(cluster, targets, overshot); };
   REQUIRE_MESSAGE(wait_until(deadline_in(90s), [&] { return all_at_target() || overshot; }),
                   cluster.diagnostics());
   CHECK_FALSE_MESSAGE(overshot, cluster.diagnostics());

@@ -24,17 +24,11 @@ using conductor::test::deadline_in;
 using conductor::test::Direction;
 using conductor::test::FaultOptions;
 using conductor::test::FaultRelay;
+using conductor::test::test_seed;
 using conductor::test::VersionSpec;
 using conductor::test::wait_until;
 
 namespace {
-
-std::uint64_t test_seed() {
-  if (const char* forced = std::getenv("CONDUCTOR_TEST_SEED"); forced && *forced) {
-    return std::strtoull(forced, nullptr, 10);
-  }
-  return std::random_device{}();
-}
 
 std::string random_bytes(std::mt19937_64& random, std::size_t size) {
   std::string bytes(size, '\0');
@@ -101,16 +95,8 @@ TEST_CASE(
   const std::vector<std::string> clients = {"north", "south", "west"};
   for (const auto& name : clients) cluster.start_client(name, relay.endpoint());
 
-  bool overshot = false;  // sticky: a version above target is a failure however brief
-  auto all_at_target = [&] {
-    bool all = true;
-    for (const auto& [version, target] : targets) {
-      auto stored = static_cast<int>(cluster.model_ids(version).size());
-      if (stored > target) overshot = true;
-      if (stored != target) all = false;
-    }
-    return all;
-  };
+  bool overshot = false;
+  auto all_at_target = [&] { return conductor::test::all_at_target(cluster, targets, overshot); };
   // Cuts at random while the versions fill up: one client or all of them, shorter and longer
   // than a client's patience (heartbeat 200 ms x liveness 5).
   const auto deadline = deadline_in(75s);

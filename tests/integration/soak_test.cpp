@@ -25,13 +25,6 @@ using conductor::test::wait_until;
 
 namespace {
 
-std::uint64_t soak_seed() {
-  if (const char* forced = std::getenv("CONDUCTOR_TEST_SEED"); forced && *forced) {
-    return std::strtoull(forced, nullptr, 10);
-  }
-  return std::random_device{}();
-}
-
 // Lines that only a crash or a bug in the server's own handling would print.
 void check_server_did_not_fail(const ChaosCluster& cluster) {
   for (const char* sign : {"terminate called", "Assertion", "unexpected error", "Segmentation",
@@ -53,7 +46,7 @@ void check_server_did_not_fail(const ChaosCluster& cluster) {
 TEST_CASE(
     "clients and the server SIGKILLed and restarted at random still bring every version "
     "exactly to its target, each model intact and stored once") {
-  const std::uint64_t seed = soak_seed();
+  const std::uint64_t seed = conductor::test::test_seed();
   CAPTURE(seed);
   std::mt19937_64 random(seed);
   const auto started = std::chrono::steady_clock::now();
@@ -75,16 +68,8 @@ TEST_CASE(
   const std::vector<std::string> clients = {"one", "two", "three", "four"};
   for (const auto& name : clients) cluster.start_client(name, cluster.endpoint());
 
-  bool overshot = false;  // sticky: a version above target is a failure however brief
-  auto all_at_target = [&] {
-    bool all = true;
-    for (const auto& [version, target] : targets) {
-      auto stored = static_cast<int>(cluster.model_ids(version).size());
-      if (stored > target) overshot = true;
-      if (stored != target) all = false;
-    }
-    return all;
-  };
+  bool overshot = false;
+  auto all_at_target = [&] { return conductor::test::all_at_target(cluster, targets, overshot); };
   // Checks the models of one round; fails the test on any stored twice within it.
   auto check_round = [&](int expected_total) {
     std::set<std::string> hashes;

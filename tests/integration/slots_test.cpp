@@ -137,8 +137,14 @@ std::optional<std::vector<zmq::message_t>> receive_frames(zmq::socket_t& socket,
   return frames;
 }
 
-// A client as it was before slots, speaking CWP/1 by hand: HELLO without slots, READY as an
-// empty map, the held item in the running_* fields.
+constexpr std::uint8_t kHello = 0x01, kHeartbeat = 0x02, kReady = 0x03, kResult = 0x06,
+                       kFetch = 0x04, kFailed = 0x08, kControl = 0x10, kWelcome = 0x41,
+                       kAssign = 0x43, kAck = 0x46, kCancel = 0x47, kError = 0x48,
+                       kControlReply = 0x50;
+
+// A client speaking CWP/1 by hand: as it was before slots (HELLO without slots, READY as an
+// empty map, the held item in the running_* fields), or, through take_one_item(), as a client
+// with one slot.
 class ClientBeforeSlots {
  public:
   explicit ClientBeforeSlots(const std::string& endpoint) : socket_(context_, zmq::socket_type::dealer) {
@@ -165,15 +171,41 @@ class ClientBeforeSlots {
     return std::nullopt;
   }
 
+  // HELLO as a client with one slot (`slots` 1), then READY for it: the WELCOME and the ASSIGN
+  // that follow, both required.
+  std::pair<json, json> take_one_item(const Cluster& cluster) {
+    send(kHello, {{"protocol", 1},
+                  {"client_id", "hand-1"},
+                  {"host", "hand"},
+                  {"type", "cpu"},
+                  {"slots", 1}});
+    auto welcome = receive(kWelcome);
+    REQUIRE_MESSAGE(welcome.has_value(), cluster.diagnostics());
+    send(kReady, {{"slot", 0}});
+    auto assign = receive(kAssign);
+    REQUIRE_MESSAGE(assign.has_value(), cluster.diagnostics());
+    return {*welcome, *assign};
+  }
+
+  // RESULT of `assigned` with `archive` inline, naming `ready_slot` when given.
+  void offer_result(const json& assigned, const std::string& archive,
+                    std::optional<int> ready_slot = std::nullopt) {
+    json offer = {{"item", assigned.at("item")},
+                  {"attempt", assigned.at("attempt")},
+                  {"size", archive.size()},
+                  {"sha256", conductor::sha256_hex(archive)},
+                  {"duration", 0.5},
+                  {"epochs", 0},
+                  {"last_epoch", 0.0}};
+    if (ready_slot) offer["ready_slot"] = *ready_slot;
+    send(kResult, offer, archive);
+  }
+
  private:
   zmq::context_t context_;
   zmq::socket_t socket_;
 };
 
-constexpr std::uint8_t kHello = 0x01, kHeartbeat = 0x02, kReady = 0x03, kResult = 0x06,
-                       kFetch = 0x04, kFailed = 0x08, kControl = 0x10, kWelcome = 0x41,
-                       kAssign = 0x43, kAck = 0x46, kCancel = 0x47, kError = 0x48,
-                       kControlReply = 0x50;
 
 }  // namespace
 
@@ -226,40 +258,25 @@ TEST_CASE("a RESULT or FAILED naming its ready_slot gets the slot's next item wi
   // This hand-made client sends no heartbeats: a long liveness keeps it connected meanwhile.
   cluster.start_server({"--lease-ms", "60000", "--liveness", "100"});
   ClientBeforeSlots client(cluster.endpoint());  // speaks CWP/1 by hand, with one slot
-  client.send(
-      kHello,
-      {{"protocol", 1}, {"client_id", "hand-1"}, {"host", "hand"}, {"type", "cpu"}, {"slots", 1}});
-  auto welcome = client.receive(kWelcome);
-  REQUIRE(welcome.has_value());
-  CHECK(welcome->value("ready_with_ack", false));
-  client.send(kReady, {{"slot", 0}});
-  auto assign = client.receive(kAssign);
-  REQUIRE_MESSAGE(assign.has_value(), cluster.diagnostics());
+  const auto [welcome, assign] = client.take_one_item(cluster);
+  CHECK(welcome.value("ready_with_ack", false));
 
   const std::string archive =
       conductor::pack_to_memory({conductor::PackEntry::in_memory("model.h5", "weights")});
   auto result = [&](const json& assigned, std::optional<int> ready_slot) {
-    json offer = {{"item", assigned.at("item")},
-                  {"attempt", assigned.at("attempt")},
-                  {"size", archive.size()},
-                  {"sha256", conductor::sha256_hex(archive)},
-                  {"duration", 0.5},
-                  {"epochs", 0},
-                  {"last_epoch", 0.0}};
-    if (ready_slot) offer["ready_slot"] = *ready_slot;
-    client.send(kResult, offer, archive);
+    client.offer_result(assigned, archive, ready_slot);
   };
 
   // Stored, and the next item follows without a READY.
-  result(*assign, 0);
+  result(assign, 0);
   auto ack = client.receive(kAck);
   REQUIRE_MESSAGE(ack.has_value(), cluster.diagnostics());
-  CHECK(ack->at("item") == assign->at("item"));
+  CHECK(ack->at("item") == assign.at("item"));
   CHECK(ack->at("status") == "stored");
   CHECK(ack->value("took_ready", false));
   auto next = client.receive(kAssign, 5s);
   REQUIRE_MESSAGE(next.has_value(), cluster.diagnostics());
-  CHECK(next->at("item") != assign->at("item"));
+  CHECK(next->at("item") != assign.at("item"));
 
   // Without ready_slot the slot waits for its READY, as before.
   result(*next, std::nullopt);
@@ -301,14 +318,8 @@ TEST_CASE("an operator's upload may not take a work item's id; the item's result
                                        {VersionSpec{"v", 1, "sleep 30\n", {}}});
   cluster.start_server({"--lease-ms", "60000", "--liveness", "100"});
   ClientBeforeSlots client(cluster.endpoint());  // speaks CWP/1 by hand, with one slot
-  client.send(
-      kHello,
-      {{"protocol", 1}, {"client_id", "hand-1"}, {"host", "hand"}, {"type", "cpu"}, {"slots", 1}});
-  REQUIRE(client.receive(kWelcome).has_value());
-  client.send(kReady, {{"slot", 0}});
-  auto assign = client.receive(kAssign);
-  REQUIRE_MESSAGE(assign.has_value(), cluster.diagnostics());
-  const std::string item = assign->at("item");
+  const json assign = client.take_one_item(cluster).second;
+  const std::string item = assign.at("item");
   const std::string archive =
       conductor::pack_to_memory({conductor::PackEntry::in_memory("model.h5", "weights")});
   // An add-version upload under the item's id is refused before anything is pulled.
@@ -323,15 +334,7 @@ TEST_CASE("an operator's upload may not take a work item's id; the item's result
   CHECK_FALSE(reply->at("ok").get<bool>());
   CHECK(contains(reply->at("error").get<std::string>(), "is a work item's id"));
   // The item's own result is still taken.
-  client.send(kResult,
-              {{"item", item},
-               {"attempt", assign->at("attempt")},
-               {"size", archive.size()},
-               {"sha256", conductor::sha256_hex(archive)},
-               {"duration", 0.5},
-               {"epochs", 0},
-               {"last_epoch", 0.0}},
-              archive);
+  client.offer_result(assign, archive);
   auto ack = client.receive(kAck);
   REQUIRE_MESSAGE(ack.has_value(), cluster.diagnostics());
   CHECK(ack->at("status") == "stored");
@@ -344,21 +347,14 @@ TEST_CASE("a FETCH for more than WELCOME's chunk size is refused by name") {
                                        {VersionSpec{"v", 1, "sleep 30\n", {}}});
   cluster.start_server({"--lease-ms", "60000", "--liveness", "100"});
   ClientBeforeSlots client(cluster.endpoint());
-  client.send(
-      kHello,
-      {{"protocol", 1}, {"client_id", "hand-1"}, {"host", "hand"}, {"type", "cpu"}, {"slots", 1}});
-  auto welcome = client.receive(kWelcome);
-  REQUIRE(welcome.has_value());
-  const std::uint64_t chunk = welcome->at("chunk_size");
-  client.send(kReady, {{"slot", 0}});
-  auto assign = client.receive(kAssign);
-  REQUIRE_MESSAGE(assign.has_value(), cluster.diagnostics());
-  client.send(kFetch, {{"blob", assign->at("blob")}, {"offset", 0}, {"length", chunk + 1}});
+  const auto [welcome, assign] = client.take_one_item(cluster);
+  const std::uint64_t chunk = welcome.at("chunk_size");
+  client.send(kFetch, {{"blob", assign.at("blob")}, {"offset", 0}, {"length", chunk + 1}});
   auto error = client.receive(kError);
   REQUIRE_MESSAGE(error.has_value(), cluster.diagnostics());
   CHECK(error->at("message") == "FETCH refused: length " + std::to_string(chunk + 1) +
                                     " above the chunk size " + std::to_string(chunk));
-  CHECK(error->at("blob") == assign->at("blob"));
+  CHECK(error->at("blob") == assign.at("blob"));
 }
 
 TEST_CASE("a client with 3 slots asks a server from before slots for one item at a time") {

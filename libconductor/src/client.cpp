@@ -182,6 +182,14 @@ Client::Impl::~Impl() { stop_jobs(); }
 void Client::Impl::run() {
   log_->info("Conductor client {} ({}) working in {}, server {}, {} slot(s){}", options_.host_name,
              client_id_, options_.workdir.string(), endpoint_, slots_.size(), gpu_list());
+  if (curve_.server_key.empty() && !transport::is_local_endpoint(endpoint_)) {
+    // The server's ASSIGNs name the commands this client runs: on plain TCP, anyone on the
+    // path may send them.
+    log_->warn(
+        "Plain TCP to {}: whoever can reach this link can send commands that this client "
+        "runs. Pass --server-key (the server's CURVE key) to encrypt and authenticate it",
+        endpoint_);
+  }
   for (Slot& slot : slots_) take_up_kept_result(slot);
   connect();
   while (!stop_requested_.load()) {
@@ -189,7 +197,11 @@ void Client::Impl::run() {
                                {nullptr, wake_.fd(), ZMQ_POLLIN, 0}};
     if (!transport::poll(items, 2, heartbeat_ / 2)) continue;  // interrupted by a signal
     wake_.drain();
-    while (auto received = transport::receive(*socket_, protocol::kMaxFrames)) {
+    // At most a few hundred a turn: a server that streams messages must not starve the
+    // outcomes, heartbeats and kept results below (the poll finds the rest at once).
+    for (int budget = 0; budget < 256; ++budget) {
+      auto received = transport::receive(*socket_, protocol::kMaxFrames);
+      if (!received) break;
       last_heard_ = Clock::now();
       handle(*received);
     }
@@ -286,12 +298,14 @@ void Client::Impl::keep_alive() {
   // tried at growing intervals (the queued HELLO reaches it as soon as it is back anyway).
   auto patience = welcomed_ ? heartbeat_ * liveness_ : reconnect_delay_;
   if (now - last_heard_ > patience) {
-    log_->warn("Server {} silent for {} ms; reconnecting{}", endpoint_,
-               std::chrono::duration_cast<std::chrono::milliseconds>(now - last_heard_).count(),
-               welcomed_ ? ""
-               : curve_.server_key.empty()
-                   ? " (a server with CURVE on needs --server-key)"
-                   : " (with CURVE, the server's authorized_keys must list " + curve_.public_key + ")");
+    log_->warn(
+        "Server {} {} {} ms; reconnecting{}", endpoint_,
+        std::exchange(refused_, false) ? "refused this client, waited" : "silent for",
+        std::chrono::duration_cast<std::chrono::milliseconds>(now - last_heard_).count(),
+        welcomed_ ? ""
+        : curve_.server_key.empty()
+            ? " (a server with CURVE on needs --server-key)"
+            : " (with CURVE, the server's authorized_keys must list " + curve_.public_key + ")");
     reconnect_delay_ = welcomed_ ? heartbeat_ * liveness_
                                  : std::min<std::chrono::milliseconds>(reconnect_delay_ * 2, 30s);
     connect();  // a fresh socket drops whatever stale messages the old one queued
@@ -390,7 +404,9 @@ void Client::Impl::on_error(const protocol::ErrorMessage& error) {
   // The server refused what we sent about a result (a RESULT, an UPLOAD chunk): it will never
   // acknowledge it. Letting go is safe: READY makes the server queue the item again. A server
   // that predates slots does not say which item it means: it refused the one outcome it knows.
-  const bool unnamed = error.item.empty() && error.blob.empty() && !server_names_subjects_;
+  // Before a WELCOME (a refused HELLO, say) nothing was offered on this connection.
+  const bool unnamed =
+      error.item.empty() && error.blob.empty() && welcomed_ && !server_names_subjects_;
   bool gave_up = false;
   for (Slot& slot : slots_) {
     if (!slot.current || !slot.current->outcome || slot.job) continue;
@@ -405,7 +421,13 @@ void Client::Impl::on_error(const protocol::ErrorMessage& error) {
   if (error.code == static_cast<int>(protocol::ErrorReply::kRefused) && (!error.blob.empty() || unnamed)) {
     give_up_downloads(error.blob, error.message);
   }
-  if (error.fatal) connect();
+  if (error.fatal) {
+    // A new socket after keep_alive's growing interval, not at once: a server that keeps
+    // refusing is not asked again and again.
+    welcomed_ = false;
+    refused_ = true;
+    last_heard_ = Clock::now();
+  }
 }
 
 Client::Client(ClientOptions options) : impl_(std::make_unique<Impl>(std::move(options))) {}

@@ -180,8 +180,9 @@ class Client::Impl {
 
   // Throws NoSpaceError when downloading `size` bytes of `blob` into the cache would leave less
   // than ClientOptions::min_free_bytes free, even once `slot`'s work folder is emptied of the
-  // last item's files.
-  void check_room(const Slot& slot, const std::string& blob, std::uint64_t size) const;
+  // last item's files and `freeable` more bytes are freed.
+  void check_room(const Slot& slot, const std::string& blob, std::uint64_t size,
+                  std::uint64_t freeable = 0) const;
   // Gives up downloads the server refused (all of them when it did not say which), failing the
   // items that wait for them.
   void give_up_downloads(const std::string& blob, const std::string& why);
@@ -241,6 +242,7 @@ class Client::Impl {
   int liveness_ = 5;
   std::chrono::milliseconds reconnect_delay_{5000};
   std::uint32_t chunk_size_ = 1u << 20;
+  bool refused_ = false;  // a fatal ERROR came: the next reconnect says so
   int window_ = 8;
   int usable_slots_ = 1;  // the slots the server fills (WELCOME.slots)
   std::uint64_t inline_result_bytes_ = 0;  // results this small go with RESULT (WELCOME)

@@ -23,6 +23,14 @@ void Client::Impl::on_assign(const protocol::Assign& assign, const zmq::message_
       assign.item.find_first_not_of("0123456789abcdef-") != std::string::npos) {
     throw ProtocolError("ASSIGN refused: malformed item or blob id");
   }
+  // Both go into every later HELLO and the outbox: a server's mistake must not make this client
+  // unable to say HELLO (the server refuses a header beyond its limit) or to keep results.
+  if (assign.version.empty() || assign.version.size() > 256 ||
+      (assign.type != "training" && assign.type != "prediction") || assign.attempt < 0) {
+    throw ProtocolError(
+        "ASSIGN refused: version must hold 1 to 256 bytes, type be training or "
+        "prediction, attempt be 0 or more");
+  }
   if (inputs != nullptr && (assign.inputs.empty() || inputs->size() != assign.inputs_size ||
                             inputs->size() > kInlineInputsBytes)) {
     throw ProtocolError("ASSIGN refused: " + std::to_string(inputs->size()) +
@@ -82,7 +90,9 @@ void Client::Impl::fetch_next_blob(Slot& slot) {
       if (blob == c.assign.inputs && size <= kMemoryInputsBytes) {
         download.memory = std::make_shared<std::string>(size, '\0');
       } else {
-        // Judged once the cache has evicted what no longer fits beside it.
+        // Judged once the cache has evicted what no longer fits beside it; and first whether
+        // evicting all it may would do, so that an absurd size empties no cache.
+        check_room(slot, blob, size, cache_->size_bytes());
         const auto part = cache_->reserve(blob, size);
         try {
           check_room(slot, blob, size);
@@ -129,6 +139,12 @@ void Client::Impl::on_chunk(protocol::Message& message) {
   if (d.received + payload.size() > d.size) {
     throw ProtocolError("CHUNK refused: data beyond the archive's announced size");
   }
+  // Empty chunks would keep a download that never moves looking alive.
+  if (payload.size() == 0 || payload.size() > chunk_size_) {
+    throw ProtocolError("CHUNK refused: " + std::to_string(payload.size()) +
+                        " bytes, where 1 to the chunk size " + std::to_string(chunk_size_) +
+                        " were asked for");
+  }
   try {
     if (d.memory) {
       std::memcpy(d.memory->data() + d.received, payload.data(), payload.size());
@@ -141,6 +157,7 @@ void Client::Impl::on_chunk(protocol::Message& message) {
   }
   // Only the write: the hash is taken while a job unpacks the archive (settle_verification).
   d.received += payload.size();
+  d.requested = std::max(d.requested, d.received);  // a chunk longer than its FETCH asked
   fetched_ += payload.size();
   for (Slot& slot : slots_) {
     if (!slot.current || slot.current->fetching != d.blob) continue;
@@ -190,10 +207,12 @@ void Client::Impl::settle_verification(Slot& slot, bool is_intact) {
   }
 }
 
-void Client::Impl::check_room(const Slot& slot, const std::string& blob, std::uint64_t size) const {
+void Client::Impl::check_room(const Slot& slot, const std::string& blob, std::uint64_t size,
+                              std::uint64_t freeable) const {
   if (options_.min_free_bytes == 0) return;
   const std::filesystem::path cache = options_.workdir / "cache";
   auto has_room = [&](std::uint64_t free) {
+    free = free + freeable < free ? UINT64_MAX : free + freeable;
     return free >= size && free - size >= options_.min_free_bytes;
   };
   std::uint64_t free = 0;
@@ -273,7 +292,10 @@ void Client::Impl::start_job(Slot& slot) {
       spec.environment.push_back(std::move(entry));
     }
   }
-  spec.timeout = std::chrono::milliseconds(std::max<std::int64_t>(c.assign.timeout_ms, 0));
+  // At most a year: far beyond any deadline a server means, short of overflowing a time point.
+  constexpr std::int64_t kMaxTimeoutMs = std::int64_t{365} * 24 * 3600 * 1000;
+  spec.timeout =
+      std::chrono::milliseconds(std::clamp<std::int64_t>(c.assign.timeout_ms, 0, kMaxTimeoutMs));
   // Bookkeeping only: a command whose group cannot be written down still runs, unprotected
   // against this client's crash, and says so.
   spec.on_command = [running = &*running_, log = log_, index = slot.index](
@@ -427,8 +449,8 @@ void Client::Impl::on_pull(const protocol::Pull& pull) {
   if (!slot || !slot->current->outcome || !slot->current->outcome->succeeded) return;
   const Current& c = *slot->current;
   const auto size = c.outcome->size;
-  if (pull.offset >= size || pull.length == 0 || pull.length > protocol::kMaxPayloadBytes) {
-    throw ProtocolError("PULL refused: range outside the result");
+  if (pull.offset >= size || pull.length == 0 || pull.length > chunk_size_) {
+    throw ProtocolError("PULL refused: range outside the result, or longer than the chunk size");
   }
   auto length = std::min<std::uint64_t>(pull.length, size - pull.offset);
   slot->waiting_since = Clock::now();
@@ -452,6 +474,13 @@ void Client::Impl::on_ack(const protocol::Ack& ack) {
       log_->info("Item {}: {} while it runs again; stopping that run", ack.item, ack.status);
       slot->job->cancel();
     }
+    return;
+  }
+  // An answer to an earlier attempt of the item (a FAILED repeated before its first ACK, say):
+  // not about what this slot holds now.
+  if (ack.attempt != slot->current->assign.attempt) {
+    log_->info("Item {}: {} for attempt {}, while the slot holds attempt {}; ignored", ack.item,
+               ack.status, ack.attempt, slot->current->assign.attempt);
     return;
   }
   if (ack.status == "stored") {

@@ -140,7 +140,7 @@ std::optional<std::vector<zmq::message_t>> receive_frames(zmq::socket_t& socket,
 constexpr std::uint8_t kHello = 0x01, kHeartbeat = 0x02, kReady = 0x03, kResult = 0x06,
                        kFetch = 0x04, kFailed = 0x08, kControl = 0x10, kWelcome = 0x41,
                        kAssign = 0x43, kAck = 0x46, kCancel = 0x47, kError = 0x48,
-                       kControlReply = 0x50;
+                       kControlReply = 0x50, kChunk = 0x44;
 
 // A client speaking CWP/1 by hand: as it was before slots (HELLO without slots, READY as an
 // empty map, the held item in the running_* fields), or, through take_one_item(), as a client
@@ -395,6 +395,89 @@ TEST_CASE("a client with 3 slots asks a server from before slots for one item at
   REQUIRE_FALSE(readies.empty());
   for (const auto& ready : readies) CHECK(ready.value("slot", 0) == 0);
   CHECK(conductor::test::contains(client.output(), "The server fills 1 of this client's 3 slots"));
+}
+
+TEST_CASE(
+    "a client refuses an ASSIGN and a CHUNK that no server should send, ignores an ACK of another "
+    "attempt, and goes on") {
+  conductor::test::TempDir root("conductor-client-bad-server");
+  // A server by hand: a ROUTER that welcomes the client, then sends what the client refuses.
+  zmq::context_t context;
+  zmq::socket_t router(context, zmq::socket_type::router);
+  router.set(zmq::sockopt::linger, 0);
+  router.bind("tcp://127.0.0.1:*");
+  const std::string endpoint = router.get(zmq::sockopt::last_endpoint);
+  conductor::test::ChildProcess client(conductor::test::ChildOptions{
+      {conductor::test::kClientBin.string(), endpoint, "--workdir",
+       (root.path() / "client").string(), "--name", "target", "--heartbeat-ms", "200"},
+      root.path() / "client.out",
+      {},
+      {}});
+  const std::string package =
+      conductor::pack_to_memory({conductor::PackEntry::in_memory("model.h5", "weights")});
+  const std::string blob = conductor::sha256_hex(package);
+  auto assign = [&](const std::string& version) {
+    return json{{"item", "0a1b"},
+                {"attempt", 1},
+                {"type", "training"},
+                {"version", version},
+                {"commands", json::array({{{"file_name", "/bin/true"}, {"arguments", ""}}})},
+                {"blob", blob},
+                {"blob_size", package.size()},
+                {"slot", 0}};
+  };
+  int readies = 0;
+  int fetches = 0;
+  int results = 0;
+  const auto deadline = deadline_in(30s);
+  while (std::chrono::steady_clock::now() < deadline && readies < 3) {
+    auto received = receive_frames(router, 50ms);
+    if (!received) continue;
+    auto& frames = *received;
+    REQUIRE(frames.size() >= 3);
+    const auto type = frames[1].data<std::uint8_t>()[4];
+    const json header = json::from_msgpack(frames[2].to_string());
+    if (type == kHello) {
+      send_cwp(router, kWelcome,
+               {{"session", "s"},
+                {"heartbeat_ms", 200},
+                {"liveness", 5},
+                {"slots", 1},
+                {"chunk_size", 65536}},
+               &frames[0]);
+    } else if (type == kReady) {
+      // First a version longer than any server's (every later HELLO would repeat it), then a
+      // good one; the third READY ends the test.
+      if (++readies <= 2) {
+        send_cwp(router, kAssign, assign(readies == 1 ? std::string(4096, 'v') : "v"), &frames[0]);
+      }
+    } else if (type == kFetch) {
+      // First an empty chunk: a download that never moves must not look alive, and the client
+      // asks again once its patience (heartbeat x liveness) runs out. Then the package.
+      const std::string bytes = ++fetches == 1 ? std::string() : package;
+      send_cwp(router, kChunk, {{"blob", blob}, {"offset", 0}}, &frames[0], &bytes);
+    } else if (type == kResult) {
+      // First an ACK of another attempt: not about this result, which is offered again. Then
+      // its own, after which the slot is free and asks for work.
+      send_cwp(router, kAck,
+               {{"item", header.at("item")},
+                {"attempt", ++results == 1 ? 0 : header.at("attempt").get<int>()},
+                {"status", "stored"},
+                {"reason", ""}},
+               &frames[0]);
+    } else if (type == kHeartbeat) {
+      send_cwp(router, kHeartbeat, json::object(), &frames[0]);
+    }
+  }
+  INFO("client output:\n" << client.output());
+  CHECK(conductor::test::contains(client.output(), "ASSIGN refused: version must hold"));
+  CHECK(conductor::test::contains(client.output(), "CHUNK refused: 0 bytes"));
+  CHECK(conductor::test::contains(client.output(),
+                                  "stored for attempt 0, while the slot holds attempt 1; ignored"));
+  CHECK(fetches == 2);  // the empty chunk counted for nothing: the same bytes asked again
+  CHECK(results == 2);  // the ACK of attempt 0 left the result with the client
+  CHECK(readies == 3);
+  CHECK(client.is_running());
 }
 
 TEST_CASE("a CPU client with --slots 3 runs three items side by side, each in its own slot and folder") {

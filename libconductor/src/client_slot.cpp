@@ -213,7 +213,7 @@ void Client::Impl::check_room(const Slot& slot, const std::string& blob, std::ui
   const std::filesystem::path cache = options_.workdir / "cache";
   auto has_room = [&](std::uint64_t free) {
     free = free + freeable < free ? UINT64_MAX : free + freeable;
-    return free >= size && free - size >= options_.min_free_bytes;
+    return leaves_room(free, size, options_.min_free_bytes);
   };
   std::uint64_t free = 0;
   try {

@@ -92,14 +92,15 @@ void ChunkFile::write_at(std::uint64_t offset, const void* data, std::size_t siz
   while (done < size) {
     ssize_t n = ::pwrite(fd_, in + done, size - done, static_cast<off_t>(offset + done));
     if (n < 0 && errno == EINTR) continue;
-    if (n < 0) {
-      const std::string message = "cannot write '" + path_.string() + "': " + why();
-      // A full disk or quota may pass; anything else is a fault.
-      if (errno == ENOSPC || errno == EDQUOT) throw NoSpaceError(message, size - done);
-      throw IoError(message);
-    }
+    if (n < 0) throw_write_failure(path_, errno, size - done);
     done += static_cast<std::size_t>(n);
   }
+}
+
+void throw_write_failure(const std::filesystem::path& path, int error, std::uint64_t needed) {
+  const std::string message = "cannot write '" + path.string() + "': " + std::strerror(error);
+  if (error == ENOSPC || error == EDQUOT) throw NoSpaceError(message, needed);
+  throw IoError(message);
 }
 
 FileSystemSpace file_system_space(const std::filesystem::path& path, int fd) {

@@ -100,6 +100,17 @@ struct FileSystemSpace {
 // only names it in the error). Throws IoError naming `path`.
 FileSystemSpace file_system_space(const std::filesystem::path& path, int fd = -1);
 
+// Whether writing `bytes` where `free` bytes are free leaves at least `reserve` free.
+constexpr bool leaves_room(std::uint64_t free, std::uint64_t bytes, std::uint64_t reserve) {
+  return free >= bytes && free - bytes >= reserve;
+}
+
+// Throws for a write to `path` that failed with `error` (an errno): NoSpaceError, with
+// `needed` (NoSpaceError::needed), for a full disk or quota (ENOSPC, EDQUOT), which may pass;
+// IoError for anything else, a fault. Either names the path and the reason.
+[[noreturn]] void throw_write_failure(const std::filesystem::path& path, int error,
+                                      std::uint64_t needed);
+
 // fsync of a file or folder by path (a file system that cannot fsync a folder is tolerated).
 // Throws IoError naming the path.
 void sync_path(const std::filesystem::path& path);

@@ -300,10 +300,7 @@ void write_all(int fd, const char* data, std::size_t size, const fs::path& path,
     const ssize_t done = ::write(fd, data, size);
     if (done < 0) {
       if (errno == EINTR) continue;
-      const std::string message = "cannot write " + quoted(path) + ": " + errno_text();
-      // A full disk or quota may pass; anything else is a fault.
-      if (errno == ENOSPC || errno == EDQUOT) throw NoSpaceError(message, needed);
-      throw IoError(message);
+      throw_write_failure(path, errno, needed);
     }
     data += done;
     size -= static_cast<std::size_t>(done);
@@ -354,7 +351,7 @@ class FreeSpaceGuard {
                                       std::to_string(capacity_) + " bytes that " +
                                       quoted(destination_) + "'s file system holds"));
     }
-    if (needed > free_ || free_ - needed < min_free_) {
+    if (!leaves_room(free_, needed, min_free_)) {
       throw NoSpaceError(
           refusal(name, "writing it would leave less than " + std::to_string(min_free_) +
                             " bytes free in " + quoted(destination_) + " (" +
@@ -476,13 +473,7 @@ bool copy_in_kernel(const ExtractContext& context, archive_entry* entry, const s
          errno == EBADF || errno == EPERM)) {
       return false;
     }
-    if (got < 0) {
-      const std::string message = "cannot write " + quoted(target) + ": " + errno_text();
-      if (errno == ENOSPC || errno == EDQUOT) {
-        throw NoSpaceError(message, context.stats.bytes + size);
-      }
-      throw IoError(message);
-    }
+    if (got < 0) throw_write_failure(target, errno, context.stats.bytes + size);
     if (got == 0 && copied == 0) return false;  // some file systems say so for "cannot"
     if (got == 0) {
       throw PackageError("archive " + quoted(context.archive_path) +

@@ -529,7 +529,7 @@ void ResultReceiver::check_room(const WorkItem& item, const protocol::ResultOffe
   } catch (const IoError&) {
     return;  // the write and the extraction check again
   }
-  if (free >= needed && free - needed >= limits_.min_free_bytes) return;
+  if (leaves_room(free, needed, limits_.min_free_bytes)) return;
   throw NoSpaceError("result of item " + item.id + " (" + std::to_string(offer.size) +
                          " bytes) not taken yet: " + why + " would leave less than " +
                          std::to_string(limits_.min_free_bytes) + " bytes free in '" +

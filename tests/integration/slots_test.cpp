@@ -142,6 +142,41 @@ constexpr std::uint8_t kHello = 0x01, kHeartbeat = 0x02, kReady = 0x03, kResult 
                        kAssign = 0x43, kAck = 0x46, kCancel = 0x47, kError = 0x48,
                        kControlReply = 0x50, kChunk = 0x44;
 
+// A server by hand: a ROUTER on 127.0.0.1, and a real conductor-client connected to it
+// (`name`, heartbeat 200 ms, `extra` options), working and writing its output in `root`.
+struct ServerByHand {
+  ServerByHand(const fs::path& root, const std::string& name,
+               const std::vector<std::string>& extra = {})
+      : router(bound_router(context)),
+        client(conductor::test::ChildOptions{
+            client_argv(root, name, extra), root / "client.out", {}, {}}) {}
+
+  zmq::context_t context;
+  zmq::socket_t router;
+  conductor::test::ChildProcess client;
+
+ private:
+  static zmq::socket_t bound_router(zmq::context_t& context) {
+    zmq::socket_t router(context, zmq::socket_type::router);
+    router.set(zmq::sockopt::linger, 0);
+    router.bind("tcp://127.0.0.1:*");
+    return router;
+  }
+  std::vector<std::string> client_argv(const fs::path& root, const std::string& name,
+                                       const std::vector<std::string>& extra) const {
+    std::vector<std::string> argv = {conductor::test::kClientBin.string(),
+                                     router.get(zmq::sockopt::last_endpoint),
+                                     "--workdir",
+                                     (root / "client").string(),
+                                     "--name",
+                                     name,
+                                     "--heartbeat-ms",
+                                     "200"};
+    argv.insert(argv.end(), extra.begin(), extra.end());
+    return argv;
+  }
+};
+
 // A client speaking CWP/1 by hand: as it was before slots (HELLO without slots, READY as an
 // empty map, the held item in the running_* fields), or, through take_one_item(), as a client
 // with one slot.
@@ -360,15 +395,8 @@ TEST_CASE("a FETCH for more than WELCOME's chunk size is refused by name") {
 TEST_CASE("a client with 3 slots asks a server from before slots for one item at a time") {
   conductor::test::TempDir root("conductor-slots-old-server");
   // The old server, by hand: a ROUTER that answers HELLO with a WELCOME without `slots`.
-  zmq::context_t context;
-  zmq::socket_t router(context, zmq::socket_type::router);
-  router.set(zmq::sockopt::linger, 0);
-  router.bind("tcp://127.0.0.1:*");
-  const std::string endpoint = router.get(zmq::sockopt::last_endpoint);
-  conductor::test::ChildProcess client(conductor::test::ChildOptions{
-      {conductor::test::kClientBin.string(), endpoint, "--workdir", (root.path() / "client").string(),
-       "--name", "new", "--heartbeat-ms", "200", "--slots", "3"},
-      root.path() / "client.out", {}, {}});
+  ServerByHand server(root.path(), "new", {"--slots", "3"});
+  auto& [context, router, client] = server;
 
   std::vector<json> readies;
   bool welcomed = false;
@@ -402,17 +430,8 @@ TEST_CASE(
     "attempt, and goes on") {
   conductor::test::TempDir root("conductor-client-bad-server");
   // A server by hand: a ROUTER that welcomes the client, then sends what the client refuses.
-  zmq::context_t context;
-  zmq::socket_t router(context, zmq::socket_type::router);
-  router.set(zmq::sockopt::linger, 0);
-  router.bind("tcp://127.0.0.1:*");
-  const std::string endpoint = router.get(zmq::sockopt::last_endpoint);
-  conductor::test::ChildProcess client(conductor::test::ChildOptions{
-      {conductor::test::kClientBin.string(), endpoint, "--workdir",
-       (root.path() / "client").string(), "--name", "target", "--heartbeat-ms", "200"},
-      root.path() / "client.out",
-      {},
-      {}});
+  ServerByHand server(root.path(), "target");
+  auto& [context, router, client] = server;
   const std::string package =
       conductor::pack_to_memory({conductor::PackEntry::in_memory("model.h5", "weights")});
   const std::string blob = conductor::sha256_hex(package);
